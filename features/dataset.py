@@ -1,0 +1,93 @@
+"""The in-memory dataset every stage works on: four validated tables.
+
+A `Dataset` is what `features.contract.read_dataset` returns after validation:
+ids are strings, timestamps are timezone-naive UTC, optional columns are
+present with their defaults. Code downstream trusts these types.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import pandas as pd
+
+ORDER_STATUSES = ("completed", "returned", "cancelled", "unclaimed")
+
+#: table name -> (required columns, optional columns with their defaults)
+TABLE_COLUMNS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
+    "customers": (("customer_id",), {"signup_at": pd.NaT}),
+    "orders": (
+        ("order_id", "customer_id", "ordered_at", "amount"),
+        {"status": "completed", "discount": 0.0, "items": float("nan")},
+    ),
+    "events": (("customer_id", "occurred_at", "event_type"), {"value": float("nan")}),
+    "subscriptions": (
+        ("customer_id", "started_at"),
+        {"ended_at": pd.NaT, "plan": "default", "mrr": float("nan")},
+    ),
+}
+
+#: the timestamp column of each activity table (the one `as_of` cuts on)
+TIME_COLUMN = {"orders": "ordered_at", "events": "occurred_at", "subscriptions": "started_at"}
+ACTIVITY_TABLES = ("orders", "events", "subscriptions")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Customers and their history.
+
+    ``customers`` always exists; at least one of ``orders``, ``events`` and
+    ``subscriptions`` does. Static attributes are the extra columns of
+    ``customers``.
+    """
+
+    customers: pd.DataFrame
+    orders: pd.DataFrame | None = None
+    events: pd.DataFrame | None = None
+    subscriptions: pd.DataFrame | None = None
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        return getattr(self, name)
+
+    @property
+    def present_tables(self) -> list[str]:
+        return [name for name in ("customers", *ACTIVITY_TABLES) if self.table(name) is not None]
+
+    @property
+    def attribute_columns(self) -> list[str]:
+        """Static customer attributes: every customers column but id and signup date."""
+        return [c for c in self.customers.columns if c not in ("customer_id", "signup_at")]
+
+    def latest_timestamp(self) -> pd.Timestamp | None:
+        """The latest timestamp anywhere in the history (NaT-safe)."""
+        stamps: list[pd.Timestamp] = []
+        for name in ACTIVITY_TABLES:
+            frame = self.table(name)
+            if frame is None or frame.empty:
+                continue
+            stamps.append(frame[TIME_COLUMN[name]].max())
+            if name == "subscriptions":
+                stamps.append(frame["ended_at"].max())
+        stamps = [s for s in stamps if pd.notna(s)]
+        return max(stamps) if stamps else None
+
+    def default_as_of(self) -> pd.Timestamp:
+        """DESIGN §10: the day after the latest timestamp in the dataset."""
+        latest = self.latest_timestamp()
+        if latest is None:
+            raise ValueError("the dataset has no dated rows, so there is no default as-of date")
+        return latest.normalize() + pd.Timedelta(days=1)
+
+    def for_customers(self, customer_ids: pd.Index | list[str]) -> Dataset:
+        """The same dataset restricted to some customers (a partition)."""
+        ids = pd.Index(customer_ids)
+        tables = {
+            name: (frame[frame["customer_id"].isin(ids)] if frame is not None else None)
+            for name, frame in (
+                (n, self.table(n)) for n in ("customers", *ACTIVITY_TABLES)
+            )
+        }
+        return replace(self, **tables)
+
+    def count_rows(self) -> dict[str, int]:
+        return {name: len(self.table(name)) for name in self.present_tables}

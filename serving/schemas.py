@@ -1,0 +1,45 @@
+"""The score record (DESIGN §10): one shape for the API and the batch output."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+RiskTier = Literal["low", "medium", "high", "not_applicable"]
+ValueSegment = Literal["low", "mid", "high"]
+
+
+class Reason(BaseModel):
+    """One reason behind a score: a feature, its value, its SHAP contribution, a sentence."""
+
+    feature: str = Field(examples=["days_since_last_order"])
+    value: float | str | None = Field(examples=[94.0])
+    contribution: float = Field(
+        description="Exact TreeSHAP contribution to the model's raw (log-odds) output",
+        examples=[0.82],
+    )
+    text: str = Field(
+        examples=["No order for 94 days; retained customers typically order every 21 days."]
+    )
+
+
+class ScoreRecord(BaseModel):
+    """What churnlens knows about one customer as of a date."""
+
+    customer_id: str
+    as_of: datetime
+    churn_probability: float | None = Field(
+        description="Probability of churning within the horizon; null outside the population",
+        ge=0, le=1,
+    )
+    risk_tier: RiskTier
+    clv: float = Field(description="Expected revenue (or margin) over the CLV horizon", ge=0)
+    value_segment: ValueSegment
+    value_at_risk: float | None = Field(
+        description="churn_probability × clv: a prioritisation index, not a forecast", ge=0
+    )
+    reasons: list[Reason] = Field(default_factory=list)
+    recommended_action: str | None = None
+    model_version: str
