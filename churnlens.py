@@ -12,7 +12,10 @@ import typer
 COMMAND_MODULES = (
     "features.cli",
     "training.cli",
+    "training.backtest_cli",
     "serving.cli",
+    "serving.score_cli",
+    "serving.report_cli",
 )
 #: modules whose typer ``app`` is a command group, by group name
 GROUP_MODULES = {"outreach": "serving.outreach.cli", "apikey": "serving.apikey"}
