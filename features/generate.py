@@ -1,0 +1,591 @@
+"""A realistic synthetic dataset whose churn is caused by observable behaviour.
+
+Every customer carries a latent *engagement* that drifts week by week (a mean-
+reverting random walk; for some customers it starts to fade at a random
+moment). Engagement drives how often they order and use the app. Each week a
+customer may churn with a hazard that is the sum of cause-specific hazards, all
+computed from the customer's own past behaviour:
+
+- ``fading_engagement``: engagement has fallen well below its usual level, seen
+  in the data as fewer sessions, views and orders than before;
+- ``long_gap``: the customer is long overdue against their own ordering (or,
+  for subscribers, usage) rhythm;
+- ``bad_experience``: a large share of recent orders was returned or a cash-on-
+  delivery parcel went unclaimed;
+- ``support_issues``: a recent burst of support tickets;
+- ``price_downgrade``: a recent move to a cheaper subscription plan;
+- ``unobserved``: a small background hazard (moving away, a competitor), higher
+  for some acquisition channels, that no history can explain.
+
+When a customer churns, the cause is drawn in proportion to the component
+hazards (competing risks), so ``ground_truth.churn_cause`` names the hazard
+that actually fired. After churn a customer places no orders, ends their
+subscription and only opens the odd marketing email. A model that reads the
+history before a date can therefore find who is about to churn, and a feature
+pipeline that leaks the future or breaks the history cannot.
+
+The simulation runs on a weekly grid, vectorized across customers and chunked
+by customers (each chunk has its own random stream derived from the seed), so a
+million customers fit in memory and the same seed always gives the same data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+KINDS = ("ecommerce", "subscription", "mixed")
+
+CHURN_CAUSES = (
+    "unobserved",
+    "fading_engagement",
+    "long_gap",
+    "bad_experience",
+    "support_issues",
+    "price_downgrade",
+)
+NOT_CHURNED = "none"
+
+EVENT_TYPES = ("session", "product_view", "cart_add", "support_ticket", "email_open")
+ORDER_STATUS_CODES = ("completed", "returned", "cancelled", "unclaimed")
+PLANS = ("basic", "pro", "business")
+PLAN_MRR = np.array([19.0, 49.0, 149.0])
+ANNUAL_BILLING_DISCOUNT = 0.85
+
+REGIONS = (("north", 0.22), ("south", 0.25), ("east", 0.18), ("west", 0.20), ("central", 0.15))
+#: acquisition channel, share of sign-ups, multiplier of the background churn hazard
+CHANNELS = (
+    ("organic", 0.30, 0.8),
+    ("paid_search", 0.25, 1.0),
+    ("social", 0.18, 1.6),
+    ("referral", 0.12, 0.6),
+    ("email", 0.15, 1.0),
+)
+AGE_BANDS = (("18-24", 0.14), ("25-34", 0.30), ("35-44", 0.25), ("45-54", 0.18), ("55+", 0.13))
+PAYMENTS = (("card", 0.55), ("paypal", 0.27), ("cash_on_delivery", 0.18))
+
+#: customers simulated together with one random stream; fixed so output never
+#: depends on anything but the seed and the arguments
+CHUNK_SIZE = 50_000
+
+#: hour-of-day profile of activity (people shop in the evening)
+_HOURLY = np.array([1, 0.6, 0.4, 0.3, 0.3, 0.5, 1, 2, 3, 3.5, 4, 4.5,
+                    5, 4.5, 4, 4, 4.5, 5, 6, 7, 7.5, 6.5, 4, 2], dtype=float)
+_HOURLY_CDF = np.cumsum(_HOURLY) / _HOURLY.sum()
+
+
+@dataclass(frozen=True)
+class _Profile:
+    """Weekly base rates and hazard strengths of one kind of business."""
+
+    orders_per_week: float
+    session_per_week: float
+    subscriber_share: float
+    #: event rates relative to sessions
+    views_per_session: float = 1.6
+    carts_per_session: float = 0.3
+    emails_per_week: float = 0.25
+    orders_scale: float = 1.0
+    events_scale: float = 1.0
+
+
+_PROFILES = {
+    "ecommerce": _Profile(orders_per_week=0.16, session_per_week=0.3, subscriber_share=0.0),
+    "subscription": _Profile(orders_per_week=0.025, session_per_week=0.6, subscriber_share=1.0,
+                             views_per_session=0.8, carts_per_session=0.05),
+    "mixed": _Profile(orders_per_week=0.16, session_per_week=0.3, subscriber_share=0.35),
+}
+
+# hazard strengths (per week); tuned so that about 25-35% of active customers
+# churn within 90 days, with every cause represented
+_BACKGROUND_HAZARD = 0.004
+_FADING_HAZARD = 0.05       # per unit of engagement below -0.4 (log scale)
+_GAP_HAZARD = 0.05           # per expected gap overdue beyond 2.5
+_BAD_EXPERIENCE_HAZARD = 0.12  # times the recent share of bad orders
+_SUPPORT_HAZARD = 0.02      # per recent ticket
+_DOWNGRADE_HAZARD = 0.06     # per recent downgrade
+
+_BAD_SHOCK = 0.12            # engagement lost per returned/unclaimed order
+_RECENT_DECAY = 0.92         # weekly decay of recent-order and bad-order memory
+_TICKET_DECAY = 0.80
+_DOWNGRADE_DECAY = 0.92
+
+
+@dataclass(frozen=True)
+class GeneratedData:
+    """The generated tables (data contract of DESIGN §2) plus the ground truth.
+
+    ``ground_truth`` has one row per customer: ``customer_id``, ``churned_at``
+    (NaT when the customer had not churned by the end), ``churn_cause`` (one of
+    `CHURN_CAUSES`, or ``"none"``) and latent facts useful to check models
+    against (``engagement_at_end``, ``fading``, ``subscriber``, ...). Loaders
+    ignore it: it is never model input.
+    """
+
+    tables: dict[str, pd.DataFrame]
+    ground_truth: pd.DataFrame
+    kind: str
+    end: date
+    notes: list[str] = field(default_factory=list)
+
+    def write(self, directory: Path | str, fmt: str = "csv") -> Path:
+        """Write every table as ``NAME.fmt`` and the ground truth as ``ground_truth.csv``."""
+        from features.io import write_dataset, write_table
+
+        if fmt not in ("csv", "parquet"):
+            raise ValueError(f"fmt must be 'csv' or 'parquet', not {fmt!r}")
+        directory = write_dataset(self.tables, directory, fmt=fmt)
+        write_table(self.ground_truth, Path(directory) / "ground_truth.csv")
+        return directory
+
+
+def generate_dataset(
+    *,
+    customers: int,
+    seed: int,
+    end: date,
+    kind: str,
+    history_days: int = 1095,
+    orders_per_customer: float | None = None,
+    events_per_customer: float | None = None,
+) -> GeneratedData:
+    """Simulate ``customers`` customers over the ``history_days`` days ending on ``end``.
+
+    Parameters
+    ----------
+    customers, seed
+        How many customers, and the random seed (same arguments, identical frames).
+    end
+        The last day of history: no timestamp is later than ``end`` 23:59:59.
+    kind
+        ``"ecommerce"`` (orders and app events), ``"subscription"`` (every
+        customer subscribes; churn is cancelling) or ``"mixed"`` (an online shop
+        where about a third of customers also hold a membership subscription).
+    orders_per_customer, events_per_customer
+        Optional average number of orders / events per customer over the whole
+        history (approximate, within about 10%). Benchmarks use them to reach a
+        given volume; ``None`` keeps the kind's natural rates.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
+    if customers < 1:
+        raise ValueError(f"customers must be at least 1, not {customers}")
+    if history_days < 14:
+        raise ValueError(f"history_days must be at least 14, not {history_days}")
+    for name, value in (("orders_per_customer", orders_per_customer),
+                        ("events_per_customer", events_per_customer)):
+        if value is not None and not value > 0:
+            raise ValueError(f"{name} must be positive, not {value}")
+    if isinstance(end, datetime):
+        end = end.date()
+
+    profile = _PROFILES[kind]
+    notes: list[str] = []
+    if orders_per_customer is not None or events_per_customer is not None:
+        profile = _calibrate(profile, seed=seed, end=end, kind=kind, history_days=history_days,
+                             orders_per_customer=orders_per_customer,
+                             events_per_customer=events_per_customer)
+        notes.append(f"rates scaled: orders x{profile.orders_scale:.3g}, "
+                     f"events x{profile.events_scale:.3g}")
+
+    chunks = [
+        _simulate_chunk(
+            np.random.default_rng(np.random.SeedSequence([seed, chunk_index])),
+            n=min(CHUNK_SIZE, customers - first),
+            first=first,
+            history_days=history_days,
+            start=_history_start(end, history_days),
+            profile=profile,
+        )
+        for chunk_index, first in enumerate(range(0, customers, CHUNK_SIZE))
+    ]
+    raw = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
+    return _assemble(raw, customers=customers, end=end, kind=kind,
+                     history_days=history_days, notes=notes)
+
+
+def _history_start(end: date, history_days: int) -> datetime:
+    return datetime.combine(end + timedelta(days=1), time()) - timedelta(days=history_days)
+
+
+def _calibrate(profile: _Profile, *, seed: int, end: date, kind: str, history_days: int,
+               orders_per_customer: float | None,
+               events_per_customer: float | None) -> _Profile:
+    """Scale base rates so that a pilot run meets the requested volumes per customer.
+
+    Churn hazards are scale-free (gaps are measured against each customer's own
+    rhythm, bad experiences as a share of orders), so volume scales almost
+    linearly with the base rates and one pilot suffices.
+    """
+    pilot_size = 4000
+    pilot = _simulate_chunk(
+        np.random.default_rng(np.random.SeedSequence([seed, 1_000_003])),
+        n=pilot_size, first=0, history_days=history_days,
+        start=_history_start(end, history_days), profile=profile,
+    )
+    orders_scale, events_scale = 1.0, 1.0
+    if orders_per_customer is not None:
+        orders_scale = orders_per_customer / max(len(pilot["order_customer"]) / pilot_size, 1e-9)
+    if events_per_customer is not None:
+        # support tickets follow experiences, not the volume knob
+        other = np.count_nonzero(pilot["event_type"] != EVENT_TYPES.index("support_ticket"))
+        tickets = len(pilot["event_type"]) - other
+        wanted = max(events_per_customer - tickets / pilot_size, 0.01)
+        events_scale = wanted / max(other / pilot_size, 1e-9)
+    return _Profile(**{**profile.__dict__, "orders_scale": orders_scale,
+                       "events_scale": events_scale})
+
+
+def _pick(rng: np.random.Generator, options: tuple, n: int) -> np.ndarray:
+    """Draw option indices with the shares given as the second item of each option."""
+    shares = np.array([option[1] for option in options], dtype=float)
+    return rng.choice(len(options), size=n, p=shares / shares.sum())
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+class _Rows:
+    """Accumulates rows of one table as lists of numpy arrays, one list per column."""
+
+    def __init__(self, *columns: str) -> None:
+        self.columns = {column: [] for column in columns}
+
+    def add(self, **arrays: np.ndarray) -> None:
+        for column, values in arrays.items():
+            self.columns[column].append(values)
+
+    def finish(self, prefix: str, dtypes: dict[str, type]) -> dict[str, np.ndarray]:
+        return {
+            f"{prefix}_{column}": (np.concatenate(parts) if parts
+                                   else np.empty(0, dtype=dtypes[column]))
+            for column, parts in self.columns.items()
+        }
+
+
+def _times_in(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Random moments in [lo, hi) (days), shaped by the hour-of-day profile where possible."""
+    uniform = lo + rng.random(len(lo)) * (hi - lo)
+    hour = np.searchsorted(_HOURLY_CDF, rng.random(len(lo)), side="right")
+    diurnal = np.floor(uniform) + (hour + rng.random(len(lo))) / 24.0
+    inside = (diurnal >= lo) & (diurnal < hi)
+    return np.where(inside, diurnal, uniform)
+
+
+def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_days: int,
+                    start: datetime, profile: _Profile) -> dict[str, np.ndarray]:
+    """Simulate ``n`` customers week by week; times are float days since ``start``."""
+    weeks = int(np.ceil(history_days / 7))
+    subscription_only = profile.subscriber_share >= 1.0
+
+    # static traits
+    signup = rng.random(n) * history_days
+    region = _pick(rng, REGIONS, n)
+    channel = _pick(rng, CHANNELS, n)
+    age_band = _pick(rng, AGE_BANDS, n)
+    payment = _pick(rng, PAYMENTS, n)
+    cash_on_delivery = payment == 2
+    channel_risk = np.array([c[2] for c in CHANNELS])[channel]
+    order_rate = rng.gamma(2.0, profile.orders_per_week / 2.0, n) * profile.orders_scale
+    session_rate = rng.gamma(2.0, profile.session_per_week / 2.0, n) * profile.events_scale
+    email_rate = profile.emails_per_week * rng.gamma(2.0, 0.5, n) * profile.events_scale
+    basket_value = rng.lognormal(np.log(55.0), 0.45, n)
+    return_share = rng.beta(1.2, 14.0, n)
+    unclaimed_share = np.where(cash_on_delivery, rng.beta(1.0, 9.0, n), 0.0)
+    discount_liking = rng.beta(1.0, 3.0, n)
+    # a fading customer's engagement starts to drift down at a random moment
+    fading = rng.random(n) < 0.5
+    fade_onset = signup + rng.exponential(150.0, n)
+    fade_speed = rng.uniform(0.03, 0.12, n)
+    price_sensitive = rng.random(n) < 0.3
+
+    subscriber = rng.random(n) < profile.subscriber_share
+    plan = np.where(subscriber, _pick(rng, (("basic", 0.5), ("pro", 0.35), ("business", 0.15)), n),
+                    -1)
+    annual = rng.random(n) < 0.3
+    plan_started = signup.copy()
+
+    # state
+    engagement = rng.normal(0.15, 0.25, n)  # log multiplier of every rate; new customers keen
+    churned = np.zeros(n, dtype=bool)
+    churned_at = np.full(n, np.nan)
+    cause = np.full(n, -1, dtype=np.int8)
+    engagement_at_churn = np.full(n, np.nan)
+    weeks_since_order = np.zeros(n)
+    weeks_since_session = np.zeros(n)
+    recent_orders = np.zeros(n)
+    recent_bad = np.zeros(n)
+    recent_tickets = np.zeros(n)
+    recent_downgrades = np.zeros(n)
+    problem_weeks_left = np.zeros(n, dtype=np.int32)
+    everyone = np.arange(n)
+
+    orders = _Rows("customer", "time", "status", "amount", "discount", "items")
+    events = _Rows("customer", "time", "type", "value")
+    subscriptions = _Rows("customer", "start", "end", "plan")
+
+    for week in range(weeks):
+        week_start, week_end = 7.0 * week, min(7.0 * week + 7.0, float(history_days))
+        week_mid = (week_start + week_end) / 2
+        season = 1.0 + 0.2 * np.cos(2 * np.pi * (_day_of_year(start, week_mid) - 350) / 365.25)
+        joined = signup < week_end
+        active = joined & ~churned
+        lo = np.maximum(week_start, signup)
+
+        # churn hazard from what happened before this week (customers past their first week)
+        at_risk = active & (signup < week_start)
+        gap_overdue = weeks_since_order * order_rate
+        if subscription_only:
+            gap_overdue = weeks_since_session * session_rate
+        else:
+            gap_overdue = np.where(subscriber, np.minimum(gap_overdue,
+                                                          weeks_since_session * session_rate),
+                                   gap_overdue)
+        hazards = np.stack([
+            _BACKGROUND_HAZARD * channel_risk,
+            _FADING_HAZARD * np.clip(-engagement - 0.4, 0.0, 2.5),
+            _GAP_HAZARD * np.clip(gap_overdue - 2.0, 0.0, 3.0),
+            _BAD_EXPERIENCE_HAZARD * recent_bad / (recent_orders + 0.5),
+            _SUPPORT_HAZARD * recent_tickets,
+            _DOWNGRADE_HAZARD * recent_downgrades * (plan >= 0),
+        ])
+        total = hazards.sum(axis=0)
+        fraction = (week_end - week_start) / 7.0
+        churn_now = at_risk & (rng.random(n) < -np.expm1(-total * fraction))
+        who = np.flatnonzero(churn_now)
+        if len(who):
+            cumulative = np.cumsum(hazards[:, who], axis=0)
+            pick = rng.random(len(who)) * cumulative[-1]
+            cause[who] = (cumulative < pick).sum(axis=0)
+            churned_at[who] = lo[who] + rng.random(len(who)) * (week_end - lo[who])
+            engagement_at_churn[who] = engagement[who]
+        hi = np.where(churn_now, churned_at, week_end)
+        exposure = np.where(active, np.maximum(hi - lo, 0.0) / 7.0, 0.0)
+        level = np.exp(engagement)
+
+        # orders
+        n_orders = rng.poisson(order_rate * level * season * exposure)
+        buyer = np.repeat(everyone, n_orders)
+        if len(buyer):
+            draw = rng.random(len(buyer))
+            status = np.zeros(len(buyer), dtype=np.int8)  # completed
+            cancelled = draw < 0.03
+            unclaimed = ~cancelled & (draw < 0.03 + unclaimed_share[buyer])
+            returned = ~cancelled & ~unclaimed & (
+                draw < 0.03 + unclaimed_share[buyer] + return_share[buyer])
+            status[returned], status[cancelled], status[unclaimed] = 1, 2, 3
+            amount = np.round(basket_value[buyer] * rng.lognormal(0.0, 0.5, len(buyer)), 2)
+            discounted = rng.random(len(buyer)) < discount_liking[buyer]
+            discount = np.where(discounted,
+                                np.round(amount * rng.uniform(0.05, 0.3, len(buyer)), 2), 0.0)
+            items = 1 + rng.poisson(np.maximum(amount / 45.0 - 0.5, 0.05))
+            orders.add(customer=buyer, time=_times_in(rng, lo[buyer], hi[buyer]),
+                       status=status, amount=amount, discount=discount, items=items)
+            completed = np.bincount(buyer[status == 0], minlength=n)
+            bad = np.bincount(buyer[(status == 1) | (status == 3)], minlength=n)
+            placed = np.bincount(buyer[status != 2], minlength=n)
+        else:
+            completed = bad = placed = np.zeros(n, dtype=np.int64)
+
+        # app events: usage follows engagement; tickets follow trouble
+        starts_problem = active & (rng.random(n) < 0.006 * exposure)
+        problem_weeks_left = np.where(starts_problem, rng.geometric(0.3, n), problem_weeks_left)
+        ticket_rate = 0.01 + 0.6 * bad + 1.2 * (problem_weeks_left > 0)
+        rates = np.stack([
+            session_rate * level,
+            session_rate * profile.views_per_session * level * season,
+            session_rate * profile.carts_per_session * level ** 1.3 * season,
+            ticket_rate,
+            email_rate * level ** 0.3,
+        ]) * exposure
+        counts = rng.poisson(rates)
+        # after churn: only the odd marketing email is still opened
+        gone_lo = np.maximum(week_start, np.nan_to_num(churned_at, nan=np.inf))
+        gone_exposure = np.where(joined & (gone_lo < week_end), (week_end - gone_lo) / 7.0, 0.0)
+        weeks_gone = (week_start - np.nan_to_num(churned_at, nan=week_start)) / 7.0
+        late_emails = rng.poisson(0.3 * np.exp(-weeks_gone / 8.0) * email_rate * gone_exposure)
+        for code in range(len(EVENT_TYPES)):
+            person = np.repeat(everyone, counts[code])
+            if not len(person):
+                continue
+            value = (np.round(rng.lognormal(np.log(7.0) + 0.3 * engagement[person], 0.6), 1)
+                     if EVENT_TYPES[code] == "session" else np.full(len(person), np.nan))
+            events.add(customer=person, time=_times_in(rng, lo[person], hi[person]),
+                       type=np.full(len(person), code, dtype=np.int8), value=value)
+        person = np.repeat(everyone, late_emails)
+        if len(person):
+            events.add(customer=person, time=_times_in(rng, gone_lo[person],
+                                                       np.full(len(person), week_end)),
+                       type=np.full(len(person), EVENT_TYPES.index("email_open"), dtype=np.int8),
+                       value=np.full(len(person), np.nan))
+
+        # subscriptions: plan changes follow engagement; churn ends the subscription
+        holding = active & (plan >= 0) & ~churn_now
+        upgrade = holding & (plan < 2) & (
+            rng.random(n) < 0.012 * _sigmoid(3 * (engagement - 0.3)) * exposure)
+        downgrade = holding & ~upgrade & (plan > 0) & (rng.random(n) < (
+            0.003 + 0.04 * _sigmoid(3 * (-engagement - 0.5)) * (1 + price_sensitive)) * exposure)
+        change = np.flatnonzero(upgrade | downgrade)
+        if len(change):
+            when = _times_in(rng, lo[change], hi[change])
+            subscriptions.add(customer=change, start=plan_started[change], end=when,
+                              plan=plan[change].copy())
+            plan[change] += np.where(upgrade[change], 1, -1)
+            plan_started[change] = when
+            recent_downgrades[downgrade] += 1.0
+        leaving = np.flatnonzero(churn_now & (plan >= 0))
+        if len(leaving):
+            subscriptions.add(customer=leaving, start=plan_started[leaving],
+                              end=churned_at[leaving], plan=plan[leaving].copy())
+            plan[leaving] = -1
+
+        # state for next week
+        churned |= churn_now
+        alive = active & ~churn_now
+        onset = fading & (fade_onset < week_end)
+        drift = np.where(onset, -fade_speed, 0.0)
+        noise = rng.normal(0.0, 0.07, n)
+        engagement = np.where(
+            alive,
+            np.clip(np.where(onset, engagement, 0.96 * engagement) + drift + noise
+                    - _BAD_SHOCK * bad, -4.0, 1.5),
+            engagement,
+        )
+        weeks_since_order = np.where(completed > 0, 0.0, weeks_since_order + exposure)
+        weeks_since_session = np.where(counts[0] > 0, 0.0, weeks_since_session + exposure)
+        recent_orders = _RECENT_DECAY * recent_orders + placed
+        recent_bad = _RECENT_DECAY * recent_bad + bad
+        recent_tickets = _TICKET_DECAY * recent_tickets + counts[3]
+        recent_downgrades = _DOWNGRADE_DECAY * recent_downgrades
+        problem_weeks_left = np.maximum(problem_weeks_left - 1, 0)
+
+    still = np.flatnonzero(plan >= 0)
+    subscriptions.add(customer=still, start=plan_started[still], end=np.full(len(still), np.nan),
+                      plan=plan[still].copy())
+    ended_subscribed = subscriber
+    final_engagement = np.where(churned, engagement_at_churn, engagement)
+
+    result = {
+        "customer_signup": signup,
+        "customer_region": region,
+        "customer_channel": channel,
+        "customer_age_band": age_band,
+        "customer_payment": payment,
+        "customer_subscriber": ended_subscribed,
+        "customer_annual": annual,
+        "customer_churned_at": churned_at,
+        "customer_cause": cause,
+        "customer_engagement": np.exp(final_engagement),
+        "customer_fading": fading & (fade_onset < np.nan_to_num(churned_at, nan=history_days)),
+        "customer_order_rate": order_rate,
+    }
+    result |= orders.finish("order", {"customer": np.int64, "time": float, "status": np.int8,
+                                      "amount": float, "discount": float, "items": np.int64})
+    result |= events.finish("event", {"customer": np.int64, "time": float, "type": np.int8,
+                                      "value": float})
+    result |= subscriptions.finish("subscription", {"customer": np.int64, "start": float,
+                                                    "end": float, "plan": np.int64})
+    for key in ("order_customer", "event_customer", "subscription_customer"):
+        result[key] = result[key].astype(np.int64) + first
+    return result
+
+
+def _day_of_year(start: datetime, day: float) -> int:
+    return (start + timedelta(days=day)).timetuple().tm_yday
+
+
+def _timestamps(start: datetime, days: np.ndarray) -> np.ndarray:
+    """Float days since ``start`` to datetime64[ns], whole seconds, never rounded past the end."""
+    seconds = np.floor(days * 86_400.0)
+    base = np.datetime64(start, "s")
+    out = base + np.where(np.isnan(seconds), 0, seconds).astype("timedelta64[s]")
+    return np.where(np.isnan(days), np.datetime64("NaT"), out).astype("datetime64[ns]")
+
+
+def _labels(options: tuple, codes: np.ndarray) -> pd.Categorical:
+    return pd.Categorical.from_codes(codes, categories=[option[0] for option in options])
+
+
+def _as_text(values: pd.Categorical | np.ndarray) -> pd.Series:
+    return pd.Series(values).astype(str)
+
+
+def _assemble(raw: dict[str, np.ndarray], *, customers: int, end: date, kind: str,
+              history_days: int, notes: list[str]) -> GeneratedData:
+    """Turn simulated arrays into contract tables sorted by time, with string ids."""
+    start = _history_start(end, history_days)
+    width = max(6, len(str(customers - 1)))
+    id_text = np.char.add("C", np.char.zfill(np.arange(customers).astype(str), width))
+    ids = pa.array(id_text)
+
+    def customer_ids(index: np.ndarray) -> pd.Series:
+        return pd.Series(ids.take(pa.array(index)).to_pandas(), dtype=str)
+
+    tables: dict[str, pd.DataFrame] = {}
+    tables["customers"] = pd.DataFrame({
+        "customer_id": pd.Series(id_text, dtype=str),
+        "signup_at": _timestamps(start, raw["customer_signup"]),
+        "region": _as_text(_labels(REGIONS, raw["customer_region"])),
+        "acquisition_channel": _as_text(_labels(CHANNELS, raw["customer_channel"])),
+        "age_band": _as_text(_labels(AGE_BANDS, raw["customer_age_band"])),
+    })
+    if kind != "subscription":
+        tables["customers"]["preferred_payment"] = _as_text(
+            _labels(PAYMENTS, raw["customer_payment"]))
+
+    order_sort = np.argsort(raw["order_time"], kind="stable")
+    n_orders = len(order_sort)
+    order_width = max(8, len(str(n_orders)))
+    tables["orders"] = pd.DataFrame({
+        "order_id": pd.Series(np.char.add("O", np.char.zfill(
+            np.arange(1, n_orders + 1).astype(str), order_width)), dtype=str),
+        "customer_id": customer_ids(raw["order_customer"][order_sort]),
+        "ordered_at": _timestamps(start, raw["order_time"][order_sort]),
+        "amount": raw["order_amount"][order_sort],
+        "status": _as_text(pd.Categorical.from_codes(raw["order_status"][order_sort],
+                                                     categories=list(ORDER_STATUS_CODES))),
+        "discount": raw["order_discount"][order_sort],
+        "items": raw["order_items"][order_sort].astype(np.int64),
+    })
+
+    event_sort = np.argsort(raw["event_time"], kind="stable")
+    tables["events"] = pd.DataFrame({
+        "customer_id": customer_ids(raw["event_customer"][event_sort]),
+        "occurred_at": _timestamps(start, raw["event_time"][event_sort]),
+        "event_type": _as_text(pd.Categorical.from_codes(raw["event_type"][event_sort],
+                                                         categories=list(EVENT_TYPES))),
+        "value": raw["event_value"][event_sort],
+    })
+
+    if kind != "ecommerce":
+        sub_sort = np.lexsort((raw["subscription_start"], raw["subscription_customer"]))
+        plan_codes = raw["subscription_plan"][sub_sort]
+        annual = raw["customer_annual"][raw["subscription_customer"][sub_sort]]
+        tables["subscriptions"] = pd.DataFrame({
+            "customer_id": customer_ids(raw["subscription_customer"][sub_sort]),
+            "started_at": _timestamps(start, raw["subscription_start"][sub_sort]),
+            "ended_at": _timestamps(start, raw["subscription_end"][sub_sort]),
+            "plan": _as_text(pd.Categorical.from_codes(plan_codes, categories=list(PLANS))),
+            "mrr": np.round(PLAN_MRR[plan_codes] * np.where(annual, ANNUAL_BILLING_DISCOUNT, 1.0),
+                            2),
+        })
+
+    cause_names = np.array([*CHURN_CAUSES, NOT_CHURNED], dtype=object)
+    ground_truth = pd.DataFrame({
+        "customer_id": pd.Series(id_text, dtype=str),
+        "signup_at": tables["customers"]["signup_at"],
+        "churned_at": _timestamps(start, raw["customer_churned_at"]),
+        "churn_cause": pd.Series(cause_names[raw["customer_cause"]], dtype=str),
+        "engagement_at_end": np.round(raw["customer_engagement"], 4),
+        "fading": raw["customer_fading"],
+        "subscriber": raw["customer_subscriber"],
+        "base_weekly_orders": np.round(raw["customer_order_rate"], 4),
+    })
+    return GeneratedData(tables=tables, ground_truth=ground_truth, kind=kind, end=end,
+                         notes=notes)
