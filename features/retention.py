@@ -1,0 +1,474 @@
+"""Retention metrics as the business measures them, per calendar month.
+
+These are the numbers a retention manager already tracks (DESIGN intro): churn
+rate = customers lost in a period / customers at its start, MRR churn and net
+revenue retention for subscriptions, repeat-purchase rate, average order value
+of returning customers, return / cancellation / unclaimed-parcel rates, and a
+cohort retention matrix. Every function is pure: a `Dataset` and an explicit
+``as_of`` in, a frame out; only rows strictly before ``as_of`` are used and
+only calendar months that ended by ``as_of`` are reported, so a half-finished
+month never looks like a collapse.
+
+Rules, in the words of DESIGN §3:
+
+- **inactivity** churn: a customer is *active* on day t when they placed a
+  completed order in the ``horizon_days`` before t, i.e. in [t − H, t).
+  Customers at the start of month [s, e) = active at s; lost in the month =
+  those of them not active at e. Equivalently, a customer is lost in the month
+  in which their last completed order + H falls (and they did not order again
+  by then).
+- **subscription** churn: a customer is active at t when a subscription of
+  theirs is active (``started_at`` ≤ t < ``ended_at``, empty end = active).
+  Lost in the month = active at s and not at e: their subscription ended and
+  no following one is active.
+- **MRR**: a customer's MRR at t is the sum of ``mrr`` over their active
+  subscriptions. For the customers paying at s: churned MRR (they pay nothing at
+  e), contraction (pay less), expansion (pay more, e.g. upgrades). Net revenue
+  retention = their MRR at e / their MRR at s; gross MRR churn = (churned +
+  contraction) / MRR at s. New customers never enter either ratio.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.dataset import Dataset
+
+MONTH_INDEX_NAME = "month"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _month_floor(stamp: pd.Timestamp) -> pd.Timestamp:
+    return pd.Timestamp(year=stamp.year, month=stamp.month, day=1)
+
+
+def complete_months(first: pd.Timestamp, as_of: pd.Timestamp) -> pd.DatetimeIndex:
+    """Starts of the calendar months from ``first``'s month whose end is on or before ``as_of``."""
+    start = _month_floor(pd.Timestamp(first))
+    last_end = _month_floor(pd.Timestamp(as_of))  # months ending by as_of start before this
+    if start >= last_end:
+        return pd.DatetimeIndex([], name=MONTH_INDEX_NAME)
+    months = pd.date_range(start, last_end, freq="MS", inclusive="left")
+    return pd.DatetimeIndex(months, name=MONTH_INDEX_NAME, freq=None)
+
+
+def _month_number(values: pd.Series) -> np.ndarray:
+    """Months since 1970-01 as int64 (NaT becomes the smallest int64)."""
+    return values.to_numpy(dtype="datetime64[ns]").astype("datetime64[M]").astype(np.int64)
+
+
+def _month_start_of(number: int) -> pd.Timestamp:
+    years, months = divmod(int(number), 12)
+    return pd.Timestamp(year=1970 + years, month=months + 1, day=1)
+
+
+def _customer_codes(dataset: Dataset, frame: pd.DataFrame) -> np.ndarray:
+    """Positions of ``frame``'s customers in the customers table (-1 = unknown)."""
+    return pd.Index(dataset.customers["customer_id"]).get_indexer(frame["customer_id"])
+
+
+def _completed_orders_before(dataset: Dataset, as_of: pd.Timestamp) -> pd.DataFrame | None:
+    orders = dataset.orders
+    if orders is None or orders.empty:
+        return None
+    keep = (orders["ordered_at"] < as_of) & (orders["status"] == "completed")
+    return orders.loc[keep]
+
+
+def _subscriptions_before(dataset: Dataset, as_of: pd.Timestamp) -> pd.DataFrame | None:
+    """Subscriptions started before ``as_of``; an end at or after ``as_of`` is not yet known."""
+    subs = dataset.subscriptions
+    if subs is None or subs.empty:
+        return None
+    subs = subs.loc[subs["started_at"] < as_of].copy()
+    subs.loc[subs["ended_at"] >= as_of, "ended_at"] = pd.NaT
+    return subs
+
+
+def _active_mask(n_customers: int, codes: np.ndarray) -> np.ndarray:
+    mask = np.zeros(n_customers, dtype=bool)
+    mask[codes[codes >= 0]] = True
+    return mask
+
+
+def _lost_table(months: pd.DatetimeIndex, active_at: list[np.ndarray]) -> pd.DataFrame:
+    """customers_at_start / customers_lost / churn_rate from the active sets at each boundary."""
+    at_start = np.array([a.sum() for a in active_at[:-1]], dtype=np.int64)
+    lost = np.array([(a & ~b).sum() for a, b in itertools.pairwise(active_at)],
+                    dtype=np.int64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(at_start > 0, lost / np.maximum(at_start, 1), np.nan)
+    frame = pd.DataFrame(
+        {"customers_at_start": at_start, "customers_lost": lost, "churn_rate": rate},
+        index=months,
+    )
+    first_nonzero = np.flatnonzero(at_start > 0)
+    return frame.iloc[first_nonzero[0]:] if first_nonzero.size else frame.iloc[0:0]
+
+
+def _boundaries(months: pd.DatetimeIndex) -> list[pd.Timestamp]:
+    if months.empty:
+        return []
+    return [*months, months[-1] + pd.offsets.MonthBegin(1)]
+
+
+def _empty_monthly(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame(columns=columns, index=pd.DatetimeIndex([], name=MONTH_INDEX_NAME),
+                        dtype="float64")
+
+
+# --------------------------------------------------------------------------- churn rate
+
+CHURN_COLUMNS = ["customers_at_start", "customers_lost", "churn_rate"]
+
+
+def inactivity_churn_by_month(dataset: Dataset, *, as_of: pd.Timestamp,
+                              horizon_days: int = 90) -> pd.DataFrame:
+    """Customer churn rate per month under the inactivity rule (module docstring).
+
+    Returns a frame indexed by month start with ``customers_at_start``,
+    ``customers_lost`` and ``churn_rate`` = lost / at start, beginning with the
+    first month that had active customers at its start.
+    """
+    orders = _completed_orders_before(dataset, as_of)
+    if orders is None or orders.empty:
+        return _empty_monthly(CHURN_COLUMNS)
+    months = complete_months(orders["ordered_at"].min(), as_of)
+    if months.empty:
+        return _empty_monthly(CHURN_COLUMNS)
+    codes = _customer_codes(dataset, orders)
+    stamps = orders["ordered_at"].to_numpy(dtype="datetime64[ns]")
+    horizon = np.timedelta64(int(horizon_days), "D")
+    n = len(dataset.customers)
+    active_at = []
+    for boundary in _boundaries(months):
+        b = np.datetime64(boundary, "ns")
+        window = (stamps >= b - horizon) & (stamps < b)
+        active_at.append(_active_mask(n, codes[window]))
+    return _lost_table(months, active_at)
+
+
+def _subscription_state(subs: pd.DataFrame, at: pd.Timestamp) -> pd.Series:
+    """Active subscriptions at ``at``: started_at ≤ at < ended_at (empty end = still active)."""
+    return (subs["started_at"] <= at) & (subs["ended_at"].isna() | (subs["ended_at"] > at))
+
+
+def subscription_churn_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Customer churn rate per month under the subscription rule (module docstring)."""
+    subs = _subscriptions_before(dataset, as_of)
+    if subs is None or subs.empty:
+        return _empty_monthly(CHURN_COLUMNS)
+    months = complete_months(subs["started_at"].min(), as_of)
+    if months.empty:
+        return _empty_monthly(CHURN_COLUMNS)
+    codes = _customer_codes(dataset, subs)
+    n = len(dataset.customers)
+    active_at = [_active_mask(n, codes[_subscription_state(subs, b).to_numpy()])
+                 for b in _boundaries(months)]
+    return _lost_table(months, active_at)
+
+
+# --------------------------------------------------------------------------- MRR
+
+MRR_COLUMNS = ["starting_mrr", "expansion_mrr", "contraction_mrr", "churned_mrr",
+               "retained_mrr", "gross_mrr_churn_rate", "net_revenue_retention"]
+
+
+def mrr_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.DataFrame:
+    """MRR movements of the customers paying at each month's start (module docstring).
+
+    ``retained_mrr`` is what those customers pay at the month's end (expansion
+    included); ``net_revenue_retention`` = retained / starting;
+    ``gross_mrr_churn_rate`` = (churned + contraction) / starting. Subscriptions
+    without an ``mrr`` value count as 0. Empty when there is no MRR at all.
+    """
+    subs = _subscriptions_before(dataset, as_of)
+    if subs is None or subs.empty or not (subs["mrr"].fillna(0) > 0).any():
+        return _empty_monthly(MRR_COLUMNS)
+    months = complete_months(subs["started_at"].min(), as_of)
+    if months.empty:
+        return _empty_monthly(MRR_COLUMNS)
+    codes = _customer_codes(dataset, subs)
+    mrr = subs["mrr"].fillna(0.0).to_numpy(dtype=float)
+    n = len(dataset.customers)
+
+    def mrr_at(at: pd.Timestamp) -> np.ndarray:
+        active = _subscription_state(subs, at).to_numpy() & (codes >= 0)
+        return np.bincount(codes[active], weights=mrr[active], minlength=n)
+
+    per_boundary = [mrr_at(b) for b in _boundaries(months)]
+    rows = []
+    for start, end in itertools.pairwise(per_boundary):
+        paying = start > 0
+        s, e = start[paying], end[paying]
+        starting = s.sum()
+        churned = s[e <= 0].sum()
+        kept = e > 0
+        contraction = np.clip(s[kept] - e[kept], 0, None).sum()
+        expansion = np.clip(e[kept] - s[kept], 0, None).sum()
+        retained = e.sum()
+        rows.append((starting, expansion, contraction, churned, retained,
+                     (churned + contraction) / starting if starting > 0 else np.nan,
+                     retained / starting if starting > 0 else np.nan))
+    frame = pd.DataFrame(rows, columns=MRR_COLUMNS, index=months)
+    first = np.flatnonzero(frame["starting_mrr"].to_numpy() > 0)
+    return frame.iloc[first[0]:] if first.size else frame.iloc[0:0]
+
+
+# --------------------------------------------------------------------------- orders
+
+REPEAT_COLUMNS = ["ordering_customers", "returning_customers", "repeat_purchase_rate",
+                  "returning_orders", "returning_revenue", "returning_aov"]
+
+
+def repeat_purchase_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Repeat purchases per month, from completed orders.
+
+    A *returning* customer in a month placed a completed order in it and had
+    placed one before the month began. ``repeat_purchase_rate`` = returning /
+    ordering customers; ``returning_aov`` = mean amount of the month's completed
+    orders placed by returning customers (NaN when there are none).
+    """
+    orders = _completed_orders_before(dataset, as_of)
+    if orders is None or orders.empty:
+        return _empty_monthly(REPEAT_COLUMNS)
+    months = complete_months(orders["ordered_at"].min(), as_of)
+    if months.empty:
+        return _empty_monthly(REPEAT_COLUMNS)
+    codes = _customer_codes(dataset, orders)
+    month_no = _month_number(orders["ordered_at"])
+    first_month = pd.Series(month_no).groupby(codes).transform("min").to_numpy()
+    frame = pd.DataFrame({
+        "customer": codes, "month": month_no, "returning": month_no > first_month,
+        "amount": orders["amount"].to_numpy(dtype=float),
+    })
+    grouped = frame.groupby("month")
+    ordering = grouped["customer"].nunique()
+    returning_rows = frame.loc[frame["returning"]]
+    by_returning = returning_rows.groupby("month")
+    result = pd.DataFrame({
+        "ordering_customers": ordering,
+        "returning_customers": by_returning["customer"].nunique(),
+        "returning_orders": by_returning.size(),
+        "returning_revenue": by_returning["amount"].sum(),
+    })
+    result.index = pd.DatetimeIndex([_month_start_of(m) for m in result.index],
+                                    name=MONTH_INDEX_NAME)
+    result = result.reindex(months)
+    counts = ["ordering_customers", "returning_customers", "returning_orders",
+              "returning_revenue"]
+    result[counts] = result[counts].fillna(0)
+    result["repeat_purchase_rate"] = (result["returning_customers"]
+                                      / result["ordering_customers"].where(
+                                          result["ordering_customers"] > 0))
+    result["returning_aov"] = (result["returning_revenue"]
+                               / result["returning_orders"].where(result["returning_orders"] > 0))
+    return result[REPEAT_COLUMNS]
+
+
+def overall_repeat_customer_share(dataset: Dataset, *, as_of: pd.Timestamp) -> float:
+    """Share of customers with a completed order who have placed two or more (NaN if none)."""
+    orders = _completed_orders_before(dataset, as_of)
+    if orders is None or orders.empty:
+        return float("nan")
+    counts = orders.groupby("customer_id").size()
+    return float((counts >= 2).mean())
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A least-squares line through a monthly series, in the series' unit per month."""
+
+    slope_per_month: float
+    relative_slope: float  #: slope / mean level: 0.02 = grows 2% of its level a month
+    direction: str  #: "growing" | "falling" | "flat" | "unknown"
+    months: int
+
+
+def monthly_trend(series: pd.Series, *, flat_below: float = 0.01) -> Trend:
+    """Fit y = a + b·month over the non-missing months; |b / mean| < ``flat_below`` is flat."""
+    values = series.dropna()
+    if len(values) < 2:
+        return Trend(float("nan"), float("nan"), "unknown", len(values))
+    x = np.arange(len(series), dtype=float)[series.notna().to_numpy()]
+    y = values.to_numpy(dtype=float)
+    slope = float(np.polyfit(x, y, 1)[0])
+    mean = float(y.mean())
+    relative = slope / mean if mean else float("nan")
+    if np.isnan(relative) or abs(relative) < flat_below:
+        direction = "flat"
+    else:
+        direction = "growing" if relative > 0 else "falling"
+    return Trend(slope, relative, direction, len(values))
+
+
+STATUS_COLUMNS = ["orders", "returned", "cancelled", "unclaimed", "return_rate",
+                  "cancellation_rate", "unclaimed_rate"]
+
+
+def order_status_rates_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Returned, cancelled and unclaimed orders per month as shares of all orders placed in it."""
+    orders = dataset.orders
+    if orders is None or orders.empty:
+        return _empty_monthly(STATUS_COLUMNS)
+    orders = orders.loc[orders["ordered_at"] < as_of]
+    if orders.empty:
+        return _empty_monthly(STATUS_COLUMNS)
+    months = complete_months(orders["ordered_at"].min(), as_of)
+    month_no = _month_number(orders["ordered_at"])
+    counts = pd.crosstab(month_no, orders["status"].to_numpy())
+    counts.index = pd.DatetimeIndex([_month_start_of(m) for m in counts.index],
+                                    name=MONTH_INDEX_NAME)
+    counts = counts.reindex(months).fillna(0)
+    result = pd.DataFrame(index=months)
+    result["orders"] = counts.sum(axis=1)
+    total = result["orders"].where(result["orders"] > 0)
+    for status, rate in (("returned", "return_rate"), ("cancelled", "cancellation_rate"),
+                         ("unclaimed", "unclaimed_rate")):
+        result[status] = counts.get(status, 0.0)
+        result[rate] = result[status] / total
+    return result[STATUS_COLUMNS]
+
+
+# --------------------------------------------------------------------------- cohorts
+
+
+def _activity_months(dataset: Dataset, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Distinct (customer code, month number) pairs with any activity before ``as_of``.
+
+    Activity = a completed order, an event, or a subscription active at any time
+    in the month.
+    """
+    pairs: list[np.ndarray] = []
+    n = len(dataset.customers)
+    orders = _completed_orders_before(dataset, as_of)
+    sources = [(orders, "ordered_at")]
+    events = dataset.events
+    if events is not None and not events.empty:
+        sources.append((events.loc[events["occurred_at"] < as_of], "occurred_at"))
+    for frame, column in sources:
+        if frame is None or frame.empty:
+            continue
+        key = _customer_codes(dataset, frame).astype(np.int64)
+        months = _month_number(frame[column])
+        pairs.append(np.unique(months * n + key))
+    subs = _subscriptions_before(dataset, as_of)
+    if subs is not None and not subs.empty:
+        codes = _customer_codes(dataset, subs).astype(np.int64)
+        first = _month_number(subs["started_at"])
+        last_month = int(_month_number(pd.Series([as_of - pd.Timedelta("1ns")]))[0])
+        ended = subs["ended_at"]
+        # a subscription ending exactly on a month start was not active in that month
+        last = np.where(ended.isna(), last_month,
+                        _month_number(ended - pd.Timedelta("1ns")))
+        spans = np.maximum(last - first + 1, 0)
+        rep_codes = np.repeat(codes, spans)
+        offsets = np.arange(spans.sum()) - np.repeat(np.cumsum(spans) - spans, spans)
+        rep_months = np.repeat(first, spans) + offsets
+        pairs.append(np.unique(rep_months * n + rep_codes))
+    if not pairs:
+        return pd.DataFrame({"customer": np.array([], dtype=np.int64),
+                             "month": np.array([], dtype=np.int64)})
+    combined = np.unique(np.concatenate(pairs))
+    return pd.DataFrame({"customer": combined % n, "month": combined // n})
+
+
+def signup_months(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.Series:
+    """Each customer's signup month number, indexed by customer position (NaN = unknown).
+
+    Without ``signup_at`` (or with one at or after ``as_of``) the month of the
+    customer's first activity before ``as_of`` stands in.
+    """
+    signup = dataset.customers["signup_at"].reset_index(drop=True)
+    known = signup.notna() & (signup < as_of)
+    result = pd.Series(np.nan, index=signup.index)
+    result[known] = _month_number(signup[known]).astype(float)
+    if not known.all():
+        first = _activity_months(dataset, as_of).groupby("customer")["month"].min()
+        missing = result.index[~known.to_numpy()]
+        result[missing] = first.reindex(missing).astype(float).to_numpy()
+    return result
+
+
+def cohort_retention(dataset: Dataset, *, as_of: pd.Timestamp,
+                     max_cohorts: int = 24) -> pd.DataFrame:
+    """Cohort retention matrix: signup month × months since signup.
+
+    A cell is the share of the cohort's customers active (module: any completed
+    order, event or active subscription) in calendar month signup + k. Only
+    months that ended by ``as_of`` appear; the latest ``max_cohorts`` cohorts are
+    kept. Index = cohort month start; column ``customers`` = cohort size, then
+    columns 0, 1, 2, ... (months since signup).
+    """
+    as_of = pd.Timestamp(as_of)
+    last_complete = int(_month_number(pd.Series([_month_floor(as_of)]))[0]) - 1
+    cohort = signup_months(dataset, as_of=as_of).dropna().astype(np.int64)
+    cohort = cohort[cohort <= last_complete]
+    if cohort.empty:
+        return pd.DataFrame(columns=["customers"],
+                            index=pd.DatetimeIndex([], name="cohort"))
+    keep = np.sort(cohort.unique())[-max_cohorts:]
+    cohort = cohort[cohort.isin(keep)]
+    sizes = cohort.value_counts().sort_index()
+    activity = _activity_months(dataset, as_of)
+    activity = activity[activity["customer"].isin(cohort.index)]
+    activity = activity.assign(cohort=cohort.reindex(activity["customer"]).to_numpy())
+    activity = activity[(activity["month"] >= activity["cohort"])
+                        & (activity["month"] <= last_complete)]
+    activity = activity.assign(age=activity["month"] - activity["cohort"])
+    active = activity.groupby(["cohort", "age"]).size().unstack("age", fill_value=0)
+    ages = np.arange(int(last_complete - keep.min()) + 1)
+    active = active.reindex(index=sizes.index, columns=ages, fill_value=0)
+    shares = active.div(sizes, axis=0).astype(float)
+    # ages beyond the last complete month are unknown, not zero
+    for cohort_no in shares.index:
+        shares.loc[cohort_no, shares.columns > last_complete - cohort_no] = np.nan
+    shares.insert(0, "customers", sizes.astype(float))
+    shares.index = pd.DatetimeIndex([_month_start_of(m) for m in shares.index], name="cohort")
+    shares.columns = ["customers", *[int(a) for a in ages]]
+    return shares
+
+
+# --------------------------------------------------------------------------- all together
+
+
+@dataclass(frozen=True)
+class RetentionMetrics:
+    """Every monthly business metric of the report, computed once; empty frames = not applicable."""
+
+    as_of: pd.Timestamp
+    horizon_days: int
+    inactivity_churn: pd.DataFrame
+    subscription_churn: pd.DataFrame
+    mrr: pd.DataFrame
+    repeat_purchase: pd.DataFrame
+    returning_aov_trend: Trend
+    repeat_customer_share: float
+    order_status: pd.DataFrame
+    cohorts: pd.DataFrame
+
+
+def retention_metrics(dataset: Dataset, *, as_of: pd.Timestamp, horizon_days: int = 90,
+                      max_cohorts: int = 24) -> RetentionMetrics:
+    """Compute all retention metrics as of a date (see the module docstring for the rules)."""
+    as_of = pd.Timestamp(as_of)
+    repeat = repeat_purchase_by_month(dataset, as_of=as_of)
+    return RetentionMetrics(
+        as_of=as_of,
+        horizon_days=horizon_days,
+        inactivity_churn=inactivity_churn_by_month(dataset, as_of=as_of,
+                                                   horizon_days=horizon_days),
+        subscription_churn=subscription_churn_by_month(dataset, as_of=as_of),
+        mrr=mrr_by_month(dataset, as_of=as_of),
+        repeat_purchase=repeat,
+        returning_aov_trend=monthly_trend(repeat["returning_aov"].tail(12)),
+        repeat_customer_share=overall_repeat_customer_share(dataset, as_of=as_of),
+        order_status=order_status_rates_by_month(dataset, as_of=as_of),
+        cohorts=cohort_retention(dataset, as_of=as_of, max_cohorts=max_cohorts),
+    )
