@@ -1,0 +1,432 @@
+"""Outreach rules: which scored customers get which retention action, through which channel.
+
+A rules file is YAML with a ``rules:`` list, evaluated in file order. Every
+rule whose conditions all hold triggers its action; the first one that matches
+gives the score's ``recommended_action``. A rule with ``stop: true`` ends the
+evaluation for that customer when it matches, so a customer who gets a success
+call is not also sent an automated win-back offer. The file is validated when
+it is loaded and every error names the rule and the field.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from serving.schemas import RiskTier, ScoreRecord, ValueSegment
+
+Action = Literal[
+    "win_back_offer", "success_call", "reactivation_email", "experience_follow_up", "upgrade_nudge"
+]
+ACTIONS: tuple[str, ...] = Action.__args__  # type: ignore[attr-defined]
+
+#: fields of the score record (and of the rule) a payload template may name
+TEMPLATE_FIELDS = (
+    "customer_id", "as_of", "churn_probability", "risk_tier", "clv", "value_segment",
+    "value_at_risk", "model_version", "rule", "action", "reasons", "reason_texts",
+    "top_reason", "top_reason_feature",
+)
+#: keys every webhook's ``data`` carries; a payload template may not shadow them
+RESERVED_PAYLOAD_KEYS = ("action_id", "action", "rule", "customer_id")
+DEFAULT_PAYLOAD: dict[str, Any] = {
+    "as_of": "{as_of}",
+    "churn_probability": "{churn_probability}",
+    "risk_tier": "{risk_tier}",
+    "clv": "{clv}",
+    "value_segment": "{value_segment}",
+    "value_at_risk": "{value_at_risk}",
+    "reasons": "{reasons}",
+    "model_version": "{model_version}",
+}
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([a-z_]+)\}|[{}]")
+_ENV_VAR = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+
+
+class RulesError(ValueError):
+    """A rules file is unusable; the message names the file, the rule and the field."""
+
+
+class TopReasons(BaseModel):
+    """Condition on the reasons behind a score: one of ``features`` among the top ``within``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    features: list[str] = Field(
+        min_length=1,
+        description="Feature names or shell patterns such as 'return*' or '*unclaimed*'",
+    )
+    within: int = Field(default=3, ge=1, le=50)
+
+
+class Rule(BaseModel):
+    """One rule: conditions on a score record, and the action it triggers."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    description: str = ""
+    risk_tiers: list[RiskTier] | None = None
+    value_segments: list[ValueSegment] | None = None
+    min_churn_probability: float | None = None
+    max_churn_probability: float | None = None
+    min_clv: float | None = None
+    max_clv: float | None = None
+    min_value_at_risk: float | None = None
+    max_value_at_risk: float | None = None
+    top_reasons: TopReasons | None = None
+    action: Action
+    channel: str
+    cooldown_days: int = Field(ge=1, le=3650)
+    payload: dict[str, Any] | None = None
+    stop: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_a_slug(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError(
+                "must be 1-64 lowercase letters, digits, '-' or '_', starting with a letter "
+                "or digit"
+            )
+        return value
+
+    @field_validator("min_churn_probability", "max_churn_probability")
+    @classmethod
+    def _probability(cls, value: float | None) -> float | None:
+        if value is not None and not 0 <= value <= 1:
+            raise ValueError("must be between 0 and 1")
+        return value
+
+    @field_validator("min_clv", "max_clv", "min_value_at_risk", "max_value_at_risk")
+    @classmethod
+    def _non_negative(cls, value: float | None) -> float | None:
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise ValueError("must be a finite number of at least 0")
+        return value
+
+    @field_validator("risk_tiers", "value_segments")
+    @classmethod
+    def _not_empty(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value:
+            raise ValueError("must list at least one value (leave the field out to allow any)")
+        return value
+
+    @field_validator("channel")
+    @classmethod
+    def _channel(cls, value: str) -> str:
+        value = _expand_env(value.strip())
+        if value.startswith("file:"):
+            if not value[len("file:"):].strip():
+                raise ValueError("a file channel needs a path: 'file:outreach/actions.jsonl'")
+            return value
+        if re.match(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", value):
+            return value
+        raise ValueError(
+            f"{value!r} is neither a webhook URL (http:// or https://) nor 'file:PATH'"
+        )
+
+    @field_validator("payload")
+    @classmethod
+    def _payload(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        for key, template in value.items():
+            if key in RESERVED_PAYLOAD_KEYS:
+                raise ValueError(
+                    f"key {key!r} is set by churnlens on every action; choose another name"
+                )
+            if isinstance(template, str):
+                _check_template(key, template)
+            elif template is not None and not isinstance(template, bool | int | float):
+                raise ValueError(
+                    f"key {key!r}: a payload value is a string template or a plain "
+                    "number/true/false/null"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _ranges(self) -> Rule:
+        for low, high in (
+            ("min_churn_probability", "max_churn_probability"),
+            ("min_clv", "max_clv"),
+            ("min_value_at_risk", "max_value_at_risk"),
+        ):
+            lo, hi = getattr(self, low), getattr(self, high)
+            if lo is not None and hi is not None and lo > hi:
+                raise ValueError(f"{low} ({lo:g}) is greater than {high} ({hi:g})")
+        return self
+
+    def matches(self, record: ScoreRecord) -> bool:
+        """Whether every condition of this rule holds for the score record."""
+        if self.risk_tiers is not None and record.risk_tier not in self.risk_tiers:
+            return False
+        if self.value_segments is not None and record.value_segment not in self.value_segments:
+            return False
+        if not _within(record.churn_probability, self.min_churn_probability,
+                       self.max_churn_probability):
+            return False
+        if not _within(record.clv, self.min_clv, self.max_clv):
+            return False
+        if not _within(record.value_at_risk, self.min_value_at_risk, self.max_value_at_risk):
+            return False
+        return self.top_reasons is None or _reasons_match(record, self.top_reasons)
+
+
+@dataclass(frozen=True)
+class TriggeredAction:
+    """An action a rule triggered for one customer, ready for the outbox."""
+
+    customer_id: str
+    rule: str
+    action: str
+    channel: str
+    cooldown_days: int
+    as_of: datetime
+    model_version: str
+    payload: dict[str, Any]
+    why: list[str] = field(default_factory=list)
+
+    @property
+    def period(self) -> int:
+        """Index of the cooldown window holding ``as_of``: one action per window."""
+        return epoch_day(self.as_of) // self.cooldown_days
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    """Rules in file order, as loaded and validated from ``source``."""
+
+    rules: tuple[Rule, ...]
+    source: str = "<built-in>"
+
+    def evaluate(
+        self, record: ScoreRecord, *, features: dict[str, Any] | None = None
+    ) -> list[TriggeredAction]:
+        """The actions this record triggers, in file order (the first is the recommendation).
+
+        ``features`` is accepted for the shared interface; rules currently look at the
+        score record and its reasons only.
+        """
+        triggered: list[TriggeredAction] = []
+        for rule in self.rules:
+            if not rule.matches(record):
+                continue
+            triggered.append(
+                TriggeredAction(
+                    customer_id=record.customer_id,
+                    rule=rule.name,
+                    action=rule.action,
+                    channel=rule.channel,
+                    cooldown_days=rule.cooldown_days,
+                    as_of=to_naive_utc(record.as_of),
+                    model_version=record.model_version,
+                    payload=render_payload(rule, record),
+                    why=[reason.text for reason in _churn_reasons(record)[:3]],
+                )
+            )
+            if rule.stop:
+                break
+        return triggered
+
+    def recommend(
+        self, records: list[ScoreRecord]
+    ) -> tuple[list[ScoreRecord], list[TriggeredAction]]:
+        """Records with ``recommended_action`` filled in, and every action they trigger."""
+        updated: list[ScoreRecord] = []
+        everything: list[TriggeredAction] = []
+        for record in records:
+            actions = self.evaluate(record)
+            everything.extend(actions)
+            updated.append(
+                record.model_copy(
+                    update={"recommended_action": actions[0].action if actions else None}
+                )
+            )
+        return updated, everything
+
+
+def load_rules(path: Path | None = None) -> RuleSet:
+    """Load and validate a rules file; ``None`` loads the built-in default set."""
+    if path is None:
+        text = resources.files("serving.outreach").joinpath("default_rules.yaml").read_text()
+        return parse_rules(text, source="default_rules.yaml")
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise RulesError(f"{path}: cannot read the rules file ({error.strerror})") from None
+    return parse_rules(text, source=path.name)
+
+
+def parse_rules(text: str, *, source: str = "rules.yaml") -> RuleSet:
+    """Validate rules given as YAML text; ``source`` names the file in error messages."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise RulesError(f"{source}:{where} not valid YAML ({error})") from None
+    if not isinstance(document, dict) or not isinstance(document.get("rules"), list):
+        raise RulesError(f"{source}: expected a mapping with a 'rules:' list")
+    unknown = sorted(set(document) - {"rules", "version"})
+    if unknown:
+        raise RulesError(f"{source}: unknown top-level key(s) {unknown}; expected 'rules'")
+    problems: list[str] = []
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for position, raw in enumerate(document["rules"], start=1):
+        label = (
+            f"rule {raw['name']!r}" if isinstance(raw, dict) and isinstance(raw.get("name"), str)
+            else f"rule #{position}"
+        )
+        if not isinstance(raw, dict):
+            problems.append(f"{source}: {label}: expected a mapping of fields")
+            continue
+        try:
+            rule = Rule.model_validate(raw)
+        except ValidationError as error:
+            problems.extend(_describe(source, label, error))
+            continue
+        if rule.name in seen:
+            problems.append(f"{source}: {label} field 'name': the name is used by an earlier rule")
+        seen.add(rule.name)
+        rules.append(rule)
+    if problems:
+        raise RulesError("\n".join(problems))
+    return RuleSet(rules=tuple(rules), source=source)
+
+
+def render_payload(rule: Rule, record: ScoreRecord) -> dict[str, Any]:
+    """Fill the rule's payload template from the record; only named fields, no expressions."""
+    values = _template_values(rule, record)
+    template = rule.payload if rule.payload is not None else DEFAULT_PAYLOAD
+    rendered: dict[str, Any] = {}
+    for key, value in template.items():
+        rendered[key] = _render(value, values) if isinstance(value, str) else value
+    return rendered
+
+
+def epoch_day(moment: datetime) -> int:
+    """Whole days since 1970-01-01 (UTC)."""
+    return (to_naive_utc(moment) - datetime(1970, 1, 1)).days
+
+
+def to_naive_utc(moment: datetime) -> datetime:
+    """Naive UTC, the one form timestamps take inside churnlens."""
+    if moment.tzinfo is not None:
+        return moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+def _within(value: float | None, low: float | None, high: float | None) -> bool:
+    if low is None and high is None:
+        return True
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return (low is None or value >= low) and (high is None or value <= high)
+
+
+def _churn_reasons(record: ScoreRecord) -> list[Any]:
+    """Reasons that raise the churn risk, strongest first."""
+    raising = [reason for reason in record.reasons if reason.contribution > 0]
+    return sorted(raising, key=lambda reason: reason.contribution, reverse=True)
+
+
+def _reasons_match(record: ScoreRecord, condition: TopReasons) -> bool:
+    top = [reason.feature for reason in _churn_reasons(record)[: condition.within]]
+    return any(
+        fnmatch.fnmatchcase(feature, pattern)
+        for feature in top
+        for pattern in condition.features
+    )
+
+
+def _template_values(rule: Rule, record: ScoreRecord) -> dict[str, Any]:
+    reasons = _churn_reasons(record)
+    return {
+        "customer_id": record.customer_id,
+        "as_of": to_naive_utc(record.as_of).isoformat(),
+        "churn_probability": record.churn_probability,
+        "risk_tier": record.risk_tier,
+        "clv": record.clv,
+        "value_segment": record.value_segment,
+        "value_at_risk": record.value_at_risk,
+        "model_version": record.model_version,
+        "rule": rule.name,
+        "action": rule.action,
+        "reasons": [reason.model_dump() for reason in record.reasons],
+        "reason_texts": [reason.text for reason in reasons],
+        "top_reason": reasons[0].text if reasons else None,
+        "top_reason_feature": reasons[0].feature if reasons else None,
+    }
+
+
+def _render(template: str, values: dict[str, Any]) -> Any:
+    whole = re.fullmatch(r"\{([a-z_]+)\}", template)
+    if whole:
+        return values[whole.group(1)]
+
+    def substitute(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            return token[0]
+        value = values[match.group(1)]
+        if isinstance(value, float):
+            return f"{value:.4g}"
+        return "" if value is None else str(value)
+
+    return _PLACEHOLDER.sub(substitute, template)
+
+
+def _check_template(key: str, template: str) -> None:
+    for match in _PLACEHOLDER.finditer(template):
+        token = match.group(0)
+        if token in ("{{", "}}"):
+            continue
+        if match.group(1) is None:
+            raise ValueError(
+                f"key {key!r}: unmatched {token!r} in {template!r} (write '{{{{' for a brace)"
+            )
+        if match.group(1) not in TEMPLATE_FIELDS:
+            raise ValueError(
+                f"key {key!r}: unknown field {{{match.group(1)}}}; "
+                f"known fields: {', '.join(TEMPLATE_FIELDS)}"
+            )
+
+
+def _expand_env(value: str) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ValueError(f"environment variable {name} (named in the channel) is not set")
+        return os.environ[name]
+
+    return _ENV_VAR.sub(substitute, value)
+
+
+def _describe(source: str, label: str, error: ValidationError) -> list[str]:
+    lines = []
+    for problem in error.errors():
+        loc = [str(part) for part in problem["loc"]]
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "literal_error" and loc and loc[0] == "action":
+            message = f"must be one of {', '.join(ACTIONS)}"
+        if problem["type"] == "extra_forbidden":
+            message = "unknown field (check the spelling against docs/outreach.md)"
+        if loc:
+            lines.append(f"{source}: {label} field {'.'.join(loc)!r}: {message}")
+        else:
+            lines.append(f"{source}: {label}: {message}")
+    return lines
