@@ -1,5 +1,30 @@
-"""Commands of this package (filled in by its issue)."""
+"""`churnlens apikey`: API keys for CRM clients."""
+
+from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+app = typer.Typer(no_args_is_help=True, help="API keys for CRM clients.")
+
+
+@app.command("new")
+def new(
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only 'KEY DIGEST' on one line")
+    ] = False,
+) -> None:
+    """Print a fresh API key and the SHA-256 digest to put in CHURNLENS_API_KEYS."""
+    from serving.auth import new_key
+
+    key, digest = new_key()
+    if quiet:
+        typer.echo(f"{key} {digest}")
+        return
+    typer.echo(f"key:    {key}")
+    typer.echo(f"digest: {digest}")
+    typer.echo("")
+    typer.echo("Give the key to the CRM client (sent as 'Authorization: Bearer <key>');")
+    typer.echo("the server keeps only the digest:")
+    typer.echo(f"  export CHURNLENS_API_KEYS={digest}   # comma-separate several digests")

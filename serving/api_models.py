@@ -1,0 +1,154 @@
+"""Request and response bodies of the HTTP API other than the score record.
+
+A score request carries customers' histories as four JSON lists, the same
+tables (and columns) as a dataset directory (DESIGN §2). Types and ranges are
+checked here so malformed input answers 422 naming the field; the data
+contract (`features.contract.validate_tables`) then checks the rows together
+(unknown customer ids, duplicates, end before start).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from serving.schemas import ScoreRecord
+
+EARLIEST = datetime(1970, 1, 1)
+LATEST = datetime(2200, 1, 1)
+MAX_AMOUNT = 1e12
+
+
+def _naive_utc(value: datetime) -> datetime:
+    """Timestamps are naive UTC inside churnlens; aware ones are converted."""
+    if value.tzinfo is not None:
+        value = value.astimezone(UTC).replace(tzinfo=None)
+    if not EARLIEST <= value < LATEST:
+        raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+    return value
+
+
+Timestamp = Annotated[datetime, AfterValidator(_naive_utc)]
+Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
+Money = Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
+AttributeValue = Annotated[str, Field(max_length=200)] | Annotated[
+    float, Field(allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT)] | None
+
+
+class _Row(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CustomerIn(_Row):
+    customer_id: Identifier
+    signup_at: Timestamp | None = None
+    attributes: dict[
+        Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")],
+        AttributeValue,
+    ] = Field(default_factory=dict, max_length=50,
+              description="Static attributes (e.g. country, channel), as in customers.csv")
+
+
+class OrderIn(_Row):
+    order_id: Identifier
+    customer_id: Identifier
+    ordered_at: Timestamp
+    amount: Money
+    status: Literal["completed", "returned", "cancelled", "unclaimed"] = "completed"
+    discount: Money = 0.0
+    items: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] | None = None
+
+
+class EventIn(_Row):
+    customer_id: Identifier
+    occurred_at: Timestamp
+    event_type: Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
+    value: Annotated[float, Field(allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT)] | None = None
+
+
+class SubscriptionIn(_Row):
+    customer_id: Identifier
+    started_at: Timestamp
+    ended_at: Timestamp | None = None
+    plan: Annotated[str, Field(max_length=100)] | None = None
+    mrr: Money | None = None
+
+
+SCORE_REQUEST_EXAMPLE = {
+    "customers": [{"customer_id": "c-1001", "signup_at": "2023-02-11T09:30:00Z",
+                   "attributes": {"country": "DE", "channel": "web"}}],
+    "orders": [
+        {"order_id": "o-1", "customer_id": "c-1001", "ordered_at": "2024-01-05T10:00:00Z",
+         "amount": 59.9},
+        {"order_id": "o-2", "customer_id": "c-1001", "ordered_at": "2024-03-17T18:20:00Z",
+         "amount": 31.5, "status": "returned"},
+    ],
+    "events": [{"customer_id": "c-1001", "occurred_at": "2024-04-02T08:00:00Z",
+                "event_type": "login"}],
+    "subscriptions": [],
+    "as_of": "2024-06-01T00:00:00Z",
+    "explain": True,
+    "top_k": 5,
+}
+
+
+class ScoreRequest(_Row):
+    """Customers and their histories; every customer listed is scored."""
+
+    model_config = ConfigDict(extra="forbid",
+                              json_schema_extra={"examples": [SCORE_REQUEST_EXAMPLE]})
+
+    customers: list[CustomerIn] = Field(
+        min_length=1, description="The customers to score (at most CHURNLENS_MAX_BATCH_SIZE)"
+    )
+    orders: list[OrderIn] = Field(default_factory=list)
+    events: list[EventIn] = Field(default_factory=list)
+    subscriptions: list[SubscriptionIn] = Field(default_factory=list)
+    as_of: Timestamp | None = Field(
+        default=None, description="Score as of this time (only history before it is used); "
+        "default: now (UTC)"
+    )
+    explain: bool = Field(default=True, description="Include the top reasons behind each score")
+    top_k: int = Field(default=5, ge=1, le=50, description="Number of reasons per score")
+
+
+class ScoreResponse(BaseModel):
+    """Scores of the customers in a request, in the request's order."""
+
+    model_version: str
+    as_of: datetime
+    scores: list[ScoreRecord]
+
+
+class ModelInfo(BaseModel):
+    """The model answering requests now."""
+
+    name: str = Field(examples=["churnlens"])
+    version: str = Field(examples=["3"])
+    alias: str | None = Field(examples=["champion"])
+    model_uri: str = Field(examples=["models:/churnlens@champion"])
+    run_id: str | None = None
+    trained_at: datetime | None = None
+    loaded_at: datetime
+    metrics: dict[str, float | None] = Field(
+        default_factory=dict, examples=[{"roc_auc": 0.83, "pr_auc": 0.61, "ece": 0.02}]
+    )
+    event_types: list[str] | None = None
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    model_version: str | None = None
+    detail: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    """An error the client can act on."""
+
+    detail: str | list[dict] = Field(examples=["unknown customer_id 'c-42'"])

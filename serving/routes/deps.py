@@ -1,0 +1,61 @@
+"""Dependencies shared by the routers: settings, API key check, the serving state."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, status
+
+from serving.auth import Credential, check_authorization
+from serving.metrics import ServiceMetrics
+from serving.model_holder import ModelHolder, ModelNotReadyError, ServingState
+from serving.settings import Settings, get_settings
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="churnlens"'}
+AUTH_RESPONSES: dict[int | str, dict] = {
+    401: {"description": "Missing or malformed `Authorization: Bearer <key>` header"},
+    403: {"description": "The API key is not one of CHURNLENS_API_KEYS"},
+    503: {"description": "No model is loaded yet (see /readyz)"},
+}
+
+
+def require_api_key(request: Request, settings: SettingsDep) -> None:
+    """Let a request through only with a configured key (or when anonymous use is allowed)."""
+    if not settings.api_keys and settings.allow_anonymous:
+        return
+    verdict = check_authorization(request.headers.get("authorization"), settings.api_keys)
+    if verdict is Credential.ACCEPTED:
+        return
+    if verdict is Credential.MISSING:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key: send "
+                            "'Authorization: Bearer <key>'", headers=UNAUTHORIZED)
+    if verdict is Credential.MALFORMED:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "malformed Authorization header: "
+                            "expected 'Bearer <key>'", headers=UNAUTHORIZED)
+    raise HTTPException(status.HTTP_403_FORBIDDEN, "API key not accepted")
+
+
+def get_holder(request: Request) -> ModelHolder:
+    return request.app.state.holder
+
+
+def get_metrics(request: Request) -> ServiceMetrics:
+    return request.app.state.metrics
+
+
+HolderDep = Annotated[ModelHolder, Depends(get_holder)]
+MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
+
+
+def current_state(holder: HolderDep) -> ServingState:
+    """The model state this request uses from start to finish (hot swap safety)."""
+    try:
+        return holder.current()
+    except ModelNotReadyError as error:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"model not ready: {error}",
+                            headers={"Retry-After": "5"}) from None
+
+
+StateDep = Annotated[ServingState, Depends(current_state)]

@@ -1,0 +1,140 @@
+"""The scores resource: score a customer by id, or customers sent with their history."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import pandas as pd
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+
+from features.contract import DataContractError, validate_tables
+from features.dataset import TABLE_COLUMNS
+from serving.api_models import ErrorDetail, ScoreRequest, ScoreResponse
+from serving.routes.deps import (
+    AUTH_RESPONSES,
+    MetricsDep,
+    SettingsDep,
+    StateDep,
+    require_api_key,
+)
+from serving.schemas import ScoreRecord
+
+router = APIRouter(prefix="/v1", tags=["scores"], dependencies=[Depends(require_api_key)],
+                   responses=AUTH_RESPONSES)
+
+TABLES = ("customers", "orders", "events", "subscriptions")
+
+
+@router.get(
+    "/customers/{customer_id}/score", response_model=ScoreRecord,
+    summary="Score one customer of the configured dataset",
+    description="Reads the customer's history from CHURNLENS_DATA and scores it as of the "
+    "dataset's default date (the day after its latest timestamp).",
+    responses={404: {"model": ErrorDetail, "description": "Unknown customer, or no dataset"}},
+)
+def score_customer(
+    customer_id: Annotated[str, Path(min_length=1, max_length=200, examples=["c-1001"])],
+    state: StateDep,
+    settings: SettingsDep,
+    metrics: MetricsDep,
+    explain: Annotated[bool, Query(description="Include the top reasons")] = True,
+    top_k: Annotated[int | None, Query(ge=1, le=50, description="Number of reasons "
+                                       "(default CHURNLENS_TOP_K)")] = None,
+) -> ScoreRecord:
+    if state.features is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            "no dataset is configured for scoring by id (CHURNLENS_DATA); "
+                            "POST /v1/scores with the customer's history instead")
+    features = state.features_of(customer_id)
+    if features is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"unknown customer_id {customer_id!r}: no history before "
+                            f"{state.as_of:%Y-%m-%d} in the configured dataset")
+    records = state.scorer.score_features(
+        features, as_of=state.as_of, explain="all" if explain else "none",
+        top_k=top_k or settings.top_k,
+    )
+    metrics.observe_scores(records)
+    return records[0]
+
+
+def _request_tables(body: ScoreRequest) -> dict[str, pd.DataFrame]:
+    """The request's lists as raw tables with the dataset's columns (DESIGN §2)."""
+    tables: dict[str, pd.DataFrame] = {}
+    for name in TABLES:
+        required, optional = TABLE_COLUMNS[name]
+        rows: list[dict[str, Any]] = []
+        for item in getattr(body, name):
+            row = item.model_dump(exclude={"attributes"})
+            if name == "customers":
+                row.update(item.attributes)
+            rows.append(row)
+        columns = list(dict.fromkeys([*required, *optional,
+                                      *(key for row in rows for key in row)]))
+        tables[name] = pd.DataFrame(rows, columns=columns)
+    return tables
+
+
+def _contract_errors(rejects: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rejected rows as FastAPI-style validation errors naming table, row and field."""
+    return [
+        {"loc": ["body", row.file, int(row.row), row.column], "msg": row.reason,
+         "type": "data_contract", "input": row.value}
+        for row in rejects.itertuples(index=False)
+    ]
+
+
+def _unprocessable(errors: list[dict[str, Any]]) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors)
+
+
+@router.post(
+    "/scores", response_model=ScoreResponse,
+    summary="Score customers sent with their history",
+    description="Features are computed from the history in the body with exactly the code "
+    "used in training, as of `as_of` (default: now, UTC). At most CHURNLENS_MAX_BATCH_SIZE "
+    "customers per request; a larger batch answers 422, a body over CHURNLENS_MAX_BODY_BYTES "
+    "answers 413.",
+    responses={413: {"model": ErrorDetail, "description": "Request body too large"}},
+)
+def score_customers(
+    body: ScoreRequest, state: StateDep, settings: SettingsDep, metrics: MetricsDep
+) -> ScoreResponse:
+    if len(body.customers) > settings.max_batch_size:
+        raise _unprocessable([{
+            "loc": ["body", "customers"], "type": "too_long", "input": len(body.customers),
+            "msg": f"too many customers in one request: {len(body.customers):,} > "
+                   f"{settings.max_batch_size:,} (CHURNLENS_MAX_BATCH_SIZE); split the batch",
+        }])
+    if not (body.orders or body.events or body.subscriptions):
+        raise _unprocessable([{
+            "loc": ["body"], "type": "missing", "input": None,
+            "msg": "send at least one row of orders, events or subscriptions",
+        }])
+    try:
+        validated = validate_tables(_request_tables(body), first_rows=dict.fromkeys(TABLES, 0))
+    except DataContractError as error:
+        raise _unprocessable([{"loc": ["body"], "msg": str(error), "type": "data_contract",
+                               "input": None}]) from None
+    if not validated.rejects.empty:
+        raise _unprocessable(_contract_errors(validated.rejects))
+    as_of = pd.Timestamp(body.as_of or datetime.now(UTC).replace(tzinfo=None))
+    ids = [customer.customer_id.strip() for customer in body.customers]
+    explain = "all" if body.explain else "none"
+    features = state.scorer.features(validated.dataset, as_of=as_of)
+    known = set(features.index)
+    unknown = [i for i, customer_id in enumerate(ids) if customer_id not in known]
+    if unknown:
+        raise _unprocessable([
+            {"loc": ["body", "customers", i, "customer_id"], "type": "no_history",
+             "input": ids[i], "msg": f"no signup or history before as_of {as_of.isoformat()}"}
+            for i in unknown
+        ])
+    records = state.scorer.score_features(features, as_of=as_of, explain=explain,
+                                          top_k=body.top_k)
+    by_id = {record.customer_id: record for record in records}
+    ordered = [by_id[customer_id] for customer_id in ids]
+    metrics.observe_scores(ordered)
+    return ScoreResponse(model_version=state.version, as_of=as_of.to_pydatetime(),
+                         scores=ordered)

@@ -1,0 +1,213 @@
+"""The one scorer behind the API and batch scoring (DESIGN §1: no training/serving skew).
+
+Features come from `features.pipeline.build_features` with the event types the
+model was trained on, so a customer scored by the API, by ``churnlens score``
+or in the report gets the same numbers from the same code as in training.
+Outreach rules, when given, choose the recommended action (the first matching
+rule wins); an outbox, when given, records the scores and triggered actions in
+one transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from serving.schemas import Reason, ScoreRecord
+
+if TYPE_CHECKING:
+    from features.dataset import Dataset
+    from models.loading import LoadedModel
+
+Explain = Literal["all", "at-risk", "none"]
+EXPLAIN_CHOICES: tuple[str, ...] = ("all", "at-risk", "none")
+#: tiers that count as "at risk" for ``explain="at-risk"``
+AT_RISK_TIERS = frozenset({"high", "medium"})
+
+BATCH_COLUMNS = ("customer_id", "as_of", "churn_probability", "risk_tier", "clv",
+                 "value_segment", "value_at_risk", "reasons_json")
+BATCH_TAIL_COLUMNS = ("recommended_action", "model_version")
+
+
+def _plain(value: Any) -> float | str | None:
+    """A feature value as JSON can carry it (NaN and missing become null)."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, bool | np.bool_):
+        return float(value)
+    if isinstance(value, int | float | np.integer | np.floating):
+        number = float(value)
+        return None if math.isnan(number) or math.isinf(number) else number
+    return str(value)
+
+
+def _optional_number(value: Any) -> float | None:
+    if value is None:
+        return None
+    number = float(value)
+    return None if math.isnan(number) else number
+
+
+class Scorer:
+    """Scores customers with one loaded model; stateless between calls, safe across threads.
+
+    Parameters
+    ----------
+    loaded:
+        The model and its registry identity (`models.loading.load_model`).
+    rules:
+        Outreach rules (`serving.outreach.rules.RuleSet`); without them
+        ``recommended_action`` is null.
+    outbox:
+        Outreach outbox (`serving.outreach.outbox.Outbox`); when given, every
+        scoring call records its scores and triggered actions there.
+    """
+
+    def __init__(self, loaded: LoadedModel, *, rules: Any = None, outbox: Any = None) -> None:
+        self.loaded = loaded
+        self.rules = rules
+        self.outbox = outbox
+
+    @property
+    def bundle(self) -> Any:
+        return self.loaded.bundle
+
+    @property
+    def model_version(self) -> str:
+        return str(self.loaded.version)
+
+    def features(
+        self, dataset: Dataset, *, as_of: pd.Timestamp, customer_ids: Sequence[str] | None = None
+    ) -> pd.DataFrame:
+        """Point-in-time features as of ``as_of``, computed exactly as in training."""
+        from features.pipeline import build_features
+
+        if customer_ids is not None:
+            dataset = dataset.for_customers(list(customer_ids))
+        event_types = getattr(self.bundle, "event_types", None)
+        features = build_features(dataset, as_of=as_of, event_types=event_types)
+        if customer_ids is not None:
+            wanted = pd.Index([str(c) for c in customer_ids])
+            features = features.loc[features.index.intersection(wanted, sort=False)]
+        return features
+
+    def score_dataset(
+        self, dataset: Dataset, *, as_of: pd.Timestamp, explain: Explain = "all", top_k: int = 5,
+        customer_ids: Sequence[str] | None = None,
+    ) -> list[ScoreRecord]:
+        """Score every customer known at ``as_of`` (or only ``customer_ids``)."""
+        features = self.features(dataset, as_of=as_of, customer_ids=customer_ids)
+        return self.score_features(features, as_of=as_of, explain=explain, top_k=top_k)
+
+    def score_features(
+        self, features: pd.DataFrame, *, as_of: pd.Timestamp, explain: Explain = "all",
+        top_k: int = 5,
+    ) -> list[ScoreRecord]:
+        """Score customers whose features are already built (the API caches its dataset's)."""
+        if explain not in EXPLAIN_CHOICES:
+            choices = ", ".join(EXPLAIN_CHOICES)
+            raise ValueError(f"explain must be one of {choices}, not {explain!r}")
+        if features.empty:
+            return []
+        predictions = self.bundle.predict(features)
+        reasons = self._reasons(features, predictions, explain=explain, top_k=top_k)
+        as_of_value = pd.Timestamp(as_of).to_pydatetime()
+        version = self.model_version
+        records = []
+        for position, (customer_id, row) in enumerate(
+            zip(predictions.index, predictions.itertuples(index=False), strict=True)
+        ):
+            probability = _optional_number(row.churn_probability)
+            clv = max(_optional_number(row.clv) or 0.0, 0.0)
+            at_risk = _optional_number(row.value_at_risk)
+            records.append(ScoreRecord(
+                customer_id=str(customer_id),
+                as_of=as_of_value,
+                churn_probability=None if probability is None else min(max(probability, 0.0), 1.0),
+                risk_tier=row.risk_tier,
+                clv=clv,
+                value_segment=row.value_segment,
+                value_at_risk=None if at_risk is None else max(at_risk, 0.0),
+                reasons=reasons.get(position, []),
+                model_version=version,
+            ))
+        self._recommend(records, features)
+        return records
+
+    def score_frame(
+        self, dataset: Dataset, *, as_of: pd.Timestamp, explain: Explain = "all", top_k: int = 5,
+        customer_ids: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Batch rows: the score record with reasons flattened (DESIGN §10).
+
+        Columns: customer_id, as_of, churn_probability, risk_tier, clv,
+        value_segment, value_at_risk, reasons_json, reason_1..reason_K (the
+        sentences), recommended_action, model_version.
+        """
+        records = self.score_dataset(dataset, as_of=as_of, explain=explain, top_k=top_k,
+                                     customer_ids=customer_ids)
+        return records_to_frame(records, top_k=top_k)
+
+    def _reasons(
+        self, features: pd.DataFrame, predictions: pd.DataFrame, *, explain: Explain, top_k: int
+    ) -> dict[int, list[Reason]]:
+        """Reasons by row position; only for customers in the population (and at risk)."""
+        if explain == "none":
+            return {}
+        tiers = predictions["risk_tier"].to_numpy()
+        wanted = tiers != "not_applicable"
+        if explain == "at-risk":
+            wanted &= np.isin(tiers, list(AT_RISK_TIERS))
+        positions = np.flatnonzero(wanted)
+        if positions.size == 0:
+            return {}
+        subset = features if positions.size == len(features) else features.iloc[positions]
+        explained = self.bundle.explain(subset, top_k=top_k)
+        return {
+            int(position): [
+                Reason(feature=str(item["feature"]), value=_plain(item["value"]),
+                       contribution=float(item["contribution"]), text=str(item["text"]))
+                for item in row_reasons
+            ]
+            for position, row_reasons in zip(positions, explained, strict=True)
+        }
+
+    def _recommend(self, records: list[ScoreRecord], features: pd.DataFrame) -> None:
+        """Fill ``recommended_action`` from the rules and record to the outbox."""
+        if self.rules is None:
+            if self.outbox is not None:
+                self.outbox.record_scores(records, [])
+            return
+        triggered_all: list[Any] = []
+        feature_rows = features.to_dict(orient="index")
+        for record in records:
+            triggered = self.rules.evaluate(record, features=feature_rows.get(record.customer_id))
+            if triggered:
+                record.recommended_action = triggered[0].action
+                triggered_all.extend(triggered)
+        if self.outbox is not None:
+            self.outbox.record_scores(records, triggered_all)
+
+
+def records_to_frame(records: Sequence[ScoreRecord], *, top_k: int = 5) -> pd.DataFrame:
+    """Flatten score records into batch rows (reasons as JSON plus one sentence per column)."""
+    reason_columns = [f"reason_{k}" for k in range(1, top_k + 1)]
+    rows = []
+    for record in records:
+        row = record.model_dump(exclude={"reasons"})
+        reasons = [reason.model_dump() for reason in record.reasons]
+        row["reasons_json"] = json.dumps(reasons, ensure_ascii=False)
+        for column, reason in zip(reason_columns, [*record.reasons, *[None] * top_k], strict=False):
+            row[column] = reason.text if reason is not None else None
+        rows.append(row)
+    columns = [*BATCH_COLUMNS, *reason_columns, *BATCH_TAIL_COLUMNS]
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["as_of"] = pd.to_datetime(frame["as_of"])
+    for column in ("churn_probability", "clv", "value_at_risk"):
+        frame[column] = frame[column].astype("float64")
+    return frame
