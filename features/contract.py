@@ -76,7 +76,11 @@ class _Rejects:
         if not new.any():
             return
         positions = np.flatnonzero(new.to_numpy())
-        values = self.frame[column].iloc[positions] if column in self.frame else ""
+        if column in self.frame:
+            raw_values = self.frame[column].iloc[positions]
+            values = raw_values.astype(str).where(raw_values.notna(), "").to_numpy()
+        else:
+            values = np.full(len(positions), "", dtype=object)
         reasons = reason[new] if isinstance(reason, pd.Series) else reason
         self.records.append(
             pd.DataFrame(
@@ -84,7 +88,7 @@ class _Rejects:
                     "file": self.source,
                     "row": positions + self.first_row,
                     "column": column,
-                    "value": pd.Series(values).astype(str).to_numpy(),
+                    "value": values,
                     "reason": np.asarray(reasons, dtype=object)
                     if isinstance(reasons, pd.Series)
                     else reasons,
@@ -103,15 +107,29 @@ def _is_blank(series: pd.Series) -> pd.Series:
     return series.isna() | (series.astype(str).str.strip() == "")
 
 
-def _parse_timestamps(series: pd.Series) -> pd.Series:
-    """ISO 8601 to naive UTC; already-typed datetimes pass through."""
+#: the range a nanosecond timestamp can hold; every table uses one unit so that
+#: frames read from CSV, Parquet and the generator compare and concatenate alike
+_EARLIEST = pd.Timestamp("1678-01-01")
+_LATEST = pd.Timestamp("2262-01-01")
+
+
+def _parse_timestamps(series: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """ISO 8601 (or typed datetimes) to naive UTC ``datetime64[ns]``.
+
+    Returns the parsed values (NaT where unusable) and a mask of values that
+    parsed but lie outside the nanosecond range.
+    """
     if isinstance(series.dtype, pd.DatetimeTZDtype):
-        return series.dt.tz_convert("UTC").dt.tz_localize(None)
-    if pd.api.types.is_datetime64_dtype(series.dtype):
-        return series
-    text = series.astype("string").str.strip().replace("", pd.NA)
-    parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
-    return parsed.dt.tz_localize(None)
+        parsed = series.dt.tz_convert("UTC").dt.tz_localize(None)
+    elif pd.api.types.is_datetime64_dtype(series.dtype):
+        parsed = series
+    else:
+        text = series.astype("string").str.strip().replace("", pd.NA)
+        parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
+        parsed = parsed.dt.tz_localize(None)
+    out_of_range = parsed.notna() & ((parsed < _EARLIEST) | (parsed >= _LATEST))
+    parsed = parsed.where(~out_of_range)
+    return parsed.astype("datetime64[ns]"), out_of_range
 
 
 def _parse_numbers(series: pd.Series) -> pd.Series:
@@ -119,6 +137,23 @@ def _parse_numbers(series: pd.Series) -> pd.Series:
         return series.astype("float64")
     text = series.astype("string").str.strip().replace("", pd.NA)
     return pd.to_numeric(text, errors="coerce").astype("float64")
+
+
+def _attribute(series: pd.Series) -> pd.Series:
+    """A static attribute: numeric when every non-blank value is a number, else text.
+
+    CSV cells arrive as strings; without this an ``age`` column would be
+    treated as a category of strings. Blank cells become missing values.
+    """
+    if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series):
+        return series.astype("float64")
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return series.astype(object)
+    text = series.astype("string").str.strip().replace("", pd.NA)
+    numbers = pd.to_numeric(text, errors="coerce")
+    if text.notna().any() and numbers[text.notna()].notna().all():
+        return numbers.astype("float64")
+    return text.astype(object).where(text.notna(), np.nan)
 
 
 def _as_ids(series: pd.Series) -> pd.Series:
@@ -158,9 +193,11 @@ def validate_table(
         if column not in frame.columns:
             continue
         blank = _is_blank(frame[column])
-        parsed = _parse_timestamps(frame[column])
+        parsed, out_of_range = _parse_timestamps(frame[column])
         if REQUIRED_VALUES[column]:
             rejects.add(blank, column, f"empty {column}")
+        rejects.add(out_of_range, column,
+                    f"timestamp in {column} outside the years 1678-2261")
         rejects.add(parsed.isna() & ~blank, column,
                     f"unparseable timestamp in {column} (expected ISO 8601)")
         frame[column] = parsed
@@ -173,6 +210,7 @@ def validate_table(
         if REQUIRED_VALUES.get(column, False):
             rejects.add(blank, column, f"empty {column}")
         rejects.add(parsed.isna() & ~blank, column, f"non-numeric {column}")
+        rejects.add(np.isinf(parsed), column, f"infinite {column}")
         rejects.add(parsed < 0, column, f"negative {column}")
         frame[column] = parsed
 
@@ -206,10 +244,15 @@ def validate_table(
     for column, default in optional.items():
         if column not in frame.columns:
             frame[column] = default
+    if name == "orders":
+        frame["discount"] = frame["discount"].fillna(0.0)
     if name == "subscriptions":
-        frame["plan"] = frame["plan"].astype("string").fillna("default").astype(object)
-    if name == "customers" and "signup_at" in frame.columns:
-        frame["signup_at"] = pd.to_datetime(frame["signup_at"])
+        plan = frame["plan"].astype("string").str.strip().replace("", pd.NA)
+        frame["plan"] = plan.fillna("default").astype(object)
+    if name == "customers":
+        frame["signup_at"] = frame["signup_at"].astype("datetime64[ns]")
+        for column in frame.columns.drop(["customer_id", "signup_at"]):
+            frame[column] = _attribute(frame[column])
 
     used = frame.loc[~rejects.bad].reset_index(drop=True)
     return used, rejects.frame_or_empty()
@@ -219,7 +262,12 @@ def validate_tables(
     raw: dict[str, pd.DataFrame], *, sources: dict[str, str] | None = None,
     first_rows: dict[str, int] | None = None,
 ) -> ValidationResult:
-    """Validate raw tables (customers first, so history can be checked against it)."""
+    """Validate raw tables (customers first, so history can be checked against it).
+
+    Keys other than the four table names (e.g. ``ground_truth``) are ignored,
+    as the loaders ignore other files.
+    """
+    raw = {name: frame for name, frame in raw.items() if name in TABLE_COLUMNS}
     sources = {name: (sources or {}).get(name, name) for name in raw}
     first_rows = first_rows or {}
     if "customers" not in raw:

@@ -95,10 +95,10 @@ class _Profile:
 
 
 _PROFILES = {
-    "ecommerce": _Profile(orders_per_week=0.16, session_per_week=0.3, subscriber_share=0.0),
+    "ecommerce": _Profile(orders_per_week=0.2, session_per_week=0.3, subscriber_share=0.0),
     "subscription": _Profile(orders_per_week=0.025, session_per_week=0.6, subscriber_share=1.0,
                              views_per_session=0.8, carts_per_session=0.05),
-    "mixed": _Profile(orders_per_week=0.16, session_per_week=0.3, subscriber_share=0.35),
+    "mixed": _Profile(orders_per_week=0.2, session_per_week=0.3, subscriber_share=0.35),
 }
 
 # hazard strengths (per week); tuned so that about 25-35% of active customers
@@ -113,6 +113,7 @@ _DOWNGRADE_HAZARD = 0.06     # per recent downgrade
 _BAD_SHOCK = 0.12            # engagement lost per returned/unclaimed order
 _RECENT_DECAY = 0.92         # weekly decay of recent-order and bad-order memory
 _TICKET_DECAY = 0.80
+_EMAIL_MEMORY_WEEKS = 40  # churned customers stop opening emails after this
 _DOWNGRADE_DECAY = 0.92
 
 
@@ -324,7 +325,6 @@ def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_day
     recent_tickets = np.zeros(n)
     recent_downgrades = np.zeros(n)
     problem_weeks_left = np.zeros(n, dtype=np.int32)
-    everyone = np.arange(n)
 
     orders = _Rows("customer", "time", "status", "amount", "discount", "items")
     events = _Rows("customer", "time", "type", "value")
@@ -332,138 +332,140 @@ def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_day
 
     for week in range(weeks):
         week_start, week_end = 7.0 * week, min(7.0 * week + 7.0, float(history_days))
-        week_mid = (week_start + week_end) / 2
-        season = 1.0 + 0.2 * np.cos(2 * np.pi * (_day_of_year(start, week_mid) - 350) / 365.25)
-        joined = signup < week_end
-        active = joined & ~churned
-        lo = np.maximum(week_start, signup)
+        season = 1.0 + 0.2 * np.cos(
+            2 * np.pi * (_day_of_year(start, (week_start + week_end) / 2) - 350) / 365.25)
+        # only customers who have joined and not yet churned act this week
+        a = np.flatnonzero((signup < week_end) & ~churned)
+        m = len(a)
+        lo = np.maximum(week_start, signup[a])
+        z = engagement[a]
+        sub_plan = plan[a]
 
         # churn hazard from what happened before this week (customers past their first week)
-        at_risk = active & (signup < week_start)
-        gap_overdue = weeks_since_order * order_rate
+        at_risk = signup[a] < week_start
+        overdue = weeks_since_order[a] * order_rate[a]
+        session_overdue = weeks_since_session[a] * session_rate[a]
         if subscription_only:
-            gap_overdue = weeks_since_session * session_rate
+            overdue = session_overdue
         else:
-            gap_overdue = np.where(subscriber, np.minimum(gap_overdue,
-                                                          weeks_since_session * session_rate),
-                                   gap_overdue)
+            overdue = np.where(sub_plan >= 0, np.minimum(overdue, session_overdue), overdue)
         hazards = np.stack([
-            _BACKGROUND_HAZARD * channel_risk,
-            _FADING_HAZARD * np.clip(-engagement - 0.4, 0.0, 2.5),
-            _GAP_HAZARD * np.clip(gap_overdue - 2.0, 0.0, 3.0),
-            _BAD_EXPERIENCE_HAZARD * recent_bad / (recent_orders + 0.5),
-            _SUPPORT_HAZARD * recent_tickets,
-            _DOWNGRADE_HAZARD * recent_downgrades * (plan >= 0),
+            _BACKGROUND_HAZARD * channel_risk[a],
+            _FADING_HAZARD * np.clip(-z - 0.4, 0.0, 2.5),
+            _GAP_HAZARD * np.clip(overdue - 2.0, 0.0, 3.0),
+            _BAD_EXPERIENCE_HAZARD * recent_bad[a] / (recent_orders[a] + 0.5),
+            _SUPPORT_HAZARD * recent_tickets[a],
+            _DOWNGRADE_HAZARD * recent_downgrades[a] * (sub_plan >= 0),
         ])
-        total = hazards.sum(axis=0)
         fraction = (week_end - week_start) / 7.0
-        churn_now = at_risk & (rng.random(n) < -np.expm1(-total * fraction))
-        who = np.flatnonzero(churn_now)
-        if len(who):
-            cumulative = np.cumsum(hazards[:, who], axis=0)
-            pick = rng.random(len(who)) * cumulative[-1]
-            cause[who] = (cumulative < pick).sum(axis=0)
-            churned_at[who] = lo[who] + rng.random(len(who)) * (week_end - lo[who])
-            engagement_at_churn[who] = engagement[who]
-        hi = np.where(churn_now, churned_at, week_end)
-        exposure = np.where(active, np.maximum(hi - lo, 0.0) / 7.0, 0.0)
-        level = np.exp(engagement)
+        churn_now = at_risk & (rng.random(m) < -np.expm1(-hazards.sum(axis=0) * fraction))
+        leave = np.flatnonzero(churn_now)
+        hi = np.full(m, week_end)
+        if len(leave):
+            cumulative = np.cumsum(hazards[:, leave], axis=0)
+            pick = rng.random(len(leave)) * cumulative[-1]
+            who = a[leave]
+            cause[who] = (cumulative < pick[None, :]).sum(axis=0)
+            hi[leave] = lo[leave] + rng.random(len(leave)) * (week_end - lo[leave])
+            churned_at[who] = hi[leave]
+            engagement_at_churn[who] = z[leave]
+        exposure = (hi - lo) / 7.0
+        level = np.exp(z)
 
         # orders
-        n_orders = rng.poisson(order_rate * level * season * exposure)
-        buyer = np.repeat(everyone, n_orders)
+        n_orders = rng.poisson(order_rate[a] * level * season * exposure)
+        local = np.repeat(np.arange(m), n_orders)
+        buyer = a[local]
+        draw = rng.random(len(buyer))
+        status = np.zeros(len(buyer), dtype=np.int8)  # completed
+        cancelled = draw < 0.03
+        unclaimed = ~cancelled & (draw < 0.03 + unclaimed_share[buyer])
+        returned = ~cancelled & ~unclaimed & (
+            draw < 0.03 + unclaimed_share[buyer] + return_share[buyer])
+        status[returned], status[cancelled], status[unclaimed] = 1, 2, 3
         if len(buyer):
-            draw = rng.random(len(buyer))
-            status = np.zeros(len(buyer), dtype=np.int8)  # completed
-            cancelled = draw < 0.03
-            unclaimed = ~cancelled & (draw < 0.03 + unclaimed_share[buyer])
-            returned = ~cancelled & ~unclaimed & (
-                draw < 0.03 + unclaimed_share[buyer] + return_share[buyer])
-            status[returned], status[cancelled], status[unclaimed] = 1, 2, 3
             amount = np.round(basket_value[buyer] * rng.lognormal(0.0, 0.5, len(buyer)), 2)
             discounted = rng.random(len(buyer)) < discount_liking[buyer]
             discount = np.where(discounted,
                                 np.round(amount * rng.uniform(0.05, 0.3, len(buyer)), 2), 0.0)
             items = 1 + rng.poisson(np.maximum(amount / 45.0 - 0.5, 0.05))
-            orders.add(customer=buyer, time=_times_in(rng, lo[buyer], hi[buyer]),
+            orders.add(customer=buyer, time=_times_in(rng, lo[local], hi[local]),
                        status=status, amount=amount, discount=discount, items=items)
-            completed = np.bincount(buyer[status == 0], minlength=n)
-            bad = np.bincount(buyer[(status == 1) | (status == 3)], minlength=n)
-            placed = np.bincount(buyer[status != 2], minlength=n)
-        else:
-            completed = bad = placed = np.zeros(n, dtype=np.int64)
+        completed = np.bincount(local[status == 0], minlength=m)
+        bad = np.bincount(local[(status == 1) | (status == 3)], minlength=m)
+        placed = np.bincount(local[status != 2], minlength=m)
 
         # app events: usage follows engagement; tickets follow trouble
-        starts_problem = active & (rng.random(n) < 0.006 * exposure)
-        problem_weeks_left = np.where(starts_problem, rng.geometric(0.3, n), problem_weeks_left)
-        ticket_rate = 0.01 + 0.6 * bad + 1.2 * (problem_weeks_left > 0)
+        trouble = problem_weeks_left[a]
+        starts_problem = rng.random(m) < 0.006 * exposure
+        trouble = np.where(starts_problem, rng.geometric(0.3, m), trouble)
+        ticket_rate = 0.01 + 0.6 * bad + 1.2 * (trouble > 0)
+        sessions = session_rate[a] * level
         rates = np.stack([
-            session_rate * level,
-            session_rate * profile.views_per_session * level * season,
-            session_rate * profile.carts_per_session * level ** 1.3 * season,
+            sessions,
+            sessions * profile.views_per_session * season,
+            session_rate[a] * profile.carts_per_session * level ** 1.3 * season,
             ticket_rate,
-            email_rate * level ** 0.3,
+            email_rate[a] * level ** 0.3,
         ]) * exposure
         counts = rng.poisson(rates)
-        # after churn: only the odd marketing email is still opened
-        gone_lo = np.maximum(week_start, np.nan_to_num(churned_at, nan=np.inf))
-        gone_exposure = np.where(joined & (gone_lo < week_end), (week_end - gone_lo) / 7.0, 0.0)
-        weeks_gone = (week_start - np.nan_to_num(churned_at, nan=week_start)) / 7.0
-        late_emails = rng.poisson(0.3 * np.exp(-weeks_gone / 8.0) * email_rate * gone_exposure)
         for code in range(len(EVENT_TYPES)):
-            person = np.repeat(everyone, counts[code])
-            if not len(person):
+            local = np.repeat(np.arange(m), counts[code])
+            if not len(local):
                 continue
-            value = (np.round(rng.lognormal(np.log(7.0) + 0.3 * engagement[person], 0.6), 1)
-                     if EVENT_TYPES[code] == "session" else np.full(len(person), np.nan))
-            events.add(customer=person, time=_times_in(rng, lo[person], hi[person]),
-                       type=np.full(len(person), code, dtype=np.int8), value=value)
-        person = np.repeat(everyone, late_emails)
-        if len(person):
-            events.add(customer=person, time=_times_in(rng, gone_lo[person],
-                                                       np.full(len(person), week_end)),
-                       type=np.full(len(person), EVENT_TYPES.index("email_open"), dtype=np.int8),
-                       value=np.full(len(person), np.nan))
+            value = (np.round(rng.lognormal(np.log(7.0) + 0.3 * z[local], 0.6), 1)
+                     if EVENT_TYPES[code] == "session" else np.full(len(local), np.nan))
+            events.add(customer=a[local], time=_times_in(rng, lo[local], hi[local]),
+                       type=np.full(len(local), code, dtype=np.int8), value=value)
+
+        # after churn only the odd marketing email is still opened, less and less often
+        churned[a[leave]] = True
+        gone = np.flatnonzero(churned & (churned_at > week_start - 7.0 * _EMAIL_MEMORY_WEEKS))
+        if len(gone):
+            gone_lo = np.maximum(week_start, churned_at[gone])
+            weeks_gone = np.maximum(week_start - churned_at[gone], 0.0) / 7.0
+            late = rng.poisson(0.3 * np.exp(-weeks_gone / 8.0) * email_rate[gone]
+                               * (week_end - gone_lo) / 7.0)
+            local = np.repeat(np.arange(len(gone)), late)
+            if len(local):
+                events.add(customer=gone[local],
+                           time=_times_in(rng, gone_lo[local], np.full(len(local), week_end)),
+                           type=np.full(len(local), EVENT_TYPES.index("email_open"),
+                                        dtype=np.int8),
+                           value=np.full(len(local), np.nan))
 
         # subscriptions: plan changes follow engagement; churn ends the subscription
-        holding = active & (plan >= 0) & ~churn_now
-        upgrade = holding & (plan < 2) & (
-            rng.random(n) < 0.012 * _sigmoid(3 * (engagement - 0.3)) * exposure)
-        downgrade = holding & ~upgrade & (plan > 0) & (rng.random(n) < (
-            0.003 + 0.04 * _sigmoid(3 * (-engagement - 0.5)) * (1 + price_sensitive)) * exposure)
+        holding = (sub_plan >= 0) & ~churn_now
+        upgrade = holding & (sub_plan < 2) & (
+            rng.random(m) < 0.012 * _sigmoid(3 * (z - 0.3)) * exposure)
+        downgrade = holding & ~upgrade & (sub_plan > 0) & (rng.random(m) < (
+            0.003 + 0.04 * _sigmoid(3 * (-z - 0.5)) * (1 + price_sensitive[a])) * exposure)
         change = np.flatnonzero(upgrade | downgrade)
         if len(change):
+            who = a[change]
             when = _times_in(rng, lo[change], hi[change])
-            subscriptions.add(customer=change, start=plan_started[change], end=when,
-                              plan=plan[change].copy())
-            plan[change] += np.where(upgrade[change], 1, -1)
-            plan_started[change] = when
-            recent_downgrades[downgrade] += 1.0
-        leaving = np.flatnonzero(churn_now & (plan >= 0))
+            subscriptions.add(customer=who, start=plan_started[who], end=when,
+                              plan=plan[who].copy())
+            plan[who] += np.where(upgrade[change], 1, -1)
+            plan_started[who] = when
+        leaving = a[np.flatnonzero(churn_now & (sub_plan >= 0))]
         if len(leaving):
             subscriptions.add(customer=leaving, start=plan_started[leaving],
                               end=churned_at[leaving], plan=plan[leaving].copy())
             plan[leaving] = -1
 
         # state for next week
-        churned |= churn_now
-        alive = active & ~churn_now
-        onset = fading & (fade_onset < week_end)
-        drift = np.where(onset, -fade_speed, 0.0)
-        noise = rng.normal(0.0, 0.07, n)
-        engagement = np.where(
-            alive,
-            np.clip(np.where(onset, engagement, 0.96 * engagement) + drift + noise
-                    - _BAD_SHOCK * bad, -4.0, 1.5),
-            engagement,
-        )
-        weeks_since_order = np.where(completed > 0, 0.0, weeks_since_order + exposure)
-        weeks_since_session = np.where(counts[0] > 0, 0.0, weeks_since_session + exposure)
-        recent_orders = _RECENT_DECAY * recent_orders + placed
-        recent_bad = _RECENT_DECAY * recent_bad + bad
-        recent_tickets = _TICKET_DECAY * recent_tickets + counts[3]
-        recent_downgrades = _DOWNGRADE_DECAY * recent_downgrades
-        problem_weeks_left = np.maximum(problem_weeks_left - 1, 0)
+        onset = fading[a] & (fade_onset[a] < week_end)
+        drift = np.where(onset, -fade_speed[a], 0.0)
+        moved = np.where(onset, z, 0.96 * z) + drift + rng.normal(0.0, 0.07, m) - _BAD_SHOCK * bad
+        engagement[a] = np.where(churn_now, z, np.clip(moved, -4.0, 1.5))
+        weeks_since_order[a] = np.where(completed > 0, 0.0, weeks_since_order[a] + exposure)
+        weeks_since_session[a] = np.where(counts[0] > 0, 0.0, weeks_since_session[a] + exposure)
+        recent_orders[a] = _RECENT_DECAY * recent_orders[a] + placed
+        recent_bad[a] = _RECENT_DECAY * recent_bad[a] + bad
+        recent_tickets[a] = _TICKET_DECAY * recent_tickets[a] + counts[3]
+        recent_downgrades[a] = _DOWNGRADE_DECAY * recent_downgrades[a] + downgrade
+        problem_weeks_left[a] = np.maximum(trouble - 1, 0)
 
     still = np.flatnonzero(plan >= 0)
     subscriptions.add(customer=still, start=plan_started[still], end=np.full(len(still), np.nan),

@@ -7,7 +7,7 @@ names of DESIGN §2; any other file (``ground_truth.csv``, rejects) is ignored.
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -43,7 +43,8 @@ def read_raw_table(path: Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
     except (OSError, ValueError, pd.errors.ParserError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        message = str(error).strip()
+        first_line = message.splitlines()[0] if message else type(error).__name__
         raise DataContractError(f"{path}: cannot be read: {first_line}") from error
 
 
@@ -63,8 +64,9 @@ def write_table(frame: pd.DataFrame, path: Path | str, *, index: bool = False) -
     if path.suffix not in (".parquet", ".csv"):
         raise ValueError(f"{path}: output must end in .parquet or .csv")
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(handle)
+    # a unique name beside the target (same file system, so the rename is atomic);
+    # not mkstemp, whose 0600 mode would leave the dataset unreadable to others
+    temp_name = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         if path.suffix == ".parquet":
             frame.to_parquet(temp_name, index=index)
