@@ -6,7 +6,12 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="API keys for CRM clients.")
+app = typer.Typer(no_args_is_help=True)
+
+
+@app.callback()
+def apikey() -> None:
+    """API keys for CRM clients (the server stores only their SHA-256 digests)."""
 
 
 @app.command("new")

@@ -184,9 +184,10 @@ class Scorer:
                 self.outbox.record_scores(records, [])
             return
         triggered_all: list[Any] = []
-        feature_rows = features.to_dict(orient="index")
-        for record in records:
-            triggered = self.rules.evaluate(record, features=feature_rows.get(record.customer_id))
+        columns = [str(column) for column in features.columns]
+        values = features.to_numpy(dtype=object)
+        for record, row in zip(records, values, strict=True):
+            triggered = self.rules.evaluate(record, features=dict(zip(columns, row, strict=True)))
             if triggered:
                 record.recommended_action = triggered[0].action
                 triggered_all.extend(triggered)
