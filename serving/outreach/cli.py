@@ -1,5 +1,167 @@
-"""Commands of this package (filled in by its issue)."""
+"""`churnlens outreach`: see, deliver and repair triggered retention actions."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+if TYPE_CHECKING:
+    from serving.outreach.outbox import ActionRow, Outbox
+    from serving.outreach.settings import OutreachSettings
+
+app = typer.Typer(
+    no_args_is_help=True,
+    help="Outreach: actions the rules triggered, their delivery to CRM webhooks, dead letters.",
+)
+
+OutboxOption = Annotated[
+    str | None,
+    typer.Option("--outbox", help="Outbox SQLAlchemy URL [default: CHURNLENS_OUTBOX_URL]"),
+]
+
+
+def _settings(outbox_url: str | None) -> OutreachSettings:
+    from serving.outreach.settings import OutreachSettingsError, load_outreach_settings
+
+    try:
+        overrides = {"outbox_url": outbox_url} if outbox_url else {}
+        return load_outreach_settings(**overrides)
+    except OutreachSettingsError as error:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=2) from None
+
+
+def _outbox(settings: OutreachSettings) -> Outbox:
+    from serving.outreach.outbox import Outbox
+
+    return Outbox(settings.outbox_url)
+
+
+def _table(rows: list[ActionRow], *, title: str, errors: bool = False) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False)
+    for name in ("action id", "customer", "rule", "action", "status", "attempts"):
+        table.add_column(name, no_wrap=name in ("action id", "customer"))
+    table.add_column("last error" if errors else "why (top reasons)", overflow="fold")
+    for row in rows:
+        detail = (row.last_error or "") if errors else "; ".join(row.why[:3])
+        table.add_row(row.id, row.customer_id, row.rule, row.action, row.status,
+                      str(row.attempts), detail)
+    Console().print(table)
+
+
+@app.command("list")
+def list_actions(
+    customer: Annotated[str | None, typer.Option(help="Only this customer's actions")] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(help="pending|delivering|delivered|failed|dead|acknowledged"),
+    ] = None,
+    rule: Annotated[str | None, typer.Option(help="Only actions of this rule")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Most rows to show")] = 50,
+    outbox: OutboxOption = None,
+) -> None:
+    """Show triggered actions, newest first, with why they fired."""
+    from serving.outreach.outbox import STATUSES
+
+    if status is not None and status not in STATUSES:
+        raise typer.BadParameter(f"must be one of {', '.join(STATUSES)}", param_hint="--status")
+    store = _outbox(_settings(outbox))
+    rows = store.list_actions(customer_id=customer, status=status, rule=rule, limit=limit)
+    counts = store.status_counts()
+    _table(rows, title=f"outreach actions ({len(rows)} shown)")
+    typer.echo("  ".join(f"{name}: {n}" for name, n in counts.items()))
+
+
+@app.command()
+def deliver(
+    forever: Annotated[
+        bool,
+        typer.Option("--forever/--once",
+                     help="Keep polling for due actions, or deliver what is due now and stop"),
+    ] = False,
+    outbox: OutboxOption = None,
+) -> None:
+    """Deliver due actions to their webhooks and file sinks (retries, dead letters)."""
+    from serving.outreach.relay import Relay
+
+    settings = _settings(outbox)
+    relay = Relay(_outbox(settings), settings=settings)
+    try:
+        if forever:
+            stop = threading.Event()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, lambda *_: stop.set())
+            typer.echo(f"relay running on {settings.outbox_url} (Ctrl-C to stop)")
+            report = relay.run_forever(stop)
+        else:
+            report = relay.drain()
+    finally:
+        relay.close()
+        relay.outbox.close()
+    typer.echo(
+        f"claimed {report.claimed}: delivered {report.delivered}, to retry {report.retried}, "
+        f"failed {report.failed}, dead {report.dead}"
+    )
+    for line in report.errors[-5:]:
+        typer.echo(f"  {line}")
+    if settings.webhook_secret is None and relay.outbox.waiting_webhooks():
+        typer.secho(
+            "webhook actions are waiting: set CHURNLENS_WEBHOOK_SECRET to deliver them",
+            err=True, fg=typer.colors.YELLOW,
+        )
+
+
+@app.command()
+def retry(
+    action_id: Annotated[str | None, typer.Argument(help="The action to put back in the queue")]
+    = None,
+    all_dead: Annotated[bool, typer.Option("--all-dead", help="Requeue every dead action")]
+    = False,
+    outbox: OutboxOption = None,
+) -> None:
+    """Put a failed or dead action (or all dead ones) back in the delivery queue."""
+    from serving.outreach.outbox import ActionNotFoundError, ActionStateError
+
+    if (action_id is None) == (not all_dead):
+        raise typer.BadParameter("give an ACTION_ID or --all-dead (not both)")
+    store = _outbox(_settings(outbox))
+    if all_dead:
+        typer.echo(f"requeued {store.retry_all_dead()} dead action(s)")
+        return
+    try:
+        row = store.retry(action_id)  # type: ignore[arg-type]
+    except (ActionNotFoundError, ActionStateError) as error:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=1) from None
+    typer.echo(f"requeued {row.id} ({row.rule} for customer {row.customer_id})")
+
+
+@app.command()
+def dead(
+    limit: Annotated[int, typer.Option(min=1, help="Most rows to show")] = 50,
+    outbox: OutboxOption = None,
+) -> None:
+    """Show dead letters: actions that failed for good or ran out of retries."""
+    store = _outbox(_settings(outbox))
+    rows = store.dead_letters(limit=limit)
+    _table(rows, title=f"dead letters ({len(rows)} shown)", errors=True)
+    if rows:
+        typer.echo("requeue with: churnlens outreach retry ACTION_ID  (or --all-dead)")
+
+
+@app.command("new-secret")
+def new_secret() -> None:
+    """Print a fresh webhook signing secret for CHURNLENS_WEBHOOK_SECRET and the CRM."""
+    from serving.outreach.webhooks import new_secret as make
+
+    typer.echo(make())
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,51 @@
+"""Standard Webhooks signatures (https://www.standardwebhooks.com) for outreach deliveries.
+
+Each request carries ``webhook-id`` (the action's stable id, the same on every
+redelivery, so the receiver can deduplicate), ``webhook-timestamp`` (seconds
+since the epoch, when this attempt was signed) and ``webhook-signature``
+(``v1,`` + base64 HMAC-SHA256 of ``id.timestamp.body`` under the shared
+secret). Signing uses the ``standardwebhooks`` reference package, so any
+receiver using a Standard Webhooks library verifies it unchanged.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from standardwebhooks import Webhook
+
+
+def new_secret(*, size: int = 32) -> str:
+    """A fresh signing secret in the Standard Webhooks form ``whsec_<base64>``."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(size)).decode()
+
+
+def encode_body(envelope: dict[str, Any]) -> str:
+    """The exact JSON text that is signed and sent (compact, UTF-8)."""
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def sign_headers(
+    secret: str, *, webhook_id: str, body: str, timestamp: datetime | None = None
+) -> dict[str, str]:
+    """The three Standard Webhooks headers for one delivery attempt."""
+    moment = timestamp or datetime.now(UTC)
+    signature = Webhook(secret).sign(msg_id=webhook_id, timestamp=moment, data=body)
+    return {
+        "webhook-id": webhook_id,
+        "webhook-timestamp": str(int(moment.timestamp())),
+        "webhook-signature": signature,
+    }
+
+
+def verify(secret: str, body: bytes | str, headers: dict[str, str]) -> Any:
+    """Check a received webhook as a CRM would; returns the parsed body.
+
+    Raises ``standardwebhooks.WebhookVerificationError`` when the signature does not
+    match or the timestamp is more than five minutes away from now (replay guard).
+    """
+    return Webhook(secret).verify(body, headers)
