@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 from fastapi import APIRouter, Depends
 
@@ -11,6 +12,16 @@ from serving.routes.deps import AUTH_RESPONSES, HolderDep, StateDep, require_api
 
 router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_api_key)],
                    responses=AUTH_RESPONSES)
+
+
+def _timestamp(value: object) -> datetime | None:
+    """The bundle's training time, if it is a readable ISO 8601 timestamp."""
+    if isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _finite(value: object) -> float | None:
@@ -27,7 +38,7 @@ def model_info(state: StateDep, holder: HolderDep) -> ModelInfo:
     event_types = getattr(loaded.bundle, "event_types", None)
     return ModelInfo(
         name=loaded.name, version=str(loaded.version), alias=loaded.alias,
-        model_uri=holder.model_uri, run_id=loaded.run_id, trained_at=loaded.trained_at,
+        model_uri=holder.model_uri, run_id=loaded.run_id, trained_at=_timestamp(loaded.trained_at),
         loaded_at=state.loaded_at,
         metrics={str(k): _finite(v) for k, v in (loaded.metrics or {}).items()},
         event_types=list(event_types) if event_types is not None else None,

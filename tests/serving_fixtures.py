@@ -1,0 +1,74 @@
+"""A tiny trained model in a temporary MLflow SQLite registry, for the serving tests.
+
+Real, not mocked: a generated dataset, `train_and_register` with few trees, a
+real registry with the ``champion`` alias. Built once per test module.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+API_KEY = "clk_serving-tests_0123456789abcdef"
+API_DIGEST = hashlib.sha256(API_KEY.encode()).hexdigest()
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+END = date(2024, 6, 1)
+
+
+@dataclass
+class TrainedRegistry:
+    root: Path
+    data: Path
+    tracking_uri: str
+    version: str
+
+    def env(self) -> dict[str, str]:
+        return {"MLFLOW_TRACKING_URI": self.tracking_uri}
+
+
+def tiny_params(seed: int = 0):
+    from training.train import TrainParams
+
+    return TrainParams(num_boost_round=25, early_stopping_rounds=10, max_snapshots=3,
+                       step_days=60, num_threads=1, seed=seed, calibration="none")
+
+
+@contextmanager
+def trained_registry(root: Path, *, customers: int = 300, seed: int = 11):
+    """Generate data, train and register one champion in ``root``; cwd is ``root`` inside."""
+    from features.generate import generate_dataset
+    from features.io import read_dataset
+    from training.train import train_and_register
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+        patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+        for name in [n for n in os.environ if n.startswith("CHURNLENS_")]:
+            patch.delenv(name)
+        data = root / "data"
+        generate_dataset(customers=customers, seed=seed, end=END, kind="mixed").write(data)
+        dataset = read_dataset(data).dataset
+        result = train_and_register(dataset, as_of=dataset.default_as_of(), params=tiny_params())
+        assert result.promoted, f"the first model should become champion: {result.reason}"
+        yield TrainedRegistry(root=root, data=data, tracking_uri=tracking_uri,
+                              version=str(result.version))
+
+
+def wait_ready(client, *, timeout: float = 60.0) -> dict:
+    """Poll /readyz until the model is loaded and warmed."""
+    deadline = time.monotonic() + timeout
+    answer = None
+    while time.monotonic() < deadline:
+        answer = client.get("/readyz")
+        if answer.status_code == 200:
+            return answer.json()
+        time.sleep(0.05)
+    raise AssertionError(f"not ready after {timeout} s: {answer.text if answer else None}")
