@@ -1,0 +1,391 @@
+"""The model bundle: everything needed to turn a feature frame into score records.
+
+A `ChurnBundle` holds the two LightGBM boosters (churn classifier, CLV Tweedie
+regressor) and the facts that must travel with them so that scoring matches
+training exactly: the feature order, categorical levels, the event types the
+feature pipeline must expand, feature descriptions, the population rule of the
+churn definition, the probability calibration map, risk-tier and value-segment
+cut points and the reference statistics used in reason sentences.
+
+It is stored as LightGBM's own text model files plus one ``bundle.json`` (no
+pickles), so a bundle written by one version of the code can be read, diffed
+and audited by anyone.
+
+Risk tiers: ``high`` is the riskiest 20% and ``medium`` the next 30% of the
+churn population on the held-out training snapshot (cut points = the 80th and
+50th percentiles of its calibrated churn probability), ``low`` the rest.
+Value segments: ``high`` is the top 20% and ``mid`` the next 30% of predicted
+CLV on the held-out snapshot (80th and 50th percentiles), ``low`` the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from models.explain import reason_text
+
+BUNDLE_FILE = "bundle.json"
+CHURN_MODEL_FILE = "churn_model.txt"
+CLV_MODEL_FILE = "clv_model.txt"
+FORMAT_VERSION = 1
+
+#: share of the held-out population below the medium and the high risk cut
+RISK_QUANTILES = (0.5, 0.8)
+#: share of held-out customers below the mid and the high value cut
+VALUE_QUANTILES = (0.5, 0.8)
+SCORE_COLUMNS = ("in_population", "churn_probability", "risk_tier", "clv", "value_segment",
+                 "value_at_risk")
+
+
+class NotFittedError(RuntimeError):
+    """A bundle was used before its boosters were set."""
+
+
+def apply_calibration(calibration: Mapping[str, Any] | None, raw: np.ndarray) -> np.ndarray:
+    """Map raw churn probabilities through a stored calibration map.
+
+    ``{"method": "platt", "a": .., "b": ..}`` is σ(a·logit(p) + b);
+    ``{"method": "isotonic", "x": [...], "y": [...]}`` is piecewise-linear
+    interpolation of the fitted isotonic steps. None or ``"none"`` is identity.
+    """
+    raw = np.asarray(raw, dtype=float)
+    if not calibration or calibration.get("method", "none") == "none":
+        return raw
+    if calibration["method"] == "platt":
+        clipped = np.clip(raw, 1e-7, 1 - 1e-7)
+        logit = np.log(clipped / (1 - clipped))
+        return 1.0 / (1.0 + np.exp(-(calibration["a"] * logit + calibration["b"])))
+    if calibration["method"] == "isotonic":
+        return np.interp(raw, np.asarray(calibration["x"]), np.asarray(calibration["y"]))
+    raise ValueError(f"unknown calibration method {calibration['method']!r}")
+
+
+def population_mask(features: pd.DataFrame, rule: Mapping[str, Any]) -> pd.Series:
+    """Which customers the churn definition applies to, from their features.
+
+    ``rule`` is ``{"feature": name, "test": "positive"|"notna"|"all"}``: e.g. the
+    inactivity population is "has a completed order before as_of", i.e. a
+    completed-order count > 0; the subscription population is "has an active
+    subscription at as_of".
+    """
+    test = rule.get("test", "all")
+    if test == "all":
+        return pd.Series(True, index=features.index)
+    column = features.get(rule["feature"])
+    if column is None:
+        return pd.Series(False, index=features.index)
+    values = pd.to_numeric(column, errors="coerce")
+    if test == "positive":
+        return (values > 0).fillna(False).astype(bool)
+    if test == "notna":
+        return values.notna()
+    raise ValueError(f"unknown population test {test!r}")
+
+
+def _cut(values: np.ndarray, cuts: Sequence[float], labels: Sequence[str]) -> np.ndarray:
+    """Label values by ascending cut points: below cuts[0] → labels[0], and so on."""
+    return np.asarray(labels, dtype=object)[np.searchsorted(np.asarray(cuts), values,
+                                                            side="right")]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    return value
+
+
+class ChurnBundle:
+    """Churn + CLV models with their feature spec, cut points and reason texts.
+
+    Built by `training.train.fit_bundle`; read back with `ChurnBundle.load`.
+    Scoring needs a feature frame from `features.pipeline.build_features`
+    computed with ``event_types=bundle.event_types``.
+    """
+
+    def __init__(
+        self,
+        *,
+        churn_booster: lgb.Booster,
+        clv_booster: lgb.Booster,
+        feature_names: Sequence[str],
+        categorical_levels: Mapping[str, Sequence[Any]] | None = None,
+        event_types: Sequence[str] | None = None,
+        feature_info: Mapping[str, Mapping[str, Any]] | None = None,
+        population_rule: Mapping[str, Any] | None = None,
+        calibration: Mapping[str, Any] | None = None,
+        risk_cuts: Sequence[float] = (0.0, 0.0),
+        value_cuts: Sequence[float] = (0.0, 0.0),
+        reference: Mapping[str, Mapping[str, float]] | None = None,
+        horizon_days: int = 90,
+        clv_horizon_days: int = 365,
+        definition: str = "inactivity",
+        margin_rate: float = 1.0,
+        metrics: Mapping[str, float] | None = None,
+        trained_at: str | None = None,
+        as_of: str | None = None,
+        notes: Sequence[str] = (),
+    ) -> None:
+        self.churn_booster = churn_booster
+        self.clv_booster = clv_booster
+        self.feature_names = list(feature_names)
+        self.categorical_levels = {k: list(v) for k, v in (categorical_levels or {}).items()}
+        self.event_types = list(event_types) if event_types is not None else None
+        self.feature_info = {k: dict(v) for k, v in (feature_info or {}).items()}
+        self.population_rule = dict(population_rule or {"test": "all"})
+        self.calibration = dict(calibration or {"method": "none"})
+        self.risk_cuts = [float(c) for c in risk_cuts]
+        self.value_cuts = [float(c) for c in value_cuts]
+        self.reference = {k: dict(v) for k, v in (reference or {}).items()}
+        self.horizon_days = int(horizon_days)
+        self.clv_horizon_days = int(clv_horizon_days)
+        self.definition = definition
+        self.margin_rate = float(margin_rate)
+        self.metrics = dict(metrics or {})
+        self.trained_at = trained_at
+        self.as_of = as_of
+        self.notes = list(notes)
+
+    # -- features -----------------------------------------------------------------
+
+    def prepare(self, features: pd.DataFrame) -> pd.DataFrame:
+        """The model matrix: training's column order, training's categorical levels.
+
+        Missing feature columns (e.g. an event type absent from this data) become
+        NaN, extra columns are dropped, unseen category levels become missing.
+        """
+        frame = features.reindex(columns=self.feature_names)
+        for name in self.feature_names:
+            if name in self.categorical_levels:
+                column = features[name] if name in features else pd.Series(
+                    np.nan, index=features.index, dtype=object)
+                frame[name] = pd.Categorical(column, categories=self.categorical_levels[name])
+            else:
+                frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
+        return frame
+
+    def in_population(self, features: pd.DataFrame) -> pd.Series:
+        """True for customers the churn definition applies to (see `population_mask`)."""
+        return population_mask(features, self.population_rule)
+
+    # -- scoring ------------------------------------------------------------------
+
+    def churn_raw_probability(self, X: pd.DataFrame) -> np.ndarray:
+        """Uncalibrated churn probability of a prepared matrix."""
+        if len(X) == 0:
+            return np.empty(0)
+        return np.asarray(self.churn_booster.predict(X), dtype=float)
+
+    def churn_probability(self, X: pd.DataFrame) -> np.ndarray:
+        """Calibrated churn probability of a prepared matrix (ignores the population)."""
+        return apply_calibration(self.calibration, self.churn_raw_probability(X))
+
+    def clv(self, X: pd.DataFrame) -> np.ndarray:
+        """Predicted value over the CLV horizon (revenue × margin rate) of a prepared matrix."""
+        if len(X) == 0:
+            return np.empty(0)
+        return np.asarray(self.clv_booster.predict(X), dtype=float) * self.margin_rate
+
+    def risk_tier(self, probability: np.ndarray) -> np.ndarray:
+        """``low|medium|high`` from the cut points fixed at training."""
+        return _cut(np.asarray(probability, dtype=float), self.risk_cuts,
+                    ("low", "medium", "high"))
+
+    def value_segment(self, clv: np.ndarray) -> np.ndarray:
+        """``low|mid|high`` from the CLV percentiles fixed at training."""
+        return _cut(np.asarray(clv, dtype=float), self.value_cuts, ("low", "mid", "high"))
+
+    def predict(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Score a feature frame (index customer_id) into the score columns.
+
+        Customers outside the churn population get no probability (NaN), risk
+        tier ``not_applicable`` and no value at risk; everyone gets a CLV.
+        """
+        X = self.prepare(features)
+        population = self.in_population(features).to_numpy()
+        probability = np.full(len(X), np.nan)
+        if population.any():
+            probability[population] = self.churn_probability(X[population])
+        clv = self.clv(X)
+        tier = np.full(len(X), "not_applicable", dtype=object)
+        tier[population] = self.risk_tier(probability[population])
+        return pd.DataFrame(
+            {
+                "in_population": population,
+                "churn_probability": probability,
+                "risk_tier": tier,
+                "clv": clv,
+                "value_segment": self.value_segment(clv),
+                "value_at_risk": probability * clv,
+            },
+            index=features.index,
+        )
+
+    # -- explanations ---------------------------------------------------------------
+
+    def _contributions(self, X: pd.DataFrame) -> np.ndarray:
+        """Exact TreeSHAP of the churn model in log-odds, (n, n_features + 1); last = base."""
+        if len(X) == 0:
+            return np.empty((0, len(self.feature_names) + 1))
+        return np.asarray(self.churn_booster.predict(X, pred_contrib=True), dtype=float)
+
+    def _clv_contributions(self, X: pd.DataFrame) -> np.ndarray:
+        """Exact TreeSHAP of the CLV model (log scale of the Tweedie mean)."""
+        if len(X) == 0:
+            return np.empty((0, len(self.feature_names) + 1))
+        return np.asarray(self.clv_booster.predict(X, pred_contrib=True), dtype=float)
+
+    def contributions(self, features: pd.DataFrame) -> pd.DataFrame:
+        """Churn contributions per feature plus ``base_value`` (sums to the raw log-odds)."""
+        X = self.prepare(features)
+        return pd.DataFrame(self._contributions(X), index=features.index,
+                            columns=[*self.feature_names, "base_value"])
+
+    def _select(self, features: pd.DataFrame, rows: Iterable[Any] | None) -> pd.DataFrame:
+        if rows is None:
+            return features
+        rows = list(rows)
+        missing = [r for r in rows if r not in features.index]
+        if missing:
+            raise KeyError(f"customer(s) not in the feature frame: {missing[:5]}")
+        return features.loc[rows]
+
+    def _reasons(self, features: pd.DataFrame, contributions: np.ndarray, *, top_k: int,
+                 reference: Mapping[str, float]) -> list[list[dict[str, Any]]]:
+        out: list[list[dict[str, Any]]] = []
+        names = self.feature_names
+        for i in range(len(features)):
+            row = contributions[i, :-1]
+            order = [j for j in np.argsort(-row, kind="stable")[:top_k] if row[j] > 0]
+            reasons = []
+            for j in order:
+                name = names[j]
+                value = _plain(features.iloc[i][name] if name in features.columns else None)
+                reasons.append({
+                    "feature": name,
+                    "value": value,
+                    "contribution": float(row[j]),
+                    "text": reason_text(name, value, info=self.feature_info.get(name),
+                                        reference=reference),
+                })
+            out.append(reasons)
+        return out
+
+    def explain(self, features: pd.DataFrame, *, top_k: int = 5,
+                rows: Iterable[Any] | None = None) -> list[list[dict[str, Any]]]:
+        """Top-k reasons toward churn per customer: ``{feature, value, contribution, text}``.
+
+        ``rows`` are customer ids (index labels) to explain, in the order wanted;
+        default all. Contributions are exact TreeSHAP values of the churn model in
+        log-odds; only features that raise the risk are reasons. Customers
+        outside the churn population get no reasons.
+        """
+        features = self._select(features, rows)
+        X = self.prepare(features)
+        population = self.in_population(features).to_numpy()
+        contributions = np.zeros((len(X), len(self.feature_names) + 1))
+        if population.any():
+            contributions[population] = self._contributions(X[population])
+        return self._reasons(features, contributions, top_k=top_k,
+                             reference=self.reference.get("retained_median", {}))
+
+    def explain_value(self, features: pd.DataFrame, *, top_k: int = 5,
+                      rows: Iterable[Any] | None = None) -> list[list[dict[str, Any]]]:
+        """Top-k features raising each customer's predicted CLV, same shape as `explain`."""
+        features = self._select(features, rows)
+        X = self.prepare(features)
+        return self._reasons(features, self._clv_contributions(X), top_k=top_k,
+                             reference=self.reference.get("median", {}))
+
+    def feature_importance(self) -> pd.DataFrame:
+        """Total gain per feature of both models, most important churn feature first."""
+        frame = pd.DataFrame({
+            "churn_gain": self.churn_booster.feature_importance("gain"),
+            "clv_gain": self.clv_booster.feature_importance("gain"),
+        }, index=pd.Index(self.feature_names, name="feature"))
+        return frame.sort_values("churn_gain", ascending=False)
+
+    # -- storage ------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the boosters, as JSON-ready values."""
+        return _jsonable({
+            "format_version": FORMAT_VERSION,
+            "feature_names": self.feature_names,
+            "categorical_levels": self.categorical_levels,
+            "event_types": self.event_types,
+            "feature_info": self.feature_info,
+            "population_rule": self.population_rule,
+            "calibration": self.calibration,
+            "risk_cuts": self.risk_cuts,
+            "value_cuts": self.value_cuts,
+            "reference": self.reference,
+            "horizon_days": self.horizon_days,
+            "clv_horizon_days": self.clv_horizon_days,
+            "definition": self.definition,
+            "margin_rate": self.margin_rate,
+            "metrics": self.metrics,
+            "trained_at": self.trained_at,
+            "as_of": self.as_of,
+            "notes": self.notes,
+        })
+
+    def save(self, directory: Path | str) -> Path:
+        """Write ``churn_model.txt``, ``clv_model.txt`` and ``bundle.json`` to ``directory``."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.churn_booster.save_model(directory / CHURN_MODEL_FILE)
+        self.clv_booster.save_model(directory / CLV_MODEL_FILE)
+        text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
+        (directory / BUNDLE_FILE).write_text(text + "\n", encoding="utf-8")
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path | str) -> ChurnBundle:
+        """Read a bundle written by `save`."""
+        directory = Path(directory)
+        spec_path = directory / BUNDLE_FILE
+        if not spec_path.exists():
+            raise FileNotFoundError(f"{spec_path} not found: not a churnlens model bundle")
+        spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        if spec.get("format_version") != FORMAT_VERSION:
+            raise ValueError(f"{spec_path}: bundle format {spec.get('format_version')} is not "
+                             f"supported (expected {FORMAT_VERSION})")
+        spec.pop("format_version")
+        return cls(
+            churn_booster=lgb.Booster(model_file=str(directory / CHURN_MODEL_FILE)),
+            clv_booster=lgb.Booster(model_file=str(directory / CLV_MODEL_FILE)),
+            **spec,
+        )
+
+    def __repr__(self) -> str:
+        return (f"ChurnBundle(definition={self.definition!r}, features={len(self.feature_names)},"
+                f" horizon_days={self.horizon_days}, clv_horizon_days={self.clv_horizon_days})")
+
+
+def _plain(value: Any) -> Any:
+    """A feature value as a JSON-ready Python scalar (NaN → None)."""
+    if value is None:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return value

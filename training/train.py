@@ -1,0 +1,595 @@
+"""Fit the churn and CLV models on snapshot training sets, then track and register them.
+
+Validation is by time: the latest snapshot with churn labels is held out. It
+early-stops the churn model, fits the probability calibration and fixes the
+risk-tier cut points; it is also the data on which a new model is compared with
+the current champion. Earlier snapshots whose churn label window would overlap
+the held-out snapshot's are left out of churn training (a purge), so the holdout
+measures what the model would have done at that date; when the history is too
+short for that, they are kept and a note says so. CLV labels need a year of
+future, so the CLV model holds out its own latest labelled snapshot instead and
+does not purge.
+
+`fit_bundle` does no tracking; `train_and_register` wraps it in one MLflow run
+through `training.registry`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from models.bundle import RISK_QUANTILES, VALUE_QUANTILES, ChurnBundle, apply_calibration
+from training.metrics import churn_metrics, clv_metrics, expected_calibration_error
+
+ID_COLUMNS = ("customer_id", "snapshot_at")
+LABEL_COLUMNS = ("in_population", "churned", "clv_target")
+
+
+class TrainingDataError(ValueError):
+    """The data cannot train a model; the message says what is wrong and what to change."""
+
+
+@dataclass
+class TrainParams:
+    """Everything that decides a training run (logged as MLflow parameters)."""
+
+    horizon_days: int = 90
+    clv_horizon_days: int = 365
+    definition: str | None = None  # None: subscription when there are subscriptions
+    step_days: int = 30
+    max_snapshots: int = 12
+    num_boost_round: int = 400
+    learning_rate: float = 0.05
+    num_leaves: int = 15
+    min_data_in_leaf: int = 20
+    feature_fraction: float = 0.9
+    lambda_l2: float = 1.0
+    early_stopping_rounds: int = 30
+    tweedie_variance_power: float = 1.3
+    seed: int = 0
+    num_threads: int = 0  # 0: LightGBM's default (all cores)
+    margin_rate: float = 1.0
+    top_k: int = 5
+    calibration: str = "auto"  # auto | platt | isotonic | none
+    calibrate_above_ece: float = 0.02
+    min_customers: int = 50
+    gate_auc_tolerance: float = 0.002
+
+    def __post_init__(self) -> None:
+        if self.calibration not in ("auto", "platt", "isotonic", "none"):
+            raise ValueError(f"calibration must be auto|platt|isotonic|none, not "
+                             f"{self.calibration!r}")
+        if not 0 < self.margin_rate <= 1:
+            raise ValueError(f"margin_rate must be in (0, 1], not {self.margin_rate}")
+        if self.definition not in (None, "inactivity", "subscription"):
+            raise ValueError(f"definition must be inactivity or subscription, not "
+                             f"{self.definition!r}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class FitResult:
+    """A fitted bundle, the held-out rows it was validated on, and its metrics."""
+
+    bundle: ChurnBundle
+    holdout: pd.DataFrame
+    metrics: dict[str, float]
+    clv_holdout: pd.DataFrame
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    """What a tracked training run produced and what the champion gate decided."""
+
+    run_id: str
+    version: str
+    promoted: bool
+    reason: str
+    metrics: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def feature_columns(frame: pd.DataFrame) -> list[str]:
+    """The feature columns of a training frame (everything but ids and labels)."""
+    return [c for c in frame.columns if c not in (*ID_COLUMNS, *LABEL_COLUMNS)]
+
+
+def features_of(rows: pd.DataFrame) -> pd.DataFrame:
+    """The feature part of training-set rows, indexed by customer_id (as scoring sees it)."""
+    return rows.set_index("customer_id")[feature_columns(rows)]
+
+
+def _lgb_params(params: TrainParams, **extra: Any) -> dict[str, Any]:
+    return {
+        "learning_rate": params.learning_rate,
+        "num_leaves": params.num_leaves,
+        "min_data_in_leaf": params.min_data_in_leaf,
+        "feature_fraction": params.feature_fraction,
+        "lambda_l2": params.lambda_l2,
+        "seed": params.seed,
+        "deterministic": True,
+        "num_threads": params.num_threads,
+        "verbosity": -1,
+        **extra,
+    }
+
+
+def _train_booster(params: dict[str, Any], X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame,
+                   y_val: np.ndarray, *, rounds: int, stop: int) -> lgb.Booster:
+    train = lgb.Dataset(X, label=y, free_raw_data=False)
+    valid = lgb.Dataset(X_val, label=y_val, reference=train, free_raw_data=False)
+    booster = lgb.train(params, train, num_boost_round=rounds, valid_sets=[valid],
+                        callbacks=[lgb.early_stopping(stop, verbose=False)])
+    best = booster.best_iteration or booster.current_iteration()
+    # keep only the trees that early stopping chose, so every consumer predicts the same
+    return lgb.Booster(model_str=booster.model_to_string(num_iteration=best))
+
+
+def _fit_platt(raw: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    from sklearn.linear_model import LogisticRegression
+
+    clipped = np.clip(raw, 1e-7, 1 - 1e-7)
+    logit = np.log(clipped / (1 - clipped)).reshape(-1, 1)
+    model = LogisticRegression(C=1e6).fit(logit, y)
+    return {"method": "platt", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0])}
+
+
+def _fit_isotonic(raw: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    from sklearn.isotonic import IsotonicRegression
+
+    model = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(raw, y)
+    return {"method": "isotonic", "x": model.X_thresholds_.tolist(),
+            "y": model.y_thresholds_.tolist()}
+
+
+_CALIBRATORS = {"platt": _fit_platt, "isotonic": _fit_isotonic}
+
+
+def _crossfit_ece(method: str, raw: np.ndarray, y: np.ndarray, seed: int) -> float:
+    """ECE of a calibration map fitted on one half of the holdout and applied to the other."""
+    folds = np.random.default_rng(seed).permutation(len(raw)) % 2
+    calibrated = np.empty_like(raw)
+    for k in (0, 1):
+        fit, apply = folds != k, folds == k
+        if len(np.unique(y[fit])) < 2:
+            return float("inf")
+        calibrated[apply] = apply_calibration(_CALIBRATORS[method](raw[fit], y[fit]), raw[apply])
+    return expected_calibration_error(y, calibrated)
+
+
+def choose_calibration(raw: np.ndarray, y: np.ndarray, *, params: TrainParams
+                       ) -> tuple[dict[str, Any], dict[str, float]]:
+    """Pick the calibration map for held-out raw probabilities.
+
+    ``auto``: keep raw probabilities when their ECE is at most
+    ``calibrate_above_ece``; otherwise take whichever of Platt scaling and
+    isotonic regression has the lower ECE when fitted on one half of the holdout
+    and checked on the other (both ways), if that beats raw. The chosen map is
+    then fitted on the whole holdout.
+    """
+    raw_ece = expected_calibration_error(y, raw)
+    report = {"churn_ece_raw": raw_ece}
+    if params.calibration == "none":
+        return {"method": "none"}, report
+    if params.calibration == "auto":
+        if raw_ece <= params.calibrate_above_ece:
+            return {"method": "none"}, report
+        candidates = {m: _crossfit_ece(m, raw, y, params.seed) for m in _CALIBRATORS}
+        report |= {f"churn_ece_crossfit_{m}": v for m, v in candidates.items()}
+        method = min(candidates, key=candidates.get)
+        if candidates[method] >= raw_ece:
+            return {"method": "none"}, report
+    else:
+        method = params.calibration
+        report[f"churn_ece_crossfit_{method}"] = _crossfit_ece(method, raw, y, params.seed)
+    return _CALIBRATORS[method](raw, y), report
+
+
+def _feature_info(names: list[str], frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Description and unit of each feature from the feature pipeline (fallback: the name)."""
+    try:
+        from features.pipeline import describe_feature
+    except ImportError:  # pragma: no cover - the pipeline ships with the package
+        describe_feature = None
+    out: dict[str, dict[str, Any]] = {}
+    for name in names:
+        info = None
+        if describe_feature is not None:
+            try:
+                described = describe_feature(name)
+                info = {k: getattr(described, k) for k in ("name", "description", "unit", "kind")}
+            except (KeyError, ValueError):
+                info = None
+        if info is None:
+            categorical = isinstance(frame[name].dtype, pd.CategoricalDtype)
+            info = {"name": name, "description": name.replace("_", " "),
+                    "unit": "category" if categorical else "", "kind": "attribute"}
+        out[name] = info
+    return out
+
+
+def _population_rule(features: pd.DataFrame, in_population: pd.Series, definition: str
+                     ) -> dict[str, Any]:
+    """The feature test that reproduces the labels' population on every training row.
+
+    Named candidates come first (a completed-order count for inactivity, an
+    active-subscription flag for subscription); otherwise any numeric feature
+    whose "> 0" or "is recorded" test matches the population exactly.
+    """
+    target = in_population.astype(bool).to_numpy()
+    if target.all():
+        return {"test": "all"}
+    preferred = ("completed_orders_all", "orders_completed_all", "completed_orders_count",
+                 "orders_count", "order_count_all", "frequency", "has_completed_order") \
+        if definition == "inactivity" else \
+        ("subscription_active", "active_subscription", "has_active_subscription",
+         "active_subscriptions", "subscribed")
+    numeric = [c for c in features.columns
+               if not isinstance(features[c].dtype, pd.CategoricalDtype)]
+    ordered = [c for c in preferred if c in numeric] + [c for c in numeric if c not in preferred]
+    for name in ordered:
+        values = pd.to_numeric(features[name], errors="coerce").to_numpy(dtype=float)
+        if np.array_equal((values > 0) & ~np.isnan(values), target):
+            return {"feature": name, "test": "positive"}
+        if np.array_equal(~np.isnan(values), target):
+            return {"feature": name, "test": "notna"}
+    raise TrainingDataError(
+        f"no feature reproduces the {definition} population (who the churn definition applies "
+        "to); the feature pipeline must expose it, e.g. a completed-order count or an "
+        "active-subscription flag")
+
+
+def _medians(features: pd.DataFrame) -> dict[str, float]:
+    numeric = features.select_dtypes(include="number")
+    return {k: float(v) for k, v in numeric.median().items() if pd.notna(v)}
+
+
+def _split_by_snapshot(rows: pd.DataFrame, what: str, fix: str) -> tuple[pd.Timestamp, ...]:
+    dates = tuple(sorted(pd.unique(rows["snapshot_at"])))
+    if len(dates) < 2:
+        raise TrainingDataError(
+            f"{len(dates)} snapshot(s) with {what} labels; a time split needs at least 2 "
+            f"(one to train on, the latest to hold out). {fix}")
+    return dates
+
+
+# -- fitting -------------------------------------------------------------------------
+
+
+def evaluate_bundle(bundle: ChurnBundle, holdout: pd.DataFrame, clv_holdout: pd.DataFrame
+                    ) -> dict[str, float]:
+    """Churn and CLV metrics of any bundle on held-out training-set rows.
+
+    Churn is measured on the labelled population rows (truth from the labels);
+    CLV on every row with a CLV label, in revenue (before the margin rate), so
+    bundles with different margin rates compare fairly.
+    """
+    labelled = holdout[holdout["in_population"].astype(bool) & holdout["churned"].notna()]
+    probability = bundle.churn_probability(bundle.prepare(features_of(labelled)))
+    metrics = {f"churn_{k}": v for k, v in
+               churn_metrics(labelled["churned"].to_numpy(float), probability).items()}
+    valued = clv_holdout[clv_holdout["clv_target"].notna()]
+    predicted = bundle.clv(bundle.prepare(features_of(valued))) / bundle.margin_rate
+    metrics |= {f"clv_{k}": v for k, v in
+                clv_metrics(valued["clv_target"].to_numpy(float), predicted).items()}
+    return metrics
+
+
+def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str] | None = None,
+               definition: str | None = None) -> FitResult:
+    """Fit churn + CLV boosters on a `TrainingSet`, hold out its latest snapshot, build a bundle.
+
+    Raises `TrainingDataError` with what is wrong and what to change when the
+    training set cannot support a time split or a model.
+    """
+    frame: pd.DataFrame = training_set.frame
+    notes = list(getattr(training_set, "notes", []) or [])
+    definition = definition or params.definition or "inactivity"
+    if event_types is None:
+        event_types = getattr(training_set, "event_types", None)
+    names = feature_columns(frame)
+    if frame.empty or not names:
+        raise TrainingDataError(
+            "the training set is empty: no customer is known at any snapshot date. Check "
+            "--as-of (it must leave --horizon days of history after the first snapshot).")
+
+    # churn: labelled population rows, latest snapshot held out
+    labelled = frame[frame["in_population"].astype(bool) & frame["churned"].notna()]
+    dates = _split_by_snapshot(
+        labelled, "churn",
+        "Give a longer history, a later --as-of, a shorter --horizon or a smaller step.")
+    holdout_at = dates[-1]
+    holdout = frame[frame["snapshot_at"] == holdout_at]
+    earlier = labelled[labelled["snapshot_at"] < holdout_at]
+    purged = earlier[earlier["snapshot_at"] + pd.Timedelta(days=params.horizon_days)
+                     <= holdout_at]
+    if purged["customer_id"].nunique() >= params.min_customers and purged["churned"].nunique() == 2:
+        train = purged
+    else:
+        train = earlier
+        notes.append("history too short to purge snapshots whose churn window overlaps the "
+                     "held-out snapshot's; holdout metrics may be slightly optimistic")
+    held = labelled[labelled["snapshot_at"] == holdout_at]
+    customers = labelled["customer_id"].nunique()
+    if customers < params.min_customers:
+        raise TrainingDataError(
+            f"only {customers} customer(s) in the churn population; at least "
+            f"{params.min_customers} are needed. Give more customers or a longer history.")
+    for part, rows in (("training", train), ("held-out", held)):
+        classes = sorted(rows["churned"].unique().tolist())
+        if len(classes) < 2:
+            kind = "churned" if classes == [1.0] else "stayed"
+            raise TrainingDataError(
+                f"every customer in the {part} snapshots {kind} (single label class "
+                f"{classes}); churn cannot be learned. Change --horizon (now "
+                f"{params.horizon_days} days) or --churn, or give a longer history.")
+
+    X_train, y_train = features_of(train), train["churned"].to_numpy(float)
+    X_held, y_held = features_of(held), held["churned"].to_numpy(float)
+    churn_booster = _train_booster(
+        _lgb_params(params, objective="binary", metric="binary_logloss"),
+        X_train, y_train, X_held, y_held,
+        rounds=params.num_boost_round, stop=params.early_stopping_rounds)
+
+    # CLV: every row with a CLV label; its own latest labelled snapshot held out
+    valued = frame[frame["clv_target"].notna()]
+    if valued.empty or not (valued["clv_target"] > 0).any():
+        raise TrainingDataError(
+            "no customer has any revenue in a CLV window: the dataset needs completed orders "
+            "(or subscription revenue) to learn value. Add orders, or lower --clv-horizon "
+            f"(now {params.clv_horizon_days} days) so that a window fits in the history.")
+    clv_dates = tuple(sorted(pd.unique(valued["snapshot_at"])))
+    if len(clv_dates) >= 2:
+        clv_holdout = valued[valued["snapshot_at"] == clv_dates[-1]]
+        clv_train = valued[valued["snapshot_at"] < clv_dates[-1]]
+    else:
+        # one CLV snapshot: hold out a fixed fifth of its customers instead
+        in_holdout = pd.util.hash_pandas_object(valued["customer_id"], index=False) % 5 == 0
+        clv_holdout, clv_train = valued[in_holdout.to_numpy()], valued[~in_holdout.to_numpy()]
+        notes.append("one snapshot with CLV labels: CLV validated on a fifth of its customers")
+    if not (clv_train["clv_target"] > 0).any():
+        raise TrainingDataError(
+            "no revenue in the CLV training windows; give a longer history or lower "
+            "--clv-horizon.")
+    clv_booster = _train_booster(
+        _lgb_params(params, objective="tweedie",
+                    tweedie_variance_power=params.tweedie_variance_power, metric="tweedie"),
+        features_of(clv_train), clv_train["clv_target"].to_numpy(float),
+        features_of(clv_holdout), clv_holdout["clv_target"].to_numpy(float),
+        rounds=params.num_boost_round, stop=params.early_stopping_rounds)
+
+    categorical = {n: [*X_train[n].cat.categories] for n in names
+                   if isinstance(X_train[n].dtype, pd.CategoricalDtype)}
+    all_features = features_of(frame)
+    bundle = ChurnBundle(
+        churn_booster=churn_booster,
+        clv_booster=clv_booster,
+        feature_names=names,
+        categorical_levels=categorical,
+        event_types=event_types,
+        feature_info=_feature_info(names, X_train),
+        population_rule=_population_rule(all_features, frame["in_population"], definition),
+        horizon_days=params.horizon_days,
+        clv_horizon_days=params.clv_horizon_days,
+        definition=definition,
+        margin_rate=params.margin_rate,
+        reference={
+            "retained_median": _medians(X_train[y_train == 0]),
+            "churned_median": _medians(X_train[y_train == 1]),
+            "median": _medians(all_features),
+        },
+        trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        as_of=pd.Timestamp(holdout_at + pd.Timedelta(days=params.horizon_days)).isoformat(),
+        notes=notes,
+    )
+    raw = bundle.churn_raw_probability(bundle.prepare(X_held))
+    bundle.calibration, calibration_report = choose_calibration(raw, y_held, params=params)
+    probability = apply_calibration(bundle.calibration, raw)
+    bundle.risk_cuts = [float(np.quantile(probability, q)) for q in RISK_QUANTILES]
+    held_clv = bundle.clv(bundle.prepare(features_of(holdout)))
+    bundle.value_cuts = [float(np.quantile(held_clv, q)) for q in VALUE_QUANTILES]
+
+    metrics = evaluate_bundle(bundle, holdout, clv_holdout)
+    metrics |= calibration_report
+    metrics |= {
+        "churn_best_iteration": float(churn_booster.current_iteration()),
+        "clv_best_iteration": float(clv_booster.current_iteration()),
+        "churn_train_rows": float(len(train)),
+        "churn_holdout_rows": float(len(held)),
+        "churn_holdout_rate": float(y_held.mean()),
+        "clv_train_rows": float(len(clv_train)),
+        "clv_holdout_rows": float(len(clv_holdout)),
+    }
+    bundle.metrics = {k: v for k, v in metrics.items() if k.startswith(("churn_", "clv_"))}
+    return FitResult(bundle=bundle, holdout=holdout, metrics=metrics, clv_holdout=clv_holdout,
+                     notes=notes)
+
+
+# -- champion gate -------------------------------------------------------------------
+
+GATE_RULE = (
+    "promote when there is no champion, or when on the same held-out snapshot the challenger's "
+    "churn ROC AUC is at most {tol} below the champion's AND it is better on churn ROC AUC or on "
+    "CLV Spearman"
+)
+
+
+def champion_gate(challenger: Mapping[str, float], champion: Mapping[str, float] | None, *,
+                  tolerance: float = 0.002) -> tuple[bool, str]:
+    """Decide whether the challenger replaces the champion; return (promote, reason).
+
+    Both metric dicts must come from `evaluate_bundle` on the same held-out rows.
+    """
+    if champion is None:
+        return True, "no champion yet"
+    auc, champion_auc = challenger.get("churn_roc_auc"), champion.get("churn_roc_auc")
+    rho, champion_rho = challenger.get("clv_spearman"), champion.get("clv_spearman")
+    if auc is None or not np.isfinite(auc):
+        return False, "challenger has no churn ROC AUC on the holdout"
+    if champion_auc is None or not np.isfinite(champion_auc):
+        return True, "champion has no churn ROC AUC on this holdout"
+    figures = (f"churn ROC AUC {auc:.4f} vs champion {champion_auc:.4f}, "
+               f"CLV Spearman {rho:.4f} vs {champion_rho:.4f}")
+    if auc < champion_auc - tolerance:
+        return False, f"churn ROC AUC worse by more than {tolerance} ({figures})"
+    better_rho = (rho is not None and np.isfinite(rho)
+                  and (champion_rho is None or not np.isfinite(champion_rho) or rho > champion_rho))
+    if auc > champion_auc or better_rho:
+        return True, f"better than the champion ({figures})"
+    return False, f"not better than the champion on either ({figures})"
+
+
+# -- tracked training ----------------------------------------------------------------
+
+
+def _input_example(fit: FitResult, rows: int = 5) -> pd.DataFrame:
+    """A few held-out feature rows as a pyfunc input (categoricals as plain strings)."""
+    example = features_of(fit.holdout.head(rows)).reset_index()
+    for name in fit.bundle.categorical_levels:
+        example[name] = example[name].astype(object).where(example[name].notna(), None)
+    return example
+
+
+def _score_champion(fit: FitResult) -> tuple[str | None, dict[str, float] | None, str | None]:
+    """Evaluate the current champion on this run's holdout: (version, metrics, problem)."""
+    from training import registry
+
+    version = registry.champion_version()
+    if version is None:
+        return None, None, None
+    try:
+        with registry.temporary_directory() as tmp:
+            champion = ChurnBundle.load(registry.download_bundle(version, Path(tmp)))
+        return version, evaluate_bundle(champion, fit.holdout, fit.clv_holdout), None
+    except Exception as error:
+        return version, None, f"champion v{version} could not be scored on this holdout: {error}"
+
+
+def register_fit(fit: FitResult, *, params: TrainParams, dataset_profile: Mapping[str, Any],
+                 extra_params: Mapping[str, Any] | None = None) -> TrainResult:
+    """Log one MLflow run for a fitted bundle, register it and apply the champion gate."""
+    from training import registry
+    from training.evaluate import write_plots
+
+    registry.configure_tracking()
+    bundle = fit.bundle
+    with registry.training_run(run_name=f"train {bundle.definition} h{bundle.horizon_days}") \
+            as run_id, registry.temporary_directory() as tmp:
+        registry.log_params(params.as_dict() | {"definition": bundle.definition,
+                                                "as_of": bundle.as_of} | dict(extra_params or {}))
+        registry.log_dict(dict(dataset_profile), "dataset_profile.json")
+        registry.set_tags({f"dataset.{k}": v for k, v in dataset_profile.items()
+                           if not isinstance(v, dict | list)}
+                          | {"notes": " | ".join(fit.notes) or "none"})
+        registry.log_metrics(fit.metrics)
+        plots = write_plots(bundle, fit.holdout, fit.clv_holdout, Path(tmp) / "plots",
+                            seed=params.seed)
+        registry.log_artifacts(plots[0].parent, "plots")
+        bundle_dir = bundle.save(Path(tmp) / "bundle")
+        example = _input_example(fit)
+        output = bundle.predict(example.set_index("customer_id")).reset_index()
+        model_uri = registry.log_bundle_model(bundle_dir, input_example=example,
+                                              output_example=output)
+
+        champion_version, champion_metrics, problem = _score_champion(fit)
+        if problem:
+            promoted, reason = False, problem
+        else:
+            promoted, reason = champion_gate(fit.metrics, champion_metrics,
+                                             tolerance=params.gate_auc_tolerance)
+        if champion_metrics:
+            registry.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
+        version = registry.register(model_uri, run_id=run_id, tags={
+            "churn_roc_auc": f"{fit.metrics.get('churn_roc_auc', float('nan')):.4f}",
+            "clv_spearman": f"{fit.metrics.get('clv_spearman', float('nan')):.4f}",
+            "definition": bundle.definition, "as_of": bundle.as_of})
+        if promoted:
+            registry.promote(version, reason=f"champion gate: {reason}")
+        registry.set_tags({
+            "registered_version": version,
+            "champion_gate.rule": GATE_RULE.format(tol=params.gate_auc_tolerance),
+            "champion_gate.decision": "promoted" if promoted else "kept champion",
+            "champion_gate.reason": reason,
+            "champion_gate.champion_version": champion_version or "none",
+        })
+        registry.log_metrics({"champion_gate_promoted": float(promoted)})
+        registry.tag_version(version, {"champion_gate": ("promoted: " if promoted else
+                                                         "not promoted: ") + reason})
+    return TrainResult(run_id=run_id, version=version, promoted=promoted, reason=reason,
+                       metrics=dict(fit.metrics), notes=list(fit.notes))
+
+
+def profile_dataset(dataset: Any, training_set: Any, *, as_of: pd.Timestamp) -> dict[str, Any]:
+    """What the run was trained on: customers, rows per table, snapshots, churn rate, notes."""
+    frame = training_set.frame
+    labelled = frame[frame["in_population"].astype(bool) & frame["churned"].notna()]
+    return {
+        "customers": len(dataset.customers),
+        "rows": dataset.count_rows(),
+        "as_of": pd.Timestamp(as_of).isoformat(),
+        "snapshots": len(training_set.snapshot_dates),
+        "snapshot_dates": [pd.Timestamp(d).date().isoformat() for d in
+                           training_set.snapshot_dates],
+        "training_rows": len(frame),
+        "churn_rate": float(labelled["churned"].mean()) if len(labelled) else float("nan"),
+        "notes": list(getattr(training_set, "notes", []) or []),
+    }
+
+
+def build_training_set_for(dataset: Any, *, as_of: pd.Timestamp, params: TrainParams,
+                           definition: str) -> Any:
+    """The snapshot training set of a dataset; data problems become `TrainingDataError`."""
+    from features.snapshots import build_training_set
+
+    if dataset.orders is None and dataset.subscriptions is None:
+        raise TrainingDataError(
+            "the dataset has neither orders nor subscriptions, so there is no value to learn a "
+            "CLV model from: add orders.csv (or subscriptions.csv with mrr)")
+    if len(dataset.customers) < params.min_customers:
+        raise TrainingDataError(
+            f"the dataset has {len(dataset.customers)} customers; at least "
+            f"{params.min_customers} are needed to train and hold out a snapshot")
+    try:
+        return build_training_set(
+            dataset, as_of=as_of, horizon_days=params.horizon_days,
+            clv_horizon_days=params.clv_horizon_days, definition=definition,
+            step_days=params.step_days, max_snapshots=params.max_snapshots)
+    except TrainingDataError:
+        raise
+    except ValueError as error:
+        raise TrainingDataError(f"cannot build training snapshots: {error}") from error
+
+
+def train_and_register(dataset: Any, *, as_of: pd.Timestamp, params: TrainParams,
+                       dataset_profile: Mapping[str, Any] | None = None) -> TrainResult:
+    """Build snapshots, fit, and log/register one MLflow run with the champion gate.
+
+    Every data problem is raised as `TrainingDataError` before anything is logged
+    or registered.
+    """
+    from features.labels import default_definition
+
+    definition = params.definition or default_definition(dataset)
+    training_set = build_training_set_for(dataset, as_of=as_of, params=params,
+                                          definition=definition)
+    event_types = getattr(training_set, "event_types", None)
+    if event_types is None and dataset.events is not None:
+        event_types = sorted(dataset.events["event_type"].astype(str).unique().tolist())
+    fit = fit_bundle(training_set, params=params, event_types=event_types,
+                     definition=definition)
+    profile = profile_dataset(dataset, training_set, as_of=as_of) | dict(dataset_profile or {})
+    return register_fit(fit, params=params, dataset_profile=profile)
