@@ -1,0 +1,237 @@
+"""Training sets from several observation dates (snapshots).
+
+A model trained at ``as_of`` may only see labels that are complete by then, so
+snapshot dates are ``T_k = as_of - H - k * step`` (k = 0, 1, ...): each row is a
+customer's features at T_k and what happened in [T_k, T_k + H). Several
+snapshots give enough rows from short histories, and the latest snapshot is
+the natural time-based hold-out.
+
+CLV windows are usually longer than churn windows (365 vs 90 days): a
+snapshot gets a CLV target only when its CLV window also ends by ``as_of``;
+otherwise ``clv_target`` is NaN.
+
+Short histories (see `build_training_set`) are handled by a documented
+fallback recorded in ``notes`` and ``label_horizon_days`` rather than by
+failing or returning nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.dataset import Dataset
+from features.history import NEVER, History
+from features.labels import Definition, check_definition, labels_at
+from features.pipeline import features_at
+
+#: a snapshot needs at least this share of the population seen by ``as_of``
+MIN_POPULATION_SHARE = 0.1
+#: below this, a shortened horizon measures noise rather than churn
+MIN_HORIZON_DAYS = 14
+LABEL_COLUMNS = ("in_population", "churned", "clv_target")
+
+
+@dataclass
+class TrainingSet:
+    """Rows (customer, snapshot) with features and labels, plus how they were made.
+
+    ``label_horizon_days`` is the churn window actually labelled (shorter than
+    requested under the short-history strategy; training can rescale
+    probabilities to the requested horizon). ``clv_label_horizon_days`` and
+    ``clv_scale`` say how ``clv_target`` was measured: revenue over that many
+    days, multiplied by ``clv_scale`` (1 unless the CLV window had to shrink).
+    """
+
+    frame: pd.DataFrame
+    snapshot_dates: list[pd.Timestamp]
+    notes: list[str] = field(default_factory=list)
+    label_horizon_days: int = 90
+    horizon_days: int = 90
+    clv_horizon_days: int = 365
+    clv_label_horizon_days: int = 365
+    clv_scale: float = 1.0
+    definition: str = "inactivity"
+    event_types: list[str] = field(default_factory=list)
+
+    @property
+    def feature_columns(self) -> list[str]:
+        skip = {"customer_id", "snapshot_at", *LABEL_COLUMNS}
+        return [c for c in self.frame.columns if c not in skip]
+
+
+def snapshot_dates(*, as_of: pd.Timestamp, horizon_days: int, step_days: int,
+                   max_snapshots: int, earliest: pd.Timestamp | None = None) -> list[pd.Timestamp]:
+    """``as_of - H - k * step`` for k = 0.., latest first, all after ``earliest``."""
+    dates = []
+    for k in range(max_snapshots):
+        date = pd.Timestamp(as_of) - pd.Timedelta(days=horizon_days + k * step_days)
+        if earliest is not None and date <= earliest:
+            break
+        dates.append(date)
+    return dates
+
+
+def population_entry(history: History, definition: Definition) -> np.ndarray:
+    """When each customer first enters the population (ns; `NEVER` = never)."""
+    if definition == "inactivity":
+        orders = history.orders
+        first = np.full(history.n_customers, NEVER, dtype=np.int64)
+        if orders is not None:
+            rows = np.flatnonzero(orders.completed)
+            np.minimum.at(first, orders.code[rows], orders.t[rows])
+        return first
+    first = np.full(history.n_customers, NEVER, dtype=np.int64)
+    subs = history.subscriptions
+    if subs is not None:
+        np.minimum.at(first, subs["code"].to_numpy(), subs["started"].to_numpy())
+    return first
+
+
+def usable_from(history: History, *, definition: Definition,
+                as_of: pd.Timestamp) -> pd.Timestamp | None:
+    """The earliest date by which enough of the population exists to learn from.
+
+    That is the date when `MIN_POPULATION_SHARE` of the customers who enter
+    the population before ``as_of`` have entered it; None when nobody does.
+    """
+    entry = population_entry(history, definition)
+    limit = int(pd.Timestamp(as_of).as_unit("ns").value)
+    entered = np.sort(entry[entry < limit])
+    if not len(entered):
+        return None
+    position = int(np.ceil(MIN_POPULATION_SHARE * len(entered))) - 1
+    return pd.Timestamp(int(entered[max(position, 0)]))
+
+
+def build_training_set(
+    dataset: Dataset, *, as_of: pd.Timestamp, horizon_days: int = 90,
+    clv_horizon_days: int = 365, definition: Definition = "inactivity", step_days: int = 30,
+    max_snapshots: int = 12, min_snapshots: int = 3, margin_rate: float = 1.0,
+    event_types: Sequence[str] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> TrainingSet:
+    """Features and labels at several snapshot dates whose label windows end by ``as_of``.
+
+    Short-history strategy: snapshots must fall after the date by which 10 %
+    of the population has appeared (earlier ones describe almost nobody).
+    When fewer than ``min_snapshots`` fit with the requested horizon H, the
+    churn window is shortened to the longest whole number of weeks that fits
+    ``min_snapshots`` (at least 14 days) and recorded in
+    ``label_horizon_days``; if even that fails but one snapshot fits with H,
+    the snapshots that fit are used. When no snapshot has a complete CLV
+    window, CLV is measured over the churn window and scaled up to the
+    requested CLV horizon (``clv_scale``). Everything applied is said in
+    ``notes``. A ValueError says what to change when nothing can be labelled.
+
+    ``progress(done, total)`` is called after each snapshot.
+    """
+    check_definition(definition)
+    if step_days <= 0 or max_snapshots <= 0 or horizon_days <= 0 or clv_horizon_days <= 0:
+        raise ValueError("horizon_days, clv_horizon_days, step_days and max_snapshots "
+                         "must be positive")
+    as_of = pd.Timestamp(as_of)
+    history = History(dataset)
+    earliest = usable_from(history, definition=definition, as_of=as_of)
+    if earliest is None:
+        population = ("customers with a completed order" if definition == "inactivity"
+                      else "customers with a subscription")
+        raise ValueError(f"no {population} before {as_of:%Y-%m-%d}, so no training label "
+                         "is possible; use a later --as-of or another churn definition")
+    notes: list[str] = []
+    min_snapshots = max(1, min(min_snapshots, max_snapshots))
+
+    def dates_for(horizon: int) -> list[pd.Timestamp]:
+        return snapshot_dates(as_of=as_of, horizon_days=horizon, step_days=step_days,
+                              max_snapshots=max_snapshots, earliest=earliest)
+
+    label_horizon = horizon_days
+    dates = dates_for(horizon_days)
+    if len(dates) < min_snapshots:
+        span = (as_of - earliest).days
+        fitted = (span - 1 - (min_snapshots - 1) * step_days) // 7 * 7
+        fitted = min(fitted, horizon_days)
+        history_text = (f"the usable history ({span} days from {earliest:%Y-%m-%d}, when 10% of "
+                        f"the population had appeared, to {as_of:%Y-%m-%d})")
+        if fitted >= MIN_HORIZON_DAYS and len(dates_for(fitted)) >= min_snapshots:
+            label_horizon = fitted
+            dates = dates_for(fitted)
+            notes.append(
+                f"short history: {history_text} fits only {len(dates_for(horizon_days))} "
+                f"snapshot(s) of the requested {horizon_days}-day horizon; churn is labelled "
+                f"over {fitted} days instead at {len(dates)} snapshots "
+                f"(label_horizon_days={fitted}); rescale probabilities to {horizon_days} days "
+                "if needed")
+        elif dates:
+            notes.append(f"short history: {history_text} fits only {len(dates)} snapshot(s) "
+                         f"of the {horizon_days}-day horizon (wanted {min_snapshots}); "
+                         "using them")
+        else:
+            raise ValueError(
+                f"{history_text} is too short for even one {horizon_days}-day label window "
+                f"(or a {MIN_HORIZON_DAYS}-day one); use a later --as-of, more history, or "
+                "a shorter horizon")
+
+    clv_dates = [d for d in dates if d + pd.Timedelta(days=clv_horizon_days) <= as_of]
+    clv_window, clv_scale = clv_horizon_days, 1.0
+    if not clv_dates:
+        clv_window = label_horizon
+        clv_scale = clv_horizon_days / label_horizon
+        clv_dates = list(dates)
+        notes.append(
+            f"no snapshot has a complete {clv_horizon_days}-day CLV window before "
+            f"{as_of:%Y-%m-%d}; clv_target is revenue over {clv_window} days x {clv_scale:.3g} "
+            f"(clv_label_horizon_days={clv_window})")
+    elif len(clv_dates) < len(dates):
+        notes.append(
+            f"clv_target is set on the {len(clv_dates)} snapshot(s) whose {clv_horizon_days}-day "
+            f"window ends by {as_of:%Y-%m-%d} (the oldest ones) and NaN on the other "
+            f"{len(dates) - len(clv_dates)}")
+
+    if event_types is None and history.events is not None:
+        event_types = _types_before(history, as_of)
+    event_types = list(event_types or [])
+    parts = []
+    for done, date in enumerate(dates, start=1):
+        features = features_at(history, as_of=date, event_types=event_types)
+        labels = labels_at(history, as_of=date, horizon_days=label_horizon,
+                           clv_horizon_days=clv_window, definition=definition,
+                           margin_rate=margin_rate)
+        if date not in clv_dates:
+            labels["clv_target"] = np.nan
+        else:
+            labels["clv_target"] = labels["clv_target"] * clv_scale
+        part = features.join(labels)
+        part.insert(0, "snapshot_at", date)
+        parts.append(part.reset_index())
+        if progress is not None:
+            progress(done, len(dates))
+    frame = _concat_categoricals(parts)
+    return TrainingSet(
+        frame=frame, snapshot_dates=dates, notes=notes, label_horizon_days=label_horizon,
+        horizon_days=horizon_days, clv_horizon_days=clv_horizon_days,
+        clv_label_horizon_days=clv_window, clv_scale=clv_scale, definition=definition,
+        event_types=event_types,
+    )
+
+
+def _types_before(history: History, as_of: pd.Timestamp) -> list[str]:
+    """Event types seen before ``as_of``: one fixed column set for every snapshot."""
+    events = history.events
+    end = events.end(int(as_of.as_unit("ns").value))
+    seen = np.bincount(events.type[:end], minlength=len(events.types)) > 0
+    return sorted(events.types[i] for i in np.flatnonzero(seen))
+
+
+def _concat_categoricals(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate snapshots, giving each categorical column the union of its levels."""
+    categorical = [c for c in parts[0].columns
+                   if isinstance(parts[0][c].dtype, pd.CategoricalDtype)]
+    for column in categorical:
+        levels = sorted(set().union(*(p[column].cat.categories for p in parts)))
+        for part in parts:
+            part[column] = part[column].cat.set_categories(levels)
+    return pd.concat(parts, ignore_index=True)
