@@ -59,12 +59,128 @@ def _days_since_last_order(value: float, ref: Reference) -> str | None:
     return f"{head}."
 
 
+def _count_phrase(count: float) -> str:
+    return "none" if count == 0 else _num(count, digits=1)
+
+
+def _typically(ref: Reference, name: str, fmt: Callable[[float], str]) -> str:
+    typical = _typical(ref, name)
+    return "" if typical is None else f"; retained customers typically {fmt(typical)}"
+
+
+def _overdue(value: float, ref: Reference) -> str:
+    return (f"{value:.1f}× their usual gap between orders since the last one"
+            f"{_typically(ref, 'order_overdue_ratio', lambda v: f'{v:.1f}×')}.")
+
+
+def _change(noun: str, window: str) -> Template:
+    def sentence(value: float, ref: Reference) -> str | None:
+        if value >= 0:
+            return None
+        return (f"{noun.capitalize()} fell by {_num(-value, digits=1)} in the last {window} "
+                f"days versus the {window} days before.")
+    return sentence
+
+
+def _bad_orders(noun: str, window: str | None, name: str) -> Template:
+    def sentence(value: float, ref: Reference) -> str:
+        span = f" in the last {window} days" if window else " so far"
+        return (f"{_count_phrase(value).capitalize()} {noun}{span}"
+                f"{_typically(ref, name, _count_phrase)}.")
+    return sentence
+
+
+def _events(event: str, window: str | None, name: str) -> Template:
+    def sentence(value: float, ref: Reference) -> str:
+        span = f" in the last {window} days" if window else " ever"
+        return (f"{_count_phrase(value).capitalize()} '{event}' events{span}"
+                f"{_typically(ref, name, _count_phrase)}.")
+    return sentence
+
+
+def _days_since(what: str, name: str) -> Template:
+    def sentence(value: float, ref: Reference) -> str:
+        return (f"No {what} for {_num(value)} days"
+                f"{_typically(ref, name, lambda v: f'{_num(v)} days')}.")
+    return sentence
+
+
+def _rate(noun: str, name: str) -> Template:
+    def sentence(value: float, ref: Reference) -> str:
+        return f"{_pct(value)} of orders {noun}{_typically(ref, name, _pct)}."
+    return sentence
+
+
+def _active_days(window: str, name: str) -> Template:
+    def sentence(value: float, ref: Reference) -> str:
+        return (f"Active on {_num(value)} of the last {window} days"
+                f"{_typically(ref, name, _num)}.")
+    return sentence
+
+
+def _completed_orders(window: str, name: str) -> Template:
+    def sentence(value: float, ref: Reference) -> str:
+        return (f"{_count_phrase(value).capitalize()} completed orders in the last {window} "
+                f"days{_typically(ref, name, _count_phrase)}.")
+    return sentence
+
+
+def _downgrades(value: float, ref: Reference) -> str | None:
+    if value <= 0:
+        return None
+    return f"Moved to a cheaper plan {_plural(value, 'time')}."
+
+
+def _not_subscribed(value: float, ref: Reference) -> str | None:
+    return "No active subscription." if value < 0.5 else None
+
+
+def _mrr_change(value: float, ref: Reference) -> str | None:
+    if value >= 0:
+        return None
+    return f"Monthly recurring revenue fell by {_money(-value)} over the last 90 days."
+
+
 #: sentences for well-known features (by exact name); everything else is generic
 TEMPLATES: dict[str, Template] = {
     "days_since_last_order": _days_since_last_order,
+    "order_overdue_ratio": _overdue,
+    "days_since_last_event": _days_since("app or site activity", "days_since_last_event"),
+    "subscription_downgrades": _downgrades,
+    "is_subscribed": _not_subscribed,
+    "mrr_change_90d": _mrr_change,
+    "return_rate": _rate("were returned", "return_rate"),
+    "unclaimed_rate": _rate("were never collected (cash on delivery)", "unclaimed_rate"),
+    "cancellation_rate": _rate("were cancelled", "cancellation_rate"),
 }
+#: name patterns → template factories (first match wins)
+PATTERNS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str], str], Template]], ...] = (
+    (re.compile(r"^completed_orders_change_(\d+)d$"),
+     lambda m, n: _change("completed orders", m[1])),
+    (re.compile(r"^completed_orders_(\d+)d$"), lambda m, n: _completed_orders(m[1], n)),
+    (re.compile(r"^(returned|unclaimed|cancelled)_orders_(\d+d|total)$"),
+     lambda m, n: _bad_orders(
+         {"returned": "returned orders", "cancelled": "cancelled orders",
+          "unclaimed": "uncollected cash-on-delivery parcels"}[m[1]],
+         None if m[2] == "total" else m[2][:-1], n)),
+    (re.compile(r"^active_days_(\d+)d$"), lambda m, n: _active_days(m[1], n)),
+    (re.compile(r"^days_since_last_(.+)$"),
+     lambda m, n: _days_since(f"'{m[1].replace('_', ' ')}' event", n)),
+    (re.compile(r"^(.+)_events_change_(\d+)d$"),
+     lambda m, n: _change(f"'{m[1].replace('_', ' ')}' events", m[2])),
+    (re.compile(r"^(.+)_events_(\d+d|total)$"),
+     lambda m, n: _events(m[1].replace("_", " "), None if m[2] == "total" else m[2][:-1], n)),
+)
 
-_WINDOW = re.compile(r"_(\d+)d$")
+
+def _template(name: str) -> Template | None:
+    if name in TEMPLATES:
+        return TEMPLATES[name]
+    for pattern, factory in PATTERNS:
+        match = pattern.match(name)
+        if match:
+            return factory(match, name)
+    return None
 
 
 def _generic(name: str, info: Mapping[str, Any], value: Any, typical: float | None) -> str:
@@ -101,8 +217,9 @@ def reason_text(name: str, value: Any, *, info: Mapping[str, Any] | None = None,
     """
     reference = reference or {}
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
-    if numeric and math.isfinite(float(value)) and name in TEMPLATES:
-        sentence = TEMPLATES[name](float(value), reference)
+    template = _template(name) if numeric and math.isfinite(float(value)) else None
+    if template is not None:
+        sentence = template(float(value), reference)
         if sentence:
             return sentence
     return _generic(name, info or {}, value, _typical(reference, name))

@@ -1,5 +1,102 @@
-"""Commands of this package (filled in by its issue)."""
+"""Commands that train and promote models: ``churnlens train``, ``churnlens promote``."""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
 app = typer.Typer(no_args_is_help=True)
+console = Console()
+
+CHURN_DEFINITIONS = ("inactivity", "subscription")
+
+
+def _quiet_mlflow() -> None:
+    """No per-file download progress bars in command output."""
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def _metrics_table(metrics: dict[str, float]) -> Table:
+    table = Table(title="held-out metrics")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for name in ("churn_roc_auc", "churn_pr_auc", "churn_top_decile_lift", "churn_brier",
+                 "churn_ece", "clv_spearman", "clv_normalized_gini", "clv_decile_error",
+                 "clv_total_ratio"):
+        value = metrics.get(name, float("nan"))
+        table.add_row(name, "n/a" if value is None or math.isnan(value) else f"{value:.4f}")
+    return table
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option("--data", help="Dataset directory (CSV or Parquet tables)")],
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", help="Label windows end by this date, YYYY-MM-DD; default the day after the "
+                        "latest row")] = None,
+    horizon: Annotated[int, typer.Option(
+        "--horizon", min=7, help="Churn horizon in days")] = 90,
+    clv_horizon: Annotated[int, typer.Option(
+        "--clv-horizon", min=7, help="CLV horizon in days")] = 365,
+    churn: Annotated[str | None, typer.Option(
+        "--churn", help="inactivity | subscription; default subscription when the dataset has "
+                        "subscriptions")] = None,
+    margin_rate: Annotated[float, typer.Option(
+        "--margin-rate", min=0.0, max=1.0, envvar="CHURNLENS_MARGIN_RATE",
+        help="Share of revenue that is margin (CLV in margin)")] = 1.0,
+    step: Annotated[int, typer.Option("--step", min=1, help="Days between snapshots")] = 30,
+    snapshots: Annotated[int, typer.Option("--snapshots", min=2,
+                                           help="Most snapshots to train on")] = 12,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+) -> None:
+    """Train churn + CLV models, log an MLflow run, register it and apply the champion gate."""
+    from features.cli import load_or_exit, parse_as_of
+    from training.train import TrainingDataError, TrainParams, train_and_register
+
+    if churn is not None and churn not in CHURN_DEFINITIONS:
+        raise typer.BadParameter("expected inactivity or subscription", param_hint="--churn")
+    if margin_rate <= 0:
+        raise typer.BadParameter("must be above 0", param_hint="--margin-rate")
+    _quiet_mlflow()
+    dataset = load_or_exit(data).dataset
+    cutoff = parse_as_of(as_of, default=dataset.default_as_of)
+    params = TrainParams(horizon_days=horizon, clv_horizon_days=clv_horizon, definition=churn,
+                         margin_rate=margin_rate, step_days=step, max_snapshots=snapshots,
+                         seed=seed)
+    try:
+        with console.status(f"training on snapshots up to {cutoff:%Y-%m-%d}"):
+            result = train_and_register(dataset, as_of=cutoff, params=params)
+    except TrainingDataError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(2) from error
+    console.print(_metrics_table(result.metrics))
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(f"run {result.run_id}: registered churnlens version {result.version} "
+                  "(alias challenger)", highlight=False)
+    verdict = "[green]promoted to champion[/green]" if result.promoted else "champion kept"
+    console.print(f"champion gate: {verdict}: {result.reason}", highlight=False)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="Version of model churnlens to make champion")],
+) -> None:
+    """Point the ``champion`` alias at a registered version (the server follows it)."""
+    from training import registry
+
+    _quiet_mlflow()
+    registry.configure_tracking()
+    try:
+        previous = registry.promote(version)
+    except registry.RegistryError as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(2) from error
+    console.print(f"churnlens version {version} is now champion"
+                  + (f" (was version {previous})" if previous else ""), highlight=False)

@@ -210,7 +210,8 @@ def _feature_info(names: list[str], frame: pd.DataFrame) -> dict[str, dict[str, 
         info = None
         if describe_feature is not None:
             try:
-                described = describe_feature(name)
+                described = describe_feature(
+                    name, categorical=isinstance(frame[name].dtype, pd.CategoricalDtype))
                 info = {k: getattr(described, k) for k in ("name", "description", "unit", "kind")}
             except (KeyError, ValueError):
                 info = None
@@ -233,11 +234,7 @@ def _population_rule(features: pd.DataFrame, in_population: pd.Series, definitio
     target = in_population.astype(bool).to_numpy()
     if target.all():
         return {"test": "all"}
-    preferred = ("completed_orders_all", "orders_completed_all", "completed_orders_count",
-                 "orders_count", "order_count_all", "frequency", "has_completed_order") \
-        if definition == "inactivity" else \
-        ("subscription_active", "active_subscription", "has_active_subscription",
-         "active_subscriptions", "subscribed")
+    preferred = ("completed_orders_total",) if definition == "inactivity" else ("is_subscribed",)
     numeric = [c for c in features.columns
                if not isinstance(features[c].dtype, pd.CategoricalDtype)]
     ordered = [c for c in preferred if c in numeric] + [c for c in numeric if c not in preferred]
