@@ -175,12 +175,15 @@ def read_outbox(url: str) -> OutreachView:
         return OutreachView(source=source,
                             note=f"The outreach outbox is not available in this installation "
                                  f"({error}).")
+    outbox = Outbox(url)
     try:
-        summary = Outbox(url).action_summary()
+        summary = outbox.action_summary()
     except Exception as error:  # unreachable database, missing tables: the report goes on
         first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
         return OutreachView(source=source, note=f"The outbox at {source} could not be read: "
                                                 f"{first_line}")
+    finally:
+        outbox.close()
     return OutreachView(summary=summary, source=source)
 
 

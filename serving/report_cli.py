@@ -54,10 +54,10 @@ def report(
                 generated_at=pd.Timestamp.now(tz="UTC").tz_localize(None),
             )
     except ReportInputError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from error
     with console.status("rendering"):
         path = write_report(render_report(gathered), out)
     for note in gathered.model.notes:
-        console.print(f"[yellow]note:[/yellow] {note}", highlight=False)
+        console.print(f"[yellow]note:[/yellow] {note}", soft_wrap=True, highlight=False)
     typer.echo(f"wrote the retention report to {path}")
