@@ -53,6 +53,31 @@ STANDARD_SPLITS = {
     "online-retail": BacktestSplit(pd.Timestamp("2011-09-01"), 100),  # to 2011-12-09
 }
 
+#: figures of ../shared/data/README.md, measured with lifetimes 0.11.3
+REFERENCE_FIGURES: dict[str, dict[str, float]] = {
+    "cdnow": {
+        "churn_rate": 0.701, "bgnbd_roc_auc": 0.768, "recency_roc_auc": 0.759,
+        "bgnbd_spearman": 0.409, "bgnbd_normalized_gini": 0.672, "bgnbd_total_ratio": -0.041,
+        "bgnbd_decile_error": 0.167, "spend_frequency_recency_spearman": 0.494,
+        "spend_frequency_recency_normalized_gini": 0.678, "spend_recency_spearman": 0.445,
+        "spend_recency_normalized_gini": 0.714,
+    },
+    "online-retail": {
+        "churn_rate": 0.412, "bgnbd_roc_auc": 0.731, "recency_roc_auc": 0.685,
+        "bgnbd_spearman": 0.489, "bgnbd_normalized_gini": 0.649, "bgnbd_total_ratio": -0.646,
+        "bgnbd_decile_error": 1.107, "spend_frequency_recency_spearman": 0.517,
+        "spend_frequency_recency_normalized_gini": 0.651,
+    },
+}
+
+#: issue 4's model-quality bar for churnlens on the standard splits
+QUALITY_BAR: dict[str, dict[str, float]] = {
+    "cdnow": {"roc_auc": 0.763, "ece": 0.05, "spearman": 0.494, "normalized_gini": 0.714,
+              "abs_total_ratio": 0.15, "decile_error": 0.167},
+    "online-retail": {"roc_auc": 0.726, "ece": 0.05, "spearman": 0.517,
+                      "normalized_gini": 0.651, "abs_total_ratio": 0.15, "decile_error": 0.25},
+}
+
 
 @dataclass
 class RealData:

@@ -296,12 +296,13 @@ def recency_score(summary: pd.DataFrame) -> pd.Series:
 
 
 def spend_frequency_recency_score(summary: pd.DataFrame) -> pd.Series:
-    """Value heuristic: total spend × purchase days / (1 + days since last).
+    """Value heuristic: total spend × repeat purchases / (1 + days since last).
 
-    What an analyst ranks by without a model: big, frequent, recent buyers first.
+    What an analyst ranks by without a model: big, frequent, recent buyers
+    first (one-time buyers last). The README's reference heuristic.
     """
-    days = summary["frequency"] + 1
-    return (summary["total_spend"] * days / (1.0 + summary["days_since_last"])).rename("value")
+    value = summary["total_spend"] * summary["frequency"] / (1.0 + summary["days_since_last"])
+    return value.rename("value")
 
 
 def spend_recency_score(summary: pd.DataFrame) -> pd.Series:
@@ -314,12 +315,18 @@ class BuyTillYouDie:
     """BG/NBD + Gamma-Gamma as one reference: churn probability and CLV for a window."""
 
     penalizer: float = 0.0
+    spend_penalizer: float = 0.0
 
     def fit(self, summary: pd.DataFrame) -> BuyTillYouDie:
-        """Fit both models on a `purchase_summary` (time unit: weeks)."""
+        """Fit both models on a `purchase_summary` (time unit: weeks).
+
+        ``penalizer`` regularizes BG/NBD only by default: the Gamma-Gamma
+        likelihood converges unpenalized on both real logs, and lifetimes' squared
+        penalty on γ (in currency units) would swamp it.
+        """
         self.purchases_ = BetaGeoModel(penalizer=self.penalizer).fit(
             summary["frequency"], summary["recency"], summary["T"])
-        self.spend_ = GammaGammaModel(penalizer=self.penalizer).fit(
+        self.spend_ = GammaGammaModel(penalizer=self.spend_penalizer).fit(
             summary["frequency"], summary["monetary_value"])
         return self
 
