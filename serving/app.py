@@ -107,7 +107,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the scoring service; ``settings`` overrides the environment (tests)."""
     from serving.routes import health, model, scores
-    from serving.routes.deps import require_api_key
+    from serving.routes.deps import AUTH_RESPONSES, require_api_key
 
     resolved = settings or get_settings()
     app = FastAPI(
@@ -130,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     outreach_api = _optional_module("serving.outreach.api")
     if outreach_api is not None:
         app.include_router(outreach_api.router, prefix="/v1",
-                           dependencies=[Depends(require_api_key)])
+                           dependencies=[Depends(require_api_key)], responses=AUTH_RESPONSES)
     app.add_middleware(BodyLimitMiddleware, max_bytes=resolved.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -92,6 +92,17 @@ class Settings(BaseSettings):
                 )
         return value
 
+    @field_validator("model_uri")
+    @classmethod
+    def _model_uri_form(cls, value: str) -> str:
+        value = value.strip()
+        if not (value.startswith("models:/") or Path(value).is_dir()):
+            raise ValueError(
+                f"CHURNLENS_MODEL_URI={value!r} is neither a registry URI "
+                "(models:/NAME@ALIAS or models:/NAME/VERSION) nor a bundle directory"
+            )
+        return value
+
     @field_validator("data")
     @classmethod
     def _data_is_directory(cls, value: Path | None) -> Path | None:

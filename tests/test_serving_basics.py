@@ -17,10 +17,12 @@ DIGEST = hashlib.sha256(KEY.encode()).hexdigest()
 
 @pytest.fixture
 def no_model_app(in_tmp_cwd):
-    """An app whose model URI points at an empty registry: never becomes ready."""
+    """An app whose model URI is an empty directory: it never becomes ready."""
     from serving.app import create_app
 
-    settings = Settings(api_keys=[DIGEST], model_uri="models:/nothing@champion",
+    empty = in_tmp_cwd / "no-model"
+    empty.mkdir()
+    settings = Settings(api_keys=[DIGEST], model_uri=str(empty),
                         model_poll_seconds=0, outreach_enabled=False, max_body_bytes=2048)
     return create_app(settings)
 
@@ -37,6 +39,11 @@ def test_settings_name_the_bad_setting(monkeypatch):
     message = str(raised.value)
     assert "CHURNLENS_API_KEYS" in message, message
     assert "CHURNLENS_MAX_BATCH_SIZE" in message, message
+
+
+def test_settings_refuse_a_model_uri_that_cannot_be_loaded():
+    with pytest.raises(ValueError, match="CHURNLENS_MODEL_URI"):
+        Settings(allow_anonymous=True, model_uri="churnlens@champion")
 
 
 def test_settings_refuse_to_serve_without_keys_unless_anonymous_is_explicit():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Security, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serving.auth import Credential, check_authorization
 from serving.metrics import ServiceMetrics
@@ -21,7 +22,15 @@ AUTH_RESPONSES: dict[int | str, dict] = {
 }
 
 
-def require_api_key(request: Request, settings: SettingsDep) -> None:
+#: declares the scheme in the OpenAPI schema; the header itself is checked below
+bearer_scheme = HTTPBearer(auto_error=False, scheme_name="apiKey",
+                           description="An API key from `churnlens apikey new`")
+
+
+def require_api_key(
+    request: Request, settings: SettingsDep,
+    _declared: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
+) -> None:
     """Let a request through only with a configured key (or when anonymous use is allowed)."""
     if not settings.api_keys and settings.allow_anonymous:
         return

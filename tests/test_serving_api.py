@@ -1,0 +1,261 @@
+"""The scoring API against a real tiny model in a temporary MLflow registry."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from serving_fixtures import API_DIGEST, AUTH, trained_registry, wait_ready
+
+from serving.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    with trained_registry(tmp_path_factory.mktemp("serving-api")) as trained:
+        yield trained
+
+
+@pytest.fixture(scope="module")
+def dataset(registry):
+    from features.io import read_dataset
+
+    return read_dataset(registry.data).dataset
+
+
+@pytest.fixture(scope="module")
+def settings(registry):
+    return Settings(data=registry.data, api_keys=[API_DIGEST], model_poll_seconds=0,
+                    outbox_url=f"sqlite:///{registry.root / 'outbox.db'}", max_batch_size=20)
+
+
+@pytest.fixture(scope="module")
+def client(registry, settings):
+    from serving.app import create_app
+
+    with TestClient(create_app(settings)) as test_client:
+        wait_ready(test_client)
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def scorer(registry):
+    from models.loading import load_model
+    from serving.scorer import Scorer
+
+    return Scorer(load_model("models:/churnlens@champion"))
+
+
+@pytest.fixture(scope="module")
+def scored_customer(dataset, scorer):
+    """An in-population customer with reasons (the interesting case)."""
+    records = scorer.score_dataset(dataset, as_of=dataset.default_as_of(), explain="all")
+    for record in records:
+        if record.risk_tier == "high" and record.reasons:
+            return record
+    return next(r for r in records if r.risk_tier != "not_applicable")
+
+
+def history_body(dataset, customer_id: str, **extra) -> dict:
+    """One customer's history from the dataset as a POST /v1/scores body."""
+    tables = dataset.for_customers([customer_id])
+    body: dict = {"customers": [], "orders": [], "events": [], "subscriptions": []}
+    for row in tables.customers.to_dict(orient="records"):
+        attributes = {k: (None if pd.isna(v) else v) for k, v in row.items()
+                      if k not in ("customer_id", "signup_at")}
+        body["customers"].append({
+            "customer_id": row["customer_id"], "attributes": attributes,
+            "signup_at": None if pd.isna(row["signup_at"]) else row["signup_at"].isoformat()})
+    for name in ("orders", "events", "subscriptions"):
+        frame = tables.table(name)
+        if frame is None:
+            continue
+        for row in frame.to_dict(orient="records"):
+            clean = {}
+            for key, value in row.items():
+                if isinstance(value, pd.Timestamp):
+                    value = value.isoformat()
+                elif value is None or (not isinstance(value, str) and pd.isna(value)):
+                    continue
+                clean[key] = value
+            body[name].append(clean)
+    body.update(extra)
+    return body
+
+
+def test_readyz_after_load_names_the_version(client, registry):
+    assert client.get("/readyz").json() == {"status": "ready",
+                                            "model_version": registry.version, "detail": None}
+
+
+def test_model_info(client, registry):
+    info = client.get("/v1/model", headers=AUTH).json()
+    assert info["name"] == "churnlens"
+    assert info["version"] == registry.version
+    assert info["alias"] == "champion"
+    assert info["run_id"]
+    assert "roc_auc" in info["metrics"], info["metrics"]
+
+
+def test_score_by_id_matches_the_batch_scorer(client, scored_customer):
+    answer = client.get(f"/v1/customers/{scored_customer.customer_id}/score", headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    record = answer.json()
+    assert record["churn_probability"] == pytest.approx(scored_customer.churn_probability)
+    assert record["clv"] == pytest.approx(scored_customer.clv)
+    assert record["risk_tier"] == scored_customer.risk_tier
+    assert [r["feature"] for r in record["reasons"]] == [
+        r.feature for r in scored_customer.reasons]
+    assert 0 < len(record["reasons"]) <= 5
+    assert record["value_at_risk"] == pytest.approx(record["churn_probability"] * record["clv"])
+    assert all(r["text"] for r in record["reasons"])
+
+
+def test_score_by_id_explain_false_and_top_k(client, scored_customer):
+    url = f"/v1/customers/{scored_customer.customer_id}/score"
+    assert client.get(url, params={"explain": "false"}, headers=AUTH).json()["reasons"] == []
+    two = client.get(url, params={"top_k": 2}, headers=AUTH).json()["reasons"]
+    assert 0 < len(two) <= 2
+
+
+def test_score_by_id_unknown_customer_is_404(client):
+    answer = client.get("/v1/customers/no-such-customer/score", headers=AUTH)
+    assert answer.status_code == 404
+    assert "no-such-customer" in answer.json()["detail"]
+
+
+def test_score_by_id_bad_top_k_is_422_naming_it(client, scored_customer):
+    answer = client.get(f"/v1/customers/{scored_customer.customer_id}/score",
+                        params={"top_k": 0}, headers=AUTH)
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["query", "top_k"]
+
+
+def test_score_by_history_gives_the_same_score_as_by_id(client, dataset, scored_customer):
+    """No skew: the same history sent in the body scores exactly like the stored one."""
+    as_of = dataset.default_as_of().isoformat()
+    body = history_body(dataset, scored_customer.customer_id, as_of=as_of)
+    answer = client.post("/v1/scores", json=body, headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    [record] = answer.json()["scores"]
+    assert record["customer_id"] == scored_customer.customer_id
+    assert record["churn_probability"] == pytest.approx(scored_customer.churn_probability)
+    assert record["clv"] == pytest.approx(scored_customer.clv)
+    assert [r["feature"] for r in record["reasons"]] == [
+        r.feature for r in scored_customer.reasons]
+
+
+def test_score_by_history_keeps_request_order_and_records_to_the_outbox(
+        client, dataset, registry):
+    ids = list(dataset.customers["customer_id"][:6])[::-1]
+    bodies = [history_body(dataset, customer_id) for customer_id in ids]
+    body = {name: [row for b in bodies for row in b[name]]
+            for name in ("customers", "orders", "events", "subscriptions")}
+    body.update(as_of=dataset.default_as_of().isoformat(), explain=False)
+    answer = client.post("/v1/scores", json=body, headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    scores = answer.json()["scores"]
+    assert [s["customer_id"] for s in scores] == ids
+    assert all(s["reasons"] == [] for s in scores)
+    with sqlite3.connect(registry.root / "outbox.db") as connection:
+        stored = {row[0] for row in connection.execute("SELECT customer_id FROM scores")}
+    assert set(ids) <= stored, "scores served by the API should be in the outbox"
+
+
+def test_score_by_history_without_as_of_uses_now(client, dataset, scored_customer):
+    body = history_body(dataset, scored_customer.customer_id)
+    answer = client.post("/v1/scores", json=body, headers=AUTH)
+    assert answer.status_code == 200, answer.text
+    served_as_of = pd.Timestamp(answer.json()["as_of"])
+    assert abs(served_as_of - pd.Timestamp.now("UTC").tz_localize(None)) < pd.Timedelta("1min")
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        (lambda b: b["orders"][0].update(amount="lots"), ["body", "orders", 0, "amount"]),
+        (lambda b: b["orders"][0].update(amount=-5), ["body", "orders", 0, "amount"]),
+        (lambda b: b["orders"][0].update(ordered_at="yesterday"),
+         ["body", "orders", 0, "ordered_at"]),
+        (lambda b: b["orders"][0].update(status="lost"), ["body", "orders", 0, "status"]),
+        (lambda b: b["orders"][0].pop("order_id"), ["body", "orders", 0, "order_id"]),
+        (lambda b: b["orders"][0].update(colour="red"), ["body", "orders", 0, "colour"]),
+        (lambda b: b["orders"][0].update(customer_id="stranger"),
+         ["body", "orders", 0, "customer_id"]),
+        (lambda b: b["orders"].append(dict(b["orders"][0])), ["body", "orders", 1, "order_id"]),
+        (lambda b: b.update(customers=[]), ["body", "customers"]),
+        (lambda b: b.update(top_k=0), ["body", "top_k"]),
+    ],
+)
+def test_malformed_history_is_422_naming_the_field(client, dataset, change, where):
+    customer_id = next(iter(dataset.orders["customer_id"]))
+    body = history_body(dataset, customer_id)
+    body["orders"] = body["orders"][:1]
+    change(body)
+    answer = client.post("/v1/scores", json=body, headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    locations = [error["loc"] for error in answer.json()["detail"]]
+    assert where in locations, locations
+
+
+def test_customer_without_history_before_as_of_is_422(client, dataset):
+    customer_id = next(iter(dataset.orders["customer_id"]))
+    body = history_body(dataset, customer_id, as_of="1990-01-01T00:00:00")
+    body["customers"][0]["signup_at"] = None
+    answer = client.post("/v1/scores", json=body, headers=AUTH)
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"][0]["loc"] == ["body", "customers", 0, "customer_id"]
+
+
+def test_history_without_activity_is_422(client):
+    body = {"customers": [{"customer_id": "lonely"}]}
+    answer = client.post("/v1/scores", json=body, headers=AUTH)
+    assert answer.status_code == 422
+    assert "orders, events or subscriptions" in answer.json()["detail"][0]["msg"]
+
+
+def test_batch_over_the_limit_is_422_with_a_clear_message(client, settings):
+    size = settings.max_batch_size + 1
+    body = {"customers": [{"customer_id": f"c{i}"} for i in range(size)],
+            "orders": [{"order_id": "o1", "customer_id": "c0",
+                        "ordered_at": "2024-01-01T00:00:00", "amount": 10}]}
+    answer = client.post("/v1/scores", json=body, headers=AUTH)
+    assert answer.status_code == 422
+    [error] = answer.json()["detail"]
+    assert error["loc"] == ["body", "customers"]
+    assert "CHURNLENS_MAX_BATCH_SIZE" in error["msg"] and str(size) in error["msg"]
+
+
+def test_metrics_record_scores_served(client, scored_customer):
+    client.get(f"/v1/customers/{scored_customer.customer_id}/score", headers=AUTH)
+    text = client.get("/metrics").text
+    assert "churnlens_scores_total{" in text
+    assert "churnlens_churn_probability_bucket" in text
+    assert 'churnlens_model_info{alias="champion",name="churnlens"' in text
+
+
+def test_score_frame_has_the_batch_columns(scorer, dataset):
+    frame = scorer.score_frame(dataset, as_of=dataset.default_as_of(), explain="at-risk",
+                               top_k=3, customer_ids=list(dataset.customers["customer_id"][:25]))
+    assert list(frame.columns) == [
+        "customer_id", "as_of", "churn_probability", "risk_tier", "clv", "value_segment",
+        "value_at_risk", "reasons_json", "reason_1", "reason_2", "reason_3",
+        "recommended_action", "model_version"]
+    assert 0 < len(frame) <= 25
+    low = frame[frame["risk_tier"].isin(["low", "not_applicable"])]
+    assert (low["reasons_json"] == "[]").all(), "at-risk explains only medium and high tiers"
+
+
+def test_scorer_recommends_with_rules(dataset, scorer):
+    from serving.outreach.rules import load_rules
+    from serving.scorer import Scorer
+
+    with_rules = Scorer(scorer.loaded, rules=load_rules(None))
+    records = with_rules.score_dataset(dataset, as_of=dataset.default_as_of(), explain="all")
+    expected = {r.customer_id: (load_rules(None).evaluate(r) or [None])[0] for r in records}
+    for record in records:
+        action = expected[record.customer_id]
+        assert record.recommended_action == (action.action if action else None)
+    assert any(r.recommended_action for r in records), "the built-in rules should fire for some"
