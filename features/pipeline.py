@@ -203,6 +203,15 @@ def feature_catalog(features: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame([vars(r) for r in rows], columns=["name", "description", "unit", "kind"])
 
 
+def event_types_before(dataset: Dataset, *, as_of: pd.Timestamp) -> list[str]:
+    """The event types with a row before ``as_of``, sorted: the default per-type columns."""
+    events = dataset.events
+    if events is None:
+        return []
+    seen = events.loc[events["occurred_at"] < pd.Timestamp(as_of), "event_type"]
+    return sorted(str(t) for t in pd.unique(seen))
+
+
 def build_features(
     dataset: Dataset, *, as_of: pd.Timestamp, event_types: Sequence[str] | None = None,
 ) -> pd.DataFrame:
