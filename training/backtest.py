@@ -112,9 +112,8 @@ def _churnlens_predictions(dataset: Dataset, *, as_of: pd.Timestamp, params: Tra
                            definition: str, notes: list[str],
                            progress: Callable[[str], None] | None) -> tuple[pd.DataFrame, dict]:
     """Train on snapshots before the cut-off and predict for everyone known at it."""
-    from features.snapshots import build_training_set
-
     from features.pipeline import build_features
+    from features.snapshots import build_training_set
     from training.train import fit_bundle
 
     _progress(progress, "building snapshot training set")

@@ -14,6 +14,10 @@ app = typer.Typer(no_args_is_help=True)
 console = Console()
 
 CHURN_CHOICES = ("inactivity", "subscription")
+#: short column headers so the table fits a terminal
+MODEL_LABELS = {"bgnbd_expected_purchases": "bgnbd E[n]",
+                "spend_frequency_recency": "spend×freq/rec",
+                "spend_recency": "spend/rec"}
 
 
 def _load(data: str, data_dir: Path | None):
@@ -133,11 +137,11 @@ def backtest(
         raise typer.Exit(2) from error
 
     table = Table(title=f"backtest at {cut_off:%Y-%m-%d} ({horizon_days}-day churn window)")
-    table.add_column("model")
+    table.add_column("metric")
+    for model in result.metrics.index:
+        table.add_column(MODEL_LABELS.get(str(model), str(model)), justify="right")
     for column in result.metrics.columns:
-        table.add_column(column, justify="right")
-    for model, row in result.metrics.iterrows():
-        table.add_row(str(model), *(_fmt(float(v), c) for c, v in row.items()))
+        table.add_row(column, *(_fmt(float(v), column) for v in result.metrics[column]))
     console.print(table)
     if name in REFERENCE_FIGURES:
         figures = REFERENCE_FIGURES[name]
