@@ -55,7 +55,9 @@ class TrainParams:
     early_stopping_rounds: int = 30
     tweedie_variance_power: float = 1.3
     seed: int = 0
-    num_threads: int = 0  # 0: LightGBM's default (all cores)
+    # one thread by default: training sets are small (customers × snapshots) and OpenMP
+    # threads on shared cores cost more than they gain; 0 = all cores
+    num_threads: int = 1
     margin_rate: float = 1.0
     top_k: int = 5
     calibration: str = "auto"  # auto | platt | isotonic | none
@@ -295,6 +297,7 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
     """
     frame: pd.DataFrame = training_set.frame
     notes = list(getattr(training_set, "notes", []) or [])
+    horizon = int(getattr(training_set, "label_horizon_days", params.horizon_days))
     definition = definition or params.definition or "inactivity"
     if event_types is None:
         event_types = getattr(training_set, "event_types", None)
@@ -312,8 +315,7 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
     holdout_at = dates[-1]
     holdout = frame[frame["snapshot_at"] == holdout_at]
     earlier = labelled[labelled["snapshot_at"] < holdout_at]
-    purged = earlier[earlier["snapshot_at"] + pd.Timedelta(days=params.horizon_days)
-                     <= holdout_at]
+    purged = earlier[earlier["snapshot_at"] + pd.Timedelta(days=horizon) <= holdout_at]
     if purged["customer_id"].nunique() >= params.min_customers and purged["churned"].nunique() == 2:
         train = purged
     else:
@@ -380,8 +382,8 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
         event_types=event_types,
         feature_info=_feature_info(names, X_train),
         population_rule=_population_rule(all_features, frame["in_population"], definition),
-        horizon_days=params.horizon_days,
-        clv_horizon_days=params.clv_horizon_days,
+        horizon_days=horizon,
+        clv_horizon_days=int(getattr(training_set, "clv_horizon_days", params.clv_horizon_days)),
         definition=definition,
         margin_rate=params.margin_rate,
         reference={
@@ -390,7 +392,7 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
             "median": _medians(all_features),
         },
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
-        as_of=pd.Timestamp(holdout_at + pd.Timedelta(days=params.horizon_days)).isoformat(),
+        as_of=pd.Timestamp(holdout_at + pd.Timedelta(days=horizon)).isoformat(),
         notes=notes,
     )
     raw = bundle.churn_raw_probability(bundle.prepare(X_held))
