@@ -40,26 +40,57 @@ def tiny_params(seed: int = 0):
                        step_days=60, num_threads=1, seed=seed, calibration="none")
 
 
-@contextmanager
-def trained_registry(root: Path, *, customers: int = 300, seed: int = 11):
-    """Generate data, train and register one champion in ``root``; cwd is ``root`` inside."""
+_SHARED: dict[str, TrainedRegistry] = {}
+
+
+def shared_registry(base: Path) -> TrainedRegistry:
+    """Train once per test process (training logs plots and takes a while); reuse after.
+
+    Tests that move the alias put it back, so every module sees the same champion.
+    """
+    if "registry" not in _SHARED:
+        _SHARED["registry"] = _train(base / "serving-registry")
+    return _SHARED["registry"]
+
+
+def _train(root: Path, *, customers: int = 400, seed: int = 11) -> TrainedRegistry:
     from features.generate import generate_dataset
     from features.io import read_dataset
     from training.train import train_and_register
 
+    root.mkdir(parents=True, exist_ok=True)
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    with using_registry_at(root, tracking_uri):
+        data = root / "data"
+        generate_dataset(customers=customers, seed=seed, end=END, kind="ecommerce").write(data)
+        dataset = read_dataset(data).dataset
+        result = train_and_register(dataset, as_of=dataset.default_as_of(), params=tiny_params())
+    assert result.promoted, f"the first model should become champion: {result.reason}"
+    return TrainedRegistry(root=root, data=data, tracking_uri=tracking_uri,
+                           version=str(result.version))
+
+
+@contextmanager
+def using_registry_at(root: Path, tracking_uri: str):
+    """Work in ``root`` against its MLflow store, with no CHURNLENS_* from the outer environment."""
+    import mlflow
+
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
-        tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
         patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
         for name in [n for n in os.environ if n.startswith("CHURNLENS_")]:
             patch.delenv(name)
-        data = root / "data"
-        generate_dataset(customers=customers, seed=seed, end=END, kind="mixed").write(data)
-        dataset = read_dataset(data).dataset
-        result = train_and_register(dataset, as_of=dataset.default_as_of(), params=tiny_params())
-        assert result.promoted, f"the first model should become champion: {result.reason}"
-        yield TrainedRegistry(root=root, data=data, tracking_uri=tracking_uri,
-                              version=str(result.version))
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        yield
+
+
+@contextmanager
+def trained_registry(base: Path):
+    """The shared trained registry, with cwd and MLflow pointing at it for the duration."""
+    registry = shared_registry(base)
+    with using_registry_at(registry.root, registry.tracking_uri):
+        yield registry
 
 
 def wait_ready(client, *, timeout: float = 60.0) -> dict:
