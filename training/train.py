@@ -180,7 +180,8 @@ def choose_calibration(raw: np.ndarray, y: np.ndarray, *, params: TrainParams
     ``auto``: keep raw probabilities when their ECE is at most
     ``calibrate_above_ece``; otherwise take whichever of Platt scaling and
     isotonic regression has the lower ECE when fitted on one half of the holdout
-    and checked on the other (both ways), if that beats raw. The chosen map is
+    and checked on the other (both ways), preferring Platt unless isotonic is
+    better by more than 0.005, and only if that beats raw. The chosen map is
     then fitted on the whole holdout.
     """
     raw_ece = expected_calibration_error(y, raw)
@@ -192,7 +193,8 @@ def choose_calibration(raw: np.ndarray, y: np.ndarray, *, params: TrainParams
             return {"method": "none"}, report
         candidates = {m: _crossfit_ece(m, raw, y, params.seed) for m in _CALIBRATORS}
         report |= {f"churn_ece_crossfit_{m}": v for m, v in candidates.items()}
-        method = min(candidates, key=candidates.get)
+        # Platt keeps the ranking and has no plateaus; isotonic must earn its flexibility
+        method = "platt" if candidates["platt"] <= candidates["isotonic"] + 0.005 else "isotonic"
         if candidates[method] >= raw_ece:
             return {"method": "none"}, report
     else:
@@ -403,6 +405,11 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
     bundle.value_cuts = [float(np.quantile(held_clv, q)) for q in VALUE_QUANTILES]
 
     metrics = evaluate_bundle(bundle, holdout, clv_holdout)
+    if bundle.calibration["method"] != "none":
+        # the map was fitted on the holdout: report its ECE where it was not fitted
+        metrics["churn_ece_in_sample"] = metrics["churn_ece"]
+        metrics["churn_ece"] = calibration_report[
+            f"churn_ece_crossfit_{bundle.calibration['method']}"]
     metrics |= calibration_report
     metrics |= {
         "churn_best_iteration": float(churn_booster.current_iteration()),
