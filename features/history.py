@@ -36,6 +36,13 @@ def to_ns(values: pd.Series | pd.Index) -> np.ndarray:
     return result
 
 
+def time_order(times: np.ndarray) -> np.ndarray | slice:
+    """The permutation that sorts rows by time; a no-op slice when they already are."""
+    if len(times) < 2 or bool(np.all(times[1:] >= times[:-1])):
+        return slice(None)
+    return np.argsort(times, kind="stable")
+
+
 def timestamp_ns(as_of: pd.Timestamp) -> int:
     return int(pd.Timestamp(as_of).as_unit("ns").value)
 
@@ -46,11 +53,13 @@ class OrderArrays:
 
     def __init__(self, orders: pd.DataFrame, codes: np.ndarray) -> None:
         times = to_ns(orders["ordered_at"])
-        order = np.argsort(times, kind="stable")
+        order = time_order(times)
         self.code = codes[order]
         self.t = times[order]
-        status = orders["status"].map(STATUS_CODES).to_numpy()
-        self.status = np.asarray(status, dtype=np.int8)[order]
+        status_codes, statuses = pd.factorize(orders["status"].to_numpy(dtype=object))
+        lookup = np.array([STATUS_CODES.get(str(s), -1) for s in statuses], dtype=np.int8)
+        self.status = lookup[status_codes][order] if len(status_codes) else \
+            np.zeros(0, np.int8)
         self.amount = orders["amount"].to_numpy(dtype=np.float64)[order]
         self.discount = np.nan_to_num(orders["discount"].to_numpy(dtype=np.float64)[order])
         self.items = orders["items"].to_numpy(dtype=np.float64)[order]
@@ -79,12 +88,12 @@ class EventArrays:
 
     def __init__(self, events: pd.DataFrame, codes: np.ndarray) -> None:
         times = to_ns(events["occurred_at"])
-        order = np.argsort(times, kind="stable")
+        order = time_order(times)
         self.code = codes[order]
         self.t = times[order]
-        type_codes, types = pd.factorize(events["event_type"].to_numpy()[order])
+        type_codes, types = pd.factorize(events["event_type"].to_numpy(dtype=object))
         self.types: list[str] = [str(t) for t in types]
-        self.type = type_codes.astype(np.int64)
+        self.type = type_codes.astype(np.int64)[order]
         self.key = self.code.astype(np.int64) * max(len(self.types), 1) + self.type
         self.value = np.nan_to_num(events["value"].to_numpy(dtype=np.float64)[order])
         self.first_of_day = self._first_of_day()
@@ -117,41 +126,44 @@ class History:
     def __init__(self, dataset: Dataset) -> None:
         self.dataset = dataset
         customers = dataset.customers.drop_duplicates("customer_id")
-        ids = pd.Index(customers["customer_id"].astype(str))
-        extra = [
-            pd.Index(pd.unique(frame["customer_id"].astype(str)))
-            for frame in (dataset.orders, dataset.events, dataset.subscriptions)
-            if frame is not None
-        ]
-        # validated datasets have no unknown customers; hand-made frames might
+        ids = pd.Index(customers["customer_id"].to_numpy(dtype=object))
+        # factorize each id column once: hashing 10M strings is the costly part, and the
+        # universe of customers is the customers table plus any id seen in history
+        self._factorized: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        extra = []
+        for name in ("orders", "events", "subscriptions"):
+            frame = dataset.table(name)
+            if frame is not None:
+                local, uniques = pd.factorize(frame["customer_id"].to_numpy(dtype=object))
+                self._factorized[name] = (local, np.asarray(uniques, dtype=object))
+                extra.append(pd.Index(self._factorized[name][1]))
         everyone = ids.append(extra).unique() if extra else ids
         self.customer_ids = np.sort(everyone.to_numpy(dtype=object))
         self.index = pd.Index(self.customer_ids, name="customer_id")
-        signup = customers.set_index(customers["customer_id"].astype(str))["signup_at"] \
-            if "signup_at" in customers.columns else pd.Series(dtype="datetime64[ns]")
-        self.signup_ns = to_ns(signup.reindex(self.index))
-        self.customers = customers.set_index(customers["customer_id"].astype(str)).reindex(
-            self.index)
+        by_id = customers.set_index(pd.Index(customers["customer_id"].to_numpy(dtype=object)))
+        self.customers = by_id.reindex(self.index)
+        self.signup_ns = to_ns(self.customers["signup_at"]) if "signup_at" in by_id.columns \
+            else np.full(len(self.index), NEVER, dtype=np.int64)
 
     @property
     def n_customers(self) -> int:
         return len(self.customer_ids)
 
-    def codes_of(self, ids: pd.Series) -> np.ndarray:
-        """Customer codes of an id column (factorize first: hashing 100k uniques, not 10M)."""
-        local, uniques = pd.factorize(ids.to_numpy())
-        positions = self.index.get_indexer(pd.Index(uniques).astype(str))
+    def codes_of(self, table: str) -> np.ndarray:
+        """Customer codes (positions in the sorted ids) of a table's rows."""
+        local, uniques = self._factorized[table]
+        positions = self.index.get_indexer(pd.Index(uniques))
         return positions[local].astype(np.int32) if len(local) else np.zeros(0, np.int32)
 
     @cached_property
     def orders(self) -> OrderArrays | None:
         frame = self.dataset.orders
-        return None if frame is None else OrderArrays(frame, self.codes_of(frame["customer_id"]))
+        return None if frame is None else OrderArrays(frame, self.codes_of("orders"))
 
     @cached_property
     def events(self) -> EventArrays | None:
         frame = self.dataset.events
-        return None if frame is None else EventArrays(frame, self.codes_of(frame["customer_id"]))
+        return None if frame is None else EventArrays(frame, self.codes_of("events"))
 
     @cached_property
     def subscriptions(self) -> pd.DataFrame | None:
@@ -160,7 +172,7 @@ class History:
         if frame is None:
             return None
         subs = pd.DataFrame({
-            "code": self.codes_of(frame["customer_id"]),
+            "code": self.codes_of("subscriptions"),
             "started": to_ns(frame["started_at"]),
             "ended": to_ns(frame["ended_at"]),
             "plan": frame["plan"].astype(str).to_numpy(),

@@ -248,10 +248,14 @@ def features_at(
 
 def _as_category(values: pd.Series) -> pd.Series:
     """Categories are the sorted values present, so partitions union to the whole."""
-    text = values.astype(object).where(values.notna(), None)
-    text = text.map(lambda v: v if v is None else str(v))
-    levels = sorted(set(text.dropna()))
-    return pd.Series(pd.Categorical(text, categories=levels), index=values.index)
+    text = values.astype(object)
+    present = text.notna()
+    if present.any():
+        text[present] = text[present].astype(str)
+    categorical = pd.Categorical(text.to_numpy(dtype=object))
+    if not categorical.categories.is_monotonic_increasing:
+        categorical = categorical.reorder_categories(sorted(categorical.categories))
+    return pd.Series(categorical, index=values.index)
 
 
 def _days(since: np.ndarray, t: int) -> np.ndarray:
