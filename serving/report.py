@@ -225,6 +225,9 @@ def gather_report(
             if view.model["run_id"]:
                 view.plots, plot_notes = fetch_run_plots(str(view.model["run_id"]))
                 view.notes.extend(plot_notes)
+            else:
+                view.notes.append("This model was loaded from a directory, not from an MLflow "
+                                  "run, so its calibration and lift charts are not available.")
     if scores_path is not None:
         view.scores = load_scores(scores_path)
         view.scores_source = f"scores read from {Path(scores_path).name}"
@@ -484,9 +487,10 @@ def _feature_description(name: str) -> str:
     try:
         from features.pipeline import describe_feature
 
-        return describe_feature(name).description or name
+        text = describe_feature(name).description or name
     except Exception:  # unknown feature or pipeline absent: the name itself is readable
-        return name.replace("_", " ")
+        text = name.replace("_", " ")
+    return text[:1].upper() + text[1:]
 
 
 def top_reasons(scores: pd.DataFrame, *, limit: int = 10) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -41,6 +42,8 @@ def report(
     from features.cli import load_or_exit, parse_as_of
     from serving.report import ReportInputError, gather_report, render_report, write_report
 
+    # MLflow's per-file download bars would bury the report's own messages
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     console = Console(stderr=True)
     with console.status(f"reading {data}"):
         dataset = load_or_exit(data).dataset
