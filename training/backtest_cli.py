@@ -74,6 +74,10 @@ def backtest(
     max_snapshots: Annotated[int | None, typer.Option(
         "--max-snapshots", min=2, help="Most training snapshots")] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the LightGBM models")] = 0,
+    num_leaves: Annotated[int | None, typer.Option(
+        "--num-leaves", min=2, help="LightGBM leaves per tree (smaller for small data)")] = None,
+    min_data_in_leaf: Annotated[int | None, typer.Option(
+        "--min-data-in-leaf", min=1, help="LightGBM minimum rows per leaf")] = None,
     reference_penalizer: Annotated[float | None, typer.Option(
         "--reference-penalizer", min=0.0, help="BG/NBD penalizer (lifetimes' penalizer_coef; "
         "default 0, 0.1 for online-retail as in the reference figures)")] = None,
@@ -121,6 +125,10 @@ def backtest(
         overrides["step_days"] = step
     if max_snapshots is not None:
         overrides["max_snapshots"] = max_snapshots
+    if num_leaves is not None:
+        overrides["num_leaves"] = num_leaves
+    if min_data_in_leaf is not None:
+        overrides["min_data_in_leaf"] = min_data_in_leaf
     params = dataclasses.replace(TrainParams(), **overrides)
     penalizer = reference_penalizer
     if penalizer is None:
