@@ -15,6 +15,7 @@ SQLite (the default, a file) and PostgreSQL are supported through SQLAlchemy.
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -42,6 +43,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from serving.outreach.rules import TriggeredAction, to_naive_utc
@@ -200,6 +202,7 @@ class Outbox:
         self.url = url
         self.schema = schema
         self._engine: Engine | None = None
+        self._lock = threading.Lock()
         metadata = MetaData(schema=schema)
         self.scores, self.actions = _tables(metadata)
         self._metadata = metadata
@@ -213,8 +216,15 @@ class Outbox:
     def engine(self) -> Engine:
         """The engine, created (with the tables) on first use."""
         if self._engine is None:
-            self._engine = _make_engine(self.url)
-            self._metadata.create_all(self._engine, checkfirst=True)
+            with self._lock:
+                if self._engine is None:
+                    engine = _make_engine(self.url)
+                    try:
+                        self._metadata.create_all(engine, checkfirst=True)
+                    except DBAPIError:
+                        # another process created them between the check and the CREATE
+                        self._metadata.create_all(engine, checkfirst=True)
+                    self._engine = engine
         return self._engine
 
     @property
