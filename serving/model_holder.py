@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from serving.prepared import PreparedRows
+from serving.schemas import ScoreRecord
 from serving.scorer import Scorer
 
 if TYPE_CHECKING:
@@ -45,6 +47,8 @@ class ServingState:
     #: features of the configured dataset as of its default date (None without a dataset)
     features: pd.DataFrame | None = None
     as_of: pd.Timestamp | None = None
+    #: the features prepared for fast scoring by id (None: fall back to the bundle per request)
+    rows: PreparedRows | None = None
     positions: dict[str, int] = field(default_factory=dict)
     warmup_seconds: float = 0.0
 
@@ -52,14 +56,19 @@ class ServingState:
     def version(self) -> str:
         return str(self.loaded.version)
 
-    def features_of(self, customer_id: str) -> pd.DataFrame | None:
-        """One customer's cached feature row, or None if the dataset does not know them."""
-        if self.features is None:
-            return None
+    def score_by_id(self, customer_id: str, *, explain: bool, top_k: int) -> ScoreRecord | None:
+        """Score a customer of the served dataset, or None if it does not know them."""
         position = self.positions.get(customer_id)
-        if position is None:
+        if position is None or self.features is None:
             return None
-        return self.features.iloc[position : position + 1]
+        mode = "all" if explain else "none"
+        if self.rows is not None:
+            [record] = self.scorer.score_prepared(self.rows, [position], as_of=self.as_of,
+                                                  explain=mode, top_k=top_k)
+        else:
+            [record] = self.scorer.score_features(self.features.iloc[position : position + 1],
+                                                  as_of=self.as_of, explain=mode, top_k=top_k)
+        return record
 
 
 def warmup_dataset() -> Dataset:
@@ -97,20 +106,28 @@ def build_state(
     # warm-up on a synthetic history: the by-history path end to end, with reasons
     probe = warmup_dataset()
     scorer.score_dataset(probe, as_of=pd.Timestamp("2024-06-01"), explain="all", top_k=top_k)
-    features = as_of = None
+    features = as_of = rows = None
     positions: dict[str, int] = {}
     if dataset is not None:
         as_of = dataset.default_as_of()
         features = scorer.features(dataset, as_of=as_of)
         positions = {str(customer_id): i for i, customer_id in enumerate(features.index)}
-        if len(features):
+        rows = PreparedRows(loaded.bundle, features)
+        problem = rows.verify(top_k=top_k)
+        if problem is not None:
+            logger.warning("fast scoring by id disagrees with the bundle (%s); scoring by id "
+                           "through ChurnBundle.predict/explain instead", problem)
+            rows = None
+        if len(features) and rows is not None:
             # warm-up on the by-id path, exactly as a request runs it
+            scorer.score_prepared(rows, [0], as_of=as_of, explain="all", top_k=top_k)
+        elif len(features):
             scorer.score_features(features.iloc[:1], as_of=as_of, explain="all", top_k=top_k)
     # the outbox is attached only after the warm-up, which must not write scores
     scorer.outbox = outbox
     return ServingState(
         loaded=loaded, scorer=scorer, loaded_at=datetime.now(UTC), features=features,
-        as_of=as_of, positions=positions, warmup_seconds=time.perf_counter() - started,
+        as_of=as_of, rows=rows, positions=positions, warmup_seconds=time.perf_counter() - started,
     )
 
 

@@ -23,6 +23,7 @@ from serving.schemas import Reason, ScoreRecord
 if TYPE_CHECKING:
     from features.dataset import Dataset
     from models.loading import LoadedModel
+    from serving.prepared import PreparedRows
 
 Explain = Literal["all", "at-risk", "none"]
 EXPLAIN_CHOICES: tuple[str, ...] = ("all", "at-risk", "none")
@@ -44,6 +45,11 @@ def _plain(value: Any) -> float | str | None:
         number = float(value)
         return None if math.isnan(number) or math.isinf(number) else number
     return str(value)
+
+
+def _reason(item: dict[str, Any]) -> Reason:
+    return Reason(feature=str(item["feature"]), value=_plain(item["value"]),
+                  contribution=float(item["contribution"]), text=str(item["text"]))
 
 
 def _optional_number(value: Any) -> float | None:
@@ -139,6 +145,29 @@ class Scorer:
         self._recommend(records, features)
         return records
 
+    def score_prepared(
+        self, rows: PreparedRows, positions: Sequence[int], *, as_of: pd.Timestamp,
+        explain: Explain = "all", top_k: int = 5,
+    ) -> list[ScoreRecord]:
+        """Score rows of a dataset prepared once for this model (the API's by-id path)."""
+        as_of_value = pd.Timestamp(as_of).to_pydatetime()
+        records = []
+        for position in positions:
+            row = rows.score(position, explain=explain != "none", top_k=top_k)
+            reasons = row.reasons
+            if explain == "at-risk" and row.risk_tier not in AT_RISK_TIERS:
+                reasons = []
+            records.append(ScoreRecord(
+                customer_id=row.customer_id, as_of=as_of_value,
+                churn_probability=None if row.churn_probability is None
+                else min(max(row.churn_probability, 0.0), 1.0),
+                risk_tier=row.risk_tier, clv=max(row.clv, 0.0), value_segment=row.value_segment,
+                value_at_risk=None if row.value_at_risk is None else max(row.value_at_risk, 0.0),
+                reasons=[_reason(item) for item in reasons], model_version=self.model_version,
+            ))
+        self._recommend(records, rows.features.iloc[list(positions)])
+        return records
+
     def score_frame(
         self, dataset: Dataset, *, as_of: pd.Timestamp, explain: Explain = "all", top_k: int = 5,
         customer_ids: Sequence[str] | None = None,
@@ -169,11 +198,7 @@ class Scorer:
         subset = features if positions.size == len(features) else features.iloc[positions]
         explained = self.bundle.explain(subset, top_k=top_k)
         return {
-            int(position): [
-                Reason(feature=str(item["feature"]), value=_plain(item["value"]),
-                       contribution=float(item["contribution"]), text=str(item["text"]))
-                for item in row_reasons
-            ]
+            int(position): [_reason(item) for item in row_reasons]
             for position, row_reasons in zip(positions, explained, strict=True)
         }
 

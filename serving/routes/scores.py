@@ -46,17 +46,13 @@ def score_customer(
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             "no dataset is configured for scoring by id (CHURNLENS_DATA); "
                             "POST /v1/scores with the customer's history instead")
-    features = state.features_of(customer_id)
-    if features is None:
+    record = state.score_by_id(customer_id, explain=explain, top_k=top_k or settings.top_k)
+    if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"unknown customer_id {customer_id!r}: no history before "
                             f"{state.as_of:%Y-%m-%d} in the configured dataset")
-    records = state.scorer.score_features(
-        features, as_of=state.as_of, explain="all" if explain else "none",
-        top_k=top_k or settings.top_k,
-    )
-    metrics.observe_scores(records)
-    return records[0]
+    metrics.observe_scores([record])
+    return record
 
 
 def _request_tables(body: ScoreRequest) -> dict[str, pd.DataFrame]:
