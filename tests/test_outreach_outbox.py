@@ -1,0 +1,189 @@
+"""The outbox on SQLite and (when CHURNLENS_TEST_POSTGRES_URL is set) PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+from datetime import datetime, timedelta
+
+import pytest
+from outreach_support import Receiver, score_record, settle, triggered
+from sqlalchemy import create_engine, text
+
+from serving.outreach.outbox import ActionNotFoundError, ActionStateError, Outbox, utcnow
+from serving.outreach.relay import Relay
+from serving.outreach.rules import load_rules
+from serving.outreach.settings import OutreachSettings
+from serving.outreach.webhooks import new_secret
+
+POSTGRES_URL = os.environ.get("CHURNLENS_TEST_POSTGRES_URL")
+needs_postgres = pytest.mark.skipif(
+    not POSTGRES_URL, reason="CHURNLENS_TEST_POSTGRES_URL is not set (.ci/run sets it)"
+)
+
+
+@pytest.fixture
+def postgres_schema():
+    """A schema of its own per test, so parallel runs never collide; dropped afterwards."""
+    schema = f"outreach_test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    yield schema
+    with engine.begin() as connection:
+        connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[needs_postgres,
+                                                                     pytest.mark.postgres])])
+def outbox(request, tmp_path):
+    if request.param == "sqlite":
+        store = Outbox(f"sqlite:///{tmp_path / 'outbox.db'}")
+    else:
+        store = Outbox(POSTGRES_URL, schema=request.getfixturevalue("postgres_schema"))
+    yield store
+    store.close()
+
+
+def scored(customers: int, *, as_of: datetime = datetime(2024, 5, 1), **changes: object):
+    rules = load_rules(None)
+    return rules.recommend(
+        [score_record(f"c{i}", as_of=as_of, **changes) for i in range(customers)]
+    )
+
+
+def test_scores_and_actions_are_written_once_per_cooldown_window(outbox):
+    records, actions = scored(3, value_segment="mid", risk_tier="medium", churn_probability=0.4)
+    first = outbox.record_scores(records, actions)
+    assert (first.scores, first.actions_created, first.actions_skipped) == (3, 6, 0)
+    again = outbox.record_scores(records, actions)
+    assert (again.actions_created, again.actions_skipped) == (0, 6), "re-scoring is idempotent"
+    # a week later: still inside both cooldowns (21 and 45 days)
+    records, actions = scored(3, as_of=datetime(2024, 5, 8), value_segment="mid",
+                              risk_tier="medium", churn_probability=0.4)
+    assert outbox.record_scores(records, actions).actions_created == 0
+    # 22 days later the 21-day reactivation cooldown has passed, the 45-day one has not
+    records, actions = scored(3, as_of=datetime(2024, 5, 23), value_segment="mid",
+                              risk_tier="medium", churn_probability=0.4)
+    later = outbox.record_scores(records, actions)
+    assert later.actions_created == 3
+    assert outbox.status_counts()["pending"] == 9
+
+    summary = outbox.action_summary()
+    assert list(summary.columns) == ["rule", "action", "status", "count"]
+    counts = {(row.rule, row.status): row.count for row in summary.itertuples()}
+    assert counts == {("dormant-reactivation", "pending"): 6,
+                      ("experience-follow-up", "pending"): 3}
+
+
+def test_latest_score_per_customer_and_model_version(outbox):
+    outbox.record_scores([score_record("c1", churn_probability=0.5, as_of=datetime(2024, 5, 2))])
+    outbox.record_scores([score_record("c1", churn_probability=0.9, as_of=datetime(2024, 5, 1))])
+    assert outbox.latest_score("c1")["churn_probability"] == 0.5, "an older score never wins"
+    outbox.record_scores([score_record("c1", churn_probability=0.7, as_of=datetime(2024, 5, 3))])
+    latest = outbox.latest_score("c1")
+    assert latest["churn_probability"] == 0.7 and latest["reasons"][0]["feature"] == (
+        "days_since_last_order")
+    with outbox.engine.connect() as connection:
+        assert connection.execute(outbox.scores.select()).all().__len__() == 1
+
+
+def test_scores_and_actions_share_one_transaction(outbox):
+    records, actions = scored(2)
+    broken = [*actions,
+              actions[0].__class__(**{**actions[0].__dict__, "rule": "other", "channel": None})]
+    with pytest.raises(Exception):  # noqa: B017 - any database error will do
+        outbox.record_scores(records, broken)
+    assert outbox.latest_score("c0") is None, "the scores rolled back with the actions"
+    assert outbox.list_actions() == []
+
+
+def test_acknowledge_retry_and_dead_letters(outbox):
+    outbox.record_scores([], triggered(3, "http://127.0.0.1:9/ok"))
+    first, second, third = (row.id for row in sorted(outbox.list_actions(),
+                                                      key=lambda row: row.customer_id))
+    with outbox.engine.begin() as connection:
+        connection.execute(outbox.actions.update().where(outbox.actions.c.id == second)
+                           .values(status="dead", attempts=8, last_error="HTTP 500"))
+        connection.execute(outbox.actions.update().where(outbox.actions.c.id == third)
+                           .values(status="failed", attempts=1, last_error="HTTP 410"))
+    assert {row.id for row in outbox.dead_letters()} == {second, third}
+    with pytest.raises(ActionStateError, match="is pending; only failed or dead"):
+        outbox.retry(first)
+    with pytest.raises(ActionNotFoundError):
+        outbox.retry("act_nope")
+    retried = outbox.retry(third)
+    assert (retried.status, retried.attempts) == ("pending", 0)
+    assert outbox.retry_all_dead() == 1
+    acknowledged = outbox.acknowledge(first)
+    assert acknowledged.status == "acknowledged" and acknowledged.acknowledged_at is not None
+    assert outbox.acknowledge(first).acknowledged_at == acknowledged.acknowledged_at
+    assert outbox.list_actions(customer_id="c00001")[0].id == second
+    with pytest.raises(ValueError, match="status 'sent' is not one of"):
+        outbox.list_actions(status="sent")
+
+
+def test_expired_lease_makes_a_claimed_action_claimable_again(outbox):
+    outbox.record_scores([], triggered(3, "http://127.0.0.1:9/ok"))
+    token, claimed = outbox.claim_due(limit=10, lease_seconds=60)
+    assert len(claimed) == 3 and all(row.attempts == 1 for row in claimed)
+    assert outbox.claim_due(limit=10, lease_seconds=60)[1] == [], "leased rows are not due"
+    later = utcnow() + timedelta(seconds=61)
+    token2, again = outbox.claim_due(limit=10, lease_seconds=60, now=later)
+    assert {row.id for row in again} == {row.id for row in claimed}
+    assert token2 != token and all(row.attempts == 2 for row in again)
+
+
+def test_acknowledged_actions_are_not_delivered(outbox):
+    receiver = Receiver(secret=None).start()
+    try:
+        outbox.record_scores([], triggered(2, receiver.url("/ok")))
+        outbox.acknowledge(outbox.list_actions()[0].id)
+        settings = OutreachSettings(outbox_url=outbox.url, webhook_secret=new_secret())
+        with Relay(outbox, settings=settings) as relay:
+            assert relay.drain().delivered == 1
+        assert receiver.count == 1
+    finally:
+        receiver.stop()
+
+
+@needs_postgres
+@pytest.mark.postgres
+def test_two_relays_on_one_postgres_outbox_deliver_each_action_exactly_once(postgres_schema):
+    secret = new_secret()
+    receiver = Receiver(secret=secret).start()
+    setup = Outbox(POSTGRES_URL, schema=postgres_schema)
+    try:
+        setup.record_scores([], triggered(300, receiver.url("/ok")))
+        settings = OutreachSettings(
+            outbox_url=POSTGRES_URL, webhook_secret=secret, relay_batch_size=10,
+            relay_concurrency=4, request_timeout_seconds=5, relay_lease_seconds=30,
+            retry_backoff_base_seconds=0.01, retry_backoff_max_seconds=0.02,
+        )
+        reports = []
+        start = threading.Barrier(2)
+
+        def run() -> None:
+            store = Outbox(POSTGRES_URL, schema=postgres_schema)
+            with Relay(store, settings=settings) as relay:
+                start.wait()
+                reports.append(relay.drain())
+            store.close()
+
+        threads = [threading.Thread(target=run) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(120)
+        with Relay(setup, settings=settings) as relay:
+            settle(relay, setup)
+        ids = receiver.ids()
+        assert setup.status_counts()["delivered"] == 300
+        assert len(ids) == 300 and max(ids.values()) == 1, "SKIP LOCKED: no action sent twice"
+        assert all(report.delivered > 0 for report in reports), "both relays took part"
+        assert all(r.verified for r in receiver.received)
+    finally:
+        receiver.stop()
+        setup.close()

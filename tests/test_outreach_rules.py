@@ -1,0 +1,166 @@
+"""Outreach rules: validation messages that name the rule and field, evaluation order."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from outreach_support import score_record
+
+from serving.outreach.rules import RulesError, load_rules, parse_rules
+from serving.schemas import Reason
+
+RULE = """
+rules:
+  - name: win-back
+    risk_tiers: [high]
+    action: win_back_offer
+    channel: file:out.jsonl
+    cooldown_days: 30
+"""
+
+
+def rules_with(**fields: object) -> str:
+    lines = "".join(f"    {key}: {value}\n" for key, value in fields.items())
+    return RULE + lines
+
+
+def test_default_rules_load_and_follow_retention_practice():
+    rules = load_rules(None)
+    names = [rule.name for rule in rules.rules]
+    assert names[:2] == ["success-call", "win-back"]
+    assert all(rule.channel.startswith("file:") for rule in rules.rules), "offline by default"
+
+    valuable = score_record("c1", value_segment="high", risk_tier="high")
+    assert [a.action for a in rules.evaluate(valuable)] == ["success_call"], "stop: true"
+    cheap = score_record("c2", value_segment="low", risk_tier="high")
+    assert [a.action for a in rules.evaluate(cheap)] == ["win_back_offer"]
+    dormant = score_record("c3", value_segment="mid", risk_tier="medium", churn_probability=0.4)
+    assert [a.action for a in rules.evaluate(dormant)] == [
+        "reactivation_email", "experience_follow_up"]
+    happy = score_record("c4", risk_tier="low", churn_probability=0.05, reasons=[])
+    assert [a.action for a in rules.evaluate(happy)] == ["upgrade_nudge"]
+    outside = score_record("c5", risk_tier="not_applicable", churn_probability=None,
+                           value_at_risk=None, reasons=[])
+    assert rules.evaluate(outside) == []
+
+
+def test_the_first_matching_rule_is_the_recommendation():
+    rules = load_rules(None)
+    records, triggered = rules.recommend([
+        score_record("a", value_segment="mid", risk_tier="medium", churn_probability=0.4),
+        score_record("b", risk_tier="low", value_segment="low", reasons=[]),
+    ])
+    assert records[0].recommended_action == "reactivation_email"
+    assert records[1].recommended_action is None
+    assert [t.customer_id for t in triggered] == ["a", "a"]
+
+
+def test_top_reasons_count_only_reasons_that_raise_the_risk():
+    rules = parse_rules(rules_with(top_reasons="{features: [tenure*], within: 3}"))
+    record = score_record("c1")  # tenure_days is a reason, but it lowers the risk
+    assert rules.evaluate(record) == []
+    rules = parse_rules(rules_with(top_reasons="{features: ['return*'], within: 1}"))
+    assert rules.evaluate(record) == [], "return_rate is the second reason, not the first"
+    rules = parse_rules(rules_with(top_reasons="{features: ['return*'], within: 2}"))
+    assert len(rules.evaluate(record)) == 1
+
+
+def test_numeric_conditions_and_missing_probability():
+    rules = parse_rules(rules_with(min_churn_probability=0.8, min_clv=500, max_value_at_risk=600))
+    assert len(rules.evaluate(score_record("c", churn_probability=0.81))) == 1
+    assert rules.evaluate(score_record("c", churn_probability=0.79)) == []
+    assert rules.evaluate(score_record("c", clv=499.0)) == []
+    assert rules.evaluate(score_record("c", value_at_risk=601.0)) == []
+    assert rules.evaluate(score_record("c", churn_probability=None, value_at_risk=None)) == []
+
+
+def test_payload_template_fills_named_fields_only():
+    rules = parse_rules(rules_with(payload="""
+      note: "Call {customer_id}: {top_reason}"
+      probability: "{churn_probability}"
+      literal: 3
+      braces: "{{not a field}}"
+"""))
+    (action,) = rules.evaluate(score_record("c9", as_of=datetime(2024, 5, 1, tzinfo=UTC)))
+    assert action.payload == {
+        "note": "Call c9: No order for 94 days; retained customers typically order every "
+                "21 days.",
+        "probability": 0.81,
+        "literal": 3,
+        "braces": "{not a field}",
+    }
+    assert action.as_of == datetime(2024, 5, 1), "timestamps become naive UTC"
+    assert action.why[0].startswith("No order for 94 days")
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"min_churn_probability": 1.5},
+         "rules.yaml: rule 'win-back' field 'min_churn_probability': must be between 0 and 1"),
+        ({"min_clv": 10, "max_clv": 5}, "min_clv (10) is greater than max_clv (5)"),
+        ({"cooldown_days": 0}, "rule 'win-back' field 'cooldown_days'"),
+        ({"risk_tier": "[high]"}, "rule 'win-back' field 'risk_tier': unknown field"),
+        ({"value_segments": "[gold]"}, "rule 'win-back' field 'value_segments.0'"),
+        ({"top_reasons": "{features: [], within: 3}"}, "field 'top_reasons.features'"),
+        ({"payload": "{note: '{customer}'}"}, "unknown field {customer}"),
+        ({"payload": "{note: 'a {b'}"}, "unmatched '{'"),
+        ({"payload": "{action_id: x}"}, "key 'action_id' is set by churnlens"),
+    ],
+)
+def test_bad_rules_name_the_rule_and_the_field(fields, message):
+    with pytest.raises(RulesError) as error:
+        parse_rules(rules_with(**fields))
+    assert message in str(error.value)
+
+
+def test_bad_action_channel_and_names_are_explained():
+    text = RULE.replace("win_back_offer", "free_pony").replace("file:out.jsonl", "ftp://x")
+    with pytest.raises(RulesError) as error:
+        parse_rules(text + RULE.replace("win-back", "Win Back").split("rules:\n")[1])
+    message = str(error.value)
+    assert "rule 'win-back' field 'action': must be one of win_back_offer, success_call" in message
+    assert "rule 'win-back' field 'channel'" in message and "neither a webhook URL" in message
+    assert "rule 'Win Back' field 'name'" in message
+    with pytest.raises(RulesError, match="field 'name': the name is used by an earlier rule"):
+        parse_rules(RULE + RULE.split("rules:\n")[1])
+
+
+def test_file_level_errors(tmp_path):
+    with pytest.raises(RulesError, match="expected a mapping with a 'rules:' list"):
+        parse_rules("- just a list")
+    with pytest.raises(RulesError, match=r"rules.yaml: line \d+ not valid YAML"):
+        parse_rules("rules: [unclosed")
+    with pytest.raises(RulesError, match="cannot read the rules file"):
+        load_rules(tmp_path / "missing.yaml")
+    path = tmp_path / "mine.yaml"
+    path.write_text(rules_with(min_churn_probability=-1))
+    with pytest.raises(RulesError, match=r"^mine\.yaml: rule 'win-back'"):
+        load_rules(path)
+
+
+def test_channel_may_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv("CRM_WEBHOOK_URL", "https://crm.example.com/hooks/churn")
+    text = RULE.replace("file:out.jsonl", "${CRM_WEBHOOK_URL}")
+    assert parse_rules(text).rules[0].channel == "https://crm.example.com/hooks/churn"
+    monkeypatch.delenv("CRM_WEBHOOK_URL")
+    with pytest.raises(RulesError, match="environment variable CRM_WEBHOOK_URL"):
+        parse_rules(text)
+
+
+def test_cooldown_period_is_the_window_index():
+    rules = parse_rules(RULE)
+    jan = rules.evaluate(score_record("c", as_of=datetime(2024, 1, 1)))[0]
+    jan_later = rules.evaluate(score_record("c", as_of=datetime(2024, 1, 5)))[0]
+    assert jan.period == (datetime(2024, 1, 1) - datetime(1970, 1, 1)).days // 30
+    assert jan.period == jan_later.period
+
+
+def test_reasons_in_any_order_are_ranked_by_contribution():
+    rules = parse_rules(rules_with(top_reasons="{features: [days_since_last_order], within: 1}"))
+    shuffled = score_record("c", reasons=[
+        Reason(feature="return_rate_365d", value=0.4, contribution=0.3, text="returns"),
+        Reason(feature="days_since_last_order", value=94.0, contribution=0.9, text="gap"),
+    ])
+    assert len(rules.evaluate(shuffled)) == 1
