@@ -31,7 +31,9 @@ Rules, in the words of DESIGN §3:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -68,27 +70,61 @@ def _month_start_of(number: int) -> pd.Timestamp:
     return pd.Timestamp(year=1970 + years, month=months + 1, day=1)
 
 
-def _customer_codes(dataset: Dataset, frame: pd.DataFrame) -> np.ndarray:
-    """Positions of ``frame``'s customers in the customers table (-1 = unknown)."""
-    return pd.Index(dataset.customers["customer_id"]).get_indexer(frame["customer_id"])
+class _History:
+    """The rows before ``as_of``, each with its customer's position, cut once for all metrics.
 
+    On tens of millions of events the expensive part is mapping ids to
+    positions; every metric shares these cuts instead of redoing them.
+    """
 
-def _completed_orders_before(dataset: Dataset, as_of: pd.Timestamp) -> pd.DataFrame | None:
-    orders = dataset.orders
-    if orders is None or orders.empty:
-        return None
-    keep = (orders["ordered_at"] < as_of) & (orders["status"] == "completed")
-    return orders.loc[keep]
+    def __init__(self, dataset: Dataset, as_of: pd.Timestamp) -> None:
+        self.dataset = dataset
+        self.as_of = pd.Timestamp(as_of)
+        self.n = len(dataset.customers)
+        self._ids = pd.Index(dataset.customers["customer_id"])
+        self._cache: dict[str, Any] = {}
 
+    def _memo(self, key: str, build: Callable[[], Any]) -> Any:
+        if key not in self._cache:
+            self._cache[key] = build()
+        return self._cache[key]
 
-def _subscriptions_before(dataset: Dataset, as_of: pd.Timestamp) -> pd.DataFrame | None:
-    """Subscriptions started before ``as_of``; an end at or after ``as_of`` is not yet known."""
-    subs = dataset.subscriptions
-    if subs is None or subs.empty:
-        return None
-    subs = subs.loc[subs["started_at"] < as_of].copy()
-    subs.loc[subs["ended_at"] >= as_of, "ended_at"] = pd.NaT
-    return subs
+    def _cut(self, name: str, column: str) -> tuple[pd.DataFrame, np.ndarray] | None:
+        frame = self.dataset.table(name)
+        if frame is None or frame.empty:
+            return None
+        frame = frame.loc[frame[column] < self.as_of]
+        if frame.empty:
+            return None
+        return frame, self._ids.get_indexer(frame["customer_id"])
+
+    def orders(self) -> tuple[pd.DataFrame, np.ndarray] | None:
+        """Orders of any status placed before ``as_of``."""
+        return self._memo("orders", lambda: self._cut("orders", "ordered_at"))
+
+    def completed_orders(self) -> tuple[pd.DataFrame, np.ndarray] | None:
+        """Completed orders (purchases) placed before ``as_of``."""
+        def build() -> tuple[pd.DataFrame, np.ndarray] | None:
+            cut = self.orders()
+            if cut is None:
+                return None
+            keep = (cut[0]["status"] == "completed").to_numpy()
+            return (cut[0].loc[keep], cut[1][keep]) if keep.any() else None
+        return self._memo("completed", build)
+
+    def events(self) -> tuple[pd.DataFrame, np.ndarray] | None:
+        return self._memo("events", lambda: self._cut("events", "occurred_at"))
+
+    def subscriptions(self) -> tuple[pd.DataFrame, np.ndarray] | None:
+        """Subscriptions started before ``as_of``; an end at or after it is not known yet."""
+        def build() -> tuple[pd.DataFrame, np.ndarray] | None:
+            cut = self._cut("subscriptions", "started_at")
+            if cut is None:
+                return None
+            subs = cut[0].copy()
+            subs.loc[subs["ended_at"] >= self.as_of, "ended_at"] = pd.NaT
+            return subs, cut[1]
+        return self._memo("subscriptions", build)
 
 
 def _active_mask(n_customers: int, codes: np.ndarray) -> np.ndarray:
@@ -136,16 +172,20 @@ def inactivity_churn_by_month(dataset: Dataset, *, as_of: pd.Timestamp,
     ``customers_lost`` and ``churn_rate`` = lost / at start, beginning with the
     first month that had active customers at its start.
     """
-    orders = _completed_orders_before(dataset, as_of)
-    if orders is None or orders.empty:
+    return _inactivity_churn(_History(dataset, as_of), horizon_days=horizon_days)
+
+
+def _inactivity_churn(history: _History, *, horizon_days: int) -> pd.DataFrame:
+    cut = history.completed_orders()
+    if cut is None:
         return _empty_monthly(CHURN_COLUMNS)
-    months = complete_months(orders["ordered_at"].min(), as_of)
+    orders, codes = cut
+    months = complete_months(orders["ordered_at"].min(), history.as_of)
     if months.empty:
         return _empty_monthly(CHURN_COLUMNS)
-    codes = _customer_codes(dataset, orders)
     stamps = orders["ordered_at"].to_numpy(dtype="datetime64[ns]")
     horizon = np.timedelta64(int(horizon_days), "D")
-    n = len(dataset.customers)
+    n = history.n
     active_at = []
     for boundary in _boundaries(months):
         b = np.datetime64(boundary, "ns")
@@ -161,14 +201,18 @@ def _subscription_state(subs: pd.DataFrame, at: pd.Timestamp) -> pd.Series:
 
 def subscription_churn_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.DataFrame:
     """Customer churn rate per month under the subscription rule (module docstring)."""
-    subs = _subscriptions_before(dataset, as_of)
-    if subs is None or subs.empty:
+    return _subscription_churn(_History(dataset, as_of))
+
+
+def _subscription_churn(history: _History) -> pd.DataFrame:
+    cut = history.subscriptions()
+    if cut is None:
         return _empty_monthly(CHURN_COLUMNS)
-    months = complete_months(subs["started_at"].min(), as_of)
+    subs, codes = cut
+    months = complete_months(subs["started_at"].min(), history.as_of)
     if months.empty:
         return _empty_monthly(CHURN_COLUMNS)
-    codes = _customer_codes(dataset, subs)
-    n = len(dataset.customers)
+    n = history.n
     active_at = [_active_mask(n, codes[_subscription_state(subs, b).to_numpy()])
                  for b in _boundaries(months)]
     return _lost_table(months, active_at)
@@ -188,15 +232,19 @@ def mrr_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.DataFrame:
     ``gross_mrr_churn_rate`` = (churned + contraction) / starting. Subscriptions
     without an ``mrr`` value count as 0. Empty when there is no MRR at all.
     """
-    subs = _subscriptions_before(dataset, as_of)
-    if subs is None or subs.empty or not (subs["mrr"].fillna(0) > 0).any():
+    return _mrr(_History(dataset, as_of))
+
+
+def _mrr(history: _History) -> pd.DataFrame:
+    cut = history.subscriptions()
+    if cut is None or not (cut[0]["mrr"].fillna(0) > 0).any():
         return _empty_monthly(MRR_COLUMNS)
-    months = complete_months(subs["started_at"].min(), as_of)
+    subs, codes = cut
+    months = complete_months(subs["started_at"].min(), history.as_of)
     if months.empty:
         return _empty_monthly(MRR_COLUMNS)
-    codes = _customer_codes(dataset, subs)
     mrr = subs["mrr"].fillna(0.0).to_numpy(dtype=float)
-    n = len(dataset.customers)
+    n = history.n
 
     def mrr_at(at: pd.Timestamp) -> np.ndarray:
         active = _subscription_state(subs, at).to_numpy() & (codes >= 0)
@@ -235,13 +283,17 @@ def repeat_purchase_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.Dat
     ordering customers; ``returning_aov`` = mean amount of the month's completed
     orders placed by returning customers (NaN when there are none).
     """
-    orders = _completed_orders_before(dataset, as_of)
-    if orders is None or orders.empty:
+    return _repeat_purchase(_History(dataset, as_of))
+
+
+def _repeat_purchase(history: _History) -> pd.DataFrame:
+    cut = history.completed_orders()
+    if cut is None:
         return _empty_monthly(REPEAT_COLUMNS)
-    months = complete_months(orders["ordered_at"].min(), as_of)
+    orders, codes = cut
+    months = complete_months(orders["ordered_at"].min(), history.as_of)
     if months.empty:
         return _empty_monthly(REPEAT_COLUMNS)
-    codes = _customer_codes(dataset, orders)
     month_no = _month_number(orders["ordered_at"])
     first_month = pd.Series(month_no).groupby(codes).transform("min").to_numpy()
     frame = pd.DataFrame({
@@ -274,11 +326,16 @@ def repeat_purchase_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.Dat
 
 def overall_repeat_customer_share(dataset: Dataset, *, as_of: pd.Timestamp) -> float:
     """Share of customers with a completed order who have placed two or more (NaN if none)."""
-    orders = _completed_orders_before(dataset, as_of)
-    if orders is None or orders.empty:
+    return _repeat_share(_History(dataset, as_of))
+
+
+def _repeat_share(history: _History) -> float:
+    cut = history.completed_orders()
+    if cut is None:
         return float("nan")
-    counts = orders.groupby("customer_id").size()
-    return float((counts >= 2).mean())
+    counts = np.bincount(cut[1][cut[1] >= 0], minlength=history.n)
+    buyers = counts > 0
+    return float((counts[buyers] >= 2).mean())
 
 
 @dataclass(frozen=True)
@@ -314,13 +371,15 @@ STATUS_COLUMNS = ["orders", "returned", "cancelled", "unclaimed", "return_rate",
 
 def order_status_rates_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.DataFrame:
     """Returned, cancelled and unclaimed orders per month as shares of all orders placed in it."""
-    orders = dataset.orders
-    if orders is None or orders.empty:
+    return _order_status(_History(dataset, as_of))
+
+
+def _order_status(history: _History) -> pd.DataFrame:
+    cut = history.orders()
+    if cut is None:
         return _empty_monthly(STATUS_COLUMNS)
-    orders = orders.loc[orders["ordered_at"] < as_of]
-    if orders.empty:
-        return _empty_monthly(STATUS_COLUMNS)
-    months = complete_months(orders["ordered_at"].min(), as_of)
+    orders = cut[0]
+    months = complete_months(orders["ordered_at"].min(), history.as_of)
     month_no = _month_number(orders["ordered_at"])
     counts = pd.crosstab(month_no, orders["status"].to_numpy())
     counts.index = pd.DatetimeIndex([_month_start_of(m) for m in counts.index],
@@ -339,61 +398,67 @@ def order_status_rates_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.
 # --------------------------------------------------------------------------- cohorts
 
 
-def _activity_months(dataset: Dataset, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Distinct (customer code, month number) pairs with any activity before ``as_of``.
+def _activity(history: _History) -> tuple[np.ndarray, int]:
+    """Which customers were active in which complete month: (customers × months bitmap, first).
 
-    Activity = a completed order, an event, or a subscription active at any time
-    in the month.
+    Activity = a completed order, an event, or a subscription active at any
+    time in the month. A bitmap costs customers × months bytes and is filled in
+    one pass over each table, far cheaper than de-duplicating (customer, month)
+    pairs of tens of millions of events.
     """
-    pairs: list[np.ndarray] = []
-    n = len(dataset.customers)
-    orders = _completed_orders_before(dataset, as_of)
-    sources = [(orders, "ordered_at")]
-    events = dataset.events
-    if events is not None and not events.empty:
-        sources.append((events.loc[events["occurred_at"] < as_of], "occurred_at"))
-    for frame, column in sources:
-        if frame is None or frame.empty:
-            continue
-        key = _customer_codes(dataset, frame).astype(np.int64)
-        months = _month_number(frame[column])
-        pairs.append(np.unique(months * n + key))
-    subs = _subscriptions_before(dataset, as_of)
-    if subs is not None and not subs.empty:
-        codes = _customer_codes(dataset, subs).astype(np.int64)
-        first = _month_number(subs["started_at"])
-        last_month = int(_month_number(pd.Series([as_of - pd.Timedelta("1ns")]))[0])
-        ended = subs["ended_at"]
-        # a subscription ending exactly on a month start was not active in that month
-        last = np.where(ended.isna(), last_month,
-                        _month_number(ended - pd.Timedelta("1ns")))
-        spans = np.maximum(last - first + 1, 0)
-        rep_codes = np.repeat(codes, spans)
-        offsets = np.arange(spans.sum()) - np.repeat(np.cumsum(spans) - spans, spans)
-        rep_months = np.repeat(first, spans) + offsets
-        pairs.append(np.unique(rep_months * n + rep_codes))
-    if not pairs:
-        return pd.DataFrame({"customer": np.array([], dtype=np.int64),
-                             "month": np.array([], dtype=np.int64)})
-    combined = np.unique(np.concatenate(pairs))
-    return pd.DataFrame({"customer": combined % n, "month": combined // n})
+    def build() -> tuple[np.ndarray, int]:
+        last = _last_complete_month(history.as_of)
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        for cut, column in ((history.completed_orders(), "ordered_at"),
+                            (history.events(), "occurred_at")):
+            if cut is not None:
+                parts.append((cut[1], _month_number(cut[0][column])))
+        subs = history.subscriptions()
+        if subs is not None:
+            frame, codes = subs
+            first = _month_number(frame["started_at"])
+            ended = frame["ended_at"]
+            # a subscription ending exactly on a month start was not active in that month
+            final = np.where(ended.isna(), last,
+                             _month_number(ended - pd.Timedelta("1ns")))
+            spans = np.maximum(np.minimum(final, last) - first + 1, 0)
+            offsets = np.arange(spans.sum()) - np.repeat(np.cumsum(spans) - spans, spans)
+            parts.append((np.repeat(codes, spans), np.repeat(first, spans) + offsets))
+        starts = [months.min() for _, months in parts if months.size]
+        first_month = min(starts) if starts else last + 1
+        bitmap = np.zeros((history.n, max(last - first_month + 1, 0)), dtype=bool)
+        for codes, months in parts:
+            keep = (codes >= 0) & (months <= last)
+            bitmap[codes[keep], months[keep] - first_month] = True
+        return bitmap, first_month
+    return history._memo("activity", build)
+
+
+def _last_complete_month(as_of: pd.Timestamp) -> int:
+    return int(_month_number(pd.Series([_month_floor(pd.Timestamp(as_of))]))[0]) - 1
 
 
 def signup_months(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.Series:
     """Each customer's signup month number, indexed by customer position (NaN = unknown).
 
     Without ``signup_at`` (or with one at or after ``as_of``) the month of the
-    customer's first activity before ``as_of`` stands in.
+    customer's first activity in a complete month before ``as_of`` stands in.
     """
-    signup = dataset.customers["signup_at"].reset_index(drop=True)
-    known = signup.notna() & (signup < as_of)
-    result = pd.Series(np.nan, index=signup.index)
+    return _signup_months(_History(dataset, as_of))
+
+
+def _signup_months(history: _History) -> pd.Series:
+    signup = history.dataset.customers["signup_at"].reset_index(drop=True)
+    known = (signup.notna() & (signup < history.as_of)).to_numpy()
+    result = np.full(history.n, np.nan)
     result[known] = _month_number(signup[known]).astype(float)
     if not known.all():
-        first = _activity_months(dataset, as_of).groupby("customer")["month"].min()
-        missing = result.index[~known.to_numpy()]
-        result[missing] = first.reindex(missing).astype(float).to_numpy()
-    return result
+        bitmap, first_month = _activity(history)
+        missing = np.flatnonzero(~known)
+        rows = bitmap[missing]
+        seen = rows.any(axis=1)
+        result[missing[seen]] = first_month + rows[seen].argmax(axis=1)
+    return pd.Series(result)
 
 
 def cohort_retention(dataset: Dataset, *, as_of: pd.Timestamp,
@@ -406,33 +471,36 @@ def cohort_retention(dataset: Dataset, *, as_of: pd.Timestamp,
     kept. Index = cohort month start; column ``customers`` = cohort size, then
     columns 0, 1, 2, ... (months since signup).
     """
-    as_of = pd.Timestamp(as_of)
-    last_complete = int(_month_number(pd.Series([_month_floor(as_of)]))[0]) - 1
-    cohort = signup_months(dataset, as_of=as_of).dropna().astype(np.int64)
-    cohort = cohort[cohort <= last_complete]
-    if cohort.empty:
-        return pd.DataFrame(columns=["customers"],
-                            index=pd.DatetimeIndex([], name="cohort"))
-    keep = np.sort(cohort.unique())[-max_cohorts:]
-    cohort = cohort[cohort.isin(keep)]
-    sizes = cohort.value_counts().sort_index()
-    activity = _activity_months(dataset, as_of)
-    activity = activity[activity["customer"].isin(cohort.index)]
-    activity = activity.assign(cohort=cohort.reindex(activity["customer"]).to_numpy())
-    activity = activity[(activity["month"] >= activity["cohort"])
-                        & (activity["month"] <= last_complete)]
-    activity = activity.assign(age=activity["month"] - activity["cohort"])
-    active = activity.groupby(["cohort", "age"]).size().unstack("age", fill_value=0)
-    ages = np.arange(int(last_complete - keep.min()) + 1)
-    active = active.reindex(index=sizes.index, columns=ages, fill_value=0)
-    shares = active.div(sizes, axis=0).astype(float)
-    # ages beyond the last complete month are unknown, not zero
-    for cohort_no in shares.index:
-        shares.loc[cohort_no, shares.columns > last_complete - cohort_no] = np.nan
-    shares.insert(0, "customers", sizes.astype(float))
-    shares.index = pd.DatetimeIndex([_month_start_of(m) for m in shares.index], name="cohort")
-    shares.columns = ["customers", *[int(a) for a in ages]]
-    return shares
+    return _cohorts(_History(dataset, as_of), max_cohorts=max_cohorts)
+
+
+def _cohorts(history: _History, *, max_cohorts: int) -> pd.DataFrame:
+    last = _last_complete_month(history.as_of)
+    cohort = _signup_months(history).to_numpy()
+    known = ~np.isnan(cohort)
+    cohort_of = np.where(known, cohort, np.inf)
+    keep = np.unique(cohort_of[known & (cohort_of <= last)]).astype(np.int64)[-max_cohorts:]
+    if keep.size == 0:
+        return pd.DataFrame(columns=["customers"], index=pd.DatetimeIndex([], name="cohort"))
+    bitmap, first_month = _activity(history)
+    ages = np.arange(last - keep.min() + 1)
+    shares = np.full((keep.size, ages.size), np.nan)
+    sizes = np.zeros(keep.size)
+    for row, month in enumerate(keep):
+        members = np.flatnonzero(cohort_of == month)
+        sizes[row] = members.size
+        known_ages = last - month + 1
+        lo = month - first_month
+        active = np.zeros(known_ages)
+        # months before the bitmap's first month hold no activity by construction
+        start = max(lo, 0)
+        counts = bitmap[members, start:lo + known_ages].sum(axis=0)
+        active[start - lo:] = counts
+        shares[row, :known_ages] = active / members.size
+    frame = pd.DataFrame(shares, columns=[int(a) for a in ages])
+    frame.insert(0, "customers", sizes)
+    frame.index = pd.DatetimeIndex([_month_start_of(m) for m in keep], name="cohort")
+    return frame
 
 
 # --------------------------------------------------------------------------- all together
@@ -457,18 +525,17 @@ class RetentionMetrics:
 def retention_metrics(dataset: Dataset, *, as_of: pd.Timestamp, horizon_days: int = 90,
                       max_cohorts: int = 24) -> RetentionMetrics:
     """Compute all retention metrics as of a date (see the module docstring for the rules)."""
-    as_of = pd.Timestamp(as_of)
-    repeat = repeat_purchase_by_month(dataset, as_of=as_of)
+    history = _History(dataset, as_of)
+    repeat = _repeat_purchase(history)
     return RetentionMetrics(
-        as_of=as_of,
+        as_of=history.as_of,
         horizon_days=horizon_days,
-        inactivity_churn=inactivity_churn_by_month(dataset, as_of=as_of,
-                                                   horizon_days=horizon_days),
-        subscription_churn=subscription_churn_by_month(dataset, as_of=as_of),
-        mrr=mrr_by_month(dataset, as_of=as_of),
+        inactivity_churn=_inactivity_churn(history, horizon_days=horizon_days),
+        subscription_churn=_subscription_churn(history),
+        mrr=_mrr(history),
         repeat_purchase=repeat,
         returning_aov_trend=monthly_trend(repeat["returning_aov"].tail(12)),
-        repeat_customer_share=overall_repeat_customer_share(dataset, as_of=as_of),
-        order_status=order_status_rates_by_month(dataset, as_of=as_of),
-        cohorts=cohort_retention(dataset, as_of=as_of, max_cohorts=max_cohorts),
+        repeat_customer_share=_repeat_share(history),
+        order_status=_order_status(history),
+        cohorts=_cohorts(history, max_cohorts=max_cohorts),
     )
