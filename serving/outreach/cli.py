@@ -52,7 +52,10 @@ def _table(rows: list[ActionRow], *, title: str, errors: bool = False) -> None:
         detail = (row.last_error or "") if errors else "; ".join(row.why[:3])
         table.add_row(row.id, row.customer_id, row.rule, row.action, row.status,
                       str(row.attempts), detail)
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze ids into 80 columns
+        console = Console(width=200)
+    console.print(table)
 
 
 @app.command("list")
