@@ -710,3 +710,23 @@ def write_report(html: str, path: Path | str) -> Path:
         Path(temp_name).unlink(missing_ok=True)
         raise
     return path
+
+
+def build_report(
+    dataset: Dataset,
+    *,
+    out: Path | str,
+    as_of: pd.Timestamp | None = None,
+    horizon_days: int = 90,
+    model_uri: str | None = None,
+    scores_path: Path | str | None = None,
+    outbox_url: str | None = None,
+    dataset_name: str = "dataset",
+) -> Path:
+    """Gather, render and write the report in one call (for `churnlens demo` and scripts)."""
+    data = gather_report(
+        dataset, as_of=pd.Timestamp(as_of) if as_of is not None else dataset.default_as_of(),
+        horizon_days=horizon_days, model_uri=model_uri, scores_path=scores_path,
+        outbox_url=outbox_url, dataset_name=dataset_name,
+        generated_at=pd.Timestamp.now(tz="UTC").tz_localize(None))
+    return write_report(render_report(data), out)

@@ -226,3 +226,12 @@ def test_cli_writes_report_from_score_file(tmp_path, scores: pd.DataFrame, in_tm
         "--out", str(out)])
     assert bad.exit_code == 2
     assert "nope.csv: score file not found" in bad.output
+
+
+def test_build_report_writes_a_readable_file_in_one_call(tmp_path) -> None:
+    from serving.report import build_report
+
+    path = build_report(orders_only_dataset(), out=tmp_path / "r.html", dataset_name="shop")
+    text = sections(path.read_text(encoding="utf-8"))
+    assert set(SECTION_IDS) <= set(text)
+    assert path.stat().st_mode & 0o044, "the report is meant to be shared: readable by others"
