@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from html.parser import HTMLParser
 
@@ -234,4 +235,7 @@ def test_build_report_writes_a_readable_file_in_one_call(tmp_path) -> None:
     path = build_report(orders_only_dataset(), out=tmp_path / "r.html", dataset_name="shop")
     text = sections(path.read_text(encoding="utf-8"))
     assert set(SECTION_IDS) <= set(text)
-    assert path.stat().st_mode & 0o044, "the report is meant to be shared: readable by others"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask, (
+        "the report is meant to be shared: created like any file, not private like a temp file")
