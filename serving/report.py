@@ -82,7 +82,7 @@ class ReportData:
     metrics: RetentionMetrics
     model: ModelView
     outreach: OutreachView
-    generated_at: pd.Timestamp
+    generated_at: pd.Timestamp | None = None
     has_events: bool = False
     has_orders: bool = False
     has_subscriptions: bool = False
@@ -245,7 +245,7 @@ def gather_report(
         metrics=metrics,
         model=view,
         outreach=outreach,
-        generated_at=generated_at if generated_at is not None else pd.Timestamp(0),
+        generated_at=generated_at,
         has_events=dataset.events is not None and not dataset.events.empty,
         has_orders=dataset.orders is not None and not dataset.orders.empty,
         has_subscriptions=dataset.subscriptions is not None and not dataset.subscriptions.empty,
@@ -682,7 +682,8 @@ def render_report(data: ReportData) -> str:
         dataset_name=data.dataset_name,
         as_of=f"{m.as_of:%Y-%m-%d}",
         horizon_days=m.horizon_days,
-        generated_at=f"{data.generated_at:%Y-%m-%d %H:%M} UTC",
+        generated_at=(f" on {data.generated_at:%Y-%m-%d %H:%M} UTC"
+                      if data.generated_at is not None else ""),
         table_rows=data.table_rows,
         business=_business_section(data),
         cohorts=_cohort_section(data),
