@@ -56,7 +56,7 @@ class OrderArrays:
         order = time_order(times)
         self.code = codes[order]
         self.t = times[order]
-        status_codes, statuses = pd.factorize(orders["status"].to_numpy(dtype=object))
+        status_codes, statuses = pd.factorize(orders["status"])
         lookup = np.array([STATUS_CODES.get(str(s), -1) for s in statuses], dtype=np.int8)
         self.status = lookup[status_codes][order] if len(status_codes) else \
             np.zeros(0, np.int8)
@@ -91,7 +91,7 @@ class EventArrays:
         order = time_order(times)
         self.code = codes[order]
         self.t = times[order]
-        type_codes, types = pd.factorize(events["event_type"].to_numpy(dtype=object))
+        type_codes, types = pd.factorize(events["event_type"])
         self.types: list[str] = [str(t) for t in types]
         self.type = type_codes.astype(np.int64)[order]
         self.key = self.code.astype(np.int64) * max(len(self.types), 1) + self.type
@@ -108,9 +108,14 @@ class EventArrays:
         bounds = np.flatnonzero(np.diff(day)) + 1
         starts = np.concatenate(([0], bounds))
         stops = np.concatenate((bounds, [len(day)]))
+        unset = np.iinfo(np.int64).max
+        first_row = np.full(int(self.code.max()) + 1, unset, dtype=np.int64)
         for start, stop in zip(starts, stops, strict=True):
-            _, first = np.unique(self.code[start:stop], return_index=True)
-            flags[start + first] = True
+            codes = self.code[start:stop]
+            rows = np.arange(start, stop)
+            np.minimum.at(first_row, codes, rows)
+            flags[start:stop] = first_row[codes] == rows
+            first_row[codes] = unset
         return flags
 
     def end(self, as_of_ns: int) -> int:
@@ -134,7 +139,8 @@ class History:
         for name in ("orders", "events", "subscriptions"):
             frame = dataset.table(name)
             if frame is not None:
-                local, uniques = pd.factorize(frame["customer_id"].to_numpy(dtype=object))
+                # factorizing the Series keeps Arrow-backed strings on their fast path
+                local, uniques = pd.factorize(frame["customer_id"])
                 self._factorized[name] = (local, np.asarray(uniques, dtype=object))
                 extra.append(pd.Index(self._factorized[name][1]))
         everyone = ids.append(extra).unique() if extra else ids
