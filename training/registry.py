@@ -63,7 +63,7 @@ def configure_tracking() -> str:
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
-    if not os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
+    if not os.environ.get("MLFLOW_RUN_ID"):
         if mlflow.get_experiment_by_name(name) is None:
             location = f"{artifact_root}/{name}" if _is_local_database(uri) else None
             mlflow.create_experiment(name, artifact_location=location)
