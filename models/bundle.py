@@ -30,6 +30,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from models.contributions import exact_contributions
 from models.explain import reason_text
 
 BUNDLE_FILE = "bundle.json"
@@ -242,7 +243,8 @@ class ChurnBundle:
         """Exact TreeSHAP of the churn model in log-odds, (n, n_features + 1); last = base."""
         if len(X) == 0:
             return np.empty((0, len(self.feature_names) + 1))
-        return np.asarray(self.churn_booster.predict(X, pred_contrib=True), dtype=float)
+        # Same numbers as pred_contrib (to ~1e-12), tens of times faster: models/contributions.py
+        return exact_contributions(self.churn_booster, X)
 
     def _clv_contributions(self, X: pd.DataFrame) -> np.ndarray:
         """Exact TreeSHAP of the CLV model (log scale of the Tweedie mean)."""
