@@ -495,8 +495,9 @@ def register_fit(fit: FitResult, *, params: TrainParams, dataset_profile: Mappin
     bundle = fit.bundle
     with registry.training_run(run_name=f"train {bundle.definition} h{bundle.horizon_days}") \
             as run_id, registry.temporary_directory() as tmp:
-        registry.log_params(params.as_dict() | {"definition": bundle.definition,
-                                                "as_of": bundle.as_of} | dict(extra_params or {}))
+        registry.log_params(params.as_dict()
+                            | {"definition": bundle.definition, "label_windows_end": bundle.as_of}
+                            | dict(extra_params or {}))
         registry.log_dict(dict(dataset_profile), "dataset_profile.json")
         registry.set_tags({f"dataset.{k}": v for k, v in dataset_profile.items()
                            if not isinstance(v, dict | list)}
