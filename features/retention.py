@@ -93,9 +93,11 @@ class _History:
         frame = self.dataset.table(name)
         if frame is None or frame.empty:
             return None
-        frame = frame.loc[frame[column] < self.as_of]
-        if frame.empty:
+        before = (frame[column] < self.as_of).to_numpy()
+        if not before.any():
             return None
+        if not before.all():  # the usual as-of (after the last row) needs no copy
+            frame = frame.loc[before]
         return frame, self._ids.get_indexer(frame["customer_id"])
 
     def orders(self) -> tuple[pd.DataFrame, np.ndarray] | None:
