@@ -115,11 +115,20 @@ def log_artifacts(directory: Path, artifact_path: str) -> None:
     mlflow.log_artifacts(str(directory), artifact_path)
 
 
-def _pip_requirements() -> list[str]:
-    from importlib.metadata import version
+#: what the pyfunc's code (models/) imports; pinned to the versions that trained it
+PYFUNC_PACKAGES = ("mlflow", "lightgbm", "pandas", "numpy", "numba")
 
-    return [f"{pkg}=={version(pkg)}" for pkg in ("mlflow", "lightgbm", "pandas", "numpy",
-                                                   "scikit-learn")]
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    pinned = []
+    for package in PYFUNC_PACKAGES:
+        try:
+            pinned.append(f"{package}=={version(package)}")
+        except PackageNotFoundError:
+            continue
+    return pinned
 
 
 def log_bundle_model(bundle_dir: Path, *, input_example: pd.DataFrame,
