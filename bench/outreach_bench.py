@@ -20,11 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
 import httpx
+import sqlalchemy
 
 
 def receiver_app(secret: str):
@@ -101,7 +103,12 @@ def relay_run(
     from serving.outreach.relay import Relay
     from serving.outreach.settings import OutreachSettings
 
-    outbox = Outbox(outbox_url)
+    schema = None
+    if not outbox_url.startswith("sqlite"):
+        schema = f"outreach_bench_{uuid.uuid4().hex[:10]}"  # never touch existing tables
+        with sqlalchemy.create_engine(outbox_url).begin() as connection:
+            connection.execute(sqlalchemy.text(f'CREATE SCHEMA "{schema}"'))
+    outbox = Outbox(outbox_url, schema=schema)
     items = actions(n, url, run)
     started = time.perf_counter()
     outbox.record_scores([], items)
@@ -119,6 +126,10 @@ def relay_run(
     assert report.delivered == n, f"relay delivered {report.delivered} of {n}: {report.errors}"
     assert after - before == n, f"receiver got {after - before} of {n}"
     assert bad == 0, "signatures must verify"
+    if schema is not None:
+        outbox.close()
+        with sqlalchemy.create_engine(outbox_url).begin() as connection:
+            connection.execute(sqlalchemy.text(f'DROP SCHEMA "{schema}" CASCADE'))
     outbox.close()
     return n / elapsed, n / recorded
 
