@@ -129,8 +129,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     outreach_api = _optional_module("serving.outreach.api")
     if outreach_api is not None:
-        app.include_router(outreach_api.router, prefix="/v1",
-                           dependencies=[Depends(require_api_key)], responses=AUTH_RESPONSES)
+        app.include_router(
+            outreach_api.router, prefix="/v1", dependencies=[Depends(require_api_key)],
+            responses={**AUTH_RESPONSES, 404: {"description": "Unknown action"}},
+        )
     app.add_middleware(BodyLimitMiddleware, max_bytes=resolved.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

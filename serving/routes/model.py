@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Depends
 
@@ -15,13 +15,14 @@ router = APIRouter(prefix="/v1", tags=["model"], dependencies=[Depends(require_a
 
 
 def _timestamp(value: object) -> datetime | None:
-    """The bundle's training time, if it is a readable ISO 8601 timestamp."""
-    if isinstance(value, datetime):
-        return value
+    """The bundle's training time (naive = UTC), if it is a readable ISO 8601 timestamp."""
+    if not value:
+        return None
     try:
-        return datetime.fromisoformat(str(value)) if value else None
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
     except ValueError:
         return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 def _finite(value: object) -> float | None:

@@ -52,7 +52,16 @@ def score_customer(
                             f"unknown customer_id {customer_id!r}: no history before "
                             f"{state.as_of:%Y-%m-%d} in the configured dataset")
     metrics.observe_scores([record])
-    return record
+    return for_http(record)
+
+
+def utc(moment: datetime) -> datetime:
+    """Naive UTC (churnlens inside) to aware UTC: RFC 3339 on the wire, with the offset."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def for_http(record: ScoreRecord) -> ScoreRecord:
+    return record.model_copy(update={"as_of": utc(record.as_of)})
 
 
 def _request_tables(body: ScoreRequest) -> dict[str, pd.DataFrame]:
@@ -92,7 +101,8 @@ def _unprocessable(errors: list[dict[str, Any]]) -> HTTPException:
     "used in training, as of `as_of` (default: now, UTC). At most CHURNLENS_MAX_BATCH_SIZE "
     "customers per request; a larger batch answers 422, a body over CHURNLENS_MAX_BODY_BYTES "
     "answers 413.",
-    responses={413: {"model": ErrorDetail, "description": "Request body too large"}},
+    responses={413: {"model": ErrorDetail, "description": "Request body too large"},
+               400: {"model": ErrorDetail, "description": "Body is not decodable (not UTF-8)"}},
 )
 def score_customers(
     body: ScoreRequest, state: StateDep, settings: SettingsDep, metrics: MetricsDep
@@ -132,5 +142,5 @@ def score_customers(
     by_id = {record.customer_id: record for record in records}
     ordered = [by_id[customer_id] for customer_id in ids]
     metrics.observe_scores(ordered)
-    return ScoreResponse(model_version=state.version, as_of=as_of.to_pydatetime(),
-                         scores=ordered)
+    return ScoreResponse(model_version=state.version, as_of=utc(as_of.to_pydatetime()),
+                         scores=[for_http(record) for record in ordered])
