@@ -97,6 +97,8 @@ class EventArrays:
         self.key = self.code.astype(np.int64) * max(len(self.types), 1) + self.type
         self.value = np.nan_to_num(events["value"].to_numpy(dtype=np.float64)[order])
         self.first_of_day = self._first_of_day()
+        self.day_first_t = self.t[self.first_of_day]
+        self.day_first_code = self.code[self.first_of_day]
 
     def _first_of_day(self) -> np.ndarray:
         flags = np.zeros(len(self.t), dtype=bool)
@@ -186,6 +188,27 @@ class History:
         }).sort_values(["code", "started"], kind="stable").reset_index(drop=True)
         subs["previous_mrr"] = subs.groupby("code")["mrr"].shift(1)
         return subs
+
+    @cached_property
+    def attributes(self) -> pd.DataFrame:
+        """Static attributes of every customer: numbers as float64, the rest as categories
+        with sorted levels (rows are selected per date and unused levels dropped)."""
+        table = self.customers[self.dataset.attribute_columns]
+        out = {}
+        for column in table.columns:
+            values = table[column]
+            if pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.is_numeric_dtype(
+                    values.dtype):
+                out[column] = values.astype(np.float64)
+                continue
+            text = values.astype(object)
+            present = text.notna()
+            text[present] = text[present].astype(str)
+            categorical = pd.Categorical(text.to_numpy(dtype=object))
+            if not categorical.categories.is_monotonic_increasing:
+                categorical = categorical.reorder_categories(sorted(categorical.categories))
+            out[column] = pd.Series(categorical, index=table.index)
+        return pd.DataFrame(out, index=self.index)
 
     @cached_property
     def first_seen_ns(self) -> np.ndarray:

@@ -237,12 +237,18 @@ def features_at(
     sub_columns, plan = _subscription_features(history, t)
     columns.update(sub_columns)
     index = history.index[known]
-    frame = pd.DataFrame({name: values[known] for name, values in columns.items()},
-                         index=index, dtype=np.float64)
+    # one 2-D float block: a single row selection instead of one per column
+    matrix = np.column_stack(list(columns.values())).astype(np.float64, copy=False)
+    frame = pd.DataFrame(matrix[known], index=index, columns=list(columns))
     frame.insert(frame.columns.get_loc("current_mrr") + 1, "current_plan",
                  _as_category(pd.Series(plan[known], index=index)))
-    for name, column in _attribute_features(history, known, set(frame.columns)).items():
-        frame[name] = column
+    attributes = history.attributes.iloc[np.flatnonzero(known)]
+    for column in attributes.columns:
+        values = attributes[column]
+        name = f"attribute_{column}" if column in frame.columns else str(column)
+        if isinstance(values.dtype, pd.CategoricalDtype):
+            values = values.cat.remove_unused_categories()
+        frame[name] = values
     return frame
 
 
@@ -362,16 +368,16 @@ def _activity_features(history: History, t: int) -> dict[str, np.ndarray]:
     np.maximum.at(last, events.code[:end], events.t[:end])
     out["days_since_last_event"] = _days(last, t)
     for w in WINDOWS:
-        out[f"active_days_{w}d"] = _active_days(history, t, w, end)
+        out[f"active_days_{w}d"] = _active_days(history, t, w)
     return {name: out[name] for name in ACTIVITY_FEATURES}
 
 
-def _active_days(history: History, t: int, window: int, end: int) -> np.ndarray:
+def _active_days(history: History, t: int, window: int) -> np.ndarray:
     """Calendar days with an event, from the day T - window began up to T."""
     events = history.events
     day_start = (t - window * NS_PER_DAY) // NS_PER_DAY * NS_PER_DAY
-    start = events.start(day_start)
-    codes = events.code[start:end][events.first_of_day[start:end]]
+    first, last = np.searchsorted(events.day_first_t, [day_start, t], side="left")
+    codes = events.day_first_code[first:last]
     return np.bincount(codes, minlength=history.n_customers).astype(np.float64)
 
 
@@ -414,7 +420,7 @@ def _event_features(history: History, t: int,
     if events is not None:
         np.maximum.at(last, events.key[:end], events.t[:end])
     last = last.reshape(n, k)
-    active = (_active_days(history, t, EVENT_RATE_WINDOW, end) if events is not None
+    active = (_active_days(history, t, EVENT_RATE_WINDOW) if events is not None
               else np.zeros(n))
 
     used_slugs: dict[str, str] = {}
@@ -491,19 +497,3 @@ def _subscription_features(history: History, t: int) -> tuple[dict[str, np.ndarr
     latest = seen.iloc[active_rows].drop_duplicates("code", keep="last")
     plan[latest["code"].to_numpy()] = latest["plan"].to_numpy()
     return {name: out[name] for name in SUBSCRIPTION_FEATURES if name != "current_plan"}, plan
-
-
-def _attribute_features(history: History, known: np.ndarray,
-                        taken: set[str]) -> dict[str, pd.Series]:
-    """Static attributes: numbers as float64, anything else as a category."""
-    customers = history.customers.iloc[np.flatnonzero(known)]
-    out: dict[str, pd.Series] = {}
-    for column in history.dataset.attribute_columns:
-        values = customers[column]
-        name = f"attribute_{column}" if column in taken else str(column)
-        if pd.api.types.is_bool_dtype(values.dtype) or (
-                pd.api.types.is_numeric_dtype(values.dtype)):
-            out[name] = values.astype(np.float64)
-        else:
-            out[name] = _as_category(values)
-    return out
