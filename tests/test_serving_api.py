@@ -169,7 +169,8 @@ def test_score_by_history_without_as_of_uses_now(client, dataset, scored_custome
     answer = client.post("/v1/scores", json=body, headers=AUTH)
     assert answer.status_code == 200, answer.text
     served_as_of = pd.Timestamp(answer.json()["as_of"])
-    assert abs(served_as_of - pd.Timestamp.now("UTC").tz_localize(None)) < pd.Timedelta("1min")
+    assert served_as_of.tzinfo is not None, "timestamps on the wire carry their UTC offset"
+    assert abs(served_as_of - pd.Timestamp.now("UTC")) < pd.Timedelta("1min")
 
 
 @pytest.mark.parametrize(
