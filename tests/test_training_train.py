@@ -21,8 +21,9 @@ from training.train import (
 
 #: feature families through which the generator's churn causes show in the data
 DRIVERS = {
-    "gap": ("days_since", "overdue", "between_orders"),
-    "activity": ("active_days", "_events_", "completed_orders_"),
+    # ordering gaps: time since the last order, overdue vs own rhythm, no orders lately
+    "gap": ("days_since", "overdue", "between_orders", "completed_orders_"),
+    "activity": ("active_days", "_events_"),
     "bad_experience": ("return", "unclaimed"),
     "support": ("support_ticket",),
 }
