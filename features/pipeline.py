@@ -237,9 +237,10 @@ def features_at(
     sub_columns, plan = _subscription_features(history, t)
     columns.update(sub_columns)
     index = history.index[known]
-    # one 2-D float block: a single row selection instead of one per column
-    matrix = np.column_stack(list(columns.values())).astype(np.float64, copy=False)
-    frame = pd.DataFrame(matrix[known], index=index, columns=list(columns))
+    # one 2-D float block laid out as pandas stores it (a row per feature), so that
+    # selecting the known customers is the only copy
+    matrix = np.vstack(list(columns.values())).astype(np.float64, copy=False)[:, known]
+    frame = pd.DataFrame(matrix.T, index=index, columns=list(columns), copy=False)
     frame.insert(frame.columns.get_loc("current_mrr") + 1, "current_plan",
                  _as_category(pd.Series(plan[known], index=index)))
     attributes = history.attributes.iloc[np.flatnonzero(known)]
