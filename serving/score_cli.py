@@ -1,5 +1,121 @@
-"""Commands of this module (filled in by its issue)."""
+"""`churnlens score`: score a whole customer base into a Parquet or CSV file (serving.batch)."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+
+
+@app.command()
+def score(
+    data: Annotated[Path, typer.Option(help="Dataset directory (customers, orders, ...)",
+                                       exists=True, file_okay=False)],
+    out: Annotated[Path, typer.Option(help="Output file, .parquet or .csv")],
+    as_of: Annotated[datetime | None, typer.Option(
+        help="Score as of this date (the model sees rows before it); default: the day "
+             "after the latest timestamp in the data")] = None,
+    model: Annotated[str, typer.Option(
+        help="Model URI or bundle directory", envvar="CHURNLENS_MODEL_URI")
+    ] = "models:/churnlens@champion",
+    top_k: Annotated[int, typer.Option(min=1, max=20, help="Reasons per customer")] = 5,
+    explain: Annotated[str, typer.Option(
+        help="Reasons for all, at-risk (risk tier high or medium) or none")] = "all",
+    engine: Annotated[str, typer.Option(help="local, or dask for a Dask cluster")] = "local",
+    scheduler: Annotated[str | None, typer.Option(
+        help="Dask scheduler address (default: a LocalCluster on this machine)")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted run from its last finished chunk")] = False,
+    outreach: Annotated[bool, typer.Option(
+        "--outreach/--no-outreach",
+        help="Write scores and triggered actions to the outbox, as the API does")] = False,
+    chunk_size: Annotated[int, typer.Option(
+        min=1, help="Customers per chunk (bounds memory per chunk)")] = 50_000,
+    rules: Annotated[Path | None, typer.Option(
+        help="Outreach rules YAML (default: the built-in set)", envvar="CHURNLENS_RULES",
+        exists=True, dir_okay=False)] = None,
+    outbox_url: Annotated[str, typer.Option(
+        help="Outbox database URL", envvar="CHURNLENS_OUTBOX_URL")] = "sqlite:///outbox.db",
+) -> None:
+    """Score every customer: churn risk, CLV, value at risk, reasons, recommended action.
+
+    Streams customers in chunks (sorted ids), writes the output atomically, can resume,
+    and sends customers that cannot be scored to OUT's rejects file with the reason.
+    """
+    import pandas as pd
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from models.loading import load_model
+    from serving.batch import BatchError, run_batch
+    from serving.outreach.rules import load_rules
+    from serving.scorer import Scorer
+
+    console = Console(stderr=True)
+    try:
+        loaded = load_model(model)
+    except (LookupError, ValueError, OSError) as error:
+        raise typer.BadParameter(str(error), param_hint="--model") from None
+    scorer = Scorer(loaded, rules=load_rules(rules))
+    outbox = None
+    if outreach:
+        from serving.outreach.outbox import Outbox
+
+        outbox = Outbox(outbox_url)
+
+    with Progress(
+        TextColumn("[bold]scoring"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("customers"), TimeElapsedColumn(), TextColumn("ETA"),
+        TimeRemainingColumn(), console=console, transient=False,
+        disable=os.environ.get("CHURNLENS_NO_PROGRESS") == "1",
+    ) as bar:
+        task = bar.add_task("score", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            summary = run_batch(
+                data=data, out=out, scorer=scorer, model_uri=model,
+                as_of=pd.Timestamp(as_of) if as_of is not None else None, top_k=top_k,
+                explain=explain,  # type: ignore[arg-type]
+                engine=engine, scheduler=scheduler, resume=resume, outbox=outbox,
+                chunk_size=chunk_size, progress=progress,
+            )
+        except BatchError as error:
+            console.print(f"[red]error:[/red] {error}")
+            raise typer.Exit(2) from None
+        finally:
+            if outbox is not None:
+                outbox.close()
+
+    rate = summary.rows_scored / summary.seconds if summary.seconds > 0 else 0.0
+    typer.echo(
+        f"rows in {summary.rows_in:,} = rows scored {summary.rows_scored:,} + rows rejected "
+        f"{summary.rows_rejected:,}"
+    )
+    typer.echo(
+        f"wrote {summary.output} ({summary.chunks} chunks, {summary.chunks_resumed} resumed; "
+        f"{summary.seconds:.1f} s, {rate:,.0f} customers/s; model version "
+        f"{summary.model_version}; as of {summary.as_of.date()})"
+    )
+    typer.echo(f"rejects: {summary.rejects}")
+    for name, counts in summary.table_rows.items():
+        if name != "customers" and counts["rejected"]:
+            typer.echo(f"  {name}: {counts['read']:,} rows read, {counts['rejected']:,} rejected "
+                       f"(see the rejects file)")
+    if summary.outreach:
+        typer.echo(f"outbox: {summary.outreach['scores']:,} scores, "
+                   f"{summary.outreach['actions']:,} new actions")

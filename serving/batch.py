@@ -1,0 +1,501 @@
+"""Batch scoring of a whole customer base: chunked, resumable, atomic, local or on Dask.
+
+The dataset is read and validated once. Customers (sorted ids, so chunk boundaries are
+the same on every run) are scored in chunks by the one shared `serving.scorer.Scorer`:
+features with `features.pipeline.build_features` on the chunk's customers (the training
+code), scores, reasons and the recommended action. Each finished chunk is written to
+``OUT.parts/`` (atomically, one file per chunk); at the end the parts are streamed into a
+temporary file that is renamed over ``OUT``, so ``OUT`` is never half-written, and the
+work directory is removed. ``resume=True`` keeps the finished parts of an interrupted run
+with the same inputs and scores only the rest.
+
+A customer that cannot be scored (an exception while scoring it, or no history before
+``as_of``) goes to ``OUT``'s rejects file with the reason; input rows the data contract
+rejects go there too, with file, row, column and value. The run always accounts for every
+customer row: rows in = rows scored + rows rejected.
+
+Memory: the validated dataset stays in memory for the run (it is read once); everything
+per chunk (features, contributions, records, output rows) is bounded by the chunk size,
+and the final file is assembled part by part.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+if TYPE_CHECKING:
+    from features.dataset import Dataset
+    from serving.scorer import Explain, Scorer
+
+#: columns of the rejects file: where the problem is, whose it is, and why
+REJECT_COLUMNS = ("source", "row", "customer_id", "column", "value", "reason")
+OUTPUT_SUFFIXES = (".parquet", ".csv")
+MANIFEST = "manifest.json"
+NOT_KNOWN_REASON = "no signup or history before as_of, so there is nothing to score"
+DEFAULT_CHUNK_SIZE = 50_000
+Progress = Callable[[int, int], None]
+
+
+class BatchError(ValueError):
+    """The batch run cannot start or continue; the message says what to change."""
+
+
+@dataclass
+class BatchSummary:
+    """What a batch run did; ``rows_in == rows_scored + rows_rejected`` always holds."""
+
+    output: Path
+    rejects: Path
+    rows_in: int
+    rows_scored: int
+    rows_rejected: int
+    chunks: int
+    chunks_resumed: int
+    seconds: float
+    as_of: pd.Timestamp
+    model_version: str
+    table_rows: dict[str, dict[str, int]] = field(default_factory=dict)
+    outreach: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class ChunkResult:
+    """One chunk's batch rows and rejects (plus, for outreach, records and actions)."""
+
+    index: int
+    rows: pd.DataFrame
+    rejects: pd.DataFrame
+    records: list[Any] = field(default_factory=list)
+    triggered: list[Any] = field(default_factory=list)
+
+
+class _Collector:
+    """Stands in for the outbox inside the scorer so actions can be written by the driver.
+
+    The scorer's outreach hook hands it what it would write; the driver writes it to the
+    real outbox, once, whichever engine scored the chunk.
+    """
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+        self.triggered: list[Any] = []
+
+    def record_scores(self, records: Sequence[Any], triggered: Sequence[Any] = ()) -> None:
+        self.records.extend(records)
+        self.triggered.extend(triggered)
+
+
+def output_paths(out: Path) -> tuple[Path, Path]:
+    """(rejects file, work directory) that belong to output ``out``."""
+    return out.with_name(f"{out.stem}.rejects.csv"), out.with_name(f"{out.name}.parts")
+
+
+def _rejects_frame(rows: Sequence[dict[str, Any]] | pd.DataFrame) -> pd.DataFrame:
+    frame = pd.DataFrame(rows).reindex(columns=list(REJECT_COLUMNS))
+    return frame.astype({column: "string" for column in REJECT_COLUMNS if column != "row"}
+                        ).astype({"row": "Int64"})
+
+
+def _customer_rejects(ids: Sequence[str], reason: str) -> pd.DataFrame:
+    return _rejects_frame([{"source": "scoring", "customer_id": c, "reason": reason} for c in ids])
+
+
+def score_chunk(
+    scorer: Scorer,
+    dataset: Dataset,
+    *,
+    index: int,
+    as_of: pd.Timestamp,
+    explain: Explain,
+    top_k: int,
+    collect_outreach: bool = False,
+) -> ChunkResult:
+    """Score one chunk's customers (``dataset`` holds only them); the unit of work on Dask.
+
+    A chunk that fails is split in halves until the failing customers are found; they are
+    rejected with the error, the rest scored, so one bad customer never stops the run.
+    """
+    from serving.scorer import Scorer
+
+    ids = [str(c) for c in dataset.customers["customer_id"]]
+    collector = _Collector() if collect_outreach else None
+    local = Scorer(scorer.loaded, rules=scorer.rules, outbox=collector)
+    frames: list[pd.DataFrame] = []
+    rejects: list[pd.DataFrame] = []
+
+    def attempt(part: Dataset, part_ids: list[str]) -> None:
+        try:
+            features = local.features(part, as_of=as_of)
+            frame = _batch_rows(local, features, as_of=as_of, explain=explain, top_k=top_k)
+        except Exception as error:  # any failure is a reject, with its reason
+            if len(part_ids) == 1:
+                reason = f"scoring failed: {type(error).__name__}: {error}"
+                rejects.append(_customer_rejects(part_ids, reason))
+                return
+            half = len(part_ids) // 2
+            for piece in (part_ids[:half], part_ids[half:]):
+                attempt(part.for_customers(piece), piece)
+            return
+        frames.append(frame)
+        missing = sorted(set(part_ids) - set(frame["customer_id"]))
+        if missing:
+            rejects.append(_customer_rejects(missing, NOT_KNOWN_REASON))
+
+    attempt(dataset, ids)
+    rows = pd.concat(frames, ignore_index=True) if frames else None
+    if rows is None:
+        rows = _batch_rows(local, pd.DataFrame(), as_of=as_of, explain=explain, top_k=top_k)
+    rows = rows.sort_values("customer_id", kind="stable").reset_index(drop=True)
+    reject_frame = (pd.concat(rejects, ignore_index=True) if rejects else _rejects_frame([]))
+    return ChunkResult(
+        index=index, rows=rows,
+        rejects=reject_frame.sort_values("customer_id", kind="stable").reset_index(drop=True),
+        records=collector.records if collector else [],
+        triggered=collector.triggered if collector else [],
+    )
+
+
+def _batch_rows(
+    scorer: Scorer, features: pd.DataFrame, *, as_of: pd.Timestamp, explain: Explain, top_k: int
+) -> pd.DataFrame:
+    from serving.scorer import records_to_frame
+
+    records = scorer.score_features(features, as_of=as_of, explain=explain, top_k=top_k)
+    return records_to_frame(records, top_k=top_k)
+
+
+# -- partitioning ----------------------------------------------------------------------------
+
+
+def chunk_ids(customer_ids: Sequence[str] | pd.Index, chunk_size: int) -> list[list[str]]:
+    """Sorted ids cut every ``chunk_size``: the same boundaries on every run (for resume)."""
+    ids = sorted({str(c) for c in customer_ids})
+    return [ids[i : i + chunk_size] for i in range(0, len(ids), chunk_size)]
+
+
+def partition(dataset: Dataset, chunks: Sequence[Sequence[str]]) -> Iterator[Dataset]:
+    """``dataset.for_customers(chunk)`` for each chunk, without rescanning every table.
+
+    Each table's rows are grouped by chunk once (a stable sort, so rows keep their order);
+    a chunk's tables are then slices, identical to what ``for_customers`` returns.
+    """
+    lookup = pd.Series(
+        np.repeat(np.arange(len(chunks)), [len(c) for c in chunks]),
+        index=pd.Index([c for chunk in chunks for c in chunk]),
+    )
+    tables: dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]] = {}
+    for name in ("customers", "orders", "events", "subscriptions"):
+        frame = dataset.table(name)
+        if frame is None:
+            continue
+        chunk_of = lookup.reindex(frame["customer_id"].astype(str).to_numpy()).to_numpy()
+        chunk_of = np.where(np.isnan(chunk_of), len(chunks), chunk_of).astype(np.int64)
+        order = np.argsort(chunk_of, kind="stable")
+        bounds = np.searchsorted(chunk_of[order], np.arange(len(chunks) + 1))
+        tables[name] = (frame, order, bounds)
+    for i in range(len(chunks)):
+        parts = {
+            name: frame.take(order[bounds[i] : bounds[i + 1]])
+            for name, (frame, order, bounds) in tables.items()
+        }
+        yield replace(dataset, **parts)
+
+
+# -- work directory ------------------------------------------------------------------------
+
+
+def _fingerprint(
+    data_dir: Path, *, model_version: str, model_uri: str, as_of: pd.Timestamp, explain: str,
+    top_k: int, chunk_size: int, n_customers: int,
+) -> dict[str, Any]:
+    """What must not change between a run and its resumption."""
+    files = {
+        p.name: [p.stat().st_size, p.stat().st_mtime_ns]
+        for p in sorted(data_dir.iterdir()) if p.is_file()
+    }
+    return {"data": str(data_dir.resolve()), "files": files, "model_uri": model_uri,
+            "model_version": model_version, "as_of": as_of.isoformat(), "explain": explain,
+            "top_k": top_k, "chunk_size": chunk_size, "customers": n_customers}
+
+
+def _part_path(work: Path, index: int, kind: str) -> Path:
+    return work / f"{kind}-{index:06d}.parquet"
+
+
+def _write_atomic_parquet(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _prepare_work_dir(work: Path, fingerprint: dict[str, Any], *, resume: bool) -> set[int]:
+    """Create or reuse the work directory; the indices of chunks already finished."""
+    manifest = work / MANIFEST
+    if work.exists() and resume:
+        if not manifest.exists():
+            raise BatchError(f"{work} has no {MANIFEST}; remove it or run without --resume")
+        previous = json.loads(manifest.read_text())
+        if previous != fingerprint:
+            changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+            raise BatchError(
+                f"cannot resume: {', '.join(changed)} changed since the interrupted run "
+                f"(work directory {work}); run without --resume to start over"
+            )
+        return {
+            int(p.stem.split("-")[1]) for p in work.glob("rows-*.parquet")
+            if _part_path(work, int(p.stem.split("-")[1]), "rejects").exists()
+        }
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    tmp = manifest.with_name(f".{MANIFEST}.tmp")
+    tmp.write_text(json.dumps(fingerprint, indent=1, sort_keys=True))
+    os.replace(tmp, manifest)
+    return set()
+
+
+def _save_chunk(work: Path, result: ChunkResult) -> None:
+    # rejects first: a chunk counts as finished only once its rows file exists too
+    _write_atomic_parquet(result.rejects, _part_path(work, result.index, "rejects"))
+    _write_atomic_parquet(result.rows, _part_path(work, result.index, "rows"))
+
+
+def _assemble(parts: Sequence[Path], out: Path) -> int:
+    """Stream the parts into a temporary file beside ``out`` and rename it into place."""
+    import pyarrow.parquet as pq
+
+    tmp = out.with_name(f".{out.name}.tmp")
+    rows = 0
+    if out.suffix == ".parquet":
+        schema = pq.read_schema(parts[0]) if parts else None
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for part in parts:
+                table = pq.read_table(part)
+                if table.schema != schema:
+                    table = table.cast(schema)
+                writer.write_table(table)
+                rows += table.num_rows
+    else:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            for i, part in enumerate(parts):
+                frame = pd.read_parquet(part)
+                frame.to_csv(handle, index=False, header=i == 0)
+                rows += len(frame)
+    os.replace(tmp, out)
+    return rows
+
+
+def _normalise(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Fixed column order and dtypes, so every part has one schema whatever it contains."""
+    frame = rows.reindex(columns=columns)
+    for column in columns:
+        if column in ("churn_probability", "clv", "value_at_risk"):
+            frame[column] = frame[column].astype("float64")
+        elif column == "as_of":
+            frame[column] = pd.to_datetime(frame[column]).astype("datetime64[us]")
+        else:
+            frame[column] = frame[column].astype("string")
+    return frame
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def run_batch(
+    *,
+    data: Path,
+    out: Path,
+    scorer: Scorer,
+    model_uri: str,
+    as_of: pd.Timestamp | None = None,
+    top_k: int = 5,
+    explain: Explain = "all",
+    engine: str = "local",
+    scheduler: str | None = None,
+    resume: bool = False,
+    outbox: Any = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    progress: Progress | None = None,
+) -> BatchSummary:
+    """Score every customer of the dataset in ``data`` into ``out`` (see the module doc).
+
+    ``progress(done, total)`` is called with customer counts as chunks finish (also for
+    chunks kept from an interrupted run). With ``outbox``, each chunk's scores and
+    triggered actions are written to it (``Outbox.record_scores``), as the API does.
+    """
+    from features.io import read_dataset
+    from serving.scorer import BATCH_COLUMNS, BATCH_TAIL_COLUMNS, EXPLAIN_CHOICES
+
+    started = time.perf_counter()
+    out = Path(out)
+    if out.suffix not in OUTPUT_SUFFIXES:
+        raise BatchError(f"--out {out}: the output must end in .parquet or .csv")
+    if explain not in EXPLAIN_CHOICES:
+        raise BatchError(f"--explain must be one of {', '.join(EXPLAIN_CHOICES)}, not {explain}")
+    if chunk_size < 1:
+        raise BatchError("--chunk-size must be at least 1")
+    if engine not in ("local", "dask"):
+        raise BatchError(f"--engine must be local or dask, not {engine}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rejects_path, work = output_paths(out)
+
+    validation = read_dataset(data)
+    dataset = validation.dataset
+    as_of = pd.Timestamp(as_of) if as_of is not None else dataset.default_as_of()
+    chunks = chunk_ids(dataset.customers["customer_id"], chunk_size)
+    n_customers = sum(len(c) for c in chunks)
+    fingerprint = _fingerprint(
+        Path(data), model_version=scorer.model_version, model_uri=model_uri, as_of=as_of,
+        explain=explain, top_k=top_k, chunk_size=chunk_size, n_customers=n_customers,
+    )
+    finished = _prepare_work_dir(work, fingerprint, resume=resume)
+    columns = [*BATCH_COLUMNS, *(f"reason_{k}" for k in range(1, top_k + 1)),
+               *BATCH_TAIL_COLUMNS]
+
+    done = sum(len(chunks[i]) for i in finished if i < len(chunks))
+    if progress is not None:
+        progress(done, n_customers)
+    todo = [i for i in range(len(chunks)) if i not in finished]
+    outreach = {"scores": 0, "actions": 0}
+
+    def persist(result: ChunkResult) -> None:
+        nonlocal done
+        result.rows = _normalise(result.rows, columns)
+        result.rejects = _rejects_frame(result.rejects)
+        if outbox is not None:
+            written = outbox.record_scores(result.records, result.triggered)
+            outreach["scores"] += int(getattr(written, "scores", len(result.records)))
+            outreach["actions"] += int(getattr(written, "actions_created", 0) or 0)
+        _save_chunk(work, result)
+        done += len(chunks[result.index])
+        if progress is not None:
+            progress(done, n_customers)
+
+    kwargs = {"as_of": as_of, "explain": explain, "top_k": top_k,
+              "collect_outreach": outbox is not None}
+    wanted = set(todo)
+    pieces = (
+        (i, part) for i, part in enumerate(partition(dataset, chunks)) if i in wanted
+    )
+    if engine == "dask":
+        _run_dask(pieces, scorer, kwargs, persist, scheduler=scheduler)
+    else:
+        for i, part in pieces:
+            persist(score_chunk(scorer, part, index=i, **kwargs))
+
+    rows_scored = _assemble([_part_path(work, i, "rows") for i in range(len(chunks))], out) \
+        if chunks else _write_empty(out, columns)
+    scoring_rejects = [pd.read_parquet(_part_path(work, i, "rejects")) for i in range(len(chunks))]
+    input_rejects = _input_rejects(validation)
+    all_rejects = pd.concat([input_rejects, *scoring_rejects], ignore_index=True)
+    _write_rejects(_rejects_frame(all_rejects), rejects_path)
+
+    rejected_customer_rows = validation.rows_rejected.get("customers", 0)
+    scoring_rejected = sum(len(frame) for frame in scoring_rejects)
+    shutil.rmtree(work)
+    table_rows = {
+        name: {"read": validation.rows_read.get(name, 0),
+               "used": validation.rows_used.get(name, 0),
+               "rejected": validation.rows_rejected.get(name, 0)}
+        for name in validation.rows_read
+    }
+    return BatchSummary(
+        output=out, rejects=rejects_path,
+        rows_in=validation.rows_read.get("customers", 0),
+        rows_scored=rows_scored, rows_rejected=rejected_customer_rows + scoring_rejected,
+        chunks=len(chunks), chunks_resumed=len(finished & set(range(len(chunks)))),
+        seconds=time.perf_counter() - started, as_of=as_of,
+        model_version=scorer.model_version, table_rows=table_rows,
+        outreach=outreach if outbox is not None else {},
+    )
+
+
+def _input_rejects(validation: Any) -> pd.DataFrame:
+    """The data contract's rejected rows, in the rejects file's columns."""
+    frame = validation.rejects
+    if frame is None or frame.empty:
+        return _rejects_frame([])
+    converted = pd.DataFrame({
+        "source": frame["file"].astype(str),
+        "row": pd.to_numeric(frame["row"], errors="coerce"),
+        "customer_id": None,
+        "column": frame["column"].astype(str),
+        "value": frame["value"].astype(str),
+        "reason": frame["reason"].astype(str),
+    })
+    return _rejects_frame(converted)
+
+
+def _write_rejects(frame: pd.DataFrame, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _write_empty(out: Path, columns: list[str]) -> int:
+    empty = _normalise(pd.DataFrame(columns=columns), columns)
+    tmp = out.with_name(f".{out.name}.tmp")
+    if out.suffix == ".parquet":
+        empty.to_parquet(tmp, index=False)
+    else:
+        empty.to_csv(tmp, index=False)
+    os.replace(tmp, out)
+    return 0
+
+
+def _run_dask(
+    pieces: Iterator[tuple[int, Dataset]],
+    scorer: Scorer,
+    kwargs: dict[str, Any],
+    persist: Callable[[ChunkResult], None],
+    *,
+    scheduler: str | None,
+) -> None:
+    """The same `score_chunk` on a Dask cluster; parts are written here, by the driver.
+
+    At most two chunks per worker are in flight, so the driver's memory stays bounded by
+    the chunk size; results are persisted as they complete (the part files, not the order
+    of completion, decide the output order).
+    """
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=max(1, min(os.cpu_count() or 1, 4)),
+                               threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(scheduler or cluster)
+    try:
+        shared = client.scatter(scorer, broadcast=True)
+        limit = max(2, 2 * len(client.scheduler_info()["workers"]))
+        running = as_completed()
+        for i, part in pieces:
+            # pure=False: hashing a chunk's frames to name the task would cost more than it saves
+            running.add(client.submit(score_chunk, shared, part, index=i, pure=False, **kwargs))
+            while running.count() >= limit:
+                persist(next(running).result())
+        for future in running:
+            persist(future.result())
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def fingerprint_digest(summary: BatchSummary) -> str:
+    """A short digest of the output file (for logs: same input and model, same digest)."""
+    digest = hashlib.sha256()
+    with open(summary.output, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
