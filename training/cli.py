@@ -98,5 +98,8 @@ def promote(
     except registry.RegistryError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from error
+    if previous == str(version):
+        console.print(f"churnlens version {version} is already champion", highlight=False)
+        return
     console.print(f"churnlens version {version} is now champion"
                   + (f" (was version {previous})" if previous else ""), highlight=False)
