@@ -277,13 +277,17 @@ def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
                         np.nan)
 
 
+_SUMMED_ORDER_FEATURES = ("completed_orders_", "revenue_", "returned_orders_", "cancelled_orders_",
+                          "unclaimed_orders_")
+
+
 def _order_features(history: History, t: int) -> dict[str, np.ndarray]:
     n = history.n_customers
     orders = history.orders
     if orders is None:
-        empty = {name: np.zeros(n) for name, info in ORDER_FEATURES.items()
-                 if info.unit == "count" and not name.startswith("avg_")}
-        return {name: empty.get(name, np.full(n, np.nan)) for name in ORDER_FEATURES}
+        # counts and sums are zero without orders; averages, rates and recencies undefined
+        return {name: np.zeros(n) if name.startswith(_SUMMED_ORDER_FEATURES) else np.full(n, np.nan)
+                for name in ORDER_FEATURES}
 
     end = orders.end(t)
 

@@ -162,6 +162,10 @@ def test_missing_tables_keep_order_and_subscription_columns():
     without = build_features(tiny_dataset(orders=True, subscriptions=True), as_of=AS_OF)
     assert set(FIXED_FEATURES) - {"current_plan"} <= set(without.columns)
     assert (without["completed_orders_total"] == 0).all()
+    assert (without["revenue_90d"] == 0).all()
+    assert (without["completed_orders_change_90d"] == 0).all()
+    assert without["avg_order_value"].isna().all()
+    assert without["return_rate"].isna().all()
     assert (without["current_mrr"] == 0).all()
 
 
