@@ -101,20 +101,25 @@ _PROFILES = {
     "mixed": _Profile(orders_per_week=0.2, session_per_week=0.3, subscriber_share=0.35),
 }
 
-# hazard strengths (per week); tuned so that about 25-35% of active customers
-# churn within 90 days, with every cause represented
-_BACKGROUND_HAZARD = 0.004
-_FADING_HAZARD = 0.05       # per unit of engagement below -0.4 (log scale)
-_GAP_HAZARD = 0.05           # per expected gap overdue beyond 2.5
-_BAD_EXPERIENCE_HAZARD = 0.12  # times the recent share of bad orders
-_SUPPORT_HAZARD = 0.02      # per recent ticket
-_DOWNGRADE_HAZARD = 0.06     # per recent downgrade
+# Hazard strengths (per week), tuned so that 20-30% of active customers churn
+# within 90 days with every cause represented. Causes build up slowly and are
+# remembered for months (decays near 1), so that most churn in a 90-day window
+# was already visible in the history before it.
+_BACKGROUND_HAZARD = 0.002     # times the acquisition channel's multiplier
+_FADING_HAZARD = 0.12          # per unit of log engagement below -0.4
+_GAP_HAZARD = 0.08             # per expected gap overdue beyond 2
+_BAD_EXPERIENCE_HAZARD = 0.08  # times the recent share of returned/unclaimed orders
+_SUPPORT_HAZARD = 0.01         # per recent support ticket
+_DOWNGRADE_HAZARD = 0.035      # per recent downgrade
 
-_BAD_SHOCK = 0.12            # engagement lost per returned/unclaimed order
-_RECENT_DECAY = 0.92         # weekly decay of recent-order and bad-order memory
-_TICKET_DECAY = 0.80
-_EMAIL_MEMORY_WEEKS = 40  # churned customers stop opening emails after this
-_DOWNGRADE_DECAY = 0.92
+_FADE_SPEED = (0.02, 0.06)     # weekly fall of log engagement once fading sets in
+_BAD_SHOCK = 0.12              # log engagement lost per returned/unclaimed order
+_RECENT_DECAY = 0.96           # weekly decay of the memory of recent and bad orders
+_TICKET_DECAY = 0.90
+_DOWNGRADE_DECAY = 0.96
+_PROBLEM_END = 0.12            # weekly chance an unresolved product problem is fixed
+_TICKETS_IN_TROUBLE = 0.7      # weekly tickets while a problem lasts
+_EMAIL_MEMORY_WEEKS = 40       # churned customers stop opening emails after this
 
 
 @dataclass(frozen=True)
@@ -303,7 +308,7 @@ def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_day
     # a fading customer's engagement starts to drift down at a random moment
     fading = rng.random(n) < 0.5
     fade_onset = signup + rng.exponential(150.0, n)
-    fade_speed = rng.uniform(0.03, 0.12, n)
+    fade_speed = rng.uniform(_FADE_SPEED[0], _FADE_SPEED[1], n)
     price_sensitive = rng.random(n) < 0.3
 
     subscriber = rng.random(n) < profile.subscriber_share
@@ -398,8 +403,8 @@ def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_day
         # app events: usage follows engagement; tickets follow trouble
         trouble = problem_weeks_left[a]
         starts_problem = rng.random(m) < 0.006 * exposure
-        trouble = np.where(starts_problem, rng.geometric(0.3, m), trouble)
-        ticket_rate = 0.01 + 0.6 * bad + 1.2 * (trouble > 0)
+        trouble = np.where(starts_problem, rng.geometric(_PROBLEM_END, m), trouble)
+        ticket_rate = 0.01 + 0.6 * bad + _TICKETS_IN_TROUBLE * (trouble > 0)
         sessions = session_rate[a] * level
         rates = np.stack([
             sessions,
