@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -35,6 +36,12 @@ END = date(2024, 12, 31)
 
 def peak_rss_mb() -> int:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process: less sensitive than wall time to a busy shared machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return round(usage.ru_utime + usage.ru_stime, 1)
 
 
 def generate(directory: Path, *, customers: int, events: float, orders: float) -> dict:
@@ -83,7 +90,7 @@ def run_snapshot(directory: Path) -> dict:
     timings["features_seconds"] = round(time.perf_counter() - begun, 2)
     timings["total_seconds"] = round(time.perf_counter() - started, 2)
     return {**timings, "rows": len(features), "columns": features.shape[1],
-            "peak_rss_mb": peak_rss_mb()}
+            "cpu_seconds": cpu_seconds(), "peak_rss_mb": peak_rss_mb()}
 
 
 def run_training(directory: Path) -> dict:
@@ -101,7 +108,8 @@ def run_training(directory: Path) -> dict:
     timings["training_set_seconds"] = round(time.perf_counter() - begun, 2)
     timings["total_seconds"] = round(time.perf_counter() - started, 2)
     return {**timings, "rows": len(training.frame), "columns": training.frame.shape[1],
-            "snapshots": len(training.snapshot_dates), "peak_rss_mb": peak_rss_mb()}
+            "snapshots": len(training.snapshot_dates), "cpu_seconds": cpu_seconds(),
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def write_sample(directory: Path, sample: Path, *, customers: int) -> None:
@@ -162,7 +170,7 @@ def main() -> None:
     data = args.data or Path(f"/tmp/churnlens-bench-{args.customers}")
     info = generate(data, customers=args.customers, events=args.events_per_customer,
                     orders=args.orders_per_customer)
-    report: dict[str, object] = {"dataset": info}
+    report: dict[str, object] = {"dataset": info, "load_average": os.getloadavg()}
     print(f"dataset {data}: {json.dumps(info)}", flush=True)
     report["a_one_snapshot"] = child("snapshot", data)
     print(f"(a) one snapshot from files: {json.dumps(report['a_one_snapshot'])}", flush=True)
