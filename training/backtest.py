@@ -114,6 +114,7 @@ def _churnlens_predictions(dataset: Dataset, *, as_of: pd.Timestamp, params: Tra
     """Train on snapshots before the cut-off and predict for everyone known at it."""
     from features.pipeline import build_features
     from features.snapshots import build_training_set
+    from training.horizon import anchor_to_requested_horizon
     from training.train import fit_bundle
 
     _progress(progress, "building snapshot training set")
@@ -132,9 +133,12 @@ def _churnlens_predictions(dataset: Dataset, *, as_of: pd.Timestamp, params: Tra
                             f"cut-off {as_of:%Y-%m-%d}; the backtest would see the future")
     _progress(progress, "training churn and CLV models")
     fit = fit_bundle(training_set, params=params, definition=definition)
+    features = build_features(dataset, as_of=as_of)
+    # short label windows: map to the requested horizons exactly as `churnlens train` does
+    anchor_to_requested_horizon(fit, dataset, training_set=training_set, as_of=as_of,
+                                definition=definition, features=features)
     notes.extend(f"training: {note}" for note in fit.notes if note not in training_set.notes)
     _progress(progress, "scoring customers at the cut-off")
-    features = build_features(dataset, as_of=as_of)
     predicted = fit.bundle.predict(features)
     return predicted, fit.metrics
 

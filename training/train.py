@@ -598,5 +598,10 @@ def train_and_register(dataset: Any, *, as_of: pd.Timestamp, params: TrainParams
         event_types = sorted(dataset.events["event_type"].astype(str).unique().tolist())
     fit = fit_bundle(training_set, params=params, event_types=event_types,
                      definition=definition)
+    # label windows shorter than asked (short history): calibrate to the asked horizons
+    from training.horizon import anchor_to_requested_horizon
+
+    anchor_to_requested_horizon(fit, dataset, training_set=training_set, as_of=as_of,
+                                definition=definition)
     profile = profile_dataset(dataset, training_set, as_of=as_of) | dict(dataset_profile or {})
     return register_fit(fit, params=params, dataset_profile=profile)

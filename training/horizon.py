@@ -1,0 +1,210 @@
+"""Map a model trained on short label windows to the horizon that was asked for.
+
+When the history is too short for the requested churn horizon H (CDNOW: 263
+usable days, H = 273), `features.snapshots` labels churn over a shorter window
+H' and CLV over H' scaled linearly. LightGBM then *ranks* customers well, but
+its probabilities describe H' on snapshots taken while the cohort was young:
+churn is over-predicted and value under-predicted at the cut-off.
+
+The anchor: a BG/NBD + Gamma-Gamma model fitted on the purchase history before
+the cut-off ``as_of`` (nothing after it). It extrapolates in time by
+construction (a Poisson purchase clock and a drop-out process), so it gives a
+principled P(no purchase in [as_of, as_of + H)) and expected revenue over the
+CLV horizon for every customer known at ``as_of``. We keep LightGBM's ranking
+and take only the *level and shape* from the anchor:
+
+- churn: a Platt map σ(a·logit(p) + b) of the raw LightGBM probability fitted
+  by cross-entropy to the anchor's probabilities (soft labels) on the churn
+  population at ``as_of``. If BG/NBD is right, E[churn | LightGBM score] =
+  E[BG/NBD probability | score] (tower rule), which is what the fit estimates;
+  the map is strictly increasing, so ROC AUC is unchanged;
+- CLV: one factor so that the predicted total over the customers known at
+  ``as_of`` equals the anchor's total, applied inside the CLV booster (its
+  first tree's leaves shifted by log(factor): Tweedie predicts exp(score)),
+  so every consumer of the booster — bundle, pyfunc, the by-id scorer — gives
+  the same numbers. Rankings are unchanged.
+
+Applied only when the training set's label windows are shorter than requested
+(``label_horizon_days < horizon_days`` for churn, ``clv_label_horizon_days <
+clv_horizon_days`` for CLV), for the inactivity definition with orders; the
+holdout metrics of the training run still describe the model on its own
+label windows. Everything stored is plain numbers in the bundle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from models.bundle import RISK_QUANTILES, VALUE_QUANTILES, apply_calibration
+from training.reference import WEEK_DAYS, BuyTillYouDie, purchase_summary
+
+
+@dataclass
+class HorizonAnchor:
+    """BG/NBD + Gamma-Gamma predictions at ``as_of`` for the requested horizons."""
+
+    as_of: pd.Timestamp
+    horizon_days: int
+    clv_horizon_days: int
+    churn_probability: pd.Series
+    clv: pd.Series
+    params: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def needs_anchor(training_set: Any) -> tuple[bool, bool]:
+    """Whether churn and CLV labels were measured over shorter windows than requested."""
+    churn = (int(getattr(training_set, "label_horizon_days", 0))
+             < int(getattr(training_set, "horizon_days", 0)))
+    clv = (int(getattr(training_set, "clv_label_horizon_days", 0))
+           < int(getattr(training_set, "clv_horizon_days", 0)))
+    return churn, clv
+
+
+def fit_anchor(orders: pd.DataFrame, *, as_of: pd.Timestamp, horizon_days: int,
+               clv_horizon_days: int, penalizer: float = 0.0,
+               period: str = "week") -> HorizonAnchor:
+    """Fit BG/NBD + Gamma-Gamma on completed orders before ``as_of`` and predict the horizons.
+
+    Raises ValueError when the history cannot support the fit (no repeat buyers).
+    """
+    summary = purchase_summary(orders, as_of=as_of, period=period)
+    model = BuyTillYouDie(penalizer=penalizer).fit(summary)
+    predicted = model.predict(summary, horizon_weeks=horizon_days / WEEK_DAYS,
+                              clv_horizon_weeks=clv_horizon_days / WEEK_DAYS)
+    churn = predicted["churn_probability"].astype(float)
+    clv = predicted["clv"].astype(float)
+    if not (np.isfinite(churn).all() and np.isfinite(clv).all()):
+        raise ValueError("BG/NBD + Gamma-Gamma gave non-finite predictions")
+    return HorizonAnchor(
+        as_of=pd.Timestamp(as_of), horizon_days=horizon_days,
+        clv_horizon_days=clv_horizon_days, churn_probability=churn, clv=clv,
+        params={"bgnbd": {k: float(v) for k, v in model.purchases_.params_.items()},
+                "gamma_gamma": {k: float(v) for k, v in model.spend_.params_.items()}})
+
+
+def fit_soft_platt(raw: np.ndarray, target: np.ndarray) -> dict[str, Any]:
+    """Platt map σ(a·logit(raw) + b) fitted by cross-entropy to target probabilities.
+
+    Each row counts as a churned example with weight ``target`` and a retained
+    one with weight ``1 − target``; the result is a `models.bundle` calibration.
+    """
+    from sklearn.linear_model import LogisticRegression
+
+    clipped = np.clip(np.asarray(raw, dtype=float), 1e-7, 1 - 1e-7)
+    logit = np.log(clipped / (1 - clipped)).reshape(-1, 1)
+    target = np.clip(np.asarray(target, dtype=float), 0.0, 1.0)
+    X = np.vstack([logit, logit])
+    y = np.r_[np.ones(len(logit)), np.zeros(len(logit))]
+    model = LogisticRegression(C=1e6).fit(X, y, sample_weight=np.r_[target, 1 - target])
+    return {"method": "platt", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0]),
+            "fitted_to": "bgnbd"}
+
+
+def scale_booster(booster: lgb.Booster, factor: float) -> lgb.Booster:
+    """A copy of a log-link booster (Tweedie) whose predictions are ``factor`` times larger.
+
+    Every row passes through exactly one leaf of the first tree, so adding
+    log(factor) to its leaves multiplies exp(score) by ``factor``; TreeSHAP
+    contributions still add up (the base value moves by log(factor)).
+    """
+    if not (factor > 0 and math.isfinite(factor)):
+        raise ValueError(f"scale factor must be positive and finite, not {factor}")
+    scaled = lgb.Booster(model_str=booster.model_to_string())
+    shift = math.log(factor)
+    leaves = scaled.dump_model()["tree_info"][0]["num_leaves"]
+    for leaf in range(leaves):
+        scaled.set_leaf_output(0, leaf, scaled.get_leaf_output(0, leaf) + shift)
+    return lgb.Booster(model_str=scaled.model_to_string())
+
+
+def apply_anchor(fit: Any, anchor: HorizonAnchor, *, features: pd.DataFrame,
+                 churn: bool, clv: bool) -> tuple[list[str], dict[str, float]]:
+    """Calibrate a `training.train.FitResult`'s bundle to the anchor, in place.
+
+    ``features`` are the features as of ``anchor.as_of`` (index customer_id).
+    Risk-tier and value cut points are recomputed from the held-out snapshot
+    with the new maps (the same quantiles as `training.train.fit_bundle`).
+    Returns notes and figures for the run's record.
+    """
+    from training.train import features_of
+
+    bundle = fit.bundle
+    notes: list[str] = []
+    report: dict[str, float] = {}
+    X = bundle.prepare(features)
+    if churn:
+        population = bundle.in_population(features).to_numpy()
+        ids = features.index[population]
+        target = anchor.churn_probability.reindex(ids)
+        known = target.notna().to_numpy()
+        if known.sum() >= 2:
+            raw = bundle.churn_raw_probability(X[population][known])
+            bundle.calibration = fit_soft_platt(raw, target.to_numpy()[known])
+            held = fit.holdout[fit.holdout["in_population"].astype(bool)]
+            held_raw = bundle.churn_raw_probability(bundle.prepare(features_of(held)))
+            bundle.risk_cuts = [float(np.quantile(apply_calibration(bundle.calibration, held_raw),
+                                                  q)) for q in RISK_QUANTILES]
+            mapped = apply_calibration(bundle.calibration, raw)
+            report |= {"horizon_anchor_churn_mean": float(target.to_numpy()[known].mean()),
+                       "horizon_churn_mean": float(mapped.mean())}
+            notes.append(
+                f"churn probabilities mapped from the {fit.bundle.horizon_days}-day label window "
+                f"to the requested {anchor.horizon_days} days by a Platt map fitted to BG/NBD's "
+                f"P(no purchase in {anchor.horizon_days} days) at {anchor.as_of:%Y-%m-%d} "
+                f"(mean {mapped.mean():.3f}; ranking unchanged)")
+            bundle.horizon_days = anchor.horizon_days
+    if clv:
+        target = anchor.clv.reindex(features.index)
+        known = target.notna().to_numpy()
+        predicted = np.asarray(bundle.clv_booster.predict(X[known]), dtype=float)
+        if known.any() and predicted.sum() > 0 and target[known].sum() > 0:
+            factor = float(target[known].sum() / predicted.sum())
+            bundle.clv_booster = scale_booster(bundle.clv_booster, factor)
+            held_clv = bundle.clv(bundle.prepare(features_of(fit.holdout)))
+            bundle.value_cuts = [float(np.quantile(held_clv, q)) for q in VALUE_QUANTILES]
+            report["horizon_clv_scale"] = factor
+            notes.append(
+                f"CLV scaled by {factor:.3g} so that its total at {anchor.as_of:%Y-%m-%d} matches "
+                f"BG/NBD + Gamma-Gamma's expected revenue over {anchor.clv_horizon_days} days "
+                "(the CLV labels were measured over a shorter window; ranking unchanged)")
+    return notes, report
+
+
+def anchor_to_requested_horizon(fit: Any, dataset: Any, *, training_set: Any,
+                                as_of: pd.Timestamp, definition: str,
+                                features: pd.DataFrame | None = None) -> list[str]:
+    """Apply the BG/NBD horizon anchor to a fit when its label windows were shortened.
+
+    Does nothing when the windows are as requested. Returns notes of what was
+    done (or why it could not be); the bundle is changed in place.
+    """
+    churn, clv = needs_anchor(training_set)
+    if not (churn or clv):
+        return []
+    if definition != "inactivity" or dataset.orders is None or dataset.orders.empty:
+        return ["label windows are shorter than requested, but the BG/NBD horizon anchor "
+                "needs the inactivity definition and orders; probabilities describe the "
+                f"{training_set.label_horizon_days}-day window"]
+    try:
+        anchor = fit_anchor(dataset.orders, as_of=as_of,
+                            horizon_days=int(training_set.horizon_days),
+                            clv_horizon_days=int(training_set.clv_horizon_days))
+    except ValueError as error:
+        return [f"BG/NBD horizon anchor could not be fitted ({error}); probabilities describe "
+                f"the {training_set.label_horizon_days}-day window"]
+    if features is None:
+        from features.pipeline import build_features
+
+        features = build_features(dataset, as_of=as_of)
+    notes, report = apply_anchor(fit, anchor, features=features, churn=churn, clv=clv)
+    fit.metrics |= report
+    fit.bundle.metrics |= report
+    fit.bundle.notes = [*fit.bundle.notes, *notes]
+    fit.notes.extend(notes)
+    return notes
