@@ -557,7 +557,7 @@ def risk_value_table(scores: pd.DataFrame) -> pd.DataFrame:
 def _score_histogram(scores: pd.DataFrame) -> str:
     probabilities = scores["churn_probability"].dropna().to_numpy(dtype=float)
     fig = _figure(8.0, 2.8)
-    fig.subplots_adjust(left=0.08, bottom=0.18)
+    fig.subplots_adjust(left=0.1, bottom=0.18)
     ax = fig.add_subplot()
     ax.hist(probabilities, bins=np.linspace(0, 1, 21), color="#2563eb", edgecolor="white")
     ax.set_xlabel("churn probability", fontsize=9)
@@ -593,7 +593,10 @@ def _model_section(data: ReportData) -> dict[str, Any]:
             if isinstance(metrics.get(key), int | float) and not pd.isna(metrics[key])
         ]
     elif not view.notes:
-        section["notes"].append("No model was given, so the model's view is not shown.")
+        section["notes"].append(
+            "No model was given, so its metrics and its calibration and lift charts are not "
+            "shown." if view.scores is not None else
+            "No model was given, so the model's view is not shown.")
     for name in ("calibration", "lift"):
         if name in view.plots:
             section["plots"].append({
