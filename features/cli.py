@@ -58,16 +58,24 @@ def validate(
     strict: Annotated[bool, typer.Option(help="Exit 1 when any row is rejected")] = False,
 ) -> None:
     """Check a dataset against the data contract and report what can be used."""
-    result = load_or_exit(data)
+    if rejects.suffix not in (".csv", ".parquet"):
+        raise typer.BadParameter("must end in .csv or .parquet", param_hint="--rejects")
+    try:
+        result = read_dataset(data)
+    except DataContractError as error:
+        # one line, however long: scripts and people grep for it
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from error
     print_summary(result)
     for reject in result.rejects.head(20).itertuples():
         console.print(f"{reject.file} row {reject.row}, column {reject.column}: "
-                      f"{reject.reason} (value {reject.value!r})", highlight=False)
+                      f"{reject.reason} (value {reject.value!r})", highlight=False,
+                      soft_wrap=True)
     if len(result.rejects) > 20:
         console.print(f"... and {len(result.rejects) - 20:,} more")
     if not result.rejects.empty:
         write_table(result.rejects, rejects)
-        console.print(f"rejected rows written to {rejects}")
+        console.print(f"rejected rows written to {rejects}", soft_wrap=True)
         if strict:
             raise typer.Exit(1)
     else:
@@ -98,7 +106,7 @@ def generate(
         generated = generate_dataset(customers=customers, seed=seed, end=end_day, kind=kind)
         generated.write(out, fmt=fmt)
     counts = ", ".join(f"{len(frame):,} {name}" for name, frame in generated.tables.items())
-    console.print(f"wrote {counts} and ground_truth.csv to {out}")
+    console.print(f"wrote {counts} and ground_truth.csv to {out}", soft_wrap=True)
 
 
 def parse_as_of(value: str | None, *, default):
