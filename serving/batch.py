@@ -219,10 +219,12 @@ def _fingerprint(
     data_dir: Path, *, model_version: str, model_uri: str, as_of: pd.Timestamp, explain: str,
     top_k: int, chunk_size: int, n_customers: int,
 ) -> dict[str, Any]:
-    """What must not change between a run and its resumption."""
+    """What must not change between a run and its resumption (only the table files count)."""
+    from features.io import find_tables
+
     files = {
         p.name: [p.stat().st_size, p.stat().st_mtime_ns]
-        for p in sorted(data_dir.iterdir()) if p.is_file()
+        for p in sorted(find_tables(data_dir).values())
     }
     return {"data": str(data_dir.resolve()), "files": files, "model_uri": model_uri,
             "model_version": model_version, "as_of": as_of.isoformat(), "explain": explain,

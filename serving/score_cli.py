@@ -58,6 +58,7 @@ def score(
         TimeRemainingColumn,
     )
 
+    from features.contract import DataContractError
     from models.loading import load_model
     from serving.batch import BatchError, run_batch
     from serving.outreach.rules import load_rules
@@ -94,7 +95,7 @@ def score(
                 engine=engine, scheduler=scheduler, resume=resume, outbox=outbox,
                 chunk_size=chunk_size, progress=progress,
             )
-        except BatchError as error:
+        except (BatchError, DataContractError) as error:
             console.print(f"[red]error:[/red] {error}")
             raise typer.Exit(2) from None
         finally:

@@ -205,3 +205,21 @@ def test_outreach_writes_scores_and_actions_to_the_outbox(scorer, data_dir, tmp_
         assert int(counts["count"].sum()) == summary.outreach["actions"]
     finally:
         outbox.close()
+
+
+def test_bad_arguments_stop_with_a_clear_message(bundle_dir, data_dir, tmp_path):
+    from churnlens import build_app
+
+    runner = CliRunner()
+    base = ["score", "--data", str(data_dir), "--model", str(bundle_dir)]
+    wrong_suffix = runner.invoke(build_app(), [*base, "--out", str(tmp_path / "scores.txt")],
+                                 env={"CHURNLENS_NO_PROGRESS": "1"})
+    assert wrong_suffix.exit_code == 2
+    assert "must end in .parquet or .csv" in wrong_suffix.output
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    no_tables = runner.invoke(build_app(), ["score", "--data", str(empty), "--model",
+                                            str(bundle_dir), "--out", str(tmp_path / "s.csv")],
+                              env={"CHURNLENS_NO_PROGRESS": "1"})
+    assert no_tables.exit_code == 2
+    assert "customers" in no_tables.output
