@@ -239,3 +239,19 @@ def test_build_report_writes_a_readable_file_in_one_call(tmp_path) -> None:
     os.umask(umask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~umask, (
         "the report is meant to be shared: created like any file, not private like a temp file")
+
+
+def test_report_for_subscriptions_only_shows_mrr_and_says_orders_are_missing() -> None:
+    dataset = validate_tables({
+        "customers": pd.DataFrame({"customer_id": ["A", "B"]}),
+        "subscriptions": pd.DataFrame({
+            "customer_id": ["A", "B", "B"],
+            "started_at": ["2024-01-01", "2024-01-01", "2024-02-10"],
+            "ended_at": ["", "2024-02-10", ""], "mrr": ["100", "50", "80"]}),
+    }).dataset
+    text = sections(render_report(gather_report(dataset, as_of=pd.Timestamp("2024-03-01"))))
+    business = text["business-metrics"]
+    assert "No orders table" in business
+    # February: start 150, end 100 + 80 = 180 -> net revenue retention 120.0%
+    assert "Net revenue retention 120.0%" in business, business
+    assert "Active customers at start" not in business, "no orders: no inactivity churn"
