@@ -168,7 +168,7 @@ def read_outbox(url: str) -> OutreachView:
     if sqlite_file is not None and not sqlite_file.exists():
         return OutreachView(source=source, note=(
             f"No outbox database at {sqlite_file}: no outreach has been recorded yet "
-            "(score with outreach rules, e.g. `churnlens outreach`, to fill it)."))
+            "(scoring with outreach rules fills it)."))
     try:
         from serving.outreach.outbox import Outbox
     except ImportError as error:
@@ -237,6 +237,10 @@ def gather_report(
             view.scores_source = f"scored now, as of {as_of:%Y-%m-%d}"
         except ImportError as error:
             view.notes.append(f"batch scoring is not available in this installation ({error})")
+        except Exception as error:  # the rest of the report is still worth having
+            logger.warning("scoring for the report failed", exc_info=True)
+            view.notes.append(f"scoring with {model_uri} failed: {type(error).__name__}: "
+                              f"{error}")
     outreach = (read_outbox(outbox_url) if outbox_url
                 else OutreachView(note="No outbox was given (--outbox), so outreach is not shown."))
     return ReportData(
