@@ -54,7 +54,8 @@ def print_summary(result: ValidationResult) -> None:
 @app.command()
 def validate(
     data: DataOption,
-    rejects: Annotated[Path, typer.Option(help="Where to write rejected rows")] = Path("rejects.csv"),
+    rejects: Annotated[Path, typer.Option(
+        help="Where to write rejected rows (.csv or .parquet)")] = Path("rejects.csv"),
     strict: Annotated[bool, typer.Option(help="Exit 1 when any row is rejected")] = False,
 ) -> None:
     """Check a dataset against the data contract and report what can be used."""
@@ -87,11 +88,19 @@ def generate(
     customers: Annotated[int, typer.Option(min=1, help="Number of customers")] = 2000,
     out: Annotated[Path, typer.Option(help="Dataset directory to write")] = Path("data"),
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same data)")] = 0,
-    end: Annotated[str | None, typer.Option(help="Last day of history, YYYY-MM-DD; default today")] = None,
+    end: Annotated[str | None, typer.Option(
+        help="Last day of history, YYYY-MM-DD; default today")] = None,
     kind: Annotated[str, typer.Option(help="ecommerce | subscription | mixed")] = "mixed",
     fmt: Annotated[str, typer.Option("--format", help="csv | parquet")] = "csv",
+    history_days: Annotated[int, typer.Option(min=14, help="Days of history")] = 1095,
+    orders_per_customer: Annotated[float | None, typer.Option(
+        min=0.01, help="Average orders per customer (default: the kind's natural rate)")] = None,
+    events_per_customer: Annotated[float | None, typer.Option(
+        min=0.01, help="Average events per customer (default: the kind's natural rate)")] = None,
 ) -> None:
     """Generate a realistic dataset whose churn is caused by observable behaviour."""
+    from rich.progress import Progress
+
     from features.generate import KINDS, generate_dataset
 
     if kind not in KINDS:
@@ -101,9 +110,16 @@ def generate(
     try:
         end_day = date.fromisoformat(end) if end else date.today()
     except ValueError as error:
-        raise typer.BadParameter(f"{end!r} is not a date (YYYY-MM-DD)", param_hint="--end") from error
-    with console.status(f"generating {customers:,} customers"):
-        generated = generate_dataset(customers=customers, seed=seed, end=end_day, kind=kind)
+        raise typer.BadParameter(f"{end!r} is not a date (YYYY-MM-DD)",
+                                 param_hint="--end") from error
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"simulating {customers:,} customers", total=1.0)
+        generated = generate_dataset(
+            customers=customers, seed=seed, end=end_day, kind=kind, history_days=history_days,
+            orders_per_customer=orders_per_customer, events_per_customer=events_per_customer,
+            progress=lambda done: progress.update(task, completed=done),
+        )
+    with console.status(f"writing {fmt} files to {out}"):
         generated.write(out, fmt=fmt)
     counts = ", ".join(f"{len(frame):,} {name}" for name, frame in generated.tables.items())
     console.print(f"wrote {counts} and ground_truth.csv to {out}", soft_wrap=True)

@@ -31,6 +31,7 @@ million customers fit in memory and the same seed always gives the same data.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -159,6 +160,7 @@ def generate_dataset(
     history_days: int = 1095,
     orders_per_customer: float | None = None,
     events_per_customer: float | None = None,
+    progress: Callable[[float], None] | None = None,
 ) -> GeneratedData:
     """Simulate ``customers`` customers over the ``history_days`` days ending on ``end``.
 
@@ -176,6 +178,8 @@ def generate_dataset(
         Optional average number of orders / events per customer over the whole
         history (approximate, within about 10%). Benchmarks use them to reach a
         given volume; ``None`` keeps the kind's natural rates.
+    progress
+        Called with the fraction of the simulation done (0 to 1), for progress bars.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -199,17 +203,18 @@ def generate_dataset(
         notes.append(f"rates scaled: orders x{profile.orders_scale:.3g}, "
                      f"events x{profile.events_scale:.3g}")
 
-    chunks = [
-        _simulate_chunk(
+    chunks = []
+    for chunk_index, first in enumerate(range(0, customers, CHUNK_SIZE)):
+        size = min(CHUNK_SIZE, customers - first)
+        report = None
+        if progress is not None:
+            def report(week_share: float, first: int = first, size: int = size) -> None:
+                progress((first + week_share * size) / customers)
+        chunks.append(_simulate_chunk(
             np.random.default_rng(np.random.SeedSequence([seed, chunk_index])),
-            n=min(CHUNK_SIZE, customers - first),
-            first=first,
-            history_days=history_days,
-            start=_history_start(end, history_days),
-            profile=profile,
-        )
-        for chunk_index, first in enumerate(range(0, customers, CHUNK_SIZE))
-    ]
+            n=size, first=first, history_days=history_days,
+            start=_history_start(end, history_days), profile=profile, report=report,
+        ))
     raw = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
     return _assemble(raw, customers=customers, end=end, kind=kind,
                      history_days=history_days, notes=notes)
@@ -285,7 +290,8 @@ def _times_in(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> np.nd
 
 
 def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_days: int,
-                    start: datetime, profile: _Profile) -> dict[str, np.ndarray]:
+                    start: datetime, profile: _Profile,
+                    report: Callable[[float], None] | None = None) -> dict[str, np.ndarray]:
     """Simulate ``n`` customers week by week; times are float days since ``start``."""
     weeks = int(np.ceil(history_days / 7))
     subscription_only = profile.subscriber_share >= 1.0
@@ -471,6 +477,8 @@ def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_day
         recent_tickets[a] = _TICKET_DECAY * recent_tickets[a] + counts[3]
         recent_downgrades[a] = _DOWNGRADE_DECAY * recent_downgrades[a] + downgrade
         problem_weeks_left[a] = np.maximum(trouble - 1, 0)
+        if report is not None:
+            report((week + 1) / weeks)
 
     still = np.flatnonzero(plan >= 0)
     subscriptions.add(customer=still, start=plan_started[still], end=np.full(len(still), np.nan),

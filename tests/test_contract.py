@@ -381,3 +381,28 @@ def test_validate_exits_2_with_a_one_line_error_for_a_missing_column(tmp_path):
     assert len(lines) == 1, result.output
     assert "events.csv" in lines[0] and "'event_type'" in lines[0]
     assert "Traceback" not in result.output
+
+
+# --- writing tables -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", ["plain", "comma, inside", 'a "quote"', "two\nlines"])
+def test_written_csv_reads_back_to_the_same_values(tmp_path, text):
+    from features.io import write_table
+
+    frame = pd.DataFrame({
+        "customer_id": ["C1", text, None],
+        "ordered_at": pd.to_datetime(["2024-01-02 10:00:00", None, "2024-03-04 05:06:07"]),
+        "amount": [1.5, float("nan"), 3.0],
+        "flag": [True, False, True],
+    })
+    path = write_table(frame, tmp_path / "out" / "table.csv")
+    assert (path.stat().st_mode & 0o044) == 0o044, "written files are readable by others"
+    back = pd.read_csv(path, parse_dates=["ordered_at"], keep_default_na=False,
+                       na_values=[""])
+    assert back["customer_id"].tolist()[:2] == ["C1", text]
+    assert pd.isna(back["customer_id"].iloc[2])
+    pd.testing.assert_series_equal(back["ordered_at"], frame["ordered_at"], check_dtype=False)
+    assert back["amount"].tolist()[::2] == [1.5, 3.0] and pd.isna(back["amount"].iloc[1])
+    assert back["flag"].tolist() == [True, False, True]
+    assert not list(path.parent.glob(".*.tmp")), "no temporary files left behind"
