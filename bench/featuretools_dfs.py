@@ -58,7 +58,7 @@ def main() -> None:
     cutoff = pd.DataFrame({"customer_id": known.to_numpy(), "time": as_of})
 
     feature_count = 0
-    dfs_started = time.perf_counter()
+    dfs_started, dfs_cpu = time.perf_counter(), time.process_time()
     for window in (None, "30 days", "90 days", "365 days"):
         matrix, _ = ft.dfs(
             entityset=es, target_dataframe_name="customers", cutoff_time=cutoff,
@@ -70,10 +70,11 @@ def main() -> None:
         )
         feature_count += matrix.shape[1]
     dfs_seconds = time.perf_counter() - dfs_started
+    dfs_cpu = time.process_time() - dfs_cpu
     print(json.dumps({
         "customers": len(known), "orders": len(orders), "events": len(events),
         "features": feature_count, "read_seconds": round(read_seconds, 2),
-        "dfs_seconds": round(dfs_seconds, 2),
+        "dfs_seconds": round(dfs_seconds, 2), "dfs_cpu": round(dfs_cpu, 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "featuretools": ft.__version__, "pandas": pd.__version__,
     }))

@@ -415,9 +415,10 @@ def _event_features(history: History, t: int,
     windows = {w: per_type(start_of(w), end) for w in WINDOWS}
     total = per_type(0, end)
     trend = EVENT_TREND_WINDOW
-    latest = per_type(start_of(trend), end)
+    latest = windows[trend] if trend in windows else per_type(start_of(trend), end)
     before = per_type(start_of(2 * trend), start_of(trend))
-    rate_window = per_type(start_of(EVENT_RATE_WINDOW), end)
+    rate_window = (windows[EVENT_RATE_WINDOW] if EVENT_RATE_WINDOW in windows
+                   else per_type(start_of(EVENT_RATE_WINDOW), end))
     value_window = per_type(start_of(EVENT_RATE_WINDOW), end,
                             events.value if events is not None else None)
     value_total = per_type(0, end, events.value if events is not None else None)
