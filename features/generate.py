@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 KINDS = ("ecommerce", "subscription", "mixed")
 
@@ -523,48 +524,56 @@ def _timestamps(start: datetime, days: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(days), np.datetime64("NaT"), out).astype("datetime64[ns]")
 
 
-def _labels(options: tuple, codes: np.ndarray) -> pd.Categorical:
-    return pd.Categorical.from_codes(codes, categories=[option[0] for option in options])
+_TEXT = pd.StringDtype("pyarrow", na_value=np.nan)  # pandas' default ``str`` dtype
 
 
-def _as_text(values: pd.Categorical | np.ndarray) -> pd.Series:
-    return pd.Series(values).astype(str)
+def _text(labels: pa.Array, codes: np.ndarray) -> pd.Series:
+    """Labels picked by integer codes, as a ``str`` series (arrow take: no Python strings)."""
+    return pd.Series(labels.take(pa.array(codes)).to_pandas(types_mapper={pa.string(): _TEXT}.get))
+
+
+def _names(options: tuple) -> pa.Array:
+    return pa.array([option[0] for option in options])
+
+
+def _numbered(prefix: str, numbers: np.ndarray, width: int) -> pa.Array:
+    """Ids like ``C000123``: a prefix and a zero-padded number."""
+    padded = pc.utf8_lpad(pa.array(numbers).cast(pa.string()), width, "0")
+    return pc.binary_join_element_wise(prefix, padded, "")
 
 
 def _assemble(raw: dict[str, np.ndarray], *, customers: int, end: date, kind: str,
               history_days: int, notes: list[str]) -> GeneratedData:
     """Turn simulated arrays into contract tables sorted by time, with string ids."""
     start = _history_start(end, history_days)
-    width = max(6, len(str(customers - 1)))
-    id_text = np.char.add("C", np.char.zfill(np.arange(customers).astype(str), width))
-    ids = pa.array(id_text)
+    ids = _numbered("C", np.arange(customers), max(6, len(str(customers - 1))))
+    everyone = np.arange(customers)
 
     def customer_ids(index: np.ndarray) -> pd.Series:
-        return pd.Series(ids.take(pa.array(index)).to_pandas(), dtype=str)
+        return _text(ids, index)
 
     tables: dict[str, pd.DataFrame] = {}
     tables["customers"] = pd.DataFrame({
-        "customer_id": pd.Series(id_text, dtype=str),
+        "customer_id": customer_ids(everyone),
         "signup_at": _timestamps(start, raw["customer_signup"]),
-        "region": _as_text(_labels(REGIONS, raw["customer_region"])),
-        "acquisition_channel": _as_text(_labels(CHANNELS, raw["customer_channel"])),
-        "age_band": _as_text(_labels(AGE_BANDS, raw["customer_age_band"])),
+        "region": _text(_names(REGIONS), raw["customer_region"]),
+        "acquisition_channel": _text(_names(CHANNELS), raw["customer_channel"]),
+        "age_band": _text(_names(AGE_BANDS), raw["customer_age_band"]),
     })
     if kind != "subscription":
-        tables["customers"]["preferred_payment"] = _as_text(
-            _labels(PAYMENTS, raw["customer_payment"]))
+        tables["customers"]["preferred_payment"] = _text(_names(PAYMENTS),
+                                                         raw["customer_payment"])
 
     order_sort = np.argsort(raw["order_time"], kind="stable")
     n_orders = len(order_sort)
     order_width = max(8, len(str(n_orders)))
     tables["orders"] = pd.DataFrame({
-        "order_id": pd.Series(np.char.add("O", np.char.zfill(
-            np.arange(1, n_orders + 1).astype(str), order_width)), dtype=str),
+        "order_id": _text(_numbered("O", np.arange(1, n_orders + 1), order_width),
+                          np.arange(n_orders)),
         "customer_id": customer_ids(raw["order_customer"][order_sort]),
         "ordered_at": _timestamps(start, raw["order_time"][order_sort]),
         "amount": raw["order_amount"][order_sort],
-        "status": _as_text(pd.Categorical.from_codes(raw["order_status"][order_sort],
-                                                     categories=list(ORDER_STATUS_CODES))),
+        "status": _text(pa.array(ORDER_STATUS_CODES), raw["order_status"][order_sort]),
         "discount": raw["order_discount"][order_sort],
         "items": raw["order_items"][order_sort].astype(np.int64),
     })
@@ -573,8 +582,7 @@ def _assemble(raw: dict[str, np.ndarray], *, customers: int, end: date, kind: st
     tables["events"] = pd.DataFrame({
         "customer_id": customer_ids(raw["event_customer"][event_sort]),
         "occurred_at": _timestamps(start, raw["event_time"][event_sort]),
-        "event_type": _as_text(pd.Categorical.from_codes(raw["event_type"][event_sort],
-                                                         categories=list(EVENT_TYPES))),
+        "event_type": _text(pa.array(EVENT_TYPES), raw["event_type"][event_sort]),
         "value": raw["event_value"][event_sort],
     })
 
@@ -586,17 +594,17 @@ def _assemble(raw: dict[str, np.ndarray], *, customers: int, end: date, kind: st
             "customer_id": customer_ids(raw["subscription_customer"][sub_sort]),
             "started_at": _timestamps(start, raw["subscription_start"][sub_sort]),
             "ended_at": _timestamps(start, raw["subscription_end"][sub_sort]),
-            "plan": _as_text(pd.Categorical.from_codes(plan_codes, categories=list(PLANS))),
+            "plan": _text(pa.array(PLANS), plan_codes),
             "mrr": np.round(PLAN_MRR[plan_codes] * np.where(annual, ANNUAL_BILLING_DISCOUNT, 1.0),
                             2),
         })
 
-    cause_names = np.array([*CHURN_CAUSES, NOT_CHURNED], dtype=object)
+    cause_names = [*CHURN_CAUSES, NOT_CHURNED]  # code -1 (not churned) is the last
     ground_truth = pd.DataFrame({
-        "customer_id": pd.Series(id_text, dtype=str),
+        "customer_id": tables["customers"]["customer_id"],
         "signup_at": tables["customers"]["signup_at"],
         "churned_at": _timestamps(start, raw["customer_churned_at"]),
-        "churn_cause": pd.Series(cause_names[raw["customer_cause"]], dtype=str),
+        "churn_cause": _text(pa.array(cause_names), raw["customer_cause"] % len(cause_names)),
         "engagement_at_end": np.round(raw["customer_engagement"], 4),
         "fading": raw["customer_fading"],
         "subscriber": raw["customer_subscriber"],

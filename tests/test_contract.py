@@ -312,7 +312,7 @@ BAD_CELLS = {"order_id": ["", "O1"], "customer_id": ["", "C404"],
              "status": ["refunded", ""], "discount": ["?", ""], "items": ["many", ""]}
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.integers(0, 19), st.sampled_from(sorted(BAD_CELLS)),
                           st.integers(0, 3)), max_size=12))
 def test_rows_read_always_equal_rows_used_plus_rows_rejected(corruptions):
