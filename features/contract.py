@@ -177,9 +177,12 @@ def validate_table(
     required, optional = TABLE_COLUMNS[name]
     missing = [c for c in required if c not in raw.columns]
     if missing:
+        found = ", ".join(map(str, raw.columns)) or "none"
+        hint = ""
+        if len(raw.columns) == 1 and any(sep in str(raw.columns[0]) for sep in ";\t|"):
+            hint = "; the file looks delimited by something other than commas"
         raise DataContractError(
-            f"{source}: missing required column {missing[0]!r} "
-            f"(found columns: {', '.join(map(str, raw.columns)) or 'none'})"
+            f"{source}: missing required column {missing[0]!r} (found columns: {found}){hint}"
         )
     frame = raw.reset_index(drop=True).copy()
     rejects = _Rejects(source, raw.reset_index(drop=True), first_row)

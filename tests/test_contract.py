@@ -80,6 +80,21 @@ def test_missing_required_column_names_the_file_and_the_column(tmp_path):
         read_dataset(write_dataset(tmp_path, orders=orders))
 
 
+def test_semicolon_separated_file_gets_a_hint(tmp_path):
+    events = EVENTS.replace(",", ";")
+    with pytest.raises(DataContractError, match=r"events\.csv: .*other than commas"):
+        read_dataset(write_dataset(tmp_path, events=events))
+
+
+def test_byte_order_mark_and_windows_line_ends_are_accepted(tmp_path):
+    directory = write_dataset(tmp_path)
+    text = (directory / "customers.csv").read_text().replace("\n", "\r\n")
+    (directory / "customers.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    result = read_dataset(directory)
+    assert result.rejects.empty
+    assert result.dataset.customers["customer_id"].tolist() == ["C1", "C2", "C3"]
+
+
 def test_missing_customers_table_is_named(tmp_path):
     with pytest.raises(DataContractError, match="customers"):
         read_dataset(write_dataset(tmp_path, customers=None))
