@@ -167,7 +167,7 @@ def _as_ids(series: pd.Series) -> pd.Series:
 
 def validate_table(
     name: str, raw: pd.DataFrame, *, source: str, first_row: int = 1,
-    known_customers: pd.Index | None = None,
+    known_customers: pd.Index | None = None, rejected_customers: pd.Index | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Validate one raw table; return (usable rows with typed columns, rejects).
 
@@ -241,6 +241,9 @@ def validate_table(
             rejects.add(duplicated, key, f"duplicate {key} (first seen at row " + seen_at + ")")
 
     if name != "customers" and known_customers is not None:
+        if rejected_customers is not None and len(rejected_customers):
+            rejects.add(frame["customer_id"].isin(rejected_customers), "customer_id",
+                        "customer_id whose row in customers was rejected")
         rejects.add(~frame["customer_id"].isin(known_customers), "customer_id",
                     "unknown customer_id (not in customers)")
 
@@ -286,11 +289,13 @@ def validate_tables(
     tables["customers"] = customers
     rejects.append(bad)
     known = pd.Index(customers["customer_id"])
+    listed = _as_ids(raw["customers"]["customer_id"]).dropna()
+    rejected_customers = pd.Index(listed).difference(known)
     for name in ACTIVITY_TABLES:
         if name in raw:
             tables[name], bad = validate_table(
                 name, raw[name], source=sources[name], first_row=first_rows.get(name, 1),
-                known_customers=known,
+                known_customers=known, rejected_customers=rejected_customers,
             )
             rejects.append(bad)
     nonempty = [r for r in rejects if not r.empty]

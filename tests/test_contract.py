@@ -7,6 +7,7 @@ Every table accounts for rows read = rows used + rows rejected.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -203,6 +204,18 @@ def test_history_of_unknown_customers_is_rejected(tmp_path):
     assert result.rejects["reason"].str.contains("unknown customer_id").all()
 
 
+def test_history_of_a_customer_whose_row_was_rejected_says_so(tmp_path):
+    customers = replace_line(CUSTOMERS, 4, "C3,someday,north,")
+    result = read_dataset(write_dataset(tmp_path, customers=customers))
+    found = {(r.file, r.row, r.column, r.reason) for r in result.rejects.itertuples()}
+    assert found == {
+        ("customers.csv", 4, "signup_at", "unparseable timestamp in signup_at (expected ISO 8601)"),
+        ("orders.csv", 5, "customer_id", "customer_id whose row in customers was rejected"),
+        ("events.csv", 4, "customer_id", "customer_id whose row in customers was rejected"),
+    }
+    assert_accounting(result)
+
+
 @pytest.mark.parametrize(("table", "line", "new_line", "column"), [
     ("customers", 3, ",2024-01-05,south,41", "customer_id"),
     ("orders", 2, ",C1,2024-01-02 10:00:00,20.5,completed,0,1", "order_id"),
@@ -343,7 +356,7 @@ def test_rows_read_always_equal_rows_used_plus_rows_rejected(corruptions):
     for row, column, pick in corruptions:
         options = BAD_CELLS[column]
         orders.loc[row, column] = options[pick % len(options)]
-    customers = pd.read_csv(__import__("io").StringIO(CUSTOMERS), dtype=str)
+    customers = pd.read_csv(io.StringIO(CUSTOMERS), dtype=str)
     result = validate_tables({"customers": customers, "orders": orders},
                              first_rows={"orders": 2})
     assert_accounting(result)
