@@ -18,11 +18,15 @@ and take only the *level and shape* from the anchor:
   population at ``as_of``. If BG/NBD is right, E[churn | LightGBM score] =
   E[BG/NBD probability | score] (tower rule), which is what the fit estimates;
   the map is strictly increasing, so ROC AUC is unchanged;
-- CLV: one factor so that the predicted total over the customers known at
-  ``as_of`` equals the anchor's total, applied inside the CLV booster (its
-  first tree's leaves shifted by log(factor): Tweedie predicts exp(score)),
-  so every consumer of the booster — bundle, pyfunc, the by-id scorer — gives
-  the same numbers. Rankings are unchanged.
+- CLV: a power map c·v^k of the booster's value v. The exponent k (a grid
+  from 0.5 to 2) makes the spread of predicted value across the deciles of
+  LightGBM's own ranking match the anchor's (least decile error against the
+  anchor's CLV at ``as_of``: young training cohorts give too flat a value
+  curve), and c makes the predicted total over the customers known at
+  ``as_of`` equal the anchor's total. It is applied inside the CLV booster
+  (every leaf times k, the first tree's leaves shifted by log(c): Tweedie
+  predicts exp(score)), so every consumer of the booster — bundle, pyfunc,
+  the by-id scorer — gives the same numbers. Rankings are unchanged.
 
 Applied only when the training set's label windows are shorter than requested
 (``label_horizon_days < horizon_days`` for churn, ``clv_label_horizon_days <
@@ -42,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from models.bundle import RISK_QUANTILES, VALUE_QUANTILES, apply_calibration
+from training.metrics import decile_error
 from training.reference import WEEK_DAYS, BuyTillYouDie, purchase_summary
 
 
@@ -106,21 +111,49 @@ def fit_soft_platt(raw: np.ndarray, target: np.ndarray) -> dict[str, Any]:
             "fitted_to": "bgnbd"}
 
 
-def scale_booster(booster: lgb.Booster, factor: float) -> lgb.Booster:
-    """A copy of a log-link booster (Tweedie) whose predictions are ``factor`` times larger.
+#: exponents tried for the CLV power map c·v^k (1 = a plain scale factor)
+CLV_POWERS = tuple(round(0.5 + 0.05 * i, 2) for i in range(31))
 
-    Every row passes through exactly one leaf of the first tree, so adding
-    log(factor) to its leaves multiplies exp(score) by ``factor``; TreeSHAP
-    contributions still add up (the base value moves by log(factor)).
+
+def scale_booster(booster: lgb.Booster, factor: float, *, power: float = 1.0) -> lgb.Booster:
+    """A copy of a log-link booster (Tweedie) predicting ``factor × prediction ** power``.
+
+    Multiplying every leaf by ``power`` multiplies the score, and every row
+    passes through exactly one leaf of the first tree, so adding log(factor)
+    to its leaves multiplies exp(score) by ``factor``; TreeSHAP contributions
+    still add up (they are scaled by ``power``, the base value moves too).
     """
     if not (factor > 0 and math.isfinite(factor)):
         raise ValueError(f"scale factor must be positive and finite, not {factor}")
+    if not (power > 0 and math.isfinite(power)):
+        raise ValueError(f"power must be positive and finite, not {power}")
     scaled = lgb.Booster(model_str=booster.model_to_string())
     shift = math.log(factor)
-    leaves = scaled.dump_model()["tree_info"][0]["num_leaves"]
-    for leaf in range(leaves):
-        scaled.set_leaf_output(0, leaf, scaled.get_leaf_output(0, leaf) + shift)
+    trees = scaled.dump_model()["tree_info"]
+    for tree, info in enumerate(trees if power != 1.0 else trees[:1]):
+        for leaf in range(info["num_leaves"]):
+            value = scaled.get_leaf_output(tree, leaf) * power + (shift if tree == 0 else 0.0)
+            scaled.set_leaf_output(tree, leaf, value)
     return lgb.Booster(model_str=scaled.model_to_string())
+
+
+def fit_clv_power(predicted: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """(factor, power) of the map c·v^k that best carries ``target``'s decile shape and total.
+
+    k minimises the decile error of c·v^k against ``target`` over `CLV_POWERS`
+    (ties: the one nearest 1), c makes the totals equal. Both come from
+    predictions only (the anchor's), never from observed outcomes.
+    """
+    v = np.clip(np.asarray(predicted, dtype=float), 1e-12, None)
+    target = np.asarray(target, dtype=float)
+
+    def mapped(power: float) -> np.ndarray:
+        curve = v**power
+        return curve * (target.sum() / curve.sum())
+
+    power = min(CLV_POWERS, key=lambda k: (round(decile_error(target, mapped(k)), 6), abs(k - 1)))
+    curve = v**power
+    return float(target.sum() / curve.sum()), float(power)
 
 
 def apply_anchor(fit: Any, anchor: HorizonAnchor, *, features: pd.DataFrame,
@@ -164,15 +197,16 @@ def apply_anchor(fit: Any, anchor: HorizonAnchor, *, features: pd.DataFrame,
         known = target.notna().to_numpy()
         predicted = np.asarray(bundle.clv_booster.predict(X[known]), dtype=float)
         if known.any() and predicted.sum() > 0 and target[known].sum() > 0:
-            factor = float(target[known].sum() / predicted.sum())
-            bundle.clv_booster = scale_booster(bundle.clv_booster, factor)
+            factor, power = fit_clv_power(predicted, target[known].to_numpy())
+            bundle.clv_booster = scale_booster(bundle.clv_booster, factor, power=power)
             held_clv = bundle.clv(bundle.prepare(features_of(fit.holdout)))
             bundle.value_cuts = [float(np.quantile(held_clv, q)) for q in VALUE_QUANTILES]
-            report["horizon_clv_scale"] = factor
+            report |= {"horizon_clv_scale": factor, "horizon_clv_power": power}
             notes.append(
-                f"CLV scaled by {factor:.3g} so that its total at {anchor.as_of:%Y-%m-%d} matches "
-                f"BG/NBD + Gamma-Gamma's expected revenue over {anchor.clv_horizon_days} days "
-                "(the CLV labels were measured over a shorter window; ranking unchanged)")
+                f"CLV mapped to {factor:.3g} × value^{power:g} so that its spread across deciles "
+                f"and its total at {anchor.as_of:%Y-%m-%d} match BG/NBD + Gamma-Gamma's expected "
+                f"revenue over {anchor.clv_horizon_days} days (the CLV labels were measured "
+                "over a shorter window; ranking unchanged)")
     return notes, report
 
 
