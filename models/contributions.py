@@ -18,8 +18,10 @@ data counts as covers) with a different evaluation order:
    and NaN, ``default_left``, categorical bitsets), and a pandas frame is converted the way
    LightGBM converts it (stored categorical levels, unseen levels as missing).
 
-The cost per row and tree falls from O(L D^2) with recursion to O(L D) table reads, which is
-where the speed comes from; the numbers agree with ``pred_contrib`` to ~1e-12.
+The cost per row and tree falls from O(L D^2) with recursion to O(L D) table reads, and every
+inner loop runs over a block of rows, branch-free, so it vectorises: about 20x the throughput
+of ``pred_contrib`` on churnlens's 300-tree model (bench/explain_bench.py). The numbers agree
+with ``pred_contrib`` to ~1e-12.
 """
 
 from __future__ import annotations
@@ -37,7 +39,13 @@ import lightgbm
 import numpy as np
 import pandas as pd
 
-__all__ = ["CompiledTrees", "compile_booster", "exact_contributions", "lightgbm_matrix"]
+__all__ = [
+    "CompiledTrees",
+    "compile_booster",
+    "exact_contributions",
+    "lightgbm_matrix",
+    "reached_leaves",
+]
 
 #: Memory allowed for the precomputed per-leaf pattern tables of one model.
 DEFAULT_TABLE_BUDGET_BYTES = 256 * 1024 * 1024
