@@ -120,6 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     if settings is not None:
         app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = resolved
     metrics = ServiceMetrics()
     app.state.metrics = metrics
     app.state.holder = ModelHolder(model_uri=resolved.model_uri, top_k=resolved.top_k,

@@ -154,3 +154,16 @@ def test_metrics_count_requests_by_route_template(no_model_app):
     assert 'churnlens_http_requests_total{method="GET",route="/healthz",status="200"}' in text
     assert 'route="/v1/customers/{customer_id}/score",status="401"' in text
     assert "churnlens_http_request_duration_seconds_bucket" in text
+
+
+def test_serve_refuses_to_start_naming_the_bad_setting(monkeypatch):
+    from serving.cli import app
+
+    monkeypatch.setenv("CHURNLENS_API_KEYS", "secret-key-instead-of-digest")
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["--port", "1"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    assert "CHURNLENS_API_KEYS" in result.output

@@ -12,7 +12,18 @@ from serving.metrics import ServiceMetrics
 from serving.model_holder import ModelHolder, ModelNotReadyError, ServingState
 from serving.settings import Settings, get_settings
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+async def app_settings(request: Request) -> Settings:
+    """The app's settings (a test override of `get_settings` wins).
+
+    Async on purpose, like the other dependencies here: FastAPI runs sync
+    dependencies in a thread pool, a hop per dependency per request.
+    """
+    override = request.app.dependency_overrides.get(get_settings)
+    return override() if override is not None else request.app.state.settings
+
+
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 
 UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="churnlens"'}
 AUTH_RESPONSES: dict[int | str, dict] = {
@@ -27,7 +38,7 @@ bearer_scheme = HTTPBearer(auto_error=False, scheme_name="apiKey",
                            description="An API key from `churnlens apikey new`")
 
 
-def require_api_key(
+async def require_api_key(
     request: Request, settings: SettingsDep,
     _declared: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
 ) -> None:
@@ -46,11 +57,11 @@ def require_api_key(
     raise HTTPException(status.HTTP_403_FORBIDDEN, "API key not accepted")
 
 
-def get_holder(request: Request) -> ModelHolder:
+async def get_holder(request: Request) -> ModelHolder:
     return request.app.state.holder
 
 
-def get_metrics(request: Request) -> ServiceMetrics:
+async def get_metrics(request: Request) -> ServiceMetrics:
     return request.app.state.metrics
 
 
@@ -58,7 +69,7 @@ HolderDep = Annotated[ModelHolder, Depends(get_holder)]
 MetricsDep = Annotated[ServiceMetrics, Depends(get_metrics)]
 
 
-def current_state(holder: HolderDep) -> ServingState:
+async def current_state(holder: HolderDep) -> ServingState:
     """The model state this request uses from start to finish (hot swap safety)."""
     try:
         return holder.current()
