@@ -16,7 +16,9 @@ from features.io import read_dataset, write_table
 app = typer.Typer(no_args_is_help=True)
 console = Console()
 
-DataOption = Annotated[Path, typer.Option("--data", help="Dataset directory (CSV or Parquet tables)")]
+DataOption = Annotated[
+    Path, typer.Option("--data", help="Dataset directory (CSV or Parquet tables)")
+]
 
 
 def load_or_exit(data: Path) -> ValidationResult:
@@ -39,8 +41,9 @@ def print_summary(result: ValidationResult) -> None:
                       f"{rejected.get(name, 0):,}")
     console.print(table)
     latest = result.dataset.latest_timestamp()
-    starts = [frame[col].min() for name, col in (("orders", "ordered_at"), ("events", "occurred_at"),
-                                                 ("subscriptions", "started_at"))
+    first_stamps = (("orders", "ordered_at"), ("events", "occurred_at"),
+                    ("subscriptions", "started_at"))
+    starts = [frame[col].min() for name, col in first_stamps
               if (frame := result.dataset.table(name)) is not None and not frame.empty]
     if latest is not None and starts:
         console.print(f"history from {min(starts):%Y-%m-%d} to {latest:%Y-%m-%d}; "

@@ -182,7 +182,7 @@ def test_relay_killed_mid_batch_loses_nothing_and_redelivers_with_the_same_id(ou
 
     second = start_relay_process(env)
     try:
-        wait_for(lambda: outbox.status_counts()["delivered"] == 60, timeout=30,
+        wait_for(lambda: outbox.status_counts()["delivered"] == 60, timeout=120,
                  what="the restarted relay to deliver everything")
     finally:
         second.send_signal(signal.SIGTERM)

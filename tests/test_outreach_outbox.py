@@ -136,6 +136,15 @@ def test_expired_lease_makes_a_claimed_action_claimable_again(outbox):
     assert token2 != token and all(row.attempts == 2 for row in again)
 
 
+def test_a_claim_takes_at_most_its_limit_and_never_a_claimed_row(outbox):
+    outbox.record_scores([], triggered(50, "http://127.0.0.1:9/ok"))
+    _, first = outbox.claim_due(limit=10, lease_seconds=30)
+    _, second = outbox.claim_due(limit=10, lease_seconds=30)
+    assert len(first) == 10 and len(second) == 10, "each claim takes exactly its limit"
+    assert not {a.id for a in first} & {a.id for a in second}, "no row is claimed twice"
+    assert outbox.status_counts()["pending"] == 30
+
+
 def test_acknowledged_actions_are_not_delivered(outbox):
     receiver = Receiver(secret=None).start()
     try:
@@ -156,7 +165,9 @@ def test_two_relays_on_one_postgres_outbox_deliver_each_action_exactly_once(post
     receiver = Receiver(secret=secret).start()
     setup = Outbox(POSTGRES_URL, schema=postgres_schema)
     try:
-        setup.record_scores([], triggered(300, receiver.url("/ok")))
+        # a slightly slow receiver keeps the first relay busy long enough for the
+        # second to claim batches too, however the threads are scheduled
+        setup.record_scores([], triggered(300, receiver.url("/slow/0.02")))
         settings = OutreachSettings(
             outbox_url=POSTGRES_URL, webhook_secret=secret, relay_batch_size=10,
             relay_concurrency=4, request_timeout_seconds=5, relay_lease_seconds=30,
@@ -169,7 +180,12 @@ def test_two_relays_on_one_postgres_outbox_deliver_each_action_exactly_once(post
             store = Outbox(POSTGRES_URL, schema=postgres_schema)
             with Relay(store, settings=settings) as relay:
                 start.wait()
-                reports.append(relay.drain())
+                # poll like `run_forever` does: a claim may come back empty while the
+                # other relay holds the next rows, so keep going until nothing is pending
+                total = relay.drain()
+                while store.status_counts()["pending"]:
+                    total.add(relay.drain())
+                reports.append(total)
             store.close()
 
         threads = [threading.Thread(target=run) for _ in range(2)]
@@ -182,7 +198,7 @@ def test_two_relays_on_one_postgres_outbox_deliver_each_action_exactly_once(post
         ids = receiver.ids()
         assert setup.status_counts()["delivered"] == 300
         assert len(ids) == 300 and max(ids.values()) == 1, "SKIP LOCKED: no action sent twice"
-        assert all(report.delivered > 0 for report in reports), "both relays took part"
+        assert all(report.delivered > 0 for report in reports), f"both relays took part: {reports}"
         assert all(r.verified for r in receiver.received)
     finally:
         receiver.stop()

@@ -482,8 +482,14 @@ class Outbox:
             .with_for_update(skip_locked=True)
         )
         with self.engine.begin() as connection:
+            # Select, then update by id: PostgreSQL may re-run an `IN (SELECT … LIMIT …
+            # FOR UPDATE SKIP LOCKED)` subquery per row and claim far more than `limit`.
+            # The selected rows stay locked (SQLite: BEGIN IMMEDIATE) until commit.
+            ids = list(connection.execute(chosen).scalars())
+            if not ids:
+                return token, []
             connection.execute(
-                update(table).where(table.c.id.in_(chosen.scalar_subquery())).where(due)
+                update(table).where(table.c.id.in_(ids))
                 .values(
                     status="delivering",
                     claim_token=token,
