@@ -6,7 +6,7 @@ from datetime import date
 
 import pandas as pd
 import pytest
-from features_fixtures import AS_OF, tiny_tables
+from features_fixtures import AS_OF, tiny_dataset, tiny_tables
 from typer.testing import CliRunner
 
 from features.contract import validate_tables
@@ -101,3 +101,16 @@ def test_features_command_rejects_bad_options(tmp_path):
     missing = CliRunner().invoke(app, ["features", "--data", str(tmp_path / "nowhere"),
                                        "--out", str(tmp_path / "f.csv")])
     assert missing.exit_code == 2 and "nowhere" in missing.output
+
+
+def test_dask_with_more_partitions_than_customers(cluster):
+    """Empty partitions are skipped; a missing events table keeps fixed event columns."""
+    from distributed import Client
+
+    dataset = tiny_dataset(events=True)
+    local = compute_features(dataset, as_of=AS_OF, event_types=["login"])
+    with Client(cluster) as client:
+        distributed = compute_features(dataset, as_of=AS_OF, engine="dask", client=client,
+                                       partitions=16, event_types=["login"])
+    pd.testing.assert_frame_equal(distributed, local)
+    assert "days_since_last_login" in distributed.columns
