@@ -146,3 +146,4 @@ def test_clv_power_recovers_the_anchor_shape():
     assert power == pytest.approx(1.4)
     assert factor == pytest.approx(2.0, rel=1e-6)
     assert fit_clv_power(v, 3.0 * v) == (pytest.approx(3.0), 1.0), "a pure scale stays a scale"
+    assert fit_clv_power(v[:5], v[:5] ** 2)[1] == 1.0, "too few customers for deciles: no power"

@@ -151,7 +151,12 @@ def fit_clv_power(predicted: np.ndarray, target: np.ndarray) -> tuple[float, flo
         curve = v**power
         return curve * (target.sum() / curve.sum())
 
-    power = min(CLV_POWERS, key=lambda k: (round(decile_error(target, mapped(k)), 6), abs(k - 1)))
+    def cost(power: float) -> tuple[float, float]:
+        error = decile_error(target, mapped(power))
+        # too few customers for deciles (NaN): a plain scale factor
+        return (round(error, 6) if math.isfinite(error) else 0.0, abs(power - 1))
+
+    power = min(CLV_POWERS, key=cost)
     curve = v**power
     return float(target.sum() / curve.sum()), float(power)
 
