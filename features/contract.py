@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from features.dataset import ACTIVITY_TABLES, ORDER_STATUSES, TABLE_COLUMNS, Dataset
 
@@ -104,7 +106,20 @@ class _Rejects:
 
 
 def _is_blank(series: pd.Series) -> pd.Series:
-    return series.isna() | (series.astype(str).str.strip() == "")
+    """Missing, or text that is only spaces; typed (non-text) columns can only be missing."""
+    if not (pd.api.types.is_object_dtype(series.dtype)
+            or pd.api.types.is_string_dtype(series.dtype)):
+        return series.isna()
+    return series.isna() | (series.astype("string").str.strip() == "").fillna(False)
+
+
+def _is_in(ids: pd.Series, known: pd.Index) -> pd.Series:
+    """``ids.isin(known)`` through Arrow's hash kernel (pandas' is ~10x slower on strings)."""
+    if len(known) == 0:
+        return pd.Series(False, index=ids.index)
+    found = pc.is_in(pa.array(ids.array, type=pa.large_string()),
+                     value_set=pa.array(known.array, type=pa.large_string()))
+    return pd.Series(found.to_numpy(zero_copy_only=False), index=ids.index, dtype=bool)
 
 
 #: the range a nanosecond timestamp can hold; every table uses one unit so that
@@ -162,7 +177,7 @@ def _as_ids(series: pd.Series) -> pd.Series:
         whole = series.dropna()
         if (whole == whole.round()).all():
             series = series.astype("Int64")
-    return series.astype("string").str.strip().astype(object)
+    return series.astype("string").str.strip().astype("str")
 
 
 def validate_table(
@@ -242,9 +257,9 @@ def validate_table(
 
     if name != "customers" and known_customers is not None:
         if rejected_customers is not None and len(rejected_customers):
-            rejects.add(frame["customer_id"].isin(rejected_customers), "customer_id",
+            rejects.add(_is_in(frame["customer_id"], rejected_customers), "customer_id",
                         "customer_id whose row in customers was rejected")
-        rejects.add(~frame["customer_id"].isin(known_customers), "customer_id",
+        rejects.add(~_is_in(frame["customer_id"], known_customers), "customer_id",
                     "unknown customer_id (not in customers)")
 
     for column, default in optional.items():
