@@ -18,6 +18,7 @@ once instead of per request, and exact TreeSHAP from `models.contributions`
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,35 @@ from models.contributions import exact_contributions
 
 #: row sample checked against the bundle's own predict/explain at load time
 VERIFY_ROWS = 256
+
+
+def _feature_value(value: Any) -> Any:
+    """A feature value as the bundle reports it: a Python scalar, missing as None."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+class _RowFeatures(Mapping[str, Any]):
+    """A row of a large frame seen as a mapping, without slicing the frame."""
+
+    def __init__(self, frame: pd.DataFrame, columns: dict[str, int], position: int) -> None:
+        self._frame = frame
+        self._columns = columns
+        self._position = position
+
+    def __getitem__(self, name: str) -> Any:
+        return _feature_value(self._frame.iat[self._position, self._columns[name]])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._columns)
+
+    def __len__(self) -> int:
+        return len(self._columns)
 
 
 @dataclass(frozen=True)
@@ -64,6 +94,7 @@ class PreparedRows:
 
     def __init__(self, bundle: Any, features: pd.DataFrame) -> None:
         from models.bundle import apply_calibration
+        from models.explain import reason_text
 
         self.bundle = bundle
         self.features = features
@@ -73,12 +104,18 @@ class PreparedRows:
         self._calibrate = apply_calibration
         self._reference = bundle.reference.get("retained_median", {})
         self._names = list(bundle.feature_names)
+        self._columns = {str(name): i for i, name in enumerate(features.columns)}
+        self._reason_text = reason_text
 
     def __len__(self) -> int:
         return len(self.positions)
 
     def position_of(self, customer_id: str) -> int | None:
         return self.positions.get(customer_id)
+
+    def row_features(self, position: int) -> Mapping[str, Any]:
+        """One customer's features as a read-only mapping, read on access (for rules)."""
+        return _RowFeatures(self.features, self._columns, position)
 
     def score(self, position: int, *, explain: bool, top_k: int) -> RowScore:
         """Score one row (single-threaded boosters: no OpenMP start-up for one row)."""
@@ -103,14 +140,27 @@ class PreparedRows:
         )
 
     def _reasons(self, position: int, row: np.ndarray, *, top_k: int) -> list[dict[str, Any]]:
-        contributions = exact_contributions(self.bundle.churn_booster, row, n_threads=1)
-        values = contributions[0, :-1]
-        top = [self._names[j] for j in np.argsort(-values, kind="stable")[:top_k]
-               if values[j] > 0]
-        # the bundle's own sentence builder, on just the columns it will read
-        present = [name for name in top if name in self.features.columns]
-        frame = self.features.iloc[position : position + 1][present]
-        return self.bundle._reasons(frame, contributions, top_k=top_k, reference=self._reference)[0]
+        """The bundle's reasons (top positive contributions, its sentences) for one row.
+
+        Same selection and sentences as `ChurnBundle.explain`, reading the few
+        values it needs with ``iat``: slicing a 100k-row frame per request costs
+        milliseconds in pandas. `verify` compares the two at load time.
+        """
+        contributions = exact_contributions(self.bundle.churn_booster, row, n_threads=1)[0, :-1]
+        reasons = []
+        for j in np.argsort(-contributions, kind="stable")[:top_k]:
+            if contributions[j] <= 0:
+                continue
+            name = self._names[j]
+            column = self._columns.get(name)
+            value = _feature_value(self.features.iat[position, column]
+                                   if column is not None else None)
+            reasons.append({
+                "feature": name, "value": value, "contribution": float(contributions[j]),
+                "text": self._reason_text(name, value, info=self.bundle.feature_info.get(name),
+                                          reference=self._reference),
+            })
+        return reasons
 
     def verify(self, *, rows: int = VERIFY_ROWS, top_k: int = 5) -> str | None:
         """Compare with the bundle's predict/explain on a sample; None if equal, else why not."""
@@ -132,8 +182,8 @@ class PreparedRows:
                 if not (math.isclose(mine, theirs, rel_tol=1e-9, abs_tol=1e-12)
                         or (math.isnan(mine) and math.isnan(theirs))):
                     return f"row {position}: {field} {mine} != {theirs}"
-            mine_reasons = [(r["feature"], r["text"]) for r in got.reasons]
-            their_reasons = [(r["feature"], r["text"]) for r in explained[i]]
+            mine_reasons = [(r["feature"], r["value"], r["text"]) for r in got.reasons]
+            their_reasons = [(r["feature"], r["value"], r["text"]) for r in explained[i]]
             if mine_reasons != their_reasons:
                 return f"row {position}: reasons {mine_reasons} != {their_reasons}"
         return None

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -165,7 +165,7 @@ class Scorer:
                 value_at_risk=None if row.value_at_risk is None else max(row.value_at_risk, 0.0),
                 reasons=[_reason(item) for item in reasons], model_version=self.model_version,
             ))
-        self._recommend(records, rows.features.iloc[list(positions)])
+        self._recommend(records, lambda i: rows.row_features(positions[i]))
         return records
 
     def score_frame(
@@ -202,17 +202,30 @@ class Scorer:
             for position, row_reasons in zip(positions, explained, strict=True)
         }
 
-    def _recommend(self, records: list[ScoreRecord], features: pd.DataFrame) -> None:
-        """Fill ``recommended_action`` from the rules and record to the outbox."""
+    def _recommend(
+        self, records: list[ScoreRecord],
+        features: pd.DataFrame | Callable[[int], Mapping[str, Any]],
+    ) -> None:
+        """Fill ``recommended_action`` from the rules and record to the outbox.
+
+        ``features`` is the scored frame, or a function giving row i's features
+        (the by-id path reads them lazily rather than slicing a large frame).
+        """
         if self.rules is None:
             if self.outbox is not None:
                 self.outbox.record_scores(records, [])
             return
+        if isinstance(features, pd.DataFrame):
+            columns = [str(column) for column in features.columns]
+            values = features.to_numpy(dtype=object)
+
+            def features_of(i: int) -> Mapping[str, Any]:
+                return dict(zip(columns, values[i], strict=True))
+        else:
+            features_of = features
         triggered_all: list[Any] = []
-        columns = [str(column) for column in features.columns]
-        values = features.to_numpy(dtype=object)
-        for record, row in zip(records, values, strict=True):
-            triggered = self.rules.evaluate(record, features=dict(zip(columns, row, strict=True)))
+        for i, record in enumerate(records):
+            triggered = self.rules.evaluate(record, features=features_of(i))
             if triggered:
                 record.recommended_action = triggered[0].action
                 triggered_all.extend(triggered)

@@ -261,3 +261,23 @@ def test_scorer_recommends_with_rules(dataset, scorer):
         action = expected[record.customer_id]
         assert record.recommended_action == (action.action if action else None)
     assert any(r.recommended_action for r in records), "the built-in rules should fire for some"
+
+
+def test_score_by_id_recommends_the_first_matching_rule(client, dataset, registry):
+    from serving.outreach.rules import load_rules
+    from serving.schemas import ScoreRecord
+
+    rules = load_rules(None)
+    seen_actions = set()
+    for customer_id in list(dataset.customers["customer_id"][:40]):
+        answer = client.get(f"/v1/customers/{customer_id}/score", headers=AUTH)
+        if answer.status_code == 404:
+            continue
+        record = ScoreRecord.model_validate(answer.json())
+        expected = rules.evaluate(record)
+        assert record.recommended_action == (expected[0].action if expected else None)
+        seen_actions.add(record.recommended_action)
+    assert seen_actions - {None}, "some of 40 customers should trigger a built-in rule"
+    with sqlite3.connect(registry.root / "outbox.db") as connection:
+        actions = connection.execute("SELECT count(*) FROM actions").fetchone()[0]
+    assert actions > 0, "triggered actions of API scores should be in the outbox"
