@@ -91,17 +91,21 @@ def prepare(workdir: Path, *, customers: int, env: dict[str, str]) -> dict[str, 
     return timings
 
 
-def wait_until(url: str, *, timeout: float, process: subprocess.Popen) -> float:
+def wait_until(url: str, *, timeout: float, process: subprocess.Popen,
+               in_a_row: int = 30) -> float:
+    """Wait for ``in_a_row`` consecutive 200s on fresh connections: every worker is ready."""
     started = time.perf_counter()
+    streak = 0
     while time.perf_counter() - started < timeout:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before {url} answered")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return time.perf_counter() - started
+            streak = streak + 1 if httpx.get(url, timeout=2).status_code == 200 else 0
         except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+            streak = 0
+        if streak >= in_a_row:
+            return time.perf_counter() - started
+        time.sleep(0.05 if streak else 0.5)
     raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
 
 
@@ -258,6 +262,8 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=20)
     parser.add_argument("--sample", type=int, default=2000, help="customers to draw from")
     parser.add_argument("--skip-mlflow", action="store_true")
+    parser.add_argument("--with-outbox", action="store_true",
+                        help="also measure with outreach rules and the SQLite outbox on")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed: apt-get install wrk")
@@ -278,31 +284,37 @@ def main() -> None:
     results: list[Figures] = []
     auth = {"Authorization": f"Bearer {API_KEY}"}
 
-    port = free_port()
-    serve_env = env | {
-        "CHURNLENS_DATA": str(workdir / "data"),
-        "CHURNLENS_API_KEYS": hashlib.sha256(API_KEY.encode()).hexdigest(),
-        "CHURNLENS_OUTREACH_ENABLED": "false", "CHURNLENS_MODEL_POLL_SECONDS": "0",
-    }
-    server = subprocess.Popen(
-        [str(VENV_BIN / "churnlens"), "serve", "--port", str(port), "--workers",
-         str(args.workers), "--log-level", "warning"],
-        env=serve_env, cwd=workdir, start_new_session=True)
-    try:
-        ready = wait_until(f"http://127.0.0.1:{port}/readyz", timeout=3600, process=server)
-        timings["churnlens_ready_seconds"] = ready
-        paths = [f"/v1/customers/{c}/score?explain=true&top_k=5" for c in sample]
-        results.append(measure("churnlens", workers=args.workers,
-                               what="GET by id, explain=true, top_k=5",
-                               base=f"http://127.0.0.1:{port}", method="GET", paths=paths,
-                               bodies=None, headers=auth, args=args, workdir=workdir))
-        plain = [p.replace("explain=true", "explain=false") for p in paths]
-        results.append(measure("churnlens-no-reasons", workers=args.workers,
-                               what="GET by id, explain=false",
-                               base=f"http://127.0.0.1:{port}", method="GET", paths=plain,
-                               bodies=None, headers=auth, args=args, workdir=workdir))
-    finally:
-        stop(server)
+    paths = [f"/v1/customers/{c}/score?explain=true&top_k=5" for c in sample]
+    plain = [p.replace("explain=true", "explain=false") for p in paths]
+    runs = [("churnlens", False, [("churnlens", "GET by id, explain=true, top_k=5", paths),
+                                  ("churnlens-no-reasons", "GET by id, explain=false", plain)])]
+    if args.with_outbox:
+        runs.append(("churnlens-outbox", True, [
+            ("churnlens+outbox", "GET by id, reasons, rules + SQLite outbox write", paths)]))
+    for label, outreach, measurements in runs:
+        (workdir / "outbox.db").unlink(missing_ok=True)
+        port = free_port()
+        serve_env = env | {
+            "CHURNLENS_DATA": str(workdir / "data"),
+            "CHURNLENS_API_KEYS": hashlib.sha256(API_KEY.encode()).hexdigest(),
+            "CHURNLENS_OUTREACH_ENABLED": "true" if outreach else "false",
+            "CHURNLENS_OUTBOX_URL": f"sqlite:///{workdir / 'outbox.db'}",
+            "CHURNLENS_MODEL_POLL_SECONDS": "0",
+        }
+        server = subprocess.Popen(
+            [str(VENV_BIN / "churnlens"), "serve", "--port", str(port), "--workers",
+             str(args.workers), "--log-level", "warning"],
+            env=serve_env, cwd=workdir, start_new_session=True)
+        try:
+            timings[f"{label}_ready_seconds"] = wait_until(
+                f"http://127.0.0.1:{port}/readyz", timeout=3600, process=server)
+            for name, what, run_paths in measurements:
+                results.append(measure(name, workers=args.workers, what=what,
+                                       base=f"http://127.0.0.1:{port}", method="GET",
+                                       paths=run_paths, bodies=None, headers=auth, args=args,
+                                       workdir=workdir))
+        finally:
+            stop(server)
 
     if not args.skip_mlflow:
         bodies = feature_bodies(workdir, sample[:300], env)
@@ -327,6 +339,9 @@ def main() -> None:
               "concurrency": args.concurrency, "rate": args.rate, "duration": args.duration,
               "cpus": os.cpu_count(), "load_average": os.getloadavg(), "timings": timings,
               "results": [asdict(r) for r in results]}
+    baseline = [r for r in results if r.server == "mlflow-models-serve"]
+    report["ratio_with_reasons_vs_mlflow"] = (
+        results[0].wrk_rps / baseline[0].wrk_rps if baseline else None)
     (workdir / "serving_bench.json").write_text(json.dumps(report, indent=2))
     print()
     print(f"| server | request | req/s at {args.concurrency} conns (wrk) | p50 / p99 ms (wrk) "
@@ -336,9 +351,9 @@ def main() -> None:
         print(f"| {r.server} ({r.workers} workers) | {r.what} | {r.wrk_rps:,.0f} | "
               f"{r.wrk_p50_ms:.1f} / {r.wrk_p99_ms:.1f} | {r.steady_p50_ms:.1f} / "
               f"{r.steady_p99_ms:.1f} | {r.wrk_errors + r.steady_errors} |")
-    if len(results) == 3:
+    if baseline:
         print(f"\nthroughput ratio churnlens (with reasons) / mlflow models serve (no reasons): "
-              f"{results[0].wrk_rps / results[2].wrk_rps:.1f}x")
+              f"{results[0].wrk_rps / baseline[0].wrk_rps:.1f}x")
     print(f"timings: {json.dumps({k: round(v, 1) for k, v in timings.items()})}")
     print(f"load average during the run: {os.getloadavg()}")
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Any
 
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi.concurrency import run_in_threadpool
 
 from features.contract import DataContractError, validate_tables
 from features.dataset import TABLE_COLUMNS
@@ -46,8 +48,14 @@ async def score_customer(
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             "no dataset is configured for scoring by id (CHURNLENS_DATA); "
                             "POST /v1/scores with the customer's history instead")
-    # about a millisecond of CPU on a prepared row: cheaper on the event loop than a thread hop
-    record = state.score_by_id(customer_id, explain=explain, top_k=top_k or settings.top_k)
+    score = partial(state.score_by_id, customer_id, explain=explain,
+                    top_k=top_k or settings.top_k)
+    if state.scorer.outbox is None:
+        # about a millisecond of CPU on a prepared row: cheaper on the event loop than a hop
+        record = score()
+    else:
+        # writing to the outbox waits on the database: keep the event loop free meanwhile
+        record = await run_in_threadpool(score)
     if record is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             f"unknown customer_id {customer_id!r}: no history before "
