@@ -190,17 +190,18 @@ def partition(dataset: Dataset, chunks: Sequence[Sequence[str]]) -> Iterator[Dat
     Each table's rows are grouped by chunk once (a stable sort, so rows keep their order);
     a chunk's tables are then slices, identical to what ``for_customers`` returns.
     """
-    lookup = pd.Series(
-        np.repeat(np.arange(len(chunks)), [len(c) for c in chunks]),
-        index=pd.Index([c for chunk in chunks for c in chunk]),
-    )
+    ordered = pd.Index([c for chunk in chunks for c in chunk])
+    starts = np.cumsum([0, *(len(c) for c in chunks)])
     tables: dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]] = {}
     for name in ("customers", "orders", "events", "subscriptions"):
         frame = dataset.table(name)
         if frame is None:
             continue
-        chunk_of = lookup.reindex(frame["customer_id"].astype(str).to_numpy()).to_numpy()
-        chunk_of = np.where(np.isnan(chunk_of), len(chunks), chunk_of).astype(np.int64)
+        # position of each row's customer in the sorted ids (hashing, no string copies)
+        position = ordered.get_indexer(frame["customer_id"])
+        chunk_of = np.searchsorted(starts, position, side="right").astype(np.int32) - 1
+        chunk_of[position < 0] = len(chunks)
+        del position
         order = np.argsort(chunk_of, kind="stable")
         bounds = np.searchsorted(chunk_of[order], np.arange(len(chunks) + 1))
         tables[name] = (frame, order, bounds)
