@@ -269,19 +269,24 @@ class ChurnBundle:
 
     def _reasons(self, features: pd.DataFrame, contributions: np.ndarray, *, top_k: int,
                  reference: Mapping[str, float]) -> list[list[dict[str, Any]]]:
-        out: list[list[dict[str, Any]]] = []
         names = self.feature_names
-        for i in range(len(features)):
-            row = contributions[i, :-1]
-            order = [j for j in np.argsort(-row, kind="stable")[:top_k] if row[j] > 0]
+        # one object matrix and one argsort for the whole batch: reading values row by
+        # row with `.iloc` cost ~20x more than computing the contributions
+        values = features.reindex(columns=names).to_numpy(dtype=object)
+        gains = contributions[:, :-1]
+        strongest = np.argsort(-gains, axis=1, kind="stable")[:, :top_k]
+        out: list[list[dict[str, Any]]] = []
+        for i, order in enumerate(strongest):
             reasons = []
             for j in order:
+                if gains[i, j] <= 0:
+                    break
                 name = names[j]
-                value = _plain(features.iloc[i][name] if name in features.columns else None)
+                value = _plain(values[i, j])
                 reasons.append({
                     "feature": name,
                     "value": value,
-                    "contribution": float(row[j]),
+                    "contribution": float(gains[i, j]),
                     "text": reason_text(name, value, info=self.feature_info.get(name),
                                         reference=reference),
                 })
