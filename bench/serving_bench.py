@@ -159,6 +159,8 @@ def wrk(url: str, script: Path, *, concurrency: int, duration: int) -> tuple[flo
                "-s",
                str(script), url]
     output = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    with (script.parent / "wrk_outputs.txt").open("a") as log:
+        log.write(f"$ {' '.join(command)}\n{output}\n")
     rps = float(_group(r"Requests/sec:\s+([\d.]+)", output) or "nan")
     p50 = _ms(_group(r"50%\s+(\S+)", output))
     p99 = _ms(_group(r"99%\s+(\S+)", output))
