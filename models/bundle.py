@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -267,12 +267,20 @@ class ChurnBundle:
             raise KeyError(f"customer(s) not in the feature frame: {missing[:5]}")
         return features.loc[rows]
 
-    def _reasons(self, features: pd.DataFrame, contributions: np.ndarray, *, top_k: int,
-                 reference: Mapping[str, float]) -> list[list[dict[str, Any]]]:
+    def reasons_from(self, contributions: np.ndarray, value_of: Callable[[int, int], Any], *,
+                     top_k: int, reference: Mapping[str, float] | None = None,
+                     ) -> list[list[dict[str, Any]]]:
+        """Top-k reasons per row from exact contributions: ``{feature, value, contribution, text}``.
+
+        ``contributions`` has one row per customer (last column = base value);
+        ``value_of(row, feature_position)`` reads a feature's value, so a caller
+        holding a large frame reads only the few values the reasons need. Only
+        features that raise the output are reasons. ``reference`` defaults to the
+        medians among retained customers (churn sentences).
+        """
+        if reference is None:
+            reference = self.reference.get("retained_median", {})
         names = self.feature_names
-        # one object matrix and one argsort for the whole batch: reading values row by
-        # row with `.iloc` cost ~20x more than computing the contributions
-        values = features.reindex(columns=names).to_numpy(dtype=object)
         gains = contributions[:, :-1]
         strongest = np.argsort(-gains, axis=1, kind="stable")[:, :top_k]
         out: list[list[dict[str, Any]]] = []
@@ -282,7 +290,7 @@ class ChurnBundle:
                 if gains[i, j] <= 0:
                     break
                 name = names[j]
-                value = _plain(values[i, j])
+                value = _plain(value_of(i, j))
                 reasons.append({
                     "feature": name,
                     "value": value,
@@ -292,6 +300,14 @@ class ChurnBundle:
                 })
             out.append(reasons)
         return out
+
+    def _reasons(self, features: pd.DataFrame, contributions: np.ndarray, *, top_k: int,
+                 reference: Mapping[str, float]) -> list[list[dict[str, Any]]]:
+        # one object matrix for the batch: reading values row by row with `.iloc`
+        # cost ~20x more than computing the contributions
+        values = features.reindex(columns=self.feature_names).to_numpy(dtype=object)
+        return self.reasons_from(contributions, lambda i, j: values[i, j], top_k=top_k,
+                                 reference=reference)
 
     def explain(self, features: pd.DataFrame, *, top_k: int = 5,
                 rows: Iterable[Any] | None = None) -> list[list[dict[str, Any]]]:
