@@ -237,10 +237,10 @@ def validate_table(
         status = status.fillna("").replace("", "completed")
         rejects.add(~status.isin(ORDER_STATUSES), "status",
                     f"unknown status (expected one of {', '.join(ORDER_STATUSES)})")
-        frame["status"] = status.astype(object)
+        frame["status"] = status.astype("str")
     if name == "events":
         rejects.add(_is_blank(frame["event_type"]), "event_type", "empty event_type")
-        frame["event_type"] = frame["event_type"].astype("string").str.strip().astype(object)
+        frame["event_type"] = frame["event_type"].astype("string").str.strip().astype("str")
     if name == "subscriptions" and "ended_at" in frame.columns:
         rejects.add(frame["ended_at"] < frame["started_at"], "ended_at",
                     "ended_at is before started_at")
