@@ -169,10 +169,7 @@ def score_chunk(
 def _batch_rows(
     scorer: Scorer, features: pd.DataFrame, *, as_of: pd.Timestamp, explain: Explain, top_k: int
 ) -> pd.DataFrame:
-    from serving.scorer import records_to_frame
-
-    records = scorer.score_features(features, as_of=as_of, explain=explain, top_k=top_k)
-    return records_to_frame(records, top_k=top_k)
+    return scorer.batch_rows(features, as_of=as_of, explain=explain, top_k=top_k)
 
 
 # -- partitioning ----------------------------------------------------------------------------

@@ -178,9 +178,163 @@ class Scorer:
         value_segment, value_at_risk, reasons_json, reason_1..reason_K (the
         sentences), recommended_action, model_version.
         """
-        records = self.score_dataset(dataset, as_of=as_of, explain=explain, top_k=top_k,
-                                     customer_ids=customer_ids)
-        return records_to_frame(records, top_k=top_k)
+        features = self.features(dataset, as_of=as_of, customer_ids=customer_ids)
+        return self.batch_rows(features, as_of=as_of, explain=explain, top_k=top_k)
+
+    def batch_rows(
+        self, features: pd.DataFrame, *, as_of: pd.Timestamp, explain: Explain = "all",
+        top_k: int = 5,
+    ) -> pd.DataFrame:
+        """Batch rows built column-wise: identical to ``records_to_frame(score_features(...))``.
+
+        No pydantic record per customer: the columns come straight from
+        ``bundle.predict``, clipped as `score_features` clips them, and
+        ``reasons_json`` is the same JSON text `records_to_frame` writes. Score
+        records (built without validation, `model_construct`) exist only where
+        rules or the outbox need them: for every row with an outbox, otherwise only
+        for the rows some rule's score conditions let through.
+        """
+        if explain not in EXPLAIN_CHOICES:
+            choices = ", ".join(EXPLAIN_CHOICES)
+            raise ValueError(f"explain must be one of {choices}, not {explain!r}")
+        if features.empty:
+            return records_to_frame([], top_k=top_k)
+        predictions = self.bundle.predict(features)
+        n = len(predictions)
+        tiers = predictions["risk_tier"].astype(object).to_numpy()
+        segments = predictions["value_segment"].astype(object).to_numpy()
+        if not (np.isin(tiers, _RISK_TIERS).all() and np.isin(segments, _VALUE_SEGMENTS).all()):
+            # what ScoreRecord would reject: let the record path raise its own error
+            return records_to_frame(
+                self.score_features(features, as_of=as_of, explain=explain, top_k=top_k),
+                top_k=top_k)
+        tiers = np.array([str(t) for t in tiers], dtype=object)
+        segments = np.array([str(v) for v in segments], dtype=object)
+        probability = predictions["churn_probability"].to_numpy(dtype=float)
+        probability = np.where(probability < 0.0, 0.0, probability)   # max(p, 0.0)
+        probability = np.where(probability > 1.0, 1.0, probability)   # min(p, 1.0)
+        clv = predictions["clv"].to_numpy(dtype=float)
+        # max(clv or 0.0, 0.0): NaN and -0.0 (falsy) become 0.0 too
+        clv = np.where(np.isnan(clv) | (clv <= 0.0), 0.0, clv)
+        at_risk = predictions["value_at_risk"].to_numpy(dtype=float)
+        at_risk = np.where(at_risk < 0.0, 0.0, at_risk)                # max(v, 0.0)
+        ids = np.array([str(c) for c in predictions.index], dtype=object)
+        as_of_value = pd.Timestamp(as_of).to_pydatetime()
+        version = self.model_version
+
+        reasons = self._reason_dicts(features, tiers, explain=explain, top_k=top_k)
+        reasons_json = np.full(n, "[]", dtype=object)
+        texts = np.full((n, top_k), None, dtype=object)
+        for position, items in reasons.items():
+            reasons_json[position] = json.dumps(items, ensure_ascii=False)
+            for k, item in enumerate(items[:top_k]):
+                texts[position, k] = item["text"]
+
+        actions = np.full(n, None, dtype=object)
+        if self.rules is not None or self.outbox is not None:
+            actions = self._recommend_rows(
+                features, ids=ids, as_of=as_of_value, probability=probability, tiers=tiers,
+                clv=clv, segments=segments, at_risk=at_risk, reasons=reasons, version=version,
+            )
+
+        columns: dict[str, Any] = {
+            "customer_id": ids,
+            "as_of": np.full(n, as_of_value, dtype=object),
+            "churn_probability": probability,
+            "risk_tier": tiers,
+            "clv": clv,
+            "value_segment": segments,
+            "value_at_risk": at_risk,
+            "reasons_json": reasons_json,
+        }
+        for k in range(top_k):
+            columns[f"reason_{k + 1}"] = texts[:, k]
+        columns["recommended_action"] = actions
+        columns["model_version"] = np.full(n, version, dtype=object)
+        frame = pd.DataFrame(columns)
+        frame["as_of"] = pd.to_datetime(frame["as_of"])
+        for column in ("churn_probability", "clv", "value_at_risk"):
+            frame[column] = frame[column].astype("float64")
+        return frame
+
+    def _reason_dicts(
+        self, features: pd.DataFrame, tiers: np.ndarray, *, explain: Explain, top_k: int
+    ) -> dict[int, list[dict[str, Any]]]:
+        """Reasons by row position as `Reason.model_dump()` gives them; same rows as `_reasons`."""
+        if explain == "none":
+            return {}
+        wanted = tiers != "not_applicable"
+        if explain == "at-risk":
+            wanted &= np.isin(tiers, list(AT_RISK_TIERS))
+        positions = np.flatnonzero(wanted)
+        if positions.size == 0:
+            return {}
+        subset = features if positions.size == len(features) else features.iloc[positions]
+        explained = self.bundle.explain(subset, top_k=top_k)
+        return {
+            int(position): [
+                {"feature": str(item["feature"]), "value": _plain(item["value"]),
+                 "contribution": float(item["contribution"]), "text": str(item["text"])}
+                for item in row_reasons
+            ]
+            for position, row_reasons in zip(positions, explained, strict=True)
+        }
+
+    def _recommend_rows(
+        self, features: pd.DataFrame, *, ids: np.ndarray, as_of: Any, probability: np.ndarray,
+        tiers: np.ndarray, clv: np.ndarray, segments: np.ndarray, at_risk: np.ndarray,
+        reasons: dict[int, list[dict[str, Any]]], version: str,
+    ) -> np.ndarray:
+        """``recommended_action`` per row, as `_recommend` sets it; records to the outbox.
+
+        Records (unvalidated: the values are those `score_features` validates) are built
+        for every row when there is an outbox, else only for the rows that pass some
+        rule's score conditions (tiers, segments, ranges): a row failing them all
+        matches no rule, whatever its reasons.
+        """
+        n = len(ids)
+        actions = np.full(n, None, dtype=object)
+        if self.outbox is not None:
+            positions = np.arange(n)
+        elif self.rules is not None:
+            positions = np.flatnonzero(_candidates(self.rules, probability=probability,
+                                                   tiers=tiers, clv=clv, segments=segments,
+                                                   at_risk=at_risk))
+        if self.rules is None or positions.size == 0:
+            if self.outbox is not None:
+                self.outbox.record_scores(
+                    [self._record(i, ids, as_of, probability, tiers, clv, segments, at_risk,
+                                  reasons, version) for i in positions], [])
+            return actions
+        records = [self._record(i, ids, as_of, probability, tiers, clv, segments, at_risk,
+                                reasons, version) for i in positions]
+        columns = [str(column) for column in features.columns]
+        values = features.iloc[positions].to_numpy(dtype=object)
+        triggered_all: list[Any] = []
+        for k, (position, record) in enumerate(zip(positions, records, strict=True)):
+            triggered = self.rules.evaluate(
+                record, features=dict(zip(columns, values[k], strict=True)))
+            if triggered:
+                record.recommended_action = triggered[0].action
+                actions[position] = triggered[0].action
+                triggered_all.extend(triggered)
+        if self.outbox is not None:
+            self.outbox.record_scores(records, triggered_all)
+        return actions
+
+    @staticmethod
+    def _record(i: int, ids: np.ndarray, as_of: Any, probability: np.ndarray,
+                tiers: np.ndarray, clv: np.ndarray, segments: np.ndarray, at_risk: np.ndarray,
+                reasons: dict[int, list[dict[str, Any]]], version: str) -> ScoreRecord:
+        p, v = float(probability[i]), float(at_risk[i])
+        return ScoreRecord.model_construct(
+            customer_id=ids[i], as_of=as_of,
+            churn_probability=None if math.isnan(p) else p,
+            risk_tier=tiers[i], clv=float(clv[i]), value_segment=segments[i],
+            value_at_risk=None if math.isnan(v) else v,
+            reasons=[Reason.model_construct(**item) for item in reasons.get(int(i), [])],
+            recommended_action=None, model_version=version,
+        )
 
     def _reasons(
         self, features: pd.DataFrame, predictions: pd.DataFrame, *, explain: Explain, top_k: int
@@ -231,6 +385,46 @@ class Scorer:
                 triggered_all.extend(triggered)
         if self.outbox is not None:
             self.outbox.record_scores(records, triggered_all)
+
+
+_RISK_TIERS = np.array(["low", "medium", "high", "not_applicable"], dtype=object)
+_VALUE_SEGMENTS = np.array(["low", "mid", "high"], dtype=object)
+
+
+def _candidates(rules: Any, *, probability: np.ndarray, tiers: np.ndarray, clv: np.ndarray,
+                segments: np.ndarray, at_risk: np.ndarray) -> np.ndarray:
+    """Rows that pass the score conditions of at least one rule (a superset of the matches).
+
+    Rule sets without a ``rules`` tuple of `Rule`-like objects get every row.
+    """
+    rule_list = getattr(rules, "rules", None)
+    if rule_list is None:
+        return np.ones(len(tiers), dtype=bool)
+    any_rule = np.zeros(len(tiers), dtype=bool)
+    for rule in rule_list:
+        try:
+            ok = np.ones(len(tiers), dtype=bool)
+            if rule.risk_tiers is not None:
+                ok &= np.isin(tiers, np.array(list(rule.risk_tiers), dtype=object))
+            if rule.value_segments is not None:
+                ok &= np.isin(segments, np.array(list(rule.value_segments), dtype=object))
+            for values, low, high in (
+                (probability, rule.min_churn_probability, rule.max_churn_probability),
+                (clv, rule.min_clv, rule.max_clv),
+                (at_risk, rule.min_value_at_risk, rule.max_value_at_risk),
+            ):
+                if low is None and high is None:
+                    continue
+                inside = ~np.isnan(values)   # `_within`: a missing value is outside any bound
+                if low is not None:
+                    inside &= values >= low
+                if high is not None:
+                    inside &= values <= high
+                ok &= inside
+        except AttributeError:
+            return np.ones(len(tiers), dtype=bool)
+        any_rule |= ok
+    return any_rule
 
 
 def records_to_frame(records: Sequence[ScoreRecord], *, top_k: int = 5) -> pd.DataFrame:

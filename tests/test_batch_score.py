@@ -154,14 +154,14 @@ def test_a_customer_that_cannot_be_scored_is_rejected_alone(
     from serving.scorer import Scorer
 
     victim = sorted(pd.read_csv(data_dir / "customers.csv", dtype=str)["customer_id"])[150]
-    original = Scorer.score_features
+    original = Scorer.batch_rows  # what the batch path scores a chunk's features with
 
     def fragile(self, features, **kwargs):
         if victim in features.index:
             raise ArithmeticError("simulated failure")
         return original(self, features, **kwargs)
 
-    monkeypatch.setattr(Scorer, "score_features", fragile)
+    monkeypatch.setattr(Scorer, "batch_rows", fragile)
     summary = _run(scorer, data_dir, tmp_path / "scores.parquet")
     rejects = pd.read_csv(summary.rejects)
     failed = rejects[rejects["reason"].str.contains("simulated failure")]
