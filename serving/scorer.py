@@ -340,21 +340,9 @@ class Scorer:
         self, features: pd.DataFrame, predictions: pd.DataFrame, *, explain: Explain, top_k: int
     ) -> dict[int, list[Reason]]:
         """Reasons by row position; only for customers in the population (and at risk)."""
-        if explain == "none":
-            return {}
         tiers = predictions["risk_tier"].to_numpy()
-        wanted = tiers != "not_applicable"
-        if explain == "at-risk":
-            wanted &= np.isin(tiers, list(AT_RISK_TIERS))
-        positions = np.flatnonzero(wanted)
-        if positions.size == 0:
-            return {}
-        subset = features if positions.size == len(features) else features.iloc[positions]
-        explained = self.bundle.explain(subset, top_k=top_k)
-        return {
-            int(position): [_reason(item) for item in row_reasons]
-            for position, row_reasons in zip(positions, explained, strict=True)
-        }
+        dicts = self._reason_dicts(features, tiers, explain=explain, top_k=top_k)
+        return {position: [Reason(**item) for item in items] for position, items in dicts.items()}
 
     def _recommend(
         self, records: list[ScoreRecord],
