@@ -13,6 +13,7 @@ RUN useradd --create-home --uid 10001 churnlens
 COPY --from=build /install /usr/local
 USER 10001
 WORKDIR /home/churnlens
-ENV MLFLOW_TRACKING_URI=sqlite:////home/churnlens/mlflow.db
+ENV MLFLOW_TRACKING_URI=sqlite:////home/churnlens/mlflow.db \
+    NUMBA_CACHE_DIR=/home/churnlens/.cache/numba
 EXPOSE 8000
 CMD ["churnlens", "serve", "--host", "0.0.0.0", "--port", "8000"]
