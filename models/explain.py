@@ -63,6 +63,12 @@ def _count_phrase(count: float) -> str:
     return "none" if count == 0 else _num(count, digits=1)
 
 
+def _counted(count: float, plural_noun: str) -> str:
+    """"None returned orders", "1 returned order", "2 returned orders"."""
+    noun = plural_noun[:-1] if count == 1 and plural_noun.endswith("s") else plural_noun
+    return f"{_count_phrase(count).capitalize()} {noun}"
+
+
 def _typically(ref: Reference, name: str, fmt: Callable[[float], str]) -> str:
     typical = _typical(ref, name)
     return "" if typical is None else f"; retained customers typically {fmt(typical)}"
@@ -85,7 +91,7 @@ def _change(noun: str, window: str) -> Template:
 def _bad_orders(noun: str, window: str | None, name: str) -> Template:
     def sentence(value: float, ref: Reference) -> str:
         span = f" in the last {window} days" if window else " so far"
-        return (f"{_count_phrase(value).capitalize()} {noun}{span}"
+        return (f"{_counted(value, noun)}{span}"
                 f"{_typically(ref, name, _count_phrase)}.")
     return sentence
 
@@ -93,7 +99,8 @@ def _bad_orders(noun: str, window: str | None, name: str) -> Template:
 def _events(event: str, window: str | None, name: str) -> Template:
     def sentence(value: float, ref: Reference) -> str:
         span = f" in the last {window} days" if window else " ever"
-        return (f"{_count_phrase(value).capitalize()} '{event}' events{span}"
+        events = f"'{event}' events"
+        return (f"{_counted(value, events)}{span}"
                 f"{_typically(ref, name, _count_phrase)}.")
     return sentence
 
@@ -120,7 +127,7 @@ def _active_days(window: str, name: str) -> Template:
 
 def _completed_orders(window: str, name: str) -> Template:
     def sentence(value: float, ref: Reference) -> str:
-        return (f"{_count_phrase(value).capitalize()} completed orders in the last {window} "
+        return (f"{_counted(value, 'completed orders')} in the last {window} "
                 f"days{_typically(ref, name, _count_phrase)}.")
     return sentence
 
