@@ -66,7 +66,7 @@ def labels_at(
         population, churned = _inactivity(history, t, horizon_days)
     else:
         population, churned = _subscription(history, t, horizon_days)
-    clv = _order_revenue(history, t, t + clv_horizon_days * NS_PER_DAY)
+    clv = _completed_between(history, t, t + clv_horizon_days * NS_PER_DAY, revenue=True)
     if definition == "subscription":
         clv = clv + _subscription_revenue(history, t, t + clv_horizon_days * NS_PER_DAY)
     frame = pd.DataFrame({
@@ -77,24 +77,17 @@ def labels_at(
     return frame
 
 
-def _completed_between(history: History, start: int, stop: int) -> np.ndarray:
+def _completed_between(history: History, start: int, stop: int, *,
+                       revenue: bool = False) -> np.ndarray:
+    """Per customer: completed orders (or their revenue) with start <= ordered_at < stop."""
     orders = history.orders
     n = history.n_customers
     if orders is None:
         return np.zeros(n)
     lo, hi = orders.end(start), orders.end(stop)
     rows = orders.completed[lo:hi]
-    return np.bincount(orders.code[lo:hi][rows], minlength=n).astype(np.float64)
-
-
-def _order_revenue(history: History, start: int, stop: int) -> np.ndarray:
-    orders = history.orders
-    n = history.n_customers
-    if orders is None:
-        return np.zeros(n)
-    lo, hi = orders.end(start), orders.end(stop)
-    rows = orders.completed[lo:hi]
-    return np.bincount(orders.code[lo:hi][rows], weights=orders.amount[lo:hi][rows],
+    weights = orders.amount[lo:hi][rows] if revenue else None
+    return np.bincount(orders.code[lo:hi][rows], weights=weights,
                        minlength=n).astype(np.float64)
 
 
