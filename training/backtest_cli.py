@@ -75,9 +75,14 @@ def backtest(
         "--max-snapshots", min=2, help="Most training snapshots")] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the LightGBM models")] = 0,
     num_leaves: Annotated[int | None, typer.Option(
-        "--num-leaves", min=2, help="LightGBM leaves per tree (smaller for small data)")] = None,
+        "--num-leaves", min=2, help="LightGBM leaves per tree (default: chosen on the "
+        "held-out training snapshot among 15, 7 and 3)")] = None,
     min_data_in_leaf: Annotated[int | None, typer.Option(
-        "--min-data-in-leaf", min=1, help="LightGBM minimum rows per leaf")] = None,
+        "--min-data-in-leaf", min=1, help="LightGBM minimum rows per leaf (giving it or "
+        "--num-leaves fixes the tree size)")] = None,
+    clv_model: Annotated[str, typer.Option(
+        "--clv-model", help="CLV model: auto (chosen on the held-out training snapshot) | "
+        "tweedie | hurdle")] = "auto",
     reference_penalizer: Annotated[float | None, typer.Option(
         "--reference-penalizer", min=0.0, help="BG/NBD penalizer (lifetimes' penalizer_coef; "
         "default 0, 0.1 for online-retail as in the reference figures)")] = None,
@@ -129,6 +134,12 @@ def backtest(
         overrides["num_leaves"] = num_leaves
     if min_data_in_leaf is not None:
         overrides["min_data_in_leaf"] = min_data_in_leaf
+    if num_leaves is not None or min_data_in_leaf is not None:
+        overrides["tree_sizes"] = ()  # a size given by hand is not second-guessed
+    if clv_model not in ("auto", "tweedie", "hurdle"):
+        raise typer.BadParameter(f"{clv_model!r}: expected auto, tweedie or hurdle",
+                                 param_hint="--clv-model")
+    overrides["clv_model"] = clv_model
     params = dataclasses.replace(TrainParams(), **overrides)
     penalizer = reference_penalizer
     if penalizer is None:

@@ -17,7 +17,7 @@ through `training.registry`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,13 @@ import pandas as pd
 
 from models.bundle import RISK_QUANTILES, VALUE_QUANTILES, ChurnBundle, apply_calibration
 from training.metrics import churn_metrics, clv_metrics, expected_calibration_error
+from training.model_choice import (
+    Choice,
+    TreeSize,
+    choose_clv_form,
+    choose_tree_size,
+    fit_hurdle,
+)
 
 ID_COLUMNS = ("customer_id", "snapshot_at")
 LABEL_COLUMNS = ("in_population", "churned", "clv_target")
@@ -50,10 +57,14 @@ class TrainParams:
     learning_rate: float = 0.05
     num_leaves: int = 15
     min_data_in_leaf: int = 20
+    # other (num_leaves, min_data_in_leaf) pairs tried on the held-out snapshot; () = none
+    tree_sizes: tuple[tuple[int, int], ...] = ((3, 50), (7, 50))
+    tree_size_min_gain: float = 0.005
     feature_fraction: float = 0.9
     lambda_l2: float = 1.0
     early_stopping_rounds: int = 30
     tweedie_variance_power: float = 1.3
+    clv_model: str = "auto"  # auto | tweedie | hurdle (see training.model_choice)
     seed: int = 0
     # one thread by default: training sets are small (customers × snapshots) and OpenMP
     # threads on shared cores cost more than they gain; 0 = all cores
@@ -71,6 +82,8 @@ class TrainParams:
                              f"{self.calibration!r}")
         if not 0 < self.margin_rate <= 1:
             raise ValueError(f"margin_rate must be in (0, 1], not {self.margin_rate}")
+        if self.clv_model not in ("auto", "tweedie", "hurdle"):
+            raise ValueError(f"clv_model must be auto|tweedie|hurdle, not {self.clv_model!r}")
         if self.definition not in (None, "inactivity", "subscription"):
             raise ValueError(f"definition must be inactivity or subscription, not "
                              f"{self.definition!r}")
@@ -271,6 +284,47 @@ def _split_by_snapshot(rows: pd.DataFrame, what: str, fix: str) -> tuple[pd.Time
 # -- fitting -------------------------------------------------------------------------
 
 
+def _fit_churn(params: TrainParams, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame,
+               y_val: np.ndarray) -> tuple[lgb.Booster, TrainParams, Choice]:
+    """The churn booster of the tree size the held-out snapshot chooses, and the params with it."""
+    from sklearn.metrics import roc_auc_score
+
+    boosters: dict[TreeSize, lgb.Booster] = {}
+
+    def sized(size: TreeSize) -> TrainParams:
+        return replace(params, num_leaves=size[0], min_data_in_leaf=size[1])
+
+    def held_out_auc(size: TreeSize) -> float:
+        boosters[size] = _train_booster(
+            _lgb_params(sized(size), objective="binary", metric="binary_logloss"),
+            X, y, X_val, y_val, rounds=params.num_boost_round, stop=params.early_stopping_rounds)
+        return float(roc_auc_score(y_val, boosters[size].predict(X_val)))
+
+    default = (params.num_leaves, params.min_data_in_leaf)
+    choice = choose_tree_size(held_out_auc, default, params.tree_sizes,
+                              min_gain=params.tree_size_min_gain)
+    size: TreeSize = choice.value  # type: ignore[assignment]
+    if size not in boosters:
+        held_out_auc(size)
+    return boosters[size], sized(size), choice
+
+
+def _fit_clv(params: TrainParams, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame,
+             y_val: np.ndarray) -> Choice:
+    """The CLV booster (Tweedie, or the hurdle model when the held-out snapshot prefers it)."""
+
+    def train(extra: dict[str, Any], X_fit: pd.DataFrame, y_fit: np.ndarray,
+              X_check: pd.DataFrame, y_check: np.ndarray) -> lgb.Booster:
+        return _train_booster(_lgb_params(params, **extra), X_fit, y_fit, X_check, y_check,
+                              rounds=params.num_boost_round, stop=params.early_stopping_rounds)
+
+    tweedie = train({"objective": "tweedie", "metric": "tweedie",
+                     "tweedie_variance_power": params.tweedie_variance_power},
+                    X, y, X_val, y_val)
+    hurdle = None if params.clv_model == "tweedie" else fit_hurdle(train, X, y, X_val, y_val)
+    return choose_clv_form(tweedie, hurdle, X_val, y_val, form=params.clv_model)
+
+
 def evaluate_bundle(bundle: ChurnBundle, holdout: pd.DataFrame, clv_holdout: pd.DataFrame
                     ) -> dict[str, float]:
     """Churn and CLV metrics of any bundle on held-out training-set rows.
@@ -341,10 +395,9 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
 
     X_train, y_train = features_of(train), train["churned"].to_numpy(float)
     X_held, y_held = features_of(held), held["churned"].to_numpy(float)
-    churn_booster = _train_booster(
-        _lgb_params(params, objective="binary", metric="binary_logloss"),
-        X_train, y_train, X_held, y_held,
-        rounds=params.num_boost_round, stop=params.early_stopping_rounds)
+    churn_booster, params, tree_choice = _fit_churn(params, X_train, y_train, X_held, y_held)
+    if tree_choice.note:
+        notes.append(tree_choice.note)
 
     # CLV: every row with a CLV label; its own latest labelled snapshot held out
     valued = frame[frame["clv_target"].notna()]
@@ -366,12 +419,11 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
         raise TrainingDataError(
             "no revenue in the CLV training windows; give a longer history or lower "
             "--clv-horizon.")
-    clv_booster = _train_booster(
-        _lgb_params(params, objective="tweedie",
-                    tweedie_variance_power=params.tweedie_variance_power, metric="tweedie"),
-        features_of(clv_train), clv_train["clv_target"].to_numpy(float),
-        features_of(clv_holdout), clv_holdout["clv_target"].to_numpy(float),
-        rounds=params.num_boost_round, stop=params.early_stopping_rounds)
+    clv_choice = _fit_clv(params, features_of(clv_train), clv_train["clv_target"].to_numpy(float),
+                          features_of(clv_holdout), clv_holdout["clv_target"].to_numpy(float))
+    clv_booster = clv_choice.value
+    if clv_choice.note:
+        notes.append(clv_choice.note)
 
     categorical = {n: [*X_train[n].cat.categories] for n in names
                    if isinstance(X_train[n].dtype, pd.CategoricalDtype)}
@@ -410,7 +462,7 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
         metrics["churn_ece_in_sample"] = metrics["churn_ece"]
         metrics["churn_ece"] = calibration_report[
             f"churn_ece_crossfit_{bundle.calibration['method']}"]
-    metrics |= calibration_report
+    metrics |= calibration_report | tree_choice.report | clv_choice.report
     metrics |= {
         "churn_best_iteration": float(churn_booster.current_iteration()),
         "clv_best_iteration": float(clv_booster.current_iteration()),

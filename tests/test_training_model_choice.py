@@ -1,0 +1,98 @@
+"""Choices made on the held-out training snapshot: tree size and the hurdle CLV model."""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+import pytest
+from churn_training_data import fitted
+
+from training.horizon import scale_booster
+from training.model_choice import (
+    add_log_link_boosters,
+    choose_clv_form,
+    choose_tree_size,
+    fit_hurdle,
+)
+from training.train import TrainParams
+
+QUIET = {"verbosity": -1, "num_threads": 1, "seed": 0, "deterministic": True}
+
+
+def spend_data(n: int = 1500, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Zero-inflated spend: feature a drives whether anyone buys, b how much buyers spend."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(n, 3)), columns=["a", "b", "c"])
+    buys = rng.random(n) < 1 / (1 + np.exp(-2 * X["a"]))
+    return X, np.where(buys, rng.gamma(2.0, np.exp(1 + X["b"]) / 2.0), 0.0)
+
+
+def train(extra, X, y, X_val, y_val):
+    return lgb.train({"num_leaves": 7, "learning_rate": 0.1, **QUIET, **extra},
+                     lgb.Dataset(X, y), num_boost_round=40)
+
+
+def test_added_boosters_predict_the_product_and_keep_contributions_additive():
+    X, y = spend_data()
+    purchase = train({"objective": "poisson"}, X, (y > 0).astype(float), None, None)
+    spend = train({"objective": "gamma"}, X[y > 0], y[y > 0], None, None)
+    both = add_log_link_boosters(purchase, spend)
+    assert both.num_trees() == purchase.num_trees() + spend.num_trees()
+    np.testing.assert_allclose(both.predict(X), purchase.predict(X) * spend.predict(X),
+                               rtol=1e-10)
+    contributions = both.predict(X, pred_contrib=True)
+    np.testing.assert_allclose(contributions.sum(axis=1), both.predict(X, raw_score=True),
+                               atol=1e-9)
+    # the horizon anchor's power map works on it like on any log-link booster
+    np.testing.assert_allclose(scale_booster(both, 2.0, power=1.2).predict(X),
+                               2.0 * both.predict(X) ** 1.2, rtol=1e-9)
+
+
+def test_adding_boosters_of_different_features_is_refused():
+    X, y = spend_data()
+    one = train({"objective": "poisson"}, X, (y > 0).astype(float), None, None)
+    other = train({"objective": "gamma"}, X[["a", "b"]][y > 0], y[y > 0], None, None)
+    with pytest.raises(ValueError, match="same features"):
+        add_log_link_boosters(one, other)
+
+
+def test_hurdle_ranks_zero_inflated_spend_and_is_chosen_on_the_held_out_rows():
+    X, y = spend_data(seed=1)
+    X_val, y_val = spend_data(seed=2)
+    hurdle = fit_hurdle(train, X, y, X_val, y_val)
+    assert hurdle is not None
+    # a Tweedie model that cannot see the purchase driver ranks worse
+    blind = train({"objective": "tweedie"}, X.assign(a=0.0), y, None, None)
+    choice = choose_clv_form(blind, hurdle, X_val, y_val)
+    assert choice.value is hurdle and choice.report["clv_hurdle"] == 1.0
+    assert choice.report["clv_gini_hurdle"] > choice.report["clv_gini_tweedie"]
+    forced = choose_clv_form(hurdle, blind, X_val, y_val, form="hurdle")
+    assert forced.value is blind, "an explicit form is not second-guessed"
+
+
+def test_no_hurdle_without_enough_buyers():
+    X, y = spend_data()
+    assert fit_hurdle(train, X, np.zeros(len(y)), X, y) is None
+    tweedie = train({"objective": "tweedie"}, X, y, None, None)
+    assert choose_clv_form(tweedie, None, X, y).value is tweedie
+
+
+def test_tree_size_changes_only_for_a_clear_held_out_gain():
+    aucs = {(15, 20): 0.700, (3, 50): 0.704, (7, 50): 0.720}
+    chosen = choose_tree_size(aucs.__getitem__, (15, 20), ((3, 50), (7, 50)), min_gain=0.005)
+    assert chosen.value == (7, 50) and chosen.report["tree_num_leaves"] == 7
+    aucs[(7, 50)] = 0.703
+    kept = choose_tree_size(aucs.__getitem__, (15, 20), ((3, 50), (7, 50)), min_gain=0.005)
+    assert kept.value == (15, 20) and "defaults kept" in kept.note
+    tried: list = []
+    assert choose_tree_size(tried.append, (15, 20), (), min_gain=0.005).value == (15, 20)
+    assert not tried, "no candidates: nothing is fitted"
+
+
+def test_fit_records_its_choices():
+    m = fitted().metrics
+    assert m["tree_num_leaves"] in (15, 3, 7)
+    assert set(m) >= {"tree_size_auc_15l20m", "tree_size_auc_3l50m", "clv_hurdle"}
+    with pytest.raises(ValueError, match="clv_model"):
+        TrainParams(clv_model="ziln")

@@ -1,0 +1,138 @@
+"""Choices made on the held-out snapshot before the cut-off: tree size and CLV model form.
+
+Everything here is decided from data the model may see (the latest training
+snapshot, held out by time), never from what happens after the cut-off, so a
+backtest judges the same procedure ``churnlens train`` runs.
+
+- Tree size: LightGBM's defaults (15 leaves, 20 rows per leaf) overfit small
+  data (Online Retail's 3-4k customers per snapshot). Each candidate size in
+  ``TrainParams.tree_sizes`` fits a churn model; the best held-out churn ROC AUC
+  replaces the defaults only when it beats them by more than
+  ``tree_size_min_gain`` (an AUC difference smaller than that is noise on a
+  few thousand rows). Both models use the chosen size.
+- CLV form: a Tweedie regression of spend, or a hurdle (zero-inflated) model
+  P(any purchase) × E[spend | purchase] from two boosters; the hurdle is kept
+  when it ranks the held-out snapshot's spend better (normalized Gini). Both
+  halves use a log link (Poisson on the purchase indicator, Gamma on the spend
+  of buyers), so their trees add up to one LightGBM model that predicts the
+  product: the bundle, the pyfunc and TreeSHAP see a single booster.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from training.metrics import normalized_gini
+
+#: ``(num_leaves, min_data_in_leaf)``
+TreeSize = tuple[int, int]
+#: trains a booster: (extra LightGBM params, X, y, X_val, y_val) -> booster
+Trainer = Callable[..., lgb.Booster]
+
+
+@dataclass
+class Choice:
+    """What was chosen, the figures it was chosen on, and a sentence for the run's notes."""
+
+    value: object
+    report: dict[str, float] = field(default_factory=dict)
+    note: str = ""
+
+
+def _size_key(size: TreeSize) -> str:
+    return f"{size[0]}l{size[1]}m"
+
+
+def choose_tree_size(auc_of: Callable[[TreeSize], float], default: TreeSize,
+                     candidates: tuple[TreeSize, ...], *, min_gain: float) -> Choice:
+    """The tree size whose churn model has the best held-out ROC AUC, if it beats the default.
+
+    ``auc_of`` fits a churn model of a given size and returns its held-out AUC.
+    The default stays unless the best candidate beats it by more than ``min_gain``.
+    """
+    others = tuple(dict.fromkeys(c for c in candidates if tuple(c) != tuple(default)))
+    if not others:
+        return Choice(default)
+    scores = {tuple(size): auc_of(tuple(size)) for size in (tuple(default), *others)}
+    report = {f"tree_size_auc_{_size_key(s)}": v for s, v in scores.items()}
+    best = max(others, key=lambda s: (scores[tuple(s)], -s[0]))
+    gain = scores[tuple(best)] - scores[tuple(default)]
+    chosen = tuple(best) if gain > min_gain else tuple(default)
+    report |= {"tree_num_leaves": float(chosen[0]), "tree_min_data_in_leaf": float(chosen[1])}
+    figures = ", ".join(f"{s[0]} leaves/{s[1]} rows {v:.3f}" for s, v in scores.items())
+    verdict = ("chosen" if chosen != tuple(default) else
+               f"defaults kept (no size better by more than {min_gain})")
+    note = (f"tree size {chosen[0]} leaves, at least {chosen[1]} rows per leaf, {verdict}; "
+            f"held-out churn ROC AUC by size: {figures}")
+    return Choice(chosen, report, note)
+
+
+# -- hurdle CLV ------------------------------------------------------------------------
+
+_TREE_HEADER = re.compile(r"^Tree=(\d+)$", re.MULTILINE)
+
+
+def _split_model(text: str) -> tuple[str, list[str], str]:
+    """(header, tree blocks, footer) of a LightGBM model string."""
+    start = text.index("\nTree=") + 1
+    end = text.index("end of trees")
+    header, body, footer = text[:start], text[start:end], text[end:]
+    blocks = [b.strip("\n") for b in re.split(r"(?m)^(?=Tree=\d+$)", body) if b.strip()]
+    return header, blocks, footer
+
+
+def add_log_link_boosters(first: lgb.Booster, second: lgb.Booster) -> lgb.Booster:
+    """One booster whose raw score is the sum of two log-link boosters' raw scores.
+
+    With a log link, exp(f₁ + f₂) = exp(f₁) · exp(f₂): the result predicts the
+    product of the two predictions. Both must use the same features in the
+    same order; the result keeps ``second``'s objective (its output transform).
+    """
+    if first.feature_name() != second.feature_name():
+        raise ValueError("the boosters must be trained on the same features")
+    _, first_trees, _ = _split_model(first.model_to_string())
+    header, second_trees, footer = _split_model(second.model_to_string())
+    header = re.sub(r"(?m)^tree_sizes=.*\n", "", header)
+    trees = [*first_trees, *second_trees]
+    renumbered = [_TREE_HEADER.sub(f"Tree={i}", block, count=1) for i, block in enumerate(trees)]
+    text = header + "".join(block + "\n\n\n" for block in renumbered) + footer
+    # a round trip through LightGBM rewrites tree sizes and importances consistently
+    return lgb.Booster(model_str=lgb.Booster(model_str=text).model_to_string())
+
+
+def fit_hurdle(train: Trainer, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame,
+               y_val: np.ndarray) -> lgb.Booster | None:
+    """P(any purchase) × E[spend | purchase] as one booster; None when too few buyers."""
+    bought, bought_val = y > 0, y_val > 0
+    if bought.sum() < 2 or bought_val.sum() < 2 or bought.all():
+        return None
+    purchase = train({"objective": "poisson", "metric": "poisson"},
+                     X, bought.astype(float), X_val, bought_val.astype(float))
+    spend = train({"objective": "gamma", "metric": "gamma"},
+                  X[bought], y[bought], X_val[bought_val], y_val[bought_val])
+    return add_log_link_boosters(purchase, spend)
+
+
+def choose_clv_form(tweedie: lgb.Booster, hurdle: lgb.Booster | None, X_val: pd.DataFrame,
+                    y_val: np.ndarray, *, form: str = "auto") -> Choice:
+    """Keep the hurdle model when it ranks held-out spend better (normalized Gini), or if asked."""
+    if hurdle is None:
+        return Choice(tweedie, {"clv_hurdle": 0.0},
+                      "CLV: Tweedie regression (too few buyers for a hurdle model)"
+                      if form != "tweedie" else "")
+    gini = {"tweedie": normalized_gini(y_val, tweedie.predict(X_val)),
+            "hurdle": normalized_gini(y_val, hurdle.predict(X_val))}
+    use_hurdle = form == "hurdle" or (form == "auto" and gini["hurdle"] > gini["tweedie"])
+    report = {"clv_gini_tweedie": gini["tweedie"], "clv_gini_hurdle": gini["hurdle"],
+              "clv_hurdle": float(use_hurdle)}
+    name = ("hurdle: P(any purchase) × E[spend | purchase]" if use_hurdle
+            else "Tweedie regression")
+    return Choice(hurdle if use_hurdle else tweedie, report,
+                  f"CLV model: {name} (held-out normalized Gini: Tweedie "
+                  f"{gini['tweedie']:.3f}, hurdle {gini['hurdle']:.3f})")
