@@ -32,6 +32,7 @@ import pandas as pd
 
 from models.contributions import exact_contributions
 from models.explain import reason_text
+from models.reasons import ReasonTable, plain, reason_table, top_features
 
 BUNDLE_FILE = "bundle.json"
 CHURN_MODEL_FILE = "churn_model.txt"
@@ -267,47 +268,69 @@ class ChurnBundle:
             raise KeyError(f"customer(s) not in the feature frame: {missing[:5]}")
         return features.loc[rows]
 
+    def _text_of(self, reference: Mapping[str, float]) -> Callable[[str, Any], str]:
+        def text_of(name: str, value: Any) -> str:
+            return reason_text(name, value, info=self.feature_info.get(name), reference=reference)
+
+        return text_of
+
     def reasons_from(self, contributions: np.ndarray, value_of: Callable[[int, int], Any], *,
                      top_k: int, reference: Mapping[str, float] | None = None,
                      ) -> list[list[dict[str, Any]]]:
         """Top-k reasons per row from exact contributions: ``{feature, value, contribution, text}``.
 
-        ``contributions`` has one row per customer (last column = base value);
-        ``value_of(row, feature_position)`` reads a feature's value, so a caller
-        holding a large frame reads only the few values the reasons need. Only
-        features that raise the output are reasons. ``reference`` defaults to the
-        medians among retained customers (churn sentences).
+        For a few rows (the by-id API): ``value_of(row, feature_position)`` reads
+        a feature's value, so a caller holding a large frame reads only the few
+        values the reasons need. Only features that raise the output are
+        reasons. ``reference`` defaults to the medians among retained customers
+        (churn sentences). Many rows: `reason_table`, same reasons.
         """
         if reference is None:
             reference = self.reference.get("retained_median", {})
-        names = self.feature_names
-        gains = contributions[:, :-1]
-        strongest = np.argsort(-gains, axis=1, kind="stable")[:, :top_k]
+        text_of = self._text_of(reference)
+        features, gains = top_features(contributions, top_k)
         out: list[list[dict[str, Any]]] = []
-        for i, order in enumerate(strongest):
+        for i, (row_features, row_gains) in enumerate(zip(features, gains, strict=True)):
             reasons = []
-            for j in order:
-                if gains[i, j] <= 0:
+            for j, gain in zip(row_features.tolist(), row_gains.tolist(), strict=True):
+                if j < 0:
                     break
-                name = names[j]
-                value = _plain(value_of(i, j))
-                reasons.append({
-                    "feature": name,
-                    "value": value,
-                    "contribution": float(gains[i, j]),
-                    "text": reason_text(name, value, info=self.feature_info.get(name),
-                                        reference=reference),
-                })
+                name = self.feature_names[j]
+                value = plain(value_of(i, j))
+                reasons.append({"feature": name, "value": value, "contribution": gain,
+                                "text": text_of(name, value)})
             out.append(reasons)
         return out
 
-    def _reasons(self, features: pd.DataFrame, contributions: np.ndarray, *, top_k: int,
-                 reference: Mapping[str, float]) -> list[list[dict[str, Any]]]:
-        # one object matrix for the batch: reading values row by row with `.iloc`
-        # cost ~20x more than computing the contributions
-        values = features.reindex(columns=self.feature_names).to_numpy(dtype=object)
-        return self.reasons_from(contributions, lambda i, j: values[i, j], top_k=top_k,
-                                 reference=reference)
+    def reason_table(self, features: pd.DataFrame, contributions: np.ndarray, *, top_k: int,
+                     reference: Mapping[str, float]) -> ReasonTable:
+        """Top-k reasons of every row of ``features`` (column-wise, for batches)."""
+        def column_values(j: int, rows: np.ndarray) -> np.ndarray:
+            name = self.feature_names[j]
+            if name not in features:
+                return np.full(len(rows), None, dtype=object)
+            return features[name].to_numpy()[rows]
+
+        return reason_table(contributions, column_values, names=self.feature_names,
+                            text_of=self._text_of(reference), top_k=top_k)
+
+    def explain_table(self, features: pd.DataFrame, *, top_k: int = 5,
+                      wanted: np.ndarray | None = None) -> ReasonTable:
+        """Churn reasons of every row as a `ReasonTable` (what `explain` returns as dicts).
+
+        Only rows in the churn population, and in ``wanted`` (a boolean mask) when
+        given, are explained; the others get no reasons.
+        """
+        X = self.prepare(features)
+        explained = self.in_population(features).to_numpy(dtype=bool, copy=True)
+        if wanted is not None:
+            explained &= np.asarray(wanted, dtype=bool)
+        contributions = np.zeros((len(X), len(self.feature_names) + 1))
+        if explained.any():
+            rows = X if explained.all() else X[explained]
+            contributions[explained] = self._contributions(rows)
+        return self.reason_table(features, contributions, top_k=top_k,
+                                 reference=self.reference.get("retained_median", {}))
 
     def explain(self, features: pd.DataFrame, *, top_k: int = 5,
                 rows: Iterable[Any] | None = None) -> list[list[dict[str, Any]]]:
@@ -318,22 +341,15 @@ class ChurnBundle:
         log-odds; only features that raise the risk are reasons. Customers
         outside the churn population get no reasons.
         """
-        features = self._select(features, rows)
-        X = self.prepare(features)
-        population = self.in_population(features).to_numpy()
-        contributions = np.zeros((len(X), len(self.feature_names) + 1))
-        if population.any():
-            contributions[population] = self._contributions(X[population])
-        return self._reasons(features, contributions, top_k=top_k,
-                             reference=self.reference.get("retained_median", {}))
+        return self.explain_table(self._select(features, rows), top_k=top_k).rows()
 
     def explain_value(self, features: pd.DataFrame, *, top_k: int = 5,
                       rows: Iterable[Any] | None = None) -> list[list[dict[str, Any]]]:
         """Top-k features raising each customer's predicted CLV, same shape as `explain`."""
         features = self._select(features, rows)
         X = self.prepare(features)
-        return self._reasons(features, self._clv_contributions(X), top_k=top_k,
-                             reference=self.reference.get("median", {}))
+        return self.reason_table(features, self._clv_contributions(X), top_k=top_k,
+                                 reference=self.reference.get("median", {})).rows()
 
     def feature_importance(self) -> pd.DataFrame:
         """Total gain per feature of both models, most important churn feature first."""
@@ -399,16 +415,3 @@ class ChurnBundle:
     def __repr__(self) -> str:
         return (f"ChurnBundle(definition={self.definition!r}, features={len(self.feature_names)},"
                 f" horizon_days={self.horizon_days}, clv_horizon_days={self.clv_horizon_days})")
-
-
-def _plain(value: Any) -> Any:
-    """A feature value as a JSON-ready Python scalar (NaN → None)."""
-    if value is None:
-        return None
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return value

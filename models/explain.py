@@ -13,6 +13,7 @@ here; the templates below only make the most common reasons read naturally.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -180,7 +181,9 @@ PATTERNS: tuple[tuple[re.Pattern[str], Callable[[re.Match[str], str], Template]]
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def _template(name: str) -> Template | None:
+    """The sentence template for a feature name (cached: names repeat for every customer)."""
     if name in TEMPLATES:
         return TEMPLATES[name]
     for pattern, factory in PATTERNS:

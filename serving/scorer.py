@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import pandas as pd
 
+from models.reasons import ReasonTable, plain
 from serving.schemas import Reason, ScoreRecord
 
 if TYPE_CHECKING:
@@ -35,20 +36,8 @@ BATCH_COLUMNS = ("customer_id", "as_of", "churn_probability", "risk_tier", "clv"
 BATCH_TAIL_COLUMNS = ("recommended_action", "model_version")
 
 
-def _plain(value: Any) -> float | str | None:
-    """A feature value as JSON can carry it (NaN and missing become null)."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, bool | np.bool_):
-        return float(value)
-    if isinstance(value, int | float | np.integer | np.floating):
-        number = float(value)
-        return None if math.isnan(number) or math.isinf(number) else number
-    return str(value)
-
-
 def _reason(item: dict[str, Any]) -> Reason:
-    return Reason(feature=str(item["feature"]), value=_plain(item["value"]),
+    return Reason(feature=str(item["feature"]), value=plain(item["value"]),
                   contribution=float(item["contribution"]), text=str(item["text"]))
 
 
@@ -222,20 +211,22 @@ class Scorer:
         as_of_value = pd.Timestamp(as_of).to_pydatetime()
         version = self.model_version
 
-        reasons = self._reason_dicts(features, tiers, explain=explain, top_k=top_k)
-        reasons_json = np.full(n, "[]", dtype=object)
+        table = self._reason_table(features, tiers, explain=explain, top_k=top_k)
+        reasons_json = table.json()
         texts = np.full((n, top_k), None, dtype=object)
-        for position, items in reasons.items():
-            reasons_json[position] = json.dumps(items, ensure_ascii=False)
-            for k, item in enumerate(items[:top_k]):
-                texts[position, k] = item["text"]
+        texts[:, : table.text.shape[1]] = table.text[:, :top_k]
 
         actions = np.full(n, None, dtype=object)
-        if self.rules is not None or self.outbox is not None:
+        if self.outbox is not None or (self.rules is not None
+                                       and not hasattr(self.rules, "first_actions")):
             actions = self._recommend_rows(
                 features, ids=ids, as_of=as_of_value, probability=probability, tiers=tiers,
-                clv=clv, segments=segments, at_risk=at_risk, reasons=reasons, version=version,
+                clv=clv, segments=segments, at_risk=at_risk, reasons=table, version=version,
             )
+        elif self.rules is not None:
+            actions = self.rules.first_actions(
+                risk_tier=tiers, value_segment=segments, churn_probability=probability,
+                clv=clv, value_at_risk=at_risk, reasons=table)
 
         columns: dict[str, Any] = {
             "customer_id": ids,
@@ -257,82 +248,47 @@ class Scorer:
             frame[column] = frame[column].astype("float64")
         return frame
 
-    def _reason_dicts(
+    def _reason_table(
         self, features: pd.DataFrame, tiers: np.ndarray, *, explain: Explain, top_k: int
-    ) -> dict[int, list[dict[str, Any]]]:
-        """Reasons by row position as `Reason.model_dump()` gives them; same rows as `_reasons`."""
-        if explain == "none":
-            return {}
+    ) -> ReasonTable:
+        """Reasons of every row, for the customers ``explain`` asks for (none for the others)."""
         wanted = tiers != "not_applicable"
         if explain == "at-risk":
             wanted &= np.isin(tiers, list(AT_RISK_TIERS))
-        positions = np.flatnonzero(wanted)
-        if positions.size == 0:
-            return {}
-        subset = features if positions.size == len(features) else features.iloc[positions]
-        explained = self.bundle.explain(subset, top_k=top_k)
-        return {
-            int(position): [
-                {"feature": str(item["feature"]), "value": _plain(item["value"]),
-                 "contribution": float(item["contribution"]), "text": str(item["text"])}
-                for item in row_reasons
-            ]
-            for position, row_reasons in zip(positions, explained, strict=True)
-        }
+        if explain == "none" or not wanted.any():
+            return ReasonTable.empty(len(features), self.bundle.feature_names)
+        return self.bundle.explain_table(features, top_k=top_k, wanted=wanted)
 
     def _recommend_rows(
         self, features: pd.DataFrame, *, ids: np.ndarray, as_of: Any, probability: np.ndarray,
         tiers: np.ndarray, clv: np.ndarray, segments: np.ndarray, at_risk: np.ndarray,
-        reasons: dict[int, list[dict[str, Any]]], version: str,
+        reasons: ReasonTable, version: str,
     ) -> np.ndarray:
-        """``recommended_action`` per row, as `_recommend` sets it; records to the outbox.
+        """``recommended_action`` per row through score records, as `_recommend` sets it.
 
-        Records (unvalidated: the values are those `score_features` validates) are built
-        for every row when there is an outbox, else only for the rows that pass some
-        rule's score conditions (tiers, segments, ranges): a row failing them all
-        matches no rule, whatever its reasons.
+        For an outbox (it stores every record and triggered action) or a rule set that
+        only evaluates one record at a time. Records are unvalidated: the values are
+        those `score_features` validates.
         """
-        n = len(ids)
-        actions = np.full(n, None, dtype=object)
-        if self.outbox is not None:
-            positions = np.arange(n)
-        elif self.rules is not None:
-            positions = np.flatnonzero(_candidates(self.rules, probability=probability,
-                                                   tiers=tiers, clv=clv, segments=segments,
-                                                   at_risk=at_risk))
-        if self.rules is None or positions.size == 0:
-            if self.outbox is not None:
-                self.outbox.record_scores(
-                    [self._record(i, ids, as_of, probability, tiers, clv, segments, at_risk,
-                                  reasons, version) for i in positions], [])
-            return actions
-        records = [self._record(i, ids, as_of, probability, tiers, clv, segments, at_risk,
-                                reasons, version) for i in positions]
-        columns = [str(column) for column in features.columns]
-        values = features.iloc[positions].to_numpy(dtype=object)
-        triggered_all: list[Any] = []
-        for k, (position, record) in enumerate(zip(positions, records, strict=True)):
-            triggered = self.rules.evaluate(
-                record, features=dict(zip(columns, values[k], strict=True)))
-            if triggered:
-                record.recommended_action = triggered[0].action
-                actions[position] = triggered[0].action
-                triggered_all.extend(triggered)
-        if self.outbox is not None:
-            self.outbox.record_scores(records, triggered_all)
-        return actions
+        rows = reasons.rows()
+        records = [
+            self._record(i, ids, as_of, probability, tiers, clv, segments, at_risk, rows, version)
+            for i in range(len(ids))
+        ]
+        self._recommend(records, features)
+        return np.array([record.recommended_action for record in records], dtype=object)
 
     @staticmethod
     def _record(i: int, ids: np.ndarray, as_of: Any, probability: np.ndarray,
                 tiers: np.ndarray, clv: np.ndarray, segments: np.ndarray, at_risk: np.ndarray,
-                reasons: dict[int, list[dict[str, Any]]], version: str) -> ScoreRecord:
+                reasons: Sequence[list[dict[str, Any]]], version: str) -> ScoreRecord:
         p, v = float(probability[i]), float(at_risk[i])
         return ScoreRecord.model_construct(
             customer_id=ids[i], as_of=as_of,
             churn_probability=None if math.isnan(p) else p,
             risk_tier=tiers[i], clv=float(clv[i]), value_segment=segments[i],
             value_at_risk=None if math.isnan(v) else v,
-            reasons=[Reason.model_construct(**item) for item in reasons.get(int(i), [])],
+            reasons=[Reason.model_construct(**item) for item in reasons[i]],
             recommended_action=None, model_version=version,
         )
 
@@ -341,8 +297,9 @@ class Scorer:
     ) -> dict[int, list[Reason]]:
         """Reasons by row position; only for customers in the population (and at risk)."""
         tiers = predictions["risk_tier"].to_numpy()
-        dicts = self._reason_dicts(features, tiers, explain=explain, top_k=top_k)
-        return {position: [Reason(**item) for item in items] for position, items in dicts.items()}
+        rows = self._reason_table(features, tiers, explain=explain, top_k=top_k).rows()
+        return {position: [Reason(**item) for item in items]
+                for position, items in enumerate(rows) if items}
 
     def _recommend(
         self, records: list[ScoreRecord],
@@ -377,42 +334,6 @@ class Scorer:
 
 _RISK_TIERS = np.array(["low", "medium", "high", "not_applicable"], dtype=object)
 _VALUE_SEGMENTS = np.array(["low", "mid", "high"], dtype=object)
-
-
-def _candidates(rules: Any, *, probability: np.ndarray, tiers: np.ndarray, clv: np.ndarray,
-                segments: np.ndarray, at_risk: np.ndarray) -> np.ndarray:
-    """Rows that pass the score conditions of at least one rule (a superset of the matches).
-
-    Rule sets without a ``rules`` tuple of `Rule`-like objects get every row.
-    """
-    rule_list = getattr(rules, "rules", None)
-    if rule_list is None:
-        return np.ones(len(tiers), dtype=bool)
-    any_rule = np.zeros(len(tiers), dtype=bool)
-    for rule in rule_list:
-        try:
-            ok = np.ones(len(tiers), dtype=bool)
-            if rule.risk_tiers is not None:
-                ok &= np.isin(tiers, np.array(list(rule.risk_tiers), dtype=object))
-            if rule.value_segments is not None:
-                ok &= np.isin(segments, np.array(list(rule.value_segments), dtype=object))
-            for values, low, high in (
-                (probability, rule.min_churn_probability, rule.max_churn_probability),
-                (clv, rule.min_clv, rule.max_clv),
-                (at_risk, rule.min_value_at_risk, rule.max_value_at_risk),
-            ):
-                if low is None and high is None:
-                    continue
-                inside = ~np.isnan(values)   # `_within`: a missing value is outside any bound
-                if low is not None:
-                    inside &= values >= low
-                if high is not None:
-                    inside &= values <= high
-                ok &= inside
-        except AttributeError:
-            return np.ones(len(tiers), dtype=bool)
-        any_rule |= ok
-    return any_rule
 
 
 def records_to_frame(records: Sequence[ScoreRecord], *, top_k: int = 5) -> pd.DataFrame:

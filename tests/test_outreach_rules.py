@@ -164,3 +164,45 @@ def test_reasons_in_any_order_are_ranked_by_contribution():
         Reason(feature="days_since_last_order", value=94.0, contribution=0.9, text="gap"),
     ])
     assert len(rules.evaluate(shuffled)) == 1
+
+
+def test_first_actions_column_wise_equal_evaluating_each_record():
+    import numpy as np
+
+    from models.reasons import reason_table
+
+    rules = parse_rules("""
+rules:
+  - {name: by-reason, risk_tiers: [high, medium], action: experience_follow_up,
+     channel: "file:a.jsonl", cooldown_days: 5,
+     top_reasons: {features: ["*return*"], within: 2}}
+  - {name: valuable, min_clv: 50, max_value_at_risk: 40, action: success_call,
+     channel: "file:b.jsonl", cooldown_days: 5}
+  - {name: likely, min_churn_probability: 0.6, value_segments: [low, mid],
+     action: win_back_offer, channel: "file:c.jsonl", cooldown_days: 5}
+""")
+    rng = np.random.default_rng(11)
+    n = 500
+    names = ("days_since_last_order", "return_rate", "returned_orders_90d", "orders_90d")
+    tier = rng.choice(["low", "medium", "high", "not_applicable"], n).astype(object)
+    segment = rng.choice(["low", "mid", "high"], n).astype(object)
+    probability = np.where(tier == "not_applicable", np.nan, rng.uniform(0, 1, n))
+    clv = rng.uniform(0, 100, n)
+    at_risk = probability * clv
+    contributions = rng.normal(size=(n, len(names) + 1))
+    table = reason_table(contributions, lambda j, rows: np.ones(len(rows)), names=names,
+                         text_of=lambda name, value: f"{name}.", top_k=3)
+    got = rules.first_actions(risk_tier=tier, value_segment=segment,
+                              churn_probability=probability, clv=clv, value_at_risk=at_risk,
+                              reasons=table)
+    expected = []
+    for i, reasons in enumerate(table.rows()):
+        record = score_record(
+            f"c{i}", risk_tier=tier[i], value_segment=segment[i], clv=float(clv[i]),
+            churn_probability=None if np.isnan(probability[i]) else float(probability[i]),
+            value_at_risk=None if np.isnan(at_risk[i]) else float(at_risk[i]),
+            reasons=[Reason(**r) for r in reasons])
+        triggered = rules.evaluate(record)
+        expected.append(triggered[0].action if triggered else None)
+    assert got.tolist() == expected
+    assert len(set(expected)) == 4, "every rule and no rule each decide some customers"

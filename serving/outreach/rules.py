@@ -20,9 +20,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from models.reasons import ReasonTable
 from serving.schemas import RiskTier, ScoreRecord, ValueSegment
 
 Action = Literal[
@@ -168,6 +170,30 @@ class Rule(BaseModel):
                 raise ValueError(f"{low} ({lo:g}) is greater than {high} ({hi:g})")
         return self
 
+    def score_mask(self, *, risk_tier: np.ndarray, value_segment: np.ndarray,
+                   churn_probability: np.ndarray, clv: np.ndarray,
+                   value_at_risk: np.ndarray) -> np.ndarray:
+        """`matches` without the reasons condition, for many customers at once (NaN = missing)."""
+        ok = np.ones(len(risk_tier), dtype=bool)
+        if self.risk_tiers is not None:
+            ok &= np.isin(risk_tier, np.array(self.risk_tiers, dtype=object))
+        if self.value_segments is not None:
+            ok &= np.isin(value_segment, np.array(self.value_segments, dtype=object))
+        for values, low, high in (
+            (churn_probability, self.min_churn_probability, self.max_churn_probability),
+            (clv, self.min_clv, self.max_clv),
+            (value_at_risk, self.min_value_at_risk, self.max_value_at_risk),
+        ):
+            if low is None and high is None:
+                continue
+            values = np.asarray(values, dtype=float)
+            ok &= ~np.isnan(values)  # as `_within`: a missing value is outside any bound
+            if low is not None:
+                ok &= values >= low
+            if high is not None:
+                ok &= values <= high
+        return ok
+
     def matches(self, record: ScoreRecord) -> bool:
         """Whether every condition of this rule holds for the score record."""
         if self.risk_tiers is not None and record.risk_tier not in self.risk_tiers:
@@ -239,6 +265,32 @@ class RuleSet:
             if rule.stop:
                 break
         return triggered
+
+    def first_actions(
+        self, *, risk_tier: np.ndarray, value_segment: np.ndarray,
+        churn_probability: np.ndarray, clv: np.ndarray, value_at_risk: np.ndarray,
+        reasons: ReasonTable,
+    ) -> np.ndarray:
+        """The recommended action per customer, column-wise (None where no rule matches).
+
+        The same answer as ``evaluate(record)[0].action`` for each customer's score
+        record, without building records: batch scoring needs only the action.
+        """
+        scores = {"risk_tier": risk_tier, "value_segment": value_segment,
+                  "churn_probability": churn_probability, "clv": clv,
+                  "value_at_risk": value_at_risk}
+        actions = np.full(len(risk_tier), None, dtype=object)
+        undecided = np.ones(len(risk_tier), dtype=bool)
+        for rule in self.rules:
+            hit = undecided & rule.score_mask(**scores)
+            if rule.top_reasons is not None and hit.any():
+                patterns = rule.top_reasons.features
+                wanted = np.array([any(fnmatch.fnmatchcase(name, p) for p in patterns)
+                                   for name in reasons.names], dtype=bool)
+                hit &= reasons.matches(wanted, rule.top_reasons.within)
+            actions[hit] = rule.action
+            undecided &= ~hit
+        return actions
 
     def recommend(
         self, records: list[ScoreRecord]
