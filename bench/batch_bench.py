@@ -9,6 +9,10 @@ In the same run, the reference: ``shap.TreeExplainer(booster).shap_values(X)`` p
 ``booster.predict(X)`` on the same churn model, on a ``--sample``-row sample of model rows
 (per-row throughput), and the ratio of the ``--explain all`` throughput to it. Peak RSS
 of a Dask run (``--engine dask``) is the driver's only; workers are separate processes.
+With the local engine's worker processes (``--workers``, default one per core), memory is
+also reported for the whole process tree, sampled every 0.25 s from /proc: the peak of the
+summed RSS (counts pages shared between processes once per process, so an upper bound)
+and of the summed PSS (shared pages split between the processes sharing them).
 
 The model is the churn bundle of bench/explain_bench.py (trained once by churnlens's own
 `fit_bundle` and cached), or ``--bundle DIR``.
@@ -20,9 +24,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from datetime import date
 from pathlib import Path
@@ -46,7 +52,8 @@ def generate(directory: Path, *, customers: int) -> dict:
     return info
 
 
-def run_score(data: Path, bundle: Path, explain: str, chunk_size: int, engine: str) -> dict:
+def run_score(data: Path, bundle: Path, explain: str, chunk_size: int, engine: str,
+              workers: int | None) -> dict:
     """One `churnlens score` run in this (fresh) process."""
     from models.loading import load_model
     from serving.batch import run_batch
@@ -57,9 +64,11 @@ def run_score(data: Path, bundle: Path, explain: str, chunk_size: int, engine: s
     started = time.perf_counter()
     scorer = Scorer(load_model(str(bundle)), rules=load_rules(None))
     summary = run_batch(data=data, out=out, scorer=scorer, model_uri=str(bundle),
-                        explain=explain, chunk_size=chunk_size, engine=engine)
+                        explain=explain, chunk_size=chunk_size, engine=engine,
+                        workers=workers or os.cpu_count() or 1)
     seconds = time.perf_counter() - started
-    return {"explain": explain, "engine": engine, "seconds": round(seconds, 1),
+    return {"explain": explain, "engine": engine, "workers": workers or os.cpu_count(),
+            "seconds": round(seconds, 1),
             "customers_per_s": round(summary.rows_scored / seconds),
             "rows_scored": summary.rows_scored, "rows_rejected": summary.rows_rejected,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
@@ -85,10 +94,58 @@ def run_reference(bundle: Path, sample: int) -> dict:
             "trees": churn.churn_booster.num_trees()}
 
 
+def _tree(root: int) -> list[int]:
+    """``root`` and its live descendants (from /proc/PID/task/TID/children)."""
+    found, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        found.append(pid)
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            try:
+                todo.extend(int(c) for c in children.read_text().split())
+            except OSError:
+                continue
+    return found
+
+
+def _memory_mb(pids: list[int]) -> tuple[float, float]:
+    """(summed RSS, summed PSS) of ``pids`` in MB, from smaps_rollup."""
+    rss = pss = 0
+    for pid in pids:
+        try:
+            text = Path(f"/proc/{pid}/smaps_rollup").read_text()
+        except OSError:
+            continue
+        for line in text.splitlines():
+            if line.startswith("Rss:"):
+                rss += int(line.split()[1])
+            elif line.startswith("Pss:"):
+                pss += int(line.split()[1])
+    return rss / 1024, pss / 1024
+
+
 def child(*arguments: str) -> dict:
-    output = subprocess.run([sys.executable, __file__, *arguments], check=True,
-                            capture_output=True, text=True, cwd=ROOT)
-    return json.loads(output.stdout.strip().splitlines()[-1])
+    """Run one step in a fresh process; add the peak memory of its process tree."""
+    process = subprocess.Popen([sys.executable, __file__, *arguments], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peaks = [0.0, 0.0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.25):
+            for k, value in enumerate(_memory_mb(_tree(process.pid))):
+                peaks[k] = max(peaks[k], value)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    stdout, stderr = process.communicate()
+    done.set()
+    sampler.join()
+    if process.returncode != 0:
+        raise SystemExit(f"step {arguments} failed:\n{stderr}")
+    result = json.loads(stdout.strip().splitlines()[-1])
+    result["tree_peak_rss_mb"], result["tree_peak_pss_mb"] = (round(v) for v in peaks)
+    return result
 
 
 def main() -> None:
@@ -101,13 +158,15 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=50_000)
     parser.add_argument("--modes", default="none,at-risk,all")
     parser.add_argument("--engine", default="local", choices=["local", "dask"])
+    parser.add_argument("--workers", type=int, default=None,
+                        help="local engine worker processes (default: one per core)")
     parser.add_argument("--step", choices=["score", "reference"], help=argparse.SUPPRESS)
     parser.add_argument("--explain", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     if args.step == "score":
         print(json.dumps(run_score(args.data, args.bundle, args.explain, args.chunk_size,
-                                   args.engine)))
+                                   args.engine, args.workers)))
         return
     if args.step == "reference":
         print(json.dumps(run_reference(args.bundle, args.sample)))
@@ -125,7 +184,8 @@ def main() -> None:
     for explain in args.modes.split(","):
         result = child("--step", "score", "--data", str(data), "--bundle", str(bundle),
                        "--explain", explain, "--chunk-size", str(args.chunk_size),
-                       "--engine", args.engine)
+                       "--engine", args.engine,
+                       *(["--workers", str(args.workers)] if args.workers else []))
         report["runs"].append(result)
         print(f"score --explain {explain}: {json.dumps(result)}", flush=True)
     reference = child("--step", "reference", "--bundle", str(bundle), "--sample",

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -265,10 +266,16 @@ def _prepare_work_dir(work: Path, fingerprint: dict[str, Any], *, resume: bool) 
     return set()
 
 
-def _save_chunk(work: Path, result: ChunkResult) -> None:
-    # rejects first: a chunk counts as finished only once its rows file exists too
-    _write_atomic_parquet(result.rejects, _part_path(work, result.index, "rejects"))
-    _write_atomic_parquet(result.rows, _part_path(work, result.index, "rows"))
+def save_chunk(work: Path, result: ChunkResult, columns: list[str]) -> ChunkResult:
+    """Write a scored chunk's part files; what is left for the driver (rows dropped).
+
+    Rejects are written first: a chunk counts as finished only once its rows file
+    exists too.
+    """
+    index = result.index
+    _write_atomic_parquet(_rejects_frame(result.rejects), _part_path(work, index, "rejects"))
+    _write_atomic_parquet(_normalise(result.rows, columns), _part_path(work, index, "rows"))
+    return replace(result, rows=pd.DataFrame(), rejects=_rejects_frame([]))
 
 
 def _assemble(parts: Sequence[Path], out: Path) -> int:
@@ -327,12 +334,15 @@ def run_batch(
     outbox: Any = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: Progress | None = None,
+    workers: int = 1,
 ) -> BatchSummary:
     """Score every customer of the dataset in ``data`` into ``out`` (see the module doc).
 
     ``progress(done, total)`` is called with customer counts as chunks finish (also for
     chunks kept from an interrupted run). With ``outbox``, each chunk's scores and
     triggered actions are written to it (``Outbox.record_scores``), as the API does.
+    ``workers`` > 1 scores chunks in that many processes side by side (local engine; at
+    most one per chunk to do); 1 scores them in this process.
     """
     from features.io import read_dataset
     from serving.scorer import BATCH_COLUMNS, BATCH_TAIL_COLUMNS, EXPLAIN_CHOICES
@@ -347,6 +357,8 @@ def run_batch(
         raise BatchError("--chunk-size must be at least 1")
     if engine not in ("local", "dask"):
         raise BatchError(f"--engine must be local or dask, not {engine}")
+    if workers < 1:
+        raise BatchError("--workers must be at least 1")
     out.parent.mkdir(parents=True, exist_ok=True)
     rejects_path, work = output_paths(out)
 
@@ -369,18 +381,19 @@ def run_batch(
     todo = [i for i in range(len(chunks)) if i not in finished]
     outreach = {"scores": 0, "actions": 0}
 
-    def persist(result: ChunkResult) -> None:
+    def account(done_chunk: ChunkResult) -> None:
+        """The driver's share of a finished chunk: the outbox and the progress bar."""
         nonlocal done
-        result.rows = _normalise(result.rows, columns)
-        result.rejects = _rejects_frame(result.rejects)
         if outbox is not None:
-            written = outbox.record_scores(result.records, result.triggered)
-            outreach["scores"] += int(getattr(written, "scores", len(result.records)))
+            written = outbox.record_scores(done_chunk.records, done_chunk.triggered)
+            outreach["scores"] += int(getattr(written, "scores", len(done_chunk.records)))
             outreach["actions"] += int(getattr(written, "actions_created", 0) or 0)
-        _save_chunk(work, result)
-        done += len(chunks[result.index])
+        done += len(chunks[done_chunk.index])
         if progress is not None:
             progress(done, n_customers)
+
+    def persist(result: ChunkResult) -> None:
+        account(save_chunk(work, result, columns))
 
     kwargs = {"as_of": as_of, "explain": explain, "top_k": top_k,
               "collect_outreach": outbox is not None}
@@ -388,8 +401,12 @@ def run_batch(
     pieces = (
         (i, part) for i, part in enumerate(partition(dataset, chunks)) if i in wanted
     )
+    processes = min(workers, len(todo))
     if engine == "dask":
         _run_dask(pieces, scorer, kwargs, persist, scheduler=scheduler)
+    elif processes > 1:
+        _run_processes(pieces, scorer, kwargs, account, work=work, columns=columns,
+                       processes=processes)
     else:
         for i, part in pieces:
             persist(score_chunk(scorer, part, index=i, **kwargs))
@@ -490,6 +507,60 @@ def _run_dask(
         client.close()
         if cluster is not None:
             cluster.close()
+
+
+_WORKER_SCORER: Scorer | None = None
+
+
+def _start_worker(scorer_pickle: bytes) -> None:
+    """Worker process set-up: one OpenMP thread (the processes share the cores), the model."""
+    global _WORKER_SCORER
+    os.environ["OMP_NUM_THREADS"] = "1"   # before LightGBM loads, i.e. before unpickling
+    _WORKER_SCORER = pickle.loads(scorer_pickle)
+
+
+def _score_and_save(part: Dataset, index: int, kwargs: dict[str, Any], work: Path,
+                    columns: list[str]) -> ChunkResult:
+    assert _WORKER_SCORER is not None, "worker not started with _start_worker"
+    return save_chunk(work, score_chunk(_WORKER_SCORER, part, index=index, **kwargs), columns)
+
+
+def _run_processes(
+    pieces: Iterator[tuple[int, Dataset]],
+    scorer: Scorer,
+    kwargs: dict[str, Any],
+    account: Callable[[ChunkResult], None],
+    *,
+    work: Path,
+    columns: list[str],
+    processes: int,
+) -> None:
+    """`score_chunk` in worker processes on this machine; each worker writes its parts.
+
+    Spawned (not forked) workers: LightGBM's OpenMP runtime is not safe across fork.
+    At most two chunks per worker are in flight, so memory stays bounded by the chunk
+    size; the part files, not the order of completion, decide the output order.
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    pool = ProcessPoolExecutor(
+        max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
+        initializer=_start_worker, initargs=(pickle.dumps(scorer),),
+    )
+    try:
+        running: set[Any] = set()
+        for i, part in pieces:
+            running.add(pool.submit(_score_and_save, part, i, kwargs, work, columns))
+            while len(running) >= 2 * processes:
+                finished, running = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    account(future.result())
+        for future in running:
+            account(future.result())
+    finally:
+        # on an interruption, chunks not started yet are dropped (resume scores them)
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def fingerprint_digest(summary: BatchSummary) -> str:

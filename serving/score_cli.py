@@ -36,6 +36,9 @@ def score(
         help="Write scores and triggered actions to the outbox, as the API does")] = False,
     chunk_size: Annotated[int, typer.Option(
         min=1, help="Customers per chunk (bounds memory per chunk)")] = 50_000,
+    workers: Annotated[int | None, typer.Option(
+        min=1, help="Processes scoring chunks side by side with the local engine "
+                    "(default: one per core)")] = None,
     rules: Annotated[Path | None, typer.Option(
         help="Outreach rules YAML (default: the built-in set)", envvar="CHURNLENS_RULES",
         exists=True, dir_okay=False)] = None,
@@ -94,6 +97,7 @@ def score(
                 explain=explain,  # type: ignore[arg-type]
                 engine=engine, scheduler=scheduler, resume=resume, outbox=outbox,
                 chunk_size=chunk_size, progress=progress,
+                workers=workers or os.cpu_count() or 1,
             )
         except (BatchError, DataContractError) as error:
             console.print(f"[red]error:[/red] {error}")

@@ -190,6 +190,29 @@ def test_dask_engine_writes_the_same_file(scorer, data_dir, tmp_path, reference_
     assert summary.rejects.read_bytes() == reference_run.rejects.read_bytes()
 
 
+def test_worker_processes_write_the_same_file_and_resume(
+    scorer, data_dir, tmp_path, reference_run
+):
+    summary = _run(scorer, data_dir, tmp_path / "scores.parquet", workers=2)
+    assert summary.output.read_bytes() == reference_run.output.read_bytes()
+    assert summary.rejects.read_bytes() == reference_run.rejects.read_bytes()
+
+    out = tmp_path / "interrupted.parquet"
+    calls = []
+
+    def crash_after_one_chunk(done: int, total: int) -> None:
+        calls.append(done)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated crash")
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(scorer, data_dir, out, workers=2, progress=crash_after_one_chunk)
+    assert not out.exists()
+    resumed = _run(scorer, data_dir, out, workers=2, resume=True)
+    assert resumed.chunks_resumed >= 1, "finished chunks are kept"
+    assert out.read_bytes() == reference_run.output.read_bytes()
+
+
 def test_outreach_writes_scores_and_actions_to_the_outbox(scorer, data_dir, tmp_path):
     from serving.outreach.outbox import Outbox
 
