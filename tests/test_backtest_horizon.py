@@ -24,6 +24,7 @@ from training.horizon import (
     needs_anchor,
     scale_booster,
 )
+from training.recent_clv import RECENT_WINDOW_DAYS, recent_training_set
 from training.train import TrainParams, fit_bundle
 
 HORIZON = 273
@@ -49,7 +50,9 @@ def one_cohort():
 @pytest.fixture(scope="module")
 def anchored(one_cohort):
     dataset, as_of = one_cohort
-    params = dataclasses.replace(TrainParams(), horizon_days=HORIZON, clv_horizon_days=HORIZON)
+    # the CLV model of the long windows stays, so the maps can be checked against it
+    params = dataclasses.replace(TrainParams(), horizon_days=HORIZON, clv_horizon_days=HORIZON,
+                                 clv_recent_windows=False)
     training_set = build_training_set(dataset, as_of=as_of, horizon_days=HORIZON,
                                       clv_horizon_days=HORIZON, definition="inactivity")
     fit = fit_bundle(training_set, params=params, definition="inactivity")
@@ -85,6 +88,36 @@ def test_short_windows_are_anchored_to_the_requested_horizon(anchored):
         "the CLV total over the customers the anchor knows is the anchor's total")
     assert before["clv"].rank().corr(after["clv"].rank()) == pytest.approx(1.0), (
         "the CLV map is strictly increasing: the value ranking is unchanged")
+
+
+def test_recent_windows_are_compared_on_the_last_quarter_before_the_cut_off(one_cohort,
+                                                                            anchored):
+    dataset, as_of = one_cohort
+    training_set, _, features, _, _, anchor = anchored
+    params = dataclasses.replace(TrainParams(), horizon_days=HORIZON, clv_horizon_days=HORIZON)
+    recent = recent_training_set(dataset, as_of=as_of, params=params, definition="inactivity")
+    assert recent is not None
+    latest = max(recent.snapshot_dates)
+    assert latest == as_of - pd.Timedelta(days=RECENT_WINDOW_DAYS), (
+        "the judging snapshot's window is the last 13 weeks before the cut-off")
+    fit = fit_bundle(training_set, params=params, definition="inactivity")
+    long_booster = fit.bundle.clv_booster
+    notes = anchor_to_requested_horizon(fit, dataset, training_set=training_set, as_of=as_of,
+                                        definition="inactivity", features=features)
+    m = fit.metrics
+    assert {"clv_recent_window_gini", "clv_long_window_gini"} <= set(m)
+    used = m["clv_recent_window_gini"] > m["clv_long_window_gini"]
+    assert m["clv_recent_windows"] == float(used)
+    if used:
+        assert fit.bundle.clv_booster is not long_booster
+        assert set(fit.clv_holdout["snapshot_at"]) == {latest}
+        assert any(f"{RECENT_WINDOW_DAYS}-day windows from" in n for n in notes)
+    else:
+        assert any("CLV kept on the" in n for n in notes)
+    # the anchor maps whichever model was kept to its total
+    known = anchor.clv.reindex(features.index).dropna()
+    assert fit.bundle.predict(features).loc[known.index, "clv"].sum() == pytest.approx(
+        known.sum(), rel=1e-6)
 
 
 def test_anchored_bundle_round_trips(anchored, tmp_path):

@@ -237,11 +237,20 @@ def anchor_to_requested_horizon(fit: Any, dataset: Any, *, training_set: Any,
     except ValueError as error:
         return [f"BG/NBD horizon anchor could not be fitted ({error}); probabilities describe "
                 f"the {training_set.label_horizon_days}-day window"]
+    notes: list[str] = []
+    if clv:
+        from training.recent_clv import apply_recent_clv, choose_recent_clv
+
+        recent = choose_recent_clv(fit, dataset, training_set=training_set, as_of=as_of,
+                                   definition=definition)
+        if recent is not None:
+            notes.append(apply_recent_clv(fit, recent))
     if features is None:
         from features.pipeline import build_features
 
         features = build_features(dataset, as_of=as_of)
-    notes, report = apply_anchor(fit, anchor, features=features, churn=churn, clv=clv)
+    mapped, report = apply_anchor(fit, anchor, features=features, churn=churn, clv=clv)
+    notes += mapped
     fit.metrics |= report
     fit.bundle.metrics |= report
     fit.bundle.notes = [*fit.bundle.notes, *notes]

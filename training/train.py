@@ -65,6 +65,8 @@ class TrainParams:
     early_stopping_rounds: int = 30
     tweedie_variance_power: float = 1.3
     clv_model: str = "auto"  # auto | tweedie | hurdle (see training.model_choice)
+    # short history: may CLV learn from recent 13-week windows (see training.recent_clv)
+    clv_recent_windows: bool = True
     seed: int = 0
     # one thread by default: training sets are small (customers × snapshots) and OpenMP
     # threads on shared cores cost more than they gain; 0 = all cores
@@ -101,6 +103,7 @@ class FitResult:
     metrics: dict[str, float]
     clv_holdout: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    params: TrainParams | None = None  # as fitted (with the tree size chosen)
 
 
 @dataclass
@@ -474,7 +477,7 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
     }
     bundle.metrics = {k: v for k, v in metrics.items() if k.startswith(("churn_", "clv_"))}
     return FitResult(bundle=bundle, holdout=holdout, metrics=metrics, clv_holdout=clv_holdout,
-                     notes=notes)
+                     notes=notes, params=params)
 
 
 # -- champion gate -------------------------------------------------------------------
