@@ -28,6 +28,10 @@ and take only the *level and shape* from the anchor:
   predicts exp(score)), so every consumer of the booster — bundle, pyfunc,
   the by-id scorer — gives the same numbers. Rankings are unchanged.
 
+Before the CLV map, `training.recent_clv` may replace the CLV model by one
+trained on recent 13-week windows, when those rank the last 13 weeks before
+the cut-off better.
+
 Applied only when the training set's label windows are shorter than requested
 (``label_horizon_days < horizon_days`` for churn, ``clv_label_horizon_days <
 clv_horizon_days`` for CLV), for the inactivity definition with orders; the

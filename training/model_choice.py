@@ -131,7 +131,7 @@ def choose_clv_form(tweedie: lgb.Booster, hurdle: lgb.Booster | None, X_val: pd.
     use_hurdle = form == "hurdle" or (form == "auto" and gini["hurdle"] > gini["tweedie"])
     report = {"clv_gini_tweedie": gini["tweedie"], "clv_gini_hurdle": gini["hurdle"],
               "clv_hurdle": float(use_hurdle)}
-    name = ("hurdle: P(any purchase) × E[spend | purchase]" if use_hurdle
+    name = ("hurdle: P(any purchase) × E(spend | purchase)" if use_hurdle
             else "Tweedie regression")
     return Choice(hurdle if use_hurdle else tweedie, report,
                   f"CLV model: {name} (held-out normalized Gini: Tweedie "
