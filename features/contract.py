@@ -9,6 +9,7 @@ unusable (a missing required column, no customers table) raise
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +35,12 @@ NUMERIC_COLUMNS = {
 #: timestamp and numeric columns that must hold a value on every row
 REQUIRED_VALUES = {"signup_at": False, "ordered_at": True, "occurred_at": True,
                    "started_at": True, "ended_at": False, "amount": True}
+
+
+#: a raw table, or a function that reads it when it is its turn (one table in memory at a time)
+RawTable = pd.DataFrame | Callable[[], pd.DataFrame]
+#: how many leading values `_attribute` parses before converting a whole column
+_ATTRIBUTE_SAMPLE = 1000
 
 
 class DataContractError(ValueError):
@@ -68,9 +75,9 @@ class _Rejects:
 
     def __init__(self, source: str, frame: pd.DataFrame, first_row: int) -> None:
         self.source = source
-        self.frame = frame
+        self.frame = frame  # the raw table, read by position: its own index does not matter
         self.first_row = first_row
-        self.bad = pd.Series(False, index=frame.index)
+        self.bad = pd.Series(False, index=pd.RangeIndex(len(frame)))
         self.records: list[pd.DataFrame] = []
 
     def add(self, mask: pd.Series, column: str, reason: str | pd.Series) -> None:
@@ -105,12 +112,81 @@ class _Rejects:
         return pd.concat(self.records, ignore_index=True)
 
 
+def _arrow_text(series: pd.Series) -> pa.ChunkedArray | None:
+    """The Arrow strings behind a pyarrow-backed text column (no copy), else None."""
+    dtype = series.dtype
+    if not (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"):
+        return None
+    arrow = pa.array(series.array)
+    if isinstance(arrow, pa.Array):
+        arrow = pa.chunked_array([arrow], type=arrow.type)
+    if not (pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type)):
+        return None
+    return arrow
+
+
+def _plain_chunk(chunk: pa.Array) -> bool:
+    """No value is empty or has a byte at either end that could be whitespace.
+
+    Conservative on purpose: control bytes, space, DEL and any non-ASCII byte
+    count as "could be whitespace", so Python's and Arrow's ``strip`` agree
+    that such a chunk is unchanged.
+    """
+    if len(chunk) == 0:
+        return True
+    offset_type = np.dtype(np.int64 if pa.types.is_large_string(chunk.type) else np.int32)
+    _, offsets_buffer, data_buffer = chunk.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=offset_type, count=len(chunk) + 1,
+                            offset=chunk.offset * offset_type.itemsize)
+    starts, ends = offsets[:-1], offsets[1:]
+    if chunk.null_count:
+        valid = chunk.is_valid().to_numpy(zero_copy_only=False)
+        starts, ends = starts[valid], ends[valid]
+    if len(starts) == 0:
+        return True
+    if (ends <= starts).any():
+        return False
+    data = np.frombuffer(data_buffer, dtype=np.uint8)
+    return all(((edge > 0x20) & (edge < 0x7F)).all() for edge in (data[starts], data[ends - 1]))
+
+
+def _plain_text(series: pd.Series) -> bool:
+    """True when stripping changes no value and none is blank, so both can be skipped.
+
+    Looks at the first and last byte of each Arrow string (fast, no copy);
+    False whenever that cannot tell, and callers then do the full work.
+    """
+    arrow = _arrow_text(series)
+    return arrow is not None and all(_plain_chunk(chunk) for chunk in arrow.chunks)
+
+
+def _is_str(series: pd.Series) -> bool:
+    """Whether ``series.astype("str")`` would keep the dtype (so it can be skipped)."""
+    return series.dtype == series.iloc[:0].astype("str").dtype
+
+
 def _is_blank(series: pd.Series) -> pd.Series:
     """Missing, or text that is only spaces; typed (non-text) columns can only be missing."""
     if not (pd.api.types.is_object_dtype(series.dtype)
             or pd.api.types.is_string_dtype(series.dtype)):
         return series.isna()
+    if _plain_text(series):
+        return series.isna()
     return series.isna() | (series.astype("string").str.strip() == "").fillna(False)
+
+
+def _clean_text(series: pd.Series) -> pd.Series:
+    """Text as ``string`` with surrounding spaces stripped and blanks missing."""
+    if _plain_text(series):
+        return series.astype("string")
+    return series.astype("string").str.strip().replace("", pd.NA)
+
+
+def _stripped(series: pd.Series) -> pd.Series:
+    """Text as ``str``, surrounding spaces stripped; the column itself if that changes nothing."""
+    if _is_str(series) and _plain_text(series):
+        return series
+    return series.astype("string").str.strip().astype("str")
 
 
 def _is_in(ids: pd.Series, known: pd.Index) -> pd.Series:
@@ -139,18 +215,19 @@ def _parse_timestamps(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     elif pd.api.types.is_datetime64_dtype(series.dtype):
         parsed = series
     else:
-        text = series.astype("string").str.strip().replace("", pd.NA)
+        text = _clean_text(series)
         parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
         parsed = parsed.dt.tz_localize(None)
     out_of_range = parsed.notna() & ((parsed < _EARLIEST) | (parsed >= _LATEST))
-    parsed = parsed.where(~out_of_range)
+    if out_of_range.any():  # else `where` would only copy
+        parsed = parsed.where(~out_of_range)
     return parsed.astype("datetime64[ns]"), out_of_range
 
 
 def _parse_numbers(series: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series):
         return series.astype("float64")
-    text = series.astype("string").str.strip().replace("", pd.NA)
+    text = _clean_text(series)
     return pd.to_numeric(text, errors="coerce").astype("float64")
 
 
@@ -164,11 +241,22 @@ def _attribute(series: pd.Series) -> pd.Series:
         return series.astype("float64")
     if pd.api.types.is_bool_dtype(series.dtype):
         return series.astype(object)
-    text = series.astype("string").str.strip().replace("", pd.NA)
-    numbers = pd.to_numeric(text, errors="coerce")
-    if text.notna().any() and numbers[text.notna()].notna().all():
-        return numbers.astype("float64")
+    text = _clean_text(series)
+    if not _sample_is_text(text):
+        numbers = pd.to_numeric(text, errors="coerce")
+        if text.notna().any() and numbers[text.notna()].notna().all():
+            return numbers.astype("float64")
     return text.astype(object).where(text.notna(), np.nan)
+
+
+def _sample_is_text(text: pd.Series) -> bool:
+    """Whether a leading value is not a number, which already makes the column text.
+
+    Parsing is per value, so a sample answers "text" exactly as the whole
+    column would, without parsing a million names to find that out.
+    """
+    sample = text.iloc[:_ATTRIBUTE_SAMPLE].dropna()
+    return bool(pd.to_numeric(sample, errors="coerce").isna().any())
 
 
 def _as_ids(series: pd.Series) -> pd.Series:
@@ -177,7 +265,28 @@ def _as_ids(series: pd.Series) -> pd.Series:
         whole = series.dropna()
         if (whole == whole.round()).all():
             series = series.astype("Int64")
-    return series.astype("string").str.strip().astype("str")
+    return _stripped(series)
+
+
+def _order_status(series: pd.Series) -> pd.Series:
+    """Status stripped and lower-cased, blank meaning completed (not yet checked)."""
+    arrow = _arrow_text(series)
+    if arrow is not None and arrow.null_count == 0:
+        statuses = pa.array(ORDER_STATUSES, type=arrow.type)
+        if pc.all(pc.is_in(arrow, value_set=statuses)).as_py() is not False:
+            return series  # already in the normal form: nothing to strip, lower or fill
+    status = series.astype("string").str.strip().str.lower()
+    return status.fillna("").replace("", "completed")
+
+
+def _may_repeat(ids: pd.Series, bad: pd.Series) -> bool:
+    """Whether ids of rows not yet rejected repeat.
+
+    ``is_unique`` is several times faster than the ``duplicated`` search that
+    names each duplicate, so that search runs only when there is one to find.
+    """
+    kept = ids[~bad.to_numpy(dtype=bool)] if bad.any() else ids
+    return not kept.dropna().is_unique
 
 
 def validate_table(
@@ -199,8 +308,10 @@ def validate_table(
         raise DataContractError(
             f"{source}: missing required column {missing[0]!r} (found columns: {found}){hint}"
         )
-    frame = raw.reset_index(drop=True).copy()
-    rejects = _Rejects(source, raw.reset_index(drop=True), first_row)
+    # no copy: assigning a column replaces it in `frame` and never writes into `raw`
+    # (pandas 3 copies on write; pandas 2 without it copies in reset_index)
+    frame = raw.reset_index(drop=True)
+    rejects = _Rejects(source, raw, first_row)
 
     id_columns = [c for c in ("customer_id", "order_id") if c in frame.columns]
     for column in id_columns:
@@ -233,20 +344,19 @@ def validate_table(
         frame[column] = parsed
 
     if name == "orders" and "status" in frame.columns:
-        status = frame["status"].astype("string").str.strip().str.lower()
-        status = status.fillna("").replace("", "completed")
+        status = _order_status(frame["status"])
         rejects.add(~status.isin(ORDER_STATUSES), "status",
                     f"unknown status (expected one of {', '.join(ORDER_STATUSES)})")
         frame["status"] = status.astype("str")
     if name == "events":
         rejects.add(_is_blank(frame["event_type"]), "event_type", "empty event_type")
-        frame["event_type"] = frame["event_type"].astype("string").str.strip().astype("str")
+        frame["event_type"] = _stripped(frame["event_type"])
     if name == "subscriptions" and "ended_at" in frame.columns:
         rejects.add(frame["ended_at"] < frame["started_at"], "ended_at",
                     "ended_at is before started_at")
 
     key = {"customers": "customer_id", "orders": "order_id"}.get(name)
-    if key is not None:
+    if key is not None and _may_repeat(frame[key], rejects.bad):
         ok_rows = frame[key].where(~rejects.bad)
         duplicated = ok_rows.duplicated(keep="first") & ok_rows.notna()
         if duplicated.any():
@@ -268,47 +378,82 @@ def validate_table(
     if name == "orders":
         frame["discount"] = frame["discount"].fillna(0.0)
     if name == "subscriptions":
-        plan = frame["plan"].astype("string").str.strip().replace("", pd.NA)
+        plan = _clean_text(frame["plan"])
         frame["plan"] = plan.fillna("default").astype(object)
     if name == "customers":
         frame["signup_at"] = frame["signup_at"].astype("datetime64[ns]")
         for column in frame.columns.drop(["customer_id", "signup_at"]):
             frame[column] = _attribute(frame[column])
 
-    used = frame.loc[~rejects.bad].reset_index(drop=True)
+    # every row usable: `frame` already has a fresh 0..n-1 index, so no filtered copy
+    used = frame.loc[~rejects.bad].reset_index(drop=True) if rejects.bad.any() else frame
     return used, rejects.frame_or_empty()
 
 
+def _load(table: RawTable) -> pd.DataFrame:
+    """The raw frame itself, or read now by calling its reader."""
+    return table() if callable(table) else table
+
+
+def _validate_loaded(
+    name: str, table: RawTable, *, source: str, first_row: int,
+    known_customers: pd.Index, rejected_customers: pd.Index,
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Read a table if need be and validate it; the raw frame is released on return."""
+    raw = _load(table)
+    used, rejects = validate_table(name, raw, source=source, first_row=first_row,
+                                   known_customers=known_customers,
+                                   rejected_customers=rejected_customers)
+    return used, rejects, len(raw)
+
+
+def _validate_customers(table: RawTable, *, source: str, first_row: int
+                        ) -> tuple[pd.DataFrame, pd.DataFrame, int, pd.Index]:
+    """Validate customers; also return the ids that only occur on rejected rows.
+
+    History for those ids gets its own reason ("whose row in customers was
+    rejected") rather than "unknown customer_id".
+    """
+    raw = _load(table)
+    used, rejects = validate_table("customers", raw, source=source, first_row=first_row)
+    known = pd.Index(used["customer_id"])
+    if len(used) == len(raw):  # no row rejected, so no id can be missing from `known`
+        return used, rejects, len(raw), known[:0]
+    listed = _as_ids(raw["customer_id"]).dropna()
+    return used, rejects, len(raw), pd.Index(listed).difference(known)
+
+
 def validate_tables(
-    raw: dict[str, pd.DataFrame], *, sources: dict[str, str] | None = None,
+    raw: Mapping[str, RawTable], *, sources: dict[str, str] | None = None,
     first_rows: dict[str, int] | None = None,
 ) -> ValidationResult:
     """Validate raw tables (customers first, so history can be checked against it).
 
-    Keys other than the four table names (e.g. ``ground_truth``) are ignored,
-    as the loaders ignore other files.
+    A value may be a function that reads its table: it is called once, when the
+    table's turn comes, and the raw frame is dropped after validation, so only
+    one raw table is in memory at a time. Keys other than the four table names
+    (e.g. ``ground_truth``) are ignored, as the loaders ignore other files.
     """
-    raw = {name: frame for name, frame in raw.items() if name in TABLE_COLUMNS}
-    sources = {name: (sources or {}).get(name, name) for name in raw}
+    names = [name for name in raw if name in TABLE_COLUMNS]
+    sources = {name: (sources or {}).get(name, name) for name in names}
     first_rows = first_rows or {}
-    if "customers" not in raw:
+    if "customers" not in names:
         raise DataContractError("missing required table 'customers' (customers.csv or .parquet)")
-    if not any(name in raw for name in ACTIVITY_TABLES):
+    if not any(name in names for name in ACTIVITY_TABLES):
         raise DataContractError(
             "the dataset needs at least one of orders, events, subscriptions; found none"
         )
     tables: dict[str, pd.DataFrame] = {}
     rejects: list[pd.DataFrame] = []
-    customers, bad = validate_table("customers", raw["customers"], source=sources["customers"],
+    rows_read: dict[str, int] = {}
+    customers = _validate_customers(raw["customers"], source=sources["customers"],
                                     first_row=first_rows.get("customers", 1))
-    tables["customers"] = customers
+    tables["customers"], bad, rows_read["customers"], rejected_customers = customers
     rejects.append(bad)
-    known = pd.Index(customers["customer_id"])
-    listed = _as_ids(raw["customers"]["customer_id"]).dropna()
-    rejected_customers = pd.Index(listed).difference(known)
+    known = pd.Index(tables["customers"]["customer_id"])
     for name in ACTIVITY_TABLES:
-        if name in raw:
-            tables[name], bad = validate_table(
+        if name in names:
+            tables[name], bad, rows_read[name] = _validate_loaded(
                 name, raw[name], source=sources[name], first_row=first_rows.get(name, 1),
                 known_customers=known, rejected_customers=rejected_customers,
             )
@@ -319,6 +464,6 @@ def validate_tables(
     return ValidationResult(
         dataset=Dataset(**tables),
         rejects=all_rejects,
-        rows_read={name: len(frame) for name, frame in raw.items()},
+        rows_read={name: rows_read[name] for name in names},
         sources=sources,
     )

@@ -8,6 +8,7 @@ Every table accounts for rows read = rows used + rows rejected.
 from __future__ import annotations
 
 import io
+import weakref
 from pathlib import Path
 
 import pandas as pd
@@ -321,6 +322,60 @@ def test_in_memory_tables_validate_with_table_names_as_sources():
     reject = only_reject(result)
     assert (reject["file"], reject["row"], reject["column"]) == ("events", 2, "occurred_at")
     assert result.rows_used == {"customers": 2, "events": 2}
+
+
+def test_tables_are_read_one_at_a_time_customers_first():
+    """A reader per table is called once, in turn, after the previous raw frame is gone."""
+    texts = {"customers": CUSTOMERS, "orders": ORDERS, "events": EVENTS,
+             "subscriptions": SUBSCRIPTIONS}
+    alive: dict[str, weakref.ref] = {}
+    calls: list[tuple[str, list[str]]] = []
+
+    def reader(name: str):
+        def read() -> pd.DataFrame:
+            calls.append((name, [n for n, ref in alive.items() if ref() is not None]))
+            frame = pd.read_csv(io.StringIO(texts[name]), dtype=str, keep_default_na=False)
+            alive[name] = weakref.ref(frame)
+            return frame
+        return read
+
+    result = validate_tables({name: reader(name) for name in reversed(texts)})
+    assert calls == [("customers", []), ("orders", []), ("events", []), ("subscriptions", [])]
+    assert result.rejects.empty
+    assert list(result.rows_read) == ["subscriptions", "events", "orders", "customers"]
+    assert result.rows_read == {"customers": 3, "orders": 4, "events": 3, "subscriptions": 2}
+
+
+def test_parquet_text_is_stripped_and_checked_like_csv(tmp_path):
+    directory = write_dataset(tmp_path / "csv")
+    for name in ("customers", "events", "subscriptions"):
+        pd.read_csv(directory / f"{name}.csv", dtype=str).to_parquet(tmp_path / f"{name}.parquet")
+    orders = pd.read_csv(io.StringIO(ORDERS), dtype=str, keep_default_na=False)
+    orders["order_id"] = [" O1", "O2 ", "  ", "O4"]
+    orders["customer_id"] = ["C1", "\tC1", "C2", "C3\u00a0"]
+    orders["status"] = ["completed", " Returned", "", "UNCLAIMED"]
+    orders.to_parquet(tmp_path / "orders.parquet")
+    result = read_dataset(tmp_path)
+    reject = only_reject(result)
+    assert (reject["row"], reject["column"], reject["reason"]) == (3, "order_id", "empty order_id")
+    used = result.dataset.orders
+    assert used["order_id"].tolist() == ["O1", "O2", "O4"]
+    assert used["customer_id"].tolist() == ["C1", "C1", "C3"]
+    assert used["status"].tolist() == ["completed", "returned", "unclaimed"]
+
+
+@pytest.mark.parametrize(("text_at", "dtype"), [(None, "float64"), (3, "object"),
+                                                (1500, "object")])
+def test_an_attribute_is_text_wherever_its_first_non_number_is(text_at, dtype):
+    ages = [str(20 + i % 50) for i in range(2000)]
+    if text_at is not None:
+        ages[text_at] = "unknown"
+    customers = pd.DataFrame({"customer_id": [f"C{i}" for i in range(2000)], "age": ages})
+    events = pd.DataFrame({"customer_id": ["C1"], "occurred_at": ["2024-01-01"],
+                           "event_type": ["session"]})
+    age = validate_tables({"customers": customers, "events": events}).dataset.customers["age"]
+    assert age.dtype == dtype
+    assert age.iloc[0] == (20.0 if text_at is None else "20")
 
 
 # --- accounting -------------------------------------------------------------------------
