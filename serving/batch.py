@@ -188,18 +188,24 @@ def partition(dataset: Dataset, chunks: Sequence[Sequence[str]]) -> Iterator[Dat
     Each table's rows are grouped by chunk once (a stable sort, so rows keep their order);
     a chunk's tables are then slices, identical to what ``for_customers`` returns.
     """
-    ordered = pd.Index([c for chunk in chunks for c in chunk])
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    ordered = pa.array([c for chunk in chunks for c in chunk], type=pa.large_string())
     starts = np.cumsum([0, *(len(c) for c in chunks)])
+    # chunk numbers fit 16 bits for up to 32,767 chunks: numpy sorts those stably by radix
+    small = np.int16 if len(chunks) < np.iinfo(np.int16).max else np.int32
     tables: dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]] = {}
     for name in ("customers", "orders", "events", "subscriptions"):
         frame = dataset.table(name)
         if frame is None:
             continue
-        # position of each row's customer in the sorted ids (hashing, no string copies)
-        position = ordered.get_indexer(frame["customer_id"])
-        chunk_of = np.searchsorted(starts, position, side="right").astype(np.int32) - 1
+        # position of each row's customer in the sorted ids (Arrow's hash kernel, no copies)
+        ids = pa.array(frame["customer_id"].array, type=pa.large_string())
+        position = pc.index_in(ids, value_set=ordered).fill_null(-1).to_numpy()
+        chunk_of = (np.searchsorted(starts, position, side="right") - 1).astype(small)
         chunk_of[position < 0] = len(chunks)
-        del position
+        del ids, position
         order = np.argsort(chunk_of, kind="stable")
         bounds = np.searchsorted(chunk_of[order], np.arange(len(chunks) + 1))
         tables[name] = (frame, order, bounds)
@@ -364,6 +370,15 @@ def run_batch(
 
     validation = read_dataset(data)
     dataset = validation.dataset
+    # the accounting needs the validation's counts and rejects, not its tables
+    table_rows = {
+        name: {"read": validation.rows_read.get(name, 0),
+               "used": validation.rows_used.get(name, 0),
+               "rejected": validation.rows_rejected.get(name, 0)}
+        for name in validation.rows_read
+    }
+    input_rejects = _input_rejects(validation)
+    del validation
     as_of = pd.Timestamp(as_of) if as_of is not None else dataset.default_as_of()
     chunks = chunk_ids(dataset.customers["customer_id"], chunk_size)
     n_customers = sum(len(c) for c in chunks)
@@ -405,7 +420,10 @@ def run_batch(
     if engine == "dask":
         _run_dask(pieces, scorer, kwargs, persist, scheduler=scheduler)
     elif processes > 1:
-        _run_processes(pieces, scorer, kwargs, account, work=work, columns=columns,
+        spilled = _spill(pieces, work)
+        del pieces, dataset  # the chunks are on disk now: the workers' memory, not ours
+        _release_memory()
+        _run_processes(spilled, scorer, kwargs, account, work=work, columns=columns,
                        processes=processes)
     else:
         for i, part in pieces:
@@ -414,22 +432,15 @@ def run_batch(
     rows_scored = _assemble([_part_path(work, i, "rows") for i in range(len(chunks))], out) \
         if chunks else _write_empty(out, columns)
     scoring_rejects = [pd.read_parquet(_part_path(work, i, "rejects")) for i in range(len(chunks))]
-    input_rejects = _input_rejects(validation)
     all_rejects = pd.concat([input_rejects, *scoring_rejects], ignore_index=True)
     _write_rejects(_rejects_frame(all_rejects), rejects_path)
 
-    rejected_customer_rows = validation.rows_rejected.get("customers", 0)
+    rejected_customer_rows = table_rows.get("customers", {}).get("rejected", 0)
     scoring_rejected = sum(len(frame) for frame in scoring_rejects)
     shutil.rmtree(work)
-    table_rows = {
-        name: {"read": validation.rows_read.get(name, 0),
-               "used": validation.rows_used.get(name, 0),
-               "rejected": validation.rows_rejected.get(name, 0)}
-        for name in validation.rows_read
-    }
     return BatchSummary(
         output=out, rejects=rejects_path,
-        rows_in=validation.rows_read.get("customers", 0),
+        rows_in=table_rows.get("customers", {}).get("read", 0),
         rows_scored=rows_scored, rows_rejected=rejected_customer_rows + scoring_rejected,
         chunks=len(chunks), chunks_resumed=len(finished & set(range(len(chunks)))),
         seconds=time.perf_counter() - started, as_of=as_of,
@@ -519,14 +530,43 @@ def _start_worker(scorer_pickle: bytes) -> None:
     _WORKER_SCORER = pickle.loads(scorer_pickle)
 
 
-def _score_and_save(part: Dataset, index: int, kwargs: dict[str, Any], work: Path,
+def _score_and_save(chunk: Path, index: int, kwargs: dict[str, Any], work: Path,
                     columns: list[str]) -> ChunkResult:
     assert _WORKER_SCORER is not None, "worker not started with _start_worker"
-    return save_chunk(work, score_chunk(_WORKER_SCORER, part, index=index, **kwargs), columns)
+    with open(chunk, "rb") as handle:
+        part = pickle.load(handle)  # written by this run's _spill, in its own work directory
+    result = save_chunk(work, score_chunk(_WORKER_SCORER, part, index=index, **kwargs), columns)
+    chunk.unlink()
+    return result
+
+
+def _spill(pieces: Iterator[tuple[int, Dataset]], work: Path) -> list[tuple[int, Path]]:
+    """Write each chunk's tables to the work directory, so the dataset can leave memory.
+
+    The workers then hold only their chunks: the run's peak memory is the read, not the
+    dataset plus every worker. Pickle keeps the frames exactly (dtypes included).
+    """
+    spilled = []
+    for i, part in pieces:
+        path = work / f"chunk-{i:06d}.pickle"
+        with open(path, "wb") as handle:
+            pickle.dump(part, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        spilled.append((i, path))
+    return spilled
+
+
+def _release_memory() -> None:
+    """Hand freed memory back to the system (Arrow's allocator keeps it otherwise)."""
+    import gc
+
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
 
 
 def _run_processes(
-    pieces: Iterator[tuple[int, Dataset]],
+    chunks: Sequence[tuple[int, Path]],
     scorer: Scorer,
     kwargs: dict[str, Any],
     account: Callable[[ChunkResult], None],
@@ -535,7 +575,7 @@ def _run_processes(
     columns: list[str],
     processes: int,
 ) -> None:
-    """`score_chunk` in worker processes on this machine; each worker writes its parts.
+    """`score_chunk` on spilled chunks in worker processes; each worker writes its parts.
 
     Spawned (not forked) workers: LightGBM's OpenMP runtime is not safe across fork.
     At most two chunks per worker are in flight, so memory stays bounded by the chunk
@@ -550,8 +590,8 @@ def _run_processes(
     )
     try:
         running: set[Any] = set()
-        for i, part in pieces:
-            running.add(pool.submit(_score_and_save, part, i, kwargs, work, columns))
+        for i, chunk in chunks:
+            running.add(pool.submit(_score_and_save, chunk, i, kwargs, work, columns))
             while len(running) >= 2 * processes:
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
