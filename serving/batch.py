@@ -14,9 +14,10 @@ A customer that cannot be scored (an exception while scoring it, or no history b
 rejects go there too, with file, row, column and value. The run always accounts for every
 customer row: rows in = rows scored + rows rejected.
 
-Memory: the validated dataset stays in memory for the run (it is read once); everything
-per chunk (features, contributions, records, output rows) is bounded by the chunk size,
-and the final file is assembled part by part.
+Memory: the dataset is read once; with worker processes its chunks are then spilled to
+the work directory and the dataset released before the workers start (in one process or
+on Dask it stays for the run). Everything per chunk (features, contributions, reasons,
+output rows) is bounded by the chunk size, and the final file is assembled part by part.
 """
 
 from __future__ import annotations
@@ -578,11 +579,12 @@ def _run_processes(
     """`score_chunk` on spilled chunks in worker processes; each worker writes its parts.
 
     Spawned (not forked) workers: LightGBM's OpenMP runtime is not safe across fork.
-    At most two chunks per worker are in flight, so memory stays bounded by the chunk
-    size; the part files, not the order of completion, decide the output order.
+    At most two chunks per worker are queued; the part files, not the order of
+    completion, decide the output order.
     """
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
 
     pool = ProcessPoolExecutor(
         max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
@@ -598,6 +600,11 @@ def _run_processes(
                     account(future.result())
         for future in running:
             account(future.result())
+    except BrokenProcessPool as error:
+        raise BatchError(
+            f"a worker process stopped ({error}); the machine may be out of memory: try a "
+            f"smaller --chunk-size or fewer --workers, and --resume to keep the finished chunks"
+        ) from None
     finally:
         # on an interruption, chunks not started yet are dropped (resume scores them)
         pool.shutdown(wait=True, cancel_futures=True)

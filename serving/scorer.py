@@ -178,10 +178,10 @@ class Scorer:
 
         No pydantic record per customer: the columns come straight from
         ``bundle.predict``, clipped as `score_features` clips them, and
-        ``reasons_json`` is the same JSON text `records_to_frame` writes. Score
-        records (built without validation, `model_construct`) exist only where
-        rules or the outbox need them: for every row with an outbox, otherwise only
-        for the rows some rule's score conditions let through.
+        ``reasons_json`` is the same JSON text `records_to_frame` writes, the
+        reasons a `ReasonTable` and the recommended action `RuleSet.first_actions`.
+        Score records (unvalidated, `model_construct`) are built only for an outbox,
+        which stores them, or for a rule set that evaluates one record at a time.
         """
         if explain not in EXPLAIN_CHOICES:
             choices = ", ".join(EXPLAIN_CHOICES)
