@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import sys
@@ -56,7 +55,7 @@ def run_score(data: Path, bundle: Path, explain: str, chunk_size: int, engine: s
               workers: int | None) -> dict:
     """One `churnlens score` run in this (fresh) process."""
     from models.loading import load_model
-    from serving.batch import run_batch
+    from serving.batch import default_workers, run_batch
     from serving.outreach.rules import load_rules
     from serving.scorer import Scorer
 
@@ -65,9 +64,9 @@ def run_score(data: Path, bundle: Path, explain: str, chunk_size: int, engine: s
     scorer = Scorer(load_model(str(bundle)), rules=load_rules(None))
     summary = run_batch(data=data, out=out, scorer=scorer, model_uri=str(bundle),
                         explain=explain, chunk_size=chunk_size, engine=engine,
-                        workers=workers or os.cpu_count() or 1)
+                        workers=workers or default_workers())
     seconds = time.perf_counter() - started
-    return {"explain": explain, "engine": engine, "workers": workers or os.cpu_count(),
+    return {"explain": explain, "engine": engine, "workers": workers or default_workers(),
             "seconds": round(seconds, 1),
             "customers_per_s": round(summary.rows_scored / seconds),
             "rows_scored": summary.rows_scored, "rows_rejected": summary.rows_rejected,

@@ -98,6 +98,16 @@ class _Collector:
         self.triggered.extend(triggered)
 
 
+def default_workers(limit: int = 4) -> int:
+    """Worker processes by default: one per core this process may use, at most ``limit``.
+
+    Each worker holds the model and a chunk, so the cap keeps a large machine's default
+    from multiplying memory; ``--workers`` sets any number.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(cores or 1, limit))
+
+
 def output_paths(out: Path) -> tuple[Path, Path]:
     """(rejects file, work directory) that belong to output ``out``."""
     return out.with_name(f"{out.stem}.rejects.csv"), out.with_name(f"{out.name}.parts")
@@ -501,7 +511,7 @@ def _run_dask(
 
     cluster = None
     if scheduler is None:
-        cluster = LocalCluster(n_workers=max(1, min(os.cpu_count() or 1, 4)),
+        cluster = LocalCluster(n_workers=default_workers(),
                                threads_per_worker=1, processes=True, dashboard_address=None)
     client = Client(scheduler or cluster)
     try:

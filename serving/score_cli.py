@@ -38,7 +38,7 @@ def score(
         min=1, help="Customers per chunk (bounds memory per chunk)")] = 50_000,
     workers: Annotated[int | None, typer.Option(
         min=1, help="Processes scoring chunks side by side with the local engine "
-                    "(default: one per core)")] = None,
+                    "(default: one per core, at most 4)")] = None,
     rules: Annotated[Path | None, typer.Option(
         help="Outreach rules YAML (default: the built-in set)", envvar="CHURNLENS_RULES",
         exists=True, dir_okay=False)] = None,
@@ -63,7 +63,7 @@ def score(
 
     from features.contract import DataContractError
     from models.loading import load_model
-    from serving.batch import BatchError, run_batch
+    from serving.batch import BatchError, default_workers, run_batch
     from serving.outreach.rules import load_rules
     from serving.scorer import Scorer
 
@@ -97,7 +97,7 @@ def score(
                 explain=explain,  # type: ignore[arg-type]
                 engine=engine, scheduler=scheduler, resume=resume, outbox=outbox,
                 chunk_size=chunk_size, progress=progress,
-                workers=workers or os.cpu_count() or 1,
+                workers=workers or default_workers(),
             )
         except (BatchError, DataContractError) as error:
             console.print(f"[red]error:[/red] {error}")
