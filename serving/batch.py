@@ -14,9 +14,9 @@ A customer that cannot be scored (an exception while scoring it, or no history b
 rejects go there too, with file, row, column and value. The run always accounts for every
 customer row: rows in = rows scored + rows rejected.
 
-Memory: the dataset is read once; with worker processes its chunks are then spilled to
-the work directory and the dataset released before the workers start (in one process or
-on Dask it stays for the run). Everything per chunk (features, contributions, reasons,
+Memory: the dataset is read once; with the local engine its chunks are then spilled to
+the work directory and the dataset released before scoring starts (on Dask the driver
+keeps it for the run). Everything per chunk (features, contributions, reasons,
 output rows) is bounded by the chunk size, and the final file is assembled part by part.
 """
 
@@ -430,15 +430,16 @@ def run_batch(
     processes = min(workers, len(todo))
     if engine == "dask":
         _run_dask(pieces, scorer, kwargs, persist, scheduler=scheduler)
-    elif processes > 1:
-        spilled = _spill(pieces, work)
-        del pieces, dataset  # the chunks are on disk now: the workers' memory, not ours
-        _release_memory()
-        _run_processes(spilled, scorer, kwargs, account, work=work, columns=columns,
-                       processes=processes)
     else:
-        for i, part in pieces:
-            persist(score_chunk(scorer, part, index=i, **kwargs))
+        spilled = _spill(pieces, work)
+        del pieces, dataset  # the chunks are on disk now: one chunk in memory at a time
+        _release_memory()
+        if processes > 1:
+            _run_processes(spilled, scorer, kwargs, account, work=work, columns=columns,
+                           processes=processes)
+        else:
+            for i, chunk in spilled:
+                account(score_spilled(scorer, chunk, i, kwargs, work, columns))
 
     rows_scored = _assemble([_part_path(work, i, "rows") for i in range(len(chunks))], out) \
         if chunks else _write_empty(out, columns)
@@ -541,21 +542,28 @@ def _start_worker(scorer_pickle: bytes) -> None:
     _WORKER_SCORER = pickle.loads(scorer_pickle)
 
 
-def _score_and_save(chunk: Path, index: int, kwargs: dict[str, Any], work: Path,
-                    columns: list[str]) -> ChunkResult:
-    assert _WORKER_SCORER is not None, "worker not started with _start_worker"
+def score_spilled(scorer: Scorer, chunk: Path, index: int, kwargs: dict[str, Any],
+                  work: Path, columns: list[str]) -> ChunkResult:
+    """Score a chunk spilled by `_spill`, write its parts, delete the chunk file."""
     with open(chunk, "rb") as handle:
         part = pickle.load(handle)  # written by this run's _spill, in its own work directory
-    result = save_chunk(work, score_chunk(_WORKER_SCORER, part, index=index, **kwargs), columns)
+    result = save_chunk(work, score_chunk(scorer, part, index=index, **kwargs), columns)
     chunk.unlink()
     return result
+
+
+def _score_in_worker(chunk: Path, index: int, kwargs: dict[str, Any], work: Path,
+                     columns: list[str]) -> ChunkResult:
+    assert _WORKER_SCORER is not None, "worker not started with _start_worker"
+    return score_spilled(_WORKER_SCORER, chunk, index, kwargs, work, columns)
 
 
 def _spill(pieces: Iterator[tuple[int, Dataset]], work: Path) -> list[tuple[int, Path]]:
     """Write each chunk's tables to the work directory, so the dataset can leave memory.
 
-    The workers then hold only their chunks: the run's peak memory is the read, not the
-    dataset plus every worker. Pickle keeps the frames exactly (dtypes included).
+    Scoring then holds only the chunks in work (one per worker): the run's peak memory is
+    the read, not the dataset plus the chunks. Pickle keeps the frames exactly (dtypes
+    included).
     """
     spilled = []
     for i, part in pieces:
@@ -603,7 +611,7 @@ def _run_processes(
     try:
         running: set[Any] = set()
         for i, chunk in chunks:
-            running.add(pool.submit(_score_and_save, chunk, i, kwargs, work, columns))
+            running.add(pool.submit(_score_in_worker, chunk, i, kwargs, work, columns))
             while len(running) >= 2 * processes:
                 finished, running = wait(running, return_when=FIRST_COMPLETED)
                 for future in finished:
