@@ -60,13 +60,13 @@ def run_score(data: Path, bundle: Path, explain: str, chunk_size: int, engine: s
     from serving.scorer import Scorer
 
     out = data.parent / f"{data.name}-scores-{explain}.parquet"
+    workers = workers or default_workers()
     started = time.perf_counter()
     scorer = Scorer(load_model(str(bundle)), rules=load_rules(None))
     summary = run_batch(data=data, out=out, scorer=scorer, model_uri=str(bundle),
-                        explain=explain, chunk_size=chunk_size, engine=engine,
-                        workers=workers or default_workers())
+                        explain=explain, chunk_size=chunk_size, engine=engine, workers=workers)
     seconds = time.perf_counter() - started
-    return {"explain": explain, "engine": engine, "workers": workers or default_workers(),
+    return {"explain": explain, "engine": engine, "workers": workers,
             "seconds": round(seconds, 1),
             "customers_per_s": round(summary.rows_scored / seconds),
             "rows_scored": summary.rows_scored, "rows_rejected": summary.rows_rejected,

@@ -80,9 +80,6 @@ class ReasonTable:
                    value=blank, contribution=np.empty((customers, 0)), text=blank,
                    json_head=blank, json_tail=blank)
 
-    def __len__(self) -> int:
-        return len(self.feature)
-
     def rows(self) -> list[list[dict[str, Any]]]:
         """``[{feature, value, contribution, text}, ...]`` per customer, strongest first."""
         out: list[list[dict[str, Any]]] = []
