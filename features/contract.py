@@ -408,19 +408,19 @@ def _validate_loaded(
 
 
 def _validate_customers(table: RawTable, *, source: str, first_row: int
-                        ) -> tuple[pd.DataFrame, pd.DataFrame, int, pd.Index]:
-    """Validate customers; also return the ids that only occur on rejected rows.
+                        ) -> tuple[pd.DataFrame, pd.DataFrame, int, pd.Index, pd.Index]:
+    """Validate customers; also return the known ids and those only on rejected rows.
 
-    History for those ids gets its own reason ("whose row in customers was
+    History for the latter gets its own reason ("whose row in customers was
     rejected") rather than "unknown customer_id".
     """
     raw = _load(table)
     used, rejects = validate_table("customers", raw, source=source, first_row=first_row)
     known = pd.Index(used["customer_id"])
     if len(used) == len(raw):  # no row rejected, so no id can be missing from `known`
-        return used, rejects, len(raw), known[:0]
+        return used, rejects, len(raw), known, known[:0]
     listed = _as_ids(raw["customer_id"]).dropna()
-    return used, rejects, len(raw), pd.Index(listed).difference(known)
+    return used, rejects, len(raw), known, pd.Index(listed).difference(known)
 
 
 def validate_tables(
@@ -448,9 +448,8 @@ def validate_tables(
     rows_read: dict[str, int] = {}
     customers = _validate_customers(raw["customers"], source=sources["customers"],
                                     first_row=first_rows.get("customers", 1))
-    tables["customers"], bad, rows_read["customers"], rejected_customers = customers
+    tables["customers"], bad, rows_read["customers"], known, rejected_customers = customers
     rejects.append(bad)
-    known = pd.Index(tables["customers"]["customer_id"])
     for name in ACTIVITY_TABLES:
         if name in names:
             tables[name], bad, rows_read[name] = _validate_loaded(

@@ -74,3 +74,7 @@ def test_backtest_refuses_unknown_sources_and_definitions(generated_dir):
     result = runner.invoke(build_app(), ["backtest", "--data", str(generated_dir),
                                          "--churn", "sometimes"])
     assert result.exit_code != 0 and "inactivity or subscription" in result.output
+    result = runner.invoke(build_app(), ["backtest", "--data", "no-such-thing",
+                                         "--clv-model", "gamma"])
+    assert result.exit_code == 2
+    assert "--clv-model" in result.output and "tweedie" in result.output

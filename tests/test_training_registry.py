@@ -199,13 +199,15 @@ def test_train_command_end_to_end(in_tmp_cwd, monkeypatch):
     data.write(in_tmp_cwd / "data")
     runner = CliRunner()
     result = runner.invoke(build_app(), ["train", "--data", "data", "--snapshots", "3",
-                                         "--churn", "inactivity", "--margin-rate", "0.4"])
+                                         "--churn", "inactivity", "--margin-rate", "0.4",
+                                         "--clv-model", "hurdle"])
     assert result.exit_code == 0, result.output
     assert "registered churnlens version 1" in result.output
     assert "promoted to champion: no champion yet" in result.output
     assert "churn_roc_auc" in result.output
     loaded = load_model()
     assert loaded.bundle.margin_rate == 0.4 and loaded.bundle.definition == "inactivity"
+    assert loaded.bundle.metrics["clv_hurdle"] == 1.0
 
     (in_tmp_cwd / "empty").mkdir()
     (in_tmp_cwd / "empty" / "customers.csv").write_text("customer_id\nc1\n")
@@ -214,3 +216,15 @@ def test_train_command_end_to_end(in_tmp_cwd, monkeypatch):
     result = runner.invoke(build_app(), ["train", "--data", "empty"])
     assert result.exit_code == 2
     assert "error:" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--churn", "weekly"), ("--clv-model", "gamma"),
+                                             ("--margin-rate", "0"), ("--margin-rate", "1.5")])
+def test_train_command_names_the_bad_setting_before_reading_data(in_tmp_cwd, flag, value):
+    from churnlens import build_app
+
+    result = CliRunner().invoke(build_app(), ["train", "--data", "nowhere", flag, value])
+    assert result.exit_code == 2
+    assert flag in result.output and value in result.output
+    assert "nowhere" not in result.output  # the data was not read
+    assert not (in_tmp_cwd / "mlflow.db").exists()  # nothing tracked or registered

@@ -10,10 +10,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from training.cli import CLV_MODEL_HELP, train_params
+
 app = typer.Typer(no_args_is_help=True)
 console = Console()
 
-CHURN_CHOICES = ("inactivity", "subscription")
 #: short column headers so the table fits a terminal
 MODEL_LABELS = {"bgnbd_expected_purchases": "bgnbd E[n]",
                 "spend_frequency_recency": "spend×freq/rec",
@@ -80,9 +81,7 @@ def backtest(
     min_data_in_leaf: Annotated[int | None, typer.Option(
         "--min-data-in-leaf", min=1, help="LightGBM minimum rows per leaf (giving it or "
         "--num-leaves fixes the tree size)")] = None,
-    clv_model: Annotated[str, typer.Option(
-        "--clv-model", help="CLV model: auto (chosen on the held-out training snapshot) | "
-        "tweedie | hurdle")] = "auto",
+    clv_model: Annotated[str, typer.Option("--clv-model", help=CLV_MODEL_HELP)] = "auto",
     reference_penalizer: Annotated[float | None, typer.Option(
         "--reference-penalizer", min=0.0, help="BG/NBD penalizer (lifetimes' penalizer_coef; "
         "default 0, 0.1 for online-retail as in the reference figures)")] = None,
@@ -103,20 +102,30 @@ def backtest(
     from training.backtest import BacktestError
     from training.backtest import backtest as run
     from training.realdata import REFERENCE_FIGURES, STANDARD_SPLITS
-    from training.train import TrainingDataError, TrainParams
+    from training.train import TrainingDataError
 
-    if churn is not None and churn not in CHURN_CHOICES:
-        raise typer.BadParameter(f"{churn!r}: expected inactivity or subscription",
-                                 param_hint="--churn")
     if reference_period not in ("week", "day"):
         raise typer.BadParameter(f"{reference_period!r}: expected week or day",
                                  param_hint="--reference-period")
+    settings: dict[str, object] = {"definition": churn, "clv_model": clv_model, "seed": seed}
+    if step is not None:
+        settings["step_days"] = step
+    if max_snapshots is not None:
+        settings["max_snapshots"] = max_snapshots
+    if num_leaves is not None:
+        settings["num_leaves"] = num_leaves
+    if min_data_in_leaf is not None:
+        settings["min_data_in_leaf"] = min_data_in_leaf
+    if num_leaves is not None or min_data_in_leaf is not None:
+        settings["tree_sizes"] = ()  # a size given by hand is not second-guessed
+    params = train_params(**settings)  # bad settings fail before the data is read
     dataset, name, load_notes = _load(data, real_data_dir)
     for note in load_notes:
         console.print(f"[dim]{note}[/dim]")
     split = STANDARD_SPLITS.get(name) if name else None
     horizon_days = horizon or (split.horizon_days if split else 90)
     clv_days = clv_horizon or horizon_days
+    params = dataclasses.replace(params, horizon_days=horizon_days, clv_horizon_days=clv_days)
 
     def default_cut_off() -> pd.Timestamp:
         if split is not None:
@@ -124,23 +133,6 @@ def backtest(
         return dataset.default_as_of() - pd.Timedelta(days=max(horizon_days, clv_days))
 
     cut_off = parse_as_of(as_of, default=default_cut_off)
-    overrides: dict[str, object] = {"horizon_days": horizon_days, "clv_horizon_days": clv_days,
-                                    "definition": churn, "seed": seed}
-    if step is not None:
-        overrides["step_days"] = step
-    if max_snapshots is not None:
-        overrides["max_snapshots"] = max_snapshots
-    if num_leaves is not None:
-        overrides["num_leaves"] = num_leaves
-    if min_data_in_leaf is not None:
-        overrides["min_data_in_leaf"] = min_data_in_leaf
-    if num_leaves is not None or min_data_in_leaf is not None:
-        overrides["tree_sizes"] = ()  # a size given by hand is not second-guessed
-    if clv_model not in ("auto", "tweedie", "hurdle"):
-        raise typer.BadParameter(f"{clv_model!r}: expected auto, tweedie or hurdle",
-                                 param_hint="--clv-model")
-    overrides["clv_model"] = clv_model
-    params = dataclasses.replace(TrainParams(), **overrides)
     penalizer = reference_penalizer
     if penalizer is None:
         penalizer = 0.1 if name == "online-retail" else 0.0

@@ -2,24 +2,43 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+if TYPE_CHECKING:
+    from training.train import TrainParams
+
 app = typer.Typer(no_args_is_help=True)
 console = Console()
 
-CHURN_DEFINITIONS = ("inactivity", "subscription")
+#: the flag that sets each `TrainParams` field a command exposes, for error messages
+FLAGS = {"definition": "--churn", "margin_rate": "--margin-rate", "clv_model": "--clv-model",
+         "calibration": "--calibration"}
+CLV_MODEL_HELP = ("CLV model: auto (chosen on the held-out training snapshot) | tweedie | "
+                  "hurdle")
 
 
 def _quiet_mlflow() -> None:
     """No per-file download progress bars in command output."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def train_params(**settings: Any) -> TrainParams:
+    """`TrainParams` from command-line settings; a bad value is reported against its flag."""
+    from training.train import TrainParams, TrainParamsError
+
+    try:
+        return dataclasses.replace(TrainParams(), **settings)
+    except TrainParamsError as error:
+        raise typer.BadParameter(error.problem,
+                                 param_hint=FLAGS.get(error.field, error.field)) from error
 
 
 def _metrics_table(metrics: dict[str, float]) -> Table:
@@ -48,27 +67,24 @@ def train(
         "--churn", help="inactivity | subscription; default subscription when the dataset has "
                         "subscriptions")] = None,
     margin_rate: Annotated[float, typer.Option(
-        "--margin-rate", min=0.0, max=1.0, envvar="CHURNLENS_MARGIN_RATE",
-        help="Share of revenue that is margin (CLV in margin)")] = 1.0,
+        "--margin-rate", envvar="CHURNLENS_MARGIN_RATE",
+        help="Share of revenue that is margin, in (0, 1] (CLV in margin)")] = 1.0,
     step: Annotated[int, typer.Option("--step", min=1, help="Days between snapshots")] = 30,
     snapshots: Annotated[int, typer.Option("--snapshots", min=2,
                                            help="Most snapshots to train on")] = 12,
+    clv_model: Annotated[str, typer.Option("--clv-model", help=CLV_MODEL_HELP)] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
 ) -> None:
     """Train churn + CLV models, log an MLflow run, register it and apply the champion gate."""
     from features.cli import load_or_exit, parse_as_of
-    from training.train import TrainingDataError, TrainParams, train_and_register
+    from training.train import TrainingDataError, train_and_register
 
-    if churn is not None and churn not in CHURN_DEFINITIONS:
-        raise typer.BadParameter("expected inactivity or subscription", param_hint="--churn")
-    if margin_rate <= 0:
-        raise typer.BadParameter("must be above 0", param_hint="--margin-rate")
+    params = train_params(horizon_days=horizon, clv_horizon_days=clv_horizon, definition=churn,
+                          margin_rate=margin_rate, step_days=step, max_snapshots=snapshots,
+                          clv_model=clv_model, seed=seed)
     _quiet_mlflow()
     dataset = load_or_exit(data).dataset
     cutoff = parse_as_of(as_of, default=dataset.default_as_of)
-    params = TrainParams(horizon_days=horizon, clv_horizon_days=clv_horizon, definition=churn,
-                         margin_rate=margin_rate, step_days=step, max_snapshots=snapshots,
-                         seed=seed)
     try:
         with console.status(f"training on snapshots up to {cutoff:%Y-%m-%d}"):
             result = train_and_register(dataset, as_of=cutoff, params=params)

@@ -75,7 +75,7 @@ def choose_recent_clv(fit: Any, dataset: Any, *, training_set: Any, as_of: pd.Ti
     None when it does not apply: the CLV windows were not shortened, they are
     already no longer than 13 weeks, or 13-week windows give too few snapshots.
     """
-    from training.train import _fit_clv, features_of
+    from training.train import features_of, fit_clv
 
     params = fit.params
     window = int(getattr(training_set, "clv_label_horizon_days", 0))
@@ -97,7 +97,7 @@ def choose_recent_clv(fit: Any, dataset: Any, *, training_set: Any, as_of: pd.Ti
         return fit.bundle.prepare(features_of(rows)[names])
 
     def fitted(rows: pd.DataFrame, check: pd.DataFrame) -> Choice:
-        return _fit_clv(params, X(rows), rows["clv_target"].to_numpy(float),
+        return fit_clv(params, X(rows), rows["clv_target"].to_numpy(float),
                         X(check), check["clv_target"].to_numpy(float))
 
     y_judge = judge["clv_target"].to_numpy(float)

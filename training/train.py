@@ -44,6 +44,15 @@ class TrainingDataError(ValueError):
     """The data cannot train a model; the message says what is wrong and what to change."""
 
 
+class TrainParamsError(ValueError):
+    """A training setting is out of range; ``field`` names it (commands map it to a flag)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+        self.problem = problem
+
+
 @dataclass
 class TrainParams:
     """Everything that decides a training run (logged as MLflow parameters)."""
@@ -80,15 +89,16 @@ class TrainParams:
 
     def __post_init__(self) -> None:
         if self.calibration not in ("auto", "platt", "isotonic", "none"):
-            raise ValueError(f"calibration must be auto|platt|isotonic|none, not "
-                             f"{self.calibration!r}")
+            raise TrainParamsError("calibration", f"must be auto|platt|isotonic|none, not "
+                                                  f"{self.calibration!r}")
         if not 0 < self.margin_rate <= 1:
-            raise ValueError(f"margin_rate must be in (0, 1], not {self.margin_rate}")
+            raise TrainParamsError("margin_rate", f"must be in (0, 1], not {self.margin_rate}")
         if self.clv_model not in ("auto", "tweedie", "hurdle"):
-            raise ValueError(f"clv_model must be auto|tweedie|hurdle, not {self.clv_model!r}")
+            raise TrainParamsError("clv_model",
+                                   f"must be auto|tweedie|hurdle, not {self.clv_model!r}")
         if self.definition not in (None, "inactivity", "subscription"):
-            raise ValueError(f"definition must be inactivity or subscription, not "
-                             f"{self.definition!r}")
+            raise TrainParamsError("definition", f"must be inactivity or subscription, not "
+                                                 f"{self.definition!r}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -312,7 +322,7 @@ def _fit_churn(params: TrainParams, X: pd.DataFrame, y: np.ndarray, X_val: pd.Da
     return boosters[size], sized(size), choice
 
 
-def _fit_clv(params: TrainParams, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame,
+def fit_clv(params: TrainParams, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame,
              y_val: np.ndarray) -> Choice:
     """The CLV booster (Tweedie, or the hurdle model when the held-out snapshot prefers it)."""
 
@@ -422,7 +432,7 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
         raise TrainingDataError(
             "no revenue in the CLV training windows; give a longer history or lower "
             "--clv-horizon.")
-    clv_choice = _fit_clv(params, features_of(clv_train), clv_train["clv_target"].to_numpy(float),
+    clv_choice = fit_clv(params, features_of(clv_train), clv_train["clv_target"].to_numpy(float),
                           features_of(clv_holdout), clv_holdout["clv_target"].to_numpy(float))
     clv_booster = clv_choice.value
     if clv_choice.note:
