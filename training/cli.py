@@ -19,8 +19,7 @@ app = typer.Typer(no_args_is_help=True)
 console = Console()
 
 #: the flag that sets each `TrainParams` field a command exposes, for error messages
-FLAGS = {"definition": "--churn", "margin_rate": "--margin-rate", "clv_model": "--clv-model",
-         "calibration": "--calibration"}
+FLAGS = {"definition": "--churn", "margin_rate": "--margin-rate", "clv_model": "--clv-model"}
 CLV_MODEL_HELP = ("CLV model: auto (chosen on the held-out training snapshot) | tweedie | "
                   "hurdle")
 
