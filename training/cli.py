@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 from pathlib import Path
@@ -34,7 +33,7 @@ def train_params(**settings: Any) -> TrainParams:
     from training.train import TrainParams, TrainParamsError
 
     try:
-        return dataclasses.replace(TrainParams(), **settings)
+        return TrainParams(**settings)
     except TrainParamsError as error:
         raise typer.BadParameter(error.problem,
                                  param_hint=FLAGS.get(error.field, error.field)) from error

@@ -98,7 +98,7 @@ def choose_recent_clv(fit: Any, dataset: Any, *, training_set: Any, as_of: pd.Ti
 
     def fitted(rows: pd.DataFrame, check: pd.DataFrame) -> Choice:
         return fit_clv(params, X(rows), rows["clv_target"].to_numpy(float),
-                        X(check), check["clv_target"].to_numpy(float))
+                       X(check), check["clv_target"].to_numpy(float))
 
     y_judge = judge["clv_target"].to_numpy(float)
     gini = {"long": normalized_gini(y_judge, fit.bundle.clv_booster.predict(X(judge))),

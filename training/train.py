@@ -323,7 +323,7 @@ def _fit_churn(params: TrainParams, X: pd.DataFrame, y: np.ndarray, X_val: pd.Da
 
 
 def fit_clv(params: TrainParams, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame,
-             y_val: np.ndarray) -> Choice:
+            y_val: np.ndarray) -> Choice:
     """The CLV booster (Tweedie, or the hurdle model when the held-out snapshot prefers it)."""
 
     def train(extra: dict[str, Any], X_fit: pd.DataFrame, y_fit: np.ndarray,
@@ -433,7 +433,7 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
             "no revenue in the CLV training windows; give a longer history or lower "
             "--clv-horizon.")
     clv_choice = fit_clv(params, features_of(clv_train), clv_train["clv_target"].to_numpy(float),
-                          features_of(clv_holdout), clv_holdout["clv_target"].to_numpy(float))
+                         features_of(clv_holdout), clv_holdout["clv_target"].to_numpy(float))
     clv_booster = clv_choice.value
     if clv_choice.note:
         notes.append(clv_choice.note)
