@@ -71,6 +71,10 @@ class TopReasons(BaseModel):
     )
     within: int = Field(default=3, ge=1, le=50)
 
+    def names(self, feature: str) -> bool:
+        """Whether ``feature`` is one of ``features`` (a name or a matching pattern)."""
+        return any(fnmatch.fnmatchcase(feature, pattern) for pattern in self.features)
+
 
 class Rule(BaseModel):
     """One rule: conditions on a score record, and the action it triggers."""
@@ -284,9 +288,8 @@ class RuleSet:
         for rule in self.rules:
             hit = undecided & rule.score_mask(**scores)
             if rule.top_reasons is not None and hit.any():
-                patterns = rule.top_reasons.features
-                wanted = np.array([any(fnmatch.fnmatchcase(name, p) for p in patterns)
-                                   for name in reasons.names], dtype=bool)
+                wanted = np.array([rule.top_reasons.names(name) for name in reasons.names],
+                                  dtype=bool)
                 hit &= reasons.matches(wanted, rule.top_reasons.within)
             actions[hit] = rule.action
             undecided &= ~hit
@@ -398,11 +401,7 @@ def _churn_reasons(record: ScoreRecord) -> list[Any]:
 
 def _reasons_match(record: ScoreRecord, condition: TopReasons) -> bool:
     top = [reason.feature for reason in _churn_reasons(record)[: condition.within]]
-    return any(
-        fnmatch.fnmatchcase(feature, pattern)
-        for feature in top
-        for pattern in condition.features
-    )
+    return any(condition.names(feature) for feature in top)
 
 
 def _template_values(rule: Rule, record: ScoreRecord) -> dict[str, Any]:
