@@ -15,6 +15,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from features.contract import MAX_ID_LENGTH
+from serving.api_models import ID_PATTERN
 from serving.outreach.outbox import (
     STATUSES,
     ActionNotFoundError,
@@ -83,7 +85,8 @@ def get_outbox(request: Request) -> Outbox:
 
 
 OutboxDep = Annotated[Outbox, Depends(get_outbox)]
-ActionId = Annotated[str, Path(min_length=1, max_length=40, description="Action id")]
+ActionId = Annotated[str, Path(min_length=1, max_length=40, pattern=ID_PATTERN,
+                               description="Action id")]
 
 
 @router.get(
@@ -91,7 +94,7 @@ ActionId = Annotated[str, Path(min_length=1, max_length=40, description="Action 
     summary="Outreach actions triggered for a customer, newest first",
 )
 def customer_actions(
-    customer_id: Annotated[str, Path(min_length=1, max_length=128)],
+    customer_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)],
     outbox: OutboxDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ActionOut]:
@@ -102,8 +105,9 @@ def customer_actions(
 def list_actions(
     outbox: OutboxDep,
     status: Annotated[str | None, Query(pattern="^(" + "|".join(STATUSES) + ")$")] = None,
-    customer_id: Annotated[str | None, Query(max_length=128)] = None,
-    rule: Annotated[str | None, Query(max_length=64)] = None,
+    customer_id: Annotated[str | None, Query(max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+    = None,
+    rule: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ActionOut]:
     rows = outbox.list_actions(customer_id=customer_id, status=status, rule=rule, limit=limit)

@@ -46,6 +46,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
+from features.contract import MAX_ID_LENGTH
 from serving.outreach.rules import TriggeredAction, to_naive_utc
 from serving.schemas import ScoreRecord
 
@@ -147,7 +148,7 @@ def utcnow() -> datetime:
 def _tables(metadata: MetaData) -> tuple[Table, Table]:
     scores = Table(
         "scores", metadata,
-        Column("customer_id", String(128), primary_key=True),
+        Column("customer_id", String(MAX_ID_LENGTH), primary_key=True),
         Column("model_version", String(64), primary_key=True),
         Column("as_of", DateTime, nullable=False),
         Column("churn_probability", Float),
@@ -162,7 +163,7 @@ def _tables(metadata: MetaData) -> tuple[Table, Table]:
     actions = Table(
         "actions", metadata,
         Column("id", String(40), primary_key=True),
-        Column("customer_id", String(128), nullable=False),
+        Column("customer_id", String(MAX_ID_LENGTH), nullable=False),
         Column("rule", String(64), nullable=False),
         Column("action", String(32), nullable=False),
         Column("channel", Text, nullable=False),
