@@ -22,11 +22,10 @@ hazards (competing risks), so ``ground_truth.churn_cause`` names the hazard
 that actually fired. After churn a customer places no orders, ends their
 subscription and only opens the odd marketing email.
 
-Two facts no table shows are written to the ground truth for every customer:
-the weekly churn hazard at the start of the last ``hazard_window_days`` (the
-held-out label window of ``churnlens train`` with the default horizon) and the
-churn probability over that window along the simulated path; ranking
-customers by them gives the ceiling any model's ROC AUC can be compared with.
+The ground truth also holds each customer's weekly churn hazard at the start
+of the last ``hazard_window_days`` (by default the last 90 days: the holdout of
+a backtest cut 90 days before the end): ranking the customers by it gives the
+ceiling that the generator's own churn process sets for any model's ROC AUC.
 
 With ``seasonality`` a yearly pattern is added: in the peak quarter (October
 to December) every customer orders more (by a lift of their own, 1.8× on
@@ -154,9 +153,8 @@ class GeneratedData:
     (NaT when the customer had not churned by the end), ``churn_cause`` (one of
     `CHURN_CAUSES`, or ``"none"``) and latent facts useful to check models
     against (``engagement_at_end``, ``fading``, ``subscriber``, ...), the
-    weekly ``churn_hazard`` at the start of the last ``hazard_window_days`` and
-    ``churn_probability_window`` over them (NaN for customers gone or not yet
-    signed up by then), and with seasonality each customer's
+    weekly ``churn_hazard`` at the start of the last ``hazard_window_days`` (NaN
+    for customers gone or not yet signed up by then), and with seasonality each customer's
     ``peak_spend_lift``. Loaders ignore it: it is never model input.
     """
 
@@ -213,8 +211,7 @@ def generate_dataset(
         is exactly what it was before the option existed.
     hazard_window_days
         The ground truth's ``churn_hazard`` is each customer's weekly hazard at
-        the start of the last ``hazard_window_days`` days of history, and
-        ``churn_probability_window`` the probability of churning in them.
+        the start of the last ``hazard_window_days`` days of history.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -406,7 +403,6 @@ def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_day
     recent_downgrades = np.zeros(n)
     problem_weeks_left = np.zeros(n, dtype=np.int32)
     hazard_at = np.full(n, np.nan)          # weekly hazard at ``hazard_day``
-    window_hazard = np.full(n, np.nan)      # hazard summed from ``hazard_day`` on
 
     orders = _Rows("customer", "time", "status", "amount", "discount", "items")
     events = _Rows("customer", "time", "type", "value")
@@ -447,11 +443,6 @@ def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_day
             total_hazard = total_hazard * PEAK_CHURN
         if week_start <= hazard_day < week_end:
             hazard_at[a[at_risk]] = total_hazard[at_risk]
-            window_hazard[a[at_risk]] = 0.0
-        if week_end > hazard_day:
-            counted = a[at_risk]
-            share = (week_end - max(week_start, hazard_day)) / 7.0
-            window_hazard[counted] += total_hazard[at_risk] * share
         churn_now = at_risk & (rng.random(m) < -np.expm1(-total_hazard * fraction))
         leave = np.flatnonzero(churn_now)
         hi = np.full(m, week_end)
@@ -586,7 +577,6 @@ def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_day
         "customer_fading": fading & (fade_onset < np.nan_to_num(churned_at, nan=history_days)),
         "customer_order_rate": order_rate,
         "customer_hazard": hazard_at,
-        "customer_window_hazard": window_hazard,
         "customer_peak_lift": (peak_lift if peak_lift is not None else np.full(n, np.nan)),
     }
     result |= orders.finish("order", {"customer": np.int64, "time": float, "status": np.int8,
@@ -698,7 +688,6 @@ def _assemble(raw: dict[str, np.ndarray], *, customers: int, end: date, kind: st
         "subscriber": raw["customer_subscriber"],
         "base_weekly_orders": np.round(raw["customer_order_rate"], 4),
         "churn_hazard": raw["customer_hazard"],
-        "churn_probability_window": -np.expm1(-raw["customer_window_hazard"]),
     })
     if not np.isnan(raw["customer_peak_lift"]).all():
         ground_truth["peak_spend_lift"] = np.round(raw["customer_peak_lift"], 4)
