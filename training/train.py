@@ -28,6 +28,7 @@ import pandas as pd
 
 from features.calendar import calendar_applies, without_calendar
 from models.bundle import RISK_QUANTILES, VALUE_QUANTILES, ChurnBundle, apply_calibration
+from models.drift import drift_reference
 from training.metrics import churn_metrics, clv_metrics, expected_calibration_error
 from training.model_choice import (
     Choice,
@@ -485,6 +486,7 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
     bundle.calibration, calibration_report = choose_calibration(raw, y_held, params=params)
     probability = apply_calibration(bundle.calibration, raw)
     bundle.risk_cuts = [float(np.quantile(probability, q)) for q in RISK_QUANTILES]
+    bundle.drift_reference = drift_reference(X_held, probability)
     held_clv = bundle.clv(bundle.prepare(features_of(holdout)))
     bundle.value_cuts = [float(np.quantile(held_clv, q)) for q in VALUE_QUANTILES]
 
