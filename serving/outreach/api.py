@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
@@ -50,6 +50,9 @@ class ActionOut(BaseModel):
     created_at: datetime
     delivered_at: datetime | None
     acknowledged_at: datetime | None
+    assignment: Literal["treated", "control"] = Field(
+        default="treated", description="control: held out to measure the effect, never sent"
+    )
 
     @classmethod
     def of(cls, row: ActionRow) -> ActionOut:
@@ -63,6 +66,7 @@ class ActionOut(BaseModel):
             last_error=row.last_error, last_status_code=row.last_status_code,
             created_at=row.created_at, delivered_at=row.delivered_at,
             acknowledged_at=row.acknowledged_at,
+            assignment=row.assignment,  # type: ignore[arg-type]
         )
 
 
@@ -125,12 +129,15 @@ def get_action(action_id: ActionId, outbox: OutboxDep) -> ActionOut:
 @router.post(
     "/actions/{action_id}/acknowledge", response_model=ActionOut,
     summary="The CRM has handled the action; stops any further delivery (idempotent)",
+    responses={409: {"description": "The action is held out as control and was never sent"}},
 )
 def acknowledge_action(action_id: ActionId, outbox: OutboxDep) -> ActionOut:
     try:
         return ActionOut.of(outbox.acknowledge(action_id))
     except ActionNotFoundError as error:
         raise HTTPException(status_code=404, detail=str(error)) from None
+    except ActionStateError as error:
+        raise HTTPException(status_code=409, detail=str(error)) from None
 
 
 @router.post(
