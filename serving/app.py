@@ -26,6 +26,7 @@ from serving.middleware import (
     validation_error_response,
 )
 from serving.model_holder import ModelHolder
+from serving.redact import masked_url
 from serving.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def _read_dataset(settings: Settings) -> Any:
     result = read_dataset(settings.data)
     if not result.rejects.empty:
         logger.warning("CHURNLENS_DATA=%s: %d rows rejected by the data contract",
-                       settings.data, len(result.rejects))
+                       masked_url(settings.data), len(result.rejects))
     return result.dataset
 
 
@@ -76,7 +77,7 @@ async def _load_and_follow(holder: ModelHolder, settings: Settings) -> None:
     try:
         holder.dataset = await asyncio.to_thread(_read_dataset, settings)
     except Exception as error:
-        holder.last_error = f"reading CHURNLENS_DATA={settings.data} failed: {error}"
+        holder.last_error = f"reading CHURNLENS_DATA={masked_url(settings.data)} failed: {error}"
         logger.error("%s", holder.last_error)
         return
     await holder.follow(poll_seconds=settings.model_poll_seconds)

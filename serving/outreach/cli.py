@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import signal
 import threading
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
+
+from serving.redact import database_problem, masked_url
 
 if TYPE_CHECKING:
     from serving.outreach.outbox import ActionRow, Outbox
@@ -16,6 +21,25 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Outreach: actions the rules triggered, their delivery to CRM webhooks, dead letters.",
 )
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def outbox_errors_in_one_line(command: Callable[P, R]) -> Callable[P, R]:
+    """An outbox that cannot be reached (or a bad URL) is one line and exit 1, no traceback."""
+
+    @functools.wraps(command)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except SQLAlchemyError as error:
+            typer.secho(f"error: the outbox cannot be used: {database_problem(error)}",
+                        err=True, fg=typer.colors.RED)
+            raise typer.Exit(code=1) from None
+
+    return run
+
 
 OutboxOption = Annotated[
     str | None,
@@ -59,6 +83,7 @@ def _table(rows: list[ActionRow], *, title: str, errors: bool = False) -> None:
 
 
 @app.command("list")
+@outbox_errors_in_one_line
 def list_actions(
     customer: Annotated[str | None, typer.Option(help="Only this customer's actions")] = None,
     status: Annotated[
@@ -82,6 +107,7 @@ def list_actions(
 
 
 @app.command()
+@outbox_errors_in_one_line
 def deliver(
     forever: Annotated[
         bool,
@@ -96,11 +122,12 @@ def deliver(
     settings = _settings(outbox)
     relay = Relay(_outbox(settings), settings=settings)
     try:
+        relay.outbox.status_counts()  # unreachable now: say so at once, even with --forever
         if forever:
             stop = threading.Event()
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, lambda *_: stop.set())
-            typer.echo(f"relay running on {settings.outbox_url} (Ctrl-C to stop)")
+            typer.echo(f"relay running on {masked_url(settings.outbox_url)} (Ctrl-C to stop)")
             report = relay.run_forever(stop)
         else:
             report = relay.drain()
@@ -121,11 +148,12 @@ def deliver(
 
 
 @app.command()
+@outbox_errors_in_one_line
 def retry(
     action_id: Annotated[str | None, typer.Argument(help="The action to put back in the queue")]
     = None,
-    all_dead: Annotated[bool, typer.Option("--all-dead", help="Requeue every dead action")]
-    = False,
+    all_dead: Annotated[bool, typer.Option(
+        "--all-dead", help="Requeue every dead letter (dead or failed)")] = False,
     outbox: OutboxOption = None,
 ) -> None:
     """Put a failed or dead action (or all dead ones) back in the delivery queue."""
@@ -135,7 +163,7 @@ def retry(
         raise typer.BadParameter("give an ACTION_ID or --all-dead (not both)")
     store = _outbox(_settings(outbox))
     if all_dead:
-        typer.echo(f"requeued {store.retry_all_dead()} dead action(s)")
+        typer.echo(f"requeued {store.retry_all_dead()} dead letter(s) (dead or failed)")
         return
     try:
         row = store.retry(action_id)  # type: ignore[arg-type]
@@ -146,6 +174,7 @@ def retry(
 
 
 @app.command()
+@outbox_errors_in_one_line
 def dead(
     limit: Annotated[int, typer.Option(min=1, help="Most rows to show")] = 50,
     outbox: OutboxOption = None,
@@ -159,6 +188,7 @@ def dead(
 
 
 @app.command()
+@outbox_errors_in_one_line
 def prune(outbox: OutboxOption = None) -> None:
     """Delete scores older than CHURNLENS_SCORE_RETENTION_DAYS (by as_of) from the outbox."""
     from datetime import timedelta

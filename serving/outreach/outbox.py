@@ -55,6 +55,7 @@ from sqlalchemy.pool import StaticPool
 
 from features.contract import MAX_ID_LENGTH
 from serving.outreach.rules import TriggeredAction, to_naive_utc
+from serving.redact import masked_url
 from serving.schemas import ScoreRecord
 
 if TYPE_CHECKING:
@@ -227,7 +228,7 @@ class Outbox:
         self._metadata = metadata
 
     def __repr__(self) -> str:
-        return f"Outbox({self.url!r})"
+        return f"Outbox({masked_url(self.url)!r})"
 
     # -- connection -------------------------------------------------------------------
 
@@ -528,11 +529,14 @@ class Outbox:
         return self.get_action(action_id)
 
     def retry_all_dead(self) -> int:
-        """Put every dead action back in the queue; returns how many."""
+        """Put every dead letter (dead or failed, as `dead_letters` lists them) back in the queue.
+
+        Returns how many were requeued.
+        """
         now = utcnow()
         with self.engine.begin() as connection:
             result = connection.execute(
-                update(self.actions).where(self.actions.c.status == "dead")
+                update(self.actions).where(self.actions.c.status.in_(RETRYABLE))
                 .values(status="pending", attempts=0, next_attempt_at=now, updated_at=now,
                         claim_token=None)
             )

@@ -32,10 +32,17 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import httpx
+from sqlalchemy.exc import SQLAlchemyError
 
 from serving.outreach.outbox import ActionRow, Outbox, Outcome, utcnow
 from serving.outreach.settings import OutreachSettings
-from serving.outreach.webhooks import encode_body, sign_headers
+from serving.outreach.webhooks import (
+    ChannelVariableError,
+    encode_body,
+    expand_channel,
+    sign_headers,
+)
+from serving.redact import database_problem
 
 try:  # POSIX advisory locks keep two relays from interleaving one JSONL sink
     import fcntl
@@ -189,8 +196,12 @@ class Relay:
             try:
                 total.add(self.drain(stop=stop))
             except Exception as error:  # keep the background relay alive
-                logger.exception("outreach relay pass failed; retrying after the poll interval")
-                total.errors.append(f"relay pass failed: {error}")
+                problem = (database_problem(error) if isinstance(error, SQLAlchemyError)
+                           else f"{type(error).__name__}: {error}")
+                # one line, no traceback: an outbox that is briefly away is expected
+                logger.warning("outreach relay pass failed (retrying in %gs): %s",
+                               self.settings.relay_poll_seconds, problem)
+                total.errors.append(f"relay pass failed: {problem}")
                 del total.errors[:-20]
             stop.wait(self.settings.relay_poll_seconds)
         return total
@@ -205,7 +216,11 @@ class Relay:
             secret.get_secret_value(), webhook_id=action.webhook_id, body=body
         )
         try:
-            response = self.client.post(action.channel, content=body.encode(), headers=headers)
+            url = expand_channel(action.channel)
+        except ChannelVariableError as error:  # set it and restart the relay: retried until then
+            return self._retry(action, token, str(error))
+        try:
+            response = self.client.post(url, content=body.encode(), headers=headers)
         except httpx.TimeoutException as error:
             return self._retry(action, token, f"timeout after "
                                f"{self.settings.request_timeout_seconds:g}s "
@@ -254,9 +269,14 @@ class Relay:
 
     def _deliver_files(self, actions: list[ActionRow], token: str) -> list[Outcome]:
         by_path: dict[Path, list[ActionRow]] = {}
-        for action in actions:
-            by_path.setdefault(self.sink_path(action.channel), []).append(action)
         outcomes: list[Outcome] = []
+        for action in actions:
+            try:
+                path = self.sink_path(action.channel)
+            except ChannelVariableError as error:
+                outcomes.append(self._retry(action, token, str(error)))
+                continue
+            by_path.setdefault(path, []).append(action)
         for path, group in by_path.items():
             try:
                 self._append(path, group)
@@ -271,7 +291,7 @@ class Relay:
 
     def sink_path(self, channel: str) -> Path:
         """The file a ``file:`` channel writes to (relative paths from ``sink_dir``)."""
-        path = Path(channel[len("file:"):]).expanduser()
+        path = Path(expand_channel(channel)[len("file:"):]).expanduser()
         if not path.is_absolute():
             path = (self.settings.sink_dir or Path.cwd()) / path
         return path

@@ -13,7 +13,6 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import math
-import os
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from models.reasons import ReasonTable
+from serving.outreach.webhooks import expand_channel
 from serving.schemas import RiskTier, ScoreRecord, ValueSegment
 
 Action = Literal[
@@ -54,7 +54,6 @@ DEFAULT_PAYLOAD: dict[str, Any] = {
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([a-z_]+)\}|[{}]")
-_ENV_VAR = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
 
 
 class RulesError(ValueError):
@@ -154,15 +153,19 @@ class Rule(BaseModel):
     @field_validator("channel")
     @classmethod
     def _channel(cls, value: str) -> str:
-        value = _expand_env(value.strip())
-        if value.startswith("file:"):
-            if not value[len("file:"):].strip():
+        """Checked expanded, stored as written: ``${NAME}`` is filled in only at delivery."""
+        template = value.strip()
+        channel = expand_channel(template)
+        if channel.startswith("file:") != template.startswith("file:"):
+            raise ValueError("write 'file:' in the rule itself, not inside a ${VARIABLE}")
+        if channel.startswith("file:"):
+            if not channel[len("file:"):].strip():
                 raise ValueError("a file channel needs a path: 'file:outreach/actions.jsonl'")
-            return value
-        if re.match(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", value):
-            return value
+            return template
+        if re.match(r"^https?://[^/\s:]+(:\d+)?(/\S*)?$", channel):
+            return template
         raise ValueError(
-            f"{value!r} is neither a webhook URL (http:// or https://) nor 'file:PATH'"
+            f"{template!r} is neither a webhook URL (http:// or https://) nor 'file:PATH'"
         )
 
     @field_validator("payload")
@@ -501,16 +504,6 @@ def _check_template(key: str, template: str) -> None:
                 f"key {key!r}: unknown field {{{match.group(1)}}}; "
                 f"known fields: {', '.join(TEMPLATE_FIELDS)}"
             )
-
-
-def _expand_env(value: str) -> str:
-    def substitute(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name not in os.environ:
-            raise ValueError(f"environment variable {name} (named in the channel) is not set")
-        return os.environ[name]
-
-    return _ENV_VAR.sub(substitute, value)
 
 
 def _describe(source: str, label: str, error: ValidationError) -> list[str]:

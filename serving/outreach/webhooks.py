@@ -12,11 +12,37 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import re
 import secrets
 from datetime import UTC, datetime
 from typing import Any
 
 from standardwebhooks import Webhook
+
+#: ``${NAME}`` in a channel: expanded from the environment at delivery, never stored expanded
+CHANNEL_VARIABLE = re.compile(r"\$\{([A-Z_][A-Z0-9_]*)\}")
+
+
+class ChannelVariableError(ValueError):
+    """A channel names an environment variable that is not set."""
+
+
+def expand_channel(template: str) -> str:
+    """The channel to deliver to: ``template`` with its ``${NAME}`` variables filled in.
+
+    The outbox, the API and the logs keep the template, so a token carried in a
+    CRM URL stays in the environment of the processes that deliver.
+    """
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ChannelVariableError(
+                f"environment variable {name} (named in the channel) is not set")
+        return os.environ[name]
+
+    return CHANNEL_VARIABLE.sub(substitute, template)
 
 
 def new_secret(*, size: int = 32) -> str:

@@ -12,6 +12,19 @@ from serving.routes.deps import HolderDep, MetricsDep
 router = APIRouter(tags=["health"])
 
 
+def not_ready_reason(last_error: str | None) -> str:
+    """Why no model is serving, in words that name no host, port, path or password.
+
+    /readyz is open to anyone who can reach the port; the full error is in the
+    server log, for the operator.
+    """
+    if last_error is None:
+        return "model loading"
+    if "CHURNLENS_DATA" in last_error:
+        return "the dataset in CHURNLENS_DATA could not be read; the server log says why"
+    return "the model could not be loaded from the registry; the server log says why"
+
+
 @router.get("/healthz", response_model=Health, summary="Liveness: the process answers")
 def healthz() -> Health:
     return Health()
@@ -24,7 +37,7 @@ def healthz() -> Health:
 def readyz(holder: HolderDep) -> Readiness | JSONResponse:
     state = holder.state
     if state is None:
-        body = Readiness(status="not_ready", detail=holder.last_error or "model loading")
+        body = Readiness(status="not_ready", detail=not_ready_reason(holder.last_error))
         return JSONResponse(body.model_dump(), status_code=503)
     return Readiness(status="ready", model_version=state.version)
 
