@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -97,6 +98,8 @@ def demo(
 
 
 def main() -> None:
+    # MLflow's per-file "Downloading artifacts" bars would clutter every command's output
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     build_app()(prog_name="churnlens")
 
 

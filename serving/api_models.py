@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from serving.schemas import ScoreRecord
+from serving.schemas import DEFAULT_TOP_K, MAX_TOP_K, ScoreRecord
 
 EARLIEST = datetime(1970, 1, 1)
 LATEST = datetime(2200, 1, 1)
@@ -111,7 +111,8 @@ class ScoreRequest(_Row):
         "default: now (UTC)"
     )
     explain: bool = Field(default=True, description="Include the top reasons behind each score")
-    top_k: int = Field(default=5, ge=1, le=50, description="Number of reasons per score")
+    top_k: int = Field(default=DEFAULT_TOP_K, ge=1, le=MAX_TOP_K,
+                       description="Number of reasons per score")
 
 
 class ScoreResponse(BaseModel):
