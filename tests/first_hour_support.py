@@ -57,7 +57,7 @@ class DemoRun:
 
 
 def run_demo(cwd: Path) -> DemoRun:
-    """Run ``churnlens demo`` in ``cwd`` as a user would (the installed command, no .venv on PATH)."""
+    """Run ``churnlens demo`` in ``cwd`` as a user would (installed command, no .venv on PATH)."""
     port, ui_port = free_port(), free_port()
     done = subprocess.run(
         [str(VENV_BIN / "churnlens"), "demo", "--folder", "demo", "--customers", "300",
