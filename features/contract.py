@@ -37,6 +37,11 @@ REQUIRED_VALUES = {"signup_at": False, "ordered_at": True, "occurred_at": True,
                    "started_at": True, "ended_at": False, "amount": True}
 
 
+#: the longest customer or order id accepted anywhere (files, API, outbox columns)
+MAX_ID_LENGTH = 128
+#: the most attribute columns ``customers`` may have (each becomes a model input)
+MAX_ATTRIBUTE_COLUMNS = 1000
+
 #: a raw table, or a function that reads it when it is its turn (one table in memory at a time)
 RawTable = pd.DataFrame | Callable[[], pd.DataFrame]
 #: how many leading values `_attribute` parses before converting a whole column
@@ -268,6 +273,30 @@ def _as_ids(series: pd.Series) -> pd.Series:
     return _stripped(series)
 
 
+def _check_attribute_count(columns: pd.Index, *, source: str) -> None:
+    """Refuse a customers table wider than MAX_ATTRIBUTE_COLUMNS before any per-column work."""
+    attributes = len(columns) - sum(c in ("customer_id", "signup_at") for c in columns)
+    if attributes > MAX_ATTRIBUTE_COLUMNS:
+        raise DataContractError(
+            f"{source}: {attributes:,} attribute columns; at most {MAX_ATTRIBUTE_COLUMNS:,} "
+            "are supported (keep the attributes the model should learn from)"
+        )
+
+
+def _reject_unstorable_ids(rejects: _Rejects, ids: pd.Series, column: str) -> None:
+    """Ids longer than MAX_ID_LENGTH, or holding a NUL, cannot be stored or looked up."""
+    arrow = _arrow_text(ids)
+    if arrow is not None:  # the common case: one pass over the Arrow buffers, no copy
+        longest = pc.max(pc.binary_length(arrow)).as_py() or 0
+        if longest <= MAX_ID_LENGTH and not pc.any(pc.match_substring(arrow, "\x00")).as_py():
+            return
+    text = ids.astype("string")
+    rejects.add((text.str.len() > MAX_ID_LENGTH).fillna(False), column,
+                f"{column} longer than {MAX_ID_LENGTH} characters")
+    rejects.add(text.str.contains("\x00", regex=False).fillna(False), column,
+                f"{column} contains a NUL character")
+
+
 def _order_status(series: pd.Series) -> pd.Series:
     """Status stripped and lower-cased, blank meaning completed (not yet checked)."""
     arrow = _arrow_text(series)
@@ -313,10 +342,13 @@ def validate_table(
     frame = raw.reset_index(drop=True)
     rejects = _Rejects(source, raw, first_row)
 
+    if name == "customers":
+        _check_attribute_count(raw.columns, source=source)
     id_columns = [c for c in ("customer_id", "order_id") if c in frame.columns]
     for column in id_columns:
         rejects.add(_is_blank(frame[column]), column, f"empty {column}")
         frame[column] = _as_ids(frame[column])
+        _reject_unstorable_ids(rejects, frame[column], column)
 
     for column in TIMESTAMP_COLUMNS.get(name, ()):
         if column not in frame.columns:
@@ -423,6 +455,28 @@ def _validate_customers(table: RawTable, *, source: str, first_row: int
     return used, rejects, len(raw), known, pd.Index(listed).difference(known)
 
 
+def _no_customers(source: str, rows: int, rejects: pd.DataFrame) -> str:
+    """One line saying why a dataset without a usable customer cannot be used."""
+    if rows == 0:
+        return (f"{source}: no customer rows (only a header?); every history row needs its "
+                "customer listed here, so nothing can be scored")
+    first = rejects.iloc[0]
+    return (f"{source}: none of its {rows:,} customer rows is usable (first: row {first['row']}, "
+            f"column {first['column']}: {first['reason']}), so nothing can be scored")
+
+
+def require_history(result: ValidationResult) -> ValidationResult:
+    """A dataset with no dated row (no usable history) cannot be scored or trained on."""
+    if result.dataset.latest_timestamp() is not None:
+        return result
+    tables = [result.source_of(name) for name in ACTIVITY_TABLES if name in result.rows_read]
+    rows = sum(result.rows_read.get(name, 0) for name in ACTIVITY_TABLES)
+    raise DataContractError(
+        f"{', '.join(tables)}: no usable history ({rows:,} rows read, all rejected), so there "
+        "is nothing to score or train on; run `churnlens validate` to see why"
+    )
+
+
 def validate_tables(
     raw: Mapping[str, RawTable], *, sources: dict[str, str] | None = None,
     first_rows: dict[str, int] | None = None,
@@ -449,6 +503,8 @@ def validate_tables(
     customers = _validate_customers(raw["customers"], source=sources["customers"],
                                     first_row=first_rows.get("customers", 1))
     tables["customers"], bad, rows_read["customers"], known, rejected_customers = customers
+    if tables["customers"].empty:
+        raise DataContractError(_no_customers(sources["customers"], rows_read["customers"], bad))
     rejects.append(bad)
     for name in ACTIVITY_TABLES:
         if name in names:

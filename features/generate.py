@@ -20,7 +20,18 @@ computed from the customer's own past behaviour:
 When a customer churns, the cause is drawn in proportion to the component
 hazards (competing risks), so ``ground_truth.churn_cause`` names the hazard
 that actually fired. After churn a customer places no orders, ends their
-subscription and only opens the odd marketing email. A model that reads the
+subscription and only opens the odd marketing email.
+
+The ground truth also holds each customer's weekly churn hazard at the start
+of the last ``hazard_window_days`` (by default the last 90 days: the holdout of
+a backtest cut 90 days before the end): ranking the customers by it gives the
+ceiling that the generator's own churn process sets for any model's ROC AUC.
+
+With ``seasonality`` a yearly pattern is added: in the peak quarter (October
+to December) every customer orders more (by a lift of their own, 1.8× on
+average, in place of the mild winter bump), uses the app a little more and
+churns at half the usual hazard. The lift per customer is in the ground truth
+(``peak_spend_lift``); `seasonal_order_factor` gives the pattern by date. A model that reads the
 history before a date can therefore find who is about to churn, and a feature
 pipeline that leaks the future or breaks the history cannot.
 
@@ -123,6 +134,16 @@ _PROBLEM_END = 0.12            # weekly chance an unresolved product problem is 
 _TICKETS_IN_TROUBLE = 0.7      # weekly tickets while a problem lasts
 _EMAIL_MEMORY_WEEKS = 40       # churned customers stop opening emails after this
 
+#: with ``seasonality``: the months of the peak quarter, the average lift of the
+#: order rate in them, the lift of app use, and the share of the churn hazard left
+PEAK_MONTHS = (10, 11, 12)
+PEAK_SPEND = 1.8
+PEAK_ACTIVITY = 1.3
+PEAK_CHURN = 0.5
+_PEAK_LIFT_SPREAD = 0.4        # log-normal spread of the customers' own peak lifts
+#: the ground truth's hazard is taken at the start of this many last days
+HAZARD_WINDOW_DAYS = 90
+
 
 @dataclass(frozen=True)
 class GeneratedData:
@@ -131,8 +152,10 @@ class GeneratedData:
     ``ground_truth`` has one row per customer: ``customer_id``, ``churned_at``
     (NaT when the customer had not churned by the end), ``churn_cause`` (one of
     `CHURN_CAUSES`, or ``"none"``) and latent facts useful to check models
-    against (``engagement_at_end``, ``fading``, ``subscriber``, ...). Loaders
-    ignore it: it is never model input.
+    against (``engagement_at_end``, ``fading``, ``subscriber``, ...), the
+    weekly ``churn_hazard`` at the start of the last ``hazard_window_days`` (NaN
+    for customers gone or not yet signed up by then), and with seasonality each customer's
+    ``peak_spend_lift``. Loaders ignore it: it is never model input.
     """
 
     tables: dict[str, pd.DataFrame]
@@ -162,6 +185,8 @@ def generate_dataset(
     orders_per_customer: float | None = None,
     events_per_customer: float | None = None,
     progress: Callable[[float], None] | None = None,
+    seasonality: bool = False,
+    hazard_window_days: int = HAZARD_WINDOW_DAYS,
 ) -> GeneratedData:
     """Simulate ``customers`` customers over the ``history_days`` days ending on ``end``.
 
@@ -181,6 +206,12 @@ def generate_dataset(
         given volume; ``None`` keeps the kind's natural rates.
     progress
         Called with the fraction of the simulation done (0 to 1), for progress bars.
+    seasonality
+        Add the yearly peak quarter (see the module docstring); off, the output
+        is exactly what it was before the option existed.
+    hazard_window_days
+        The ground truth's ``churn_hazard`` is each customer's weekly hazard at
+        the start of the last ``hazard_window_days`` days of history.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -188,6 +219,9 @@ def generate_dataset(
         raise ValueError(f"customers must be at least 1, not {customers}")
     if history_days < 14:
         raise ValueError(f"history_days must be at least 14, not {history_days}")
+    if not 0 < hazard_window_days <= history_days:
+        raise ValueError(f"hazard_window_days must be in 1..history_days ({history_days}), "
+                         f"not {hazard_window_days}")
     for name, value in (("orders_per_customer", orders_per_customer),
                         ("events_per_customer", events_per_customer)):
         if value is not None and not value > 0:
@@ -199,7 +233,7 @@ def generate_dataset(
     notes: list[str] = []
     if orders_per_customer is not None or events_per_customer is not None:
         profile = _calibrate(profile, seed=seed, end=end, kind=kind, history_days=history_days,
-                             orders_per_customer=orders_per_customer,
+                             seasonality=seasonality, orders_per_customer=orders_per_customer,
                              events_per_customer=events_per_customer)
         notes.append(f"rates scaled: orders x{profile.orders_scale:.3g}, "
                      f"events x{profile.events_scale:.3g}")
@@ -215,6 +249,8 @@ def generate_dataset(
             np.random.default_rng(np.random.SeedSequence([seed, chunk_index])),
             n=size, first=first, history_days=history_days,
             start=_history_start(end, history_days), profile=profile, report=report,
+            hazard_day=float(history_days - hazard_window_days),
+            peak_lift=(_peak_lifts(seed, chunk_index, size) if seasonality else None),
         ))
     raw = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
     return _assemble(raw, customers=customers, end=end, kind=kind,
@@ -225,8 +261,30 @@ def _history_start(end: date, history_days: int) -> datetime:
     return datetime.combine(end + timedelta(days=1), time()) - timedelta(days=history_days)
 
 
+def _peak_lifts(seed: int, chunk_index: int, size: int) -> np.ndarray:
+    """Each customer's own peak-quarter order lift, mean `PEAK_SPEND`.
+
+    Drawn from a stream of its own, so the rest of the simulation draws what it
+    would draw without seasonality.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([seed, chunk_index, 7_000_001]))
+    sigma = _PEAK_LIFT_SPREAD
+    return rng.lognormal(np.log(PEAK_SPEND) - sigma**2 / 2, sigma, size)
+
+
+def in_peak_quarter(moments: pd.Series | pd.DatetimeIndex) -> np.ndarray:
+    """True for moments in the seasonal generator's peak quarter (`PEAK_MONTHS`)."""
+    months = pd.DatetimeIndex(moments).month
+    return np.isin(np.asarray(months), PEAK_MONTHS)
+
+
+def seasonal_order_factor(moments: pd.Series | pd.DatetimeIndex) -> np.ndarray:
+    """The average order-rate multiplier of ``generate --seasonality`` at each moment."""
+    return np.where(in_peak_quarter(moments), PEAK_SPEND, 1.0)
+
+
 def _calibrate(profile: _Profile, *, seed: int, end: date, kind: str, history_days: int,
-               orders_per_customer: float | None,
+               seasonality: bool, orders_per_customer: float | None,
                events_per_customer: float | None) -> _Profile:
     """Scale base rates so that a pilot run meets the requested volumes per customer.
 
@@ -239,6 +297,8 @@ def _calibrate(profile: _Profile, *, seed: int, end: date, kind: str, history_da
         np.random.default_rng(np.random.SeedSequence([seed, 1_000_003])),
         n=pilot_size, first=0, history_days=history_days,
         start=_history_start(end, history_days), profile=profile,
+        hazard_day=float(history_days),
+        peak_lift=_peak_lifts(seed, 1_000_003, pilot_size) if seasonality else None,
     )
     orders_scale, events_scale = 1.0, 1.0
     if orders_per_customer is not None:
@@ -291,9 +351,14 @@ def _times_in(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> np.nd
 
 
 def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_days: int,
-                    start: datetime, profile: _Profile,
+                    start: datetime, profile: _Profile, hazard_day: float,
+                    peak_lift: np.ndarray | None = None,
                     report: Callable[[float], None] | None = None) -> dict[str, np.ndarray]:
-    """Simulate ``n`` customers week by week; times are float days since ``start``."""
+    """Simulate ``n`` customers week by week; times are float days since ``start``.
+
+    ``hazard_day`` is when the ground truth's hazard is read (days since
+    ``start``); ``peak_lift`` (one per customer) turns seasonality on.
+    """
     weeks = int(np.ceil(history_days / 7))
     subscription_only = profile.subscriber_share >= 1.0
 
@@ -337,6 +402,7 @@ def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_day
     recent_tickets = np.zeros(n)
     recent_downgrades = np.zeros(n)
     problem_weeks_left = np.zeros(n, dtype=np.int32)
+    hazard_at = np.full(n, np.nan)          # weekly hazard at ``hazard_day``
 
     orders = _Rows("customer", "time", "status", "amount", "discount", "items")
     events = _Rows("customer", "time", "type", "value")
@@ -346,6 +412,8 @@ def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_day
         week_start, week_end = 7.0 * week, min(7.0 * week + 7.0, float(history_days))
         season = 1.0 + 0.2 * np.cos(
             2 * np.pi * (_day_of_year(start, (week_start + week_end) / 2) - 350) / 365.25)
+        peak = peak_lift is not None and (
+            (start + timedelta(days=(week_start + week_end) / 2)).month in PEAK_MONTHS)
         # only customers who have joined and not yet churned act this week
         a = np.flatnonzero((signup < week_end) & ~churned)
         m = len(a)
@@ -370,7 +438,12 @@ def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_day
             _DOWNGRADE_HAZARD * recent_downgrades[a] * (sub_plan >= 0),
         ])
         fraction = (week_end - week_start) / 7.0
-        churn_now = at_risk & (rng.random(m) < -np.expm1(-hazards.sum(axis=0) * fraction))
+        total_hazard = hazards.sum(axis=0)
+        if peak:
+            total_hazard = total_hazard * PEAK_CHURN
+        if week_start <= hazard_day < week_end:
+            hazard_at[a[at_risk]] = total_hazard[at_risk]
+        churn_now = at_risk & (rng.random(m) < -np.expm1(-total_hazard * fraction))
         leave = np.flatnonzero(churn_now)
         hi = np.full(m, week_end)
         if len(leave):
@@ -385,7 +458,10 @@ def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_day
         level = np.exp(z)
 
         # orders
-        n_orders = rng.poisson(order_rate[a] * level * season * exposure)
+        order_season = (season if peak_lift is None
+                        else peak_lift[a] if peak else np.ones(m))
+        event_season = season if peak_lift is None else (PEAK_ACTIVITY if peak else 1.0)
+        n_orders = rng.poisson(order_rate[a] * level * order_season * exposure)
         local = np.repeat(np.arange(m), n_orders)
         buyer = a[local]
         draw = rng.random(len(buyer))
@@ -415,8 +491,8 @@ def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_day
         sessions = session_rate[a] * level
         rates = np.stack([
             sessions,
-            sessions * profile.views_per_session * season,
-            session_rate[a] * profile.carts_per_session * level ** 1.3 * season,
+            sessions * profile.views_per_session * event_season,
+            session_rate[a] * profile.carts_per_session * level ** 1.3 * event_season,
             ticket_rate,
             email_rate[a] * level ** 0.3,
         ]) * exposure
@@ -500,6 +576,8 @@ def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_day
         "customer_engagement": np.exp(final_engagement),
         "customer_fading": fading & (fade_onset < np.nan_to_num(churned_at, nan=history_days)),
         "customer_order_rate": order_rate,
+        "customer_hazard": hazard_at,
+        "customer_peak_lift": (peak_lift if peak_lift is not None else np.full(n, np.nan)),
     }
     result |= orders.finish("order", {"customer": np.int64, "time": float, "status": np.int8,
                                       "amount": float, "discount": float, "items": np.int64})
@@ -609,6 +687,9 @@ def _assemble(raw: dict[str, np.ndarray], *, customers: int, end: date, kind: st
         "fading": raw["customer_fading"],
         "subscriber": raw["customer_subscriber"],
         "base_weekly_orders": np.round(raw["customer_order_rate"], 4),
+        "churn_hazard": raw["customer_hazard"],
     })
+    if not np.isnan(raw["customer_peak_lift"]).all():
+        ground_truth["peak_spend_lift"] = np.round(raw["customer_peak_lift"], 4)
     return GeneratedData(tables=tables, ground_truth=ground_truth, kind=kind, end=end,
                          notes=notes)

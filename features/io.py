@@ -17,7 +17,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from features.contract import DataContractError, ValidationResult, validate_tables
+from features.contract import (
+    DataContractError,
+    ValidationResult,
+    require_history,
+    validate_tables,
+)
 from features.dataset import ACTIVITY_TABLES
 
 TABLE_NAMES = ("customers", *ACTIVITY_TABLES)
@@ -49,10 +54,26 @@ def read_raw_table(path: Path) -> pd.DataFrame:
             # whole compressed file (local files read faster too, and peak ~0.25 GB lower)
             return pd.read_parquet(path, pre_buffer=False)
         return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[])
+    except UnicodeDecodeError as error:
+        raise DataContractError(_not_utf8(path, error)) from error
     except (OSError, ValueError, pd.errors.ParserError) as error:
         message = str(error).strip()
         first_line = message.splitlines()[0] if message else type(error).__name__
         raise DataContractError(f"{path}: cannot be read: {first_line}") from error
+
+
+def _not_utf8(path: Path, error: UnicodeDecodeError) -> str:
+    """Where the first byte that is not UTF-8 is, as line and column (the decoder only
+    knows its position inside the block it was decoding)."""
+    with open(path, "rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as bad:
+                byte = line[bad.start]
+                return (f"{path}: line {number}, byte {bad.start + 1} (0x{byte:02x}) is not "
+                        "UTF-8 text; save the file as UTF-8")
+    return f"{path}: cannot be read: not UTF-8 text ({error.reason})"
 
 
 def read_dataset(directory: Path | str) -> ValidationResult:
@@ -64,9 +85,9 @@ def read_dataset(directory: Path | str) -> ValidationResult:
     files = find_tables(Path(directory))
     raw = {name: partial(read_raw_table, path) for name, path in files.items()}
     first_rows = {name: 2 if path.suffix == ".csv" else 1 for name, path in files.items()}
-    return validate_tables(
+    return require_history(validate_tables(
         raw, sources={name: path.name for name, path in files.items()}, first_rows=first_rows
-    )
+    ))
 
 
 def write_table(frame: pd.DataFrame, path: Path | str, *, index: bool = False) -> Path:

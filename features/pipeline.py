@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.behaviour import behaviour_features, describe_behaviour
+from features.calendar import CALENDAR_FEATURES, calendar_features
 from features.dataset import Dataset
 from features.history import NEVER, NS_PER_DAY, STATUS_CODES, History, timestamp_ns
 
@@ -186,11 +188,16 @@ def describe_feature(name: str, *, categorical: bool | None = None) -> FeatureIn
     """
     if name in FIXED_FEATURES:
         return FIXED_FEATURES[name]
+    if name in CALENDAR_FEATURES:
+        return FeatureInfo(name, *CALENDAR_FEATURES[name], "season")
     for pattern, text, unit in _EVENT_PATTERNS:
         match = pattern.match(name)
         if match:
             event_type = match.group("t")
             return FeatureInfo(name, text.format(t=event_type.replace("_", " ")), unit, "events")
+    behaviour = describe_behaviour(name)
+    if behaviour is not None:
+        return FeatureInfo(name, *behaviour, "behaviour")
     attribute = name.removeprefix("attribute_")
     unit = "category" if categorical else "value"
     return FeatureInfo(name, f"customer attribute '{attribute}'", unit, "attribute")
@@ -236,6 +243,15 @@ def features_at(
     columns.update(_event_features(history, t, event_types))
     sub_columns, plan = _subscription_features(history, t)
     columns.update(sub_columns)
+    slugs = [(event_type, event_slug(event_type))
+             for event_type in _event_types_at(history, t, event_types)]
+    columns.update(behaviour_features(
+        history, t, slugs=slugs, known_days=columns["tenure_days"],
+        active_days={w: columns[f"active_days_{w}d"] for w in (30, 365)}))
+    if history.events is None:
+        # no app or site events at all: activity against the usual is unknown, not zero
+        columns["active_days_30d_vs_usual"] = np.full(history.n_customers, np.nan)
+    columns.update(calendar_features(history, t))
     index = history.index[known]
     # one 2-D float block laid out as pandas stores it (a row per feature), so that
     # selecting the known customers is the only copy
@@ -386,17 +402,27 @@ def _active_days(history: History, t: int, window: int) -> np.ndarray:
     return np.bincount(codes, minlength=history.n_customers).astype(np.float64)
 
 
+def _event_types_at(history: History, t: int,
+                    event_types: Sequence[str] | None) -> list[str]:
+    """The event types given, or by default those with an event before ``t``, sorted."""
+    if event_types is not None:
+        return list(event_types)
+    events = history.events
+    if events is None:
+        return []
+    seen = np.bincount(events.type[:events.end(t)], minlength=len(events.types)) > 0
+    return sorted(events.types[i] for i in np.flatnonzero(seen))
+
+
 def _event_features(history: History, t: int,
                     event_types: Sequence[str] | None) -> dict[str, np.ndarray]:
     n = history.n_customers
     events = history.events
     known_types = events.types if events is not None else []
     end = events.end(t) if events is not None else 0
-    if event_types is None:
-        if events is None:
-            return {}
-        seen = np.bincount(events.type[:end], minlength=len(known_types)) > 0
-        event_types = sorted(known_types[i] for i in np.flatnonzero(seen))
+    if event_types is None and events is None:
+        return {}
+    event_types = _event_types_at(history, t, event_types)
     out: dict[str, np.ndarray] = {}
     if not event_types:
         return out

@@ -142,6 +142,7 @@ class ChurnBundle:
         trained_at: str | None = None,
         as_of: str | None = None,
         notes: Sequence[str] = (),
+        drift_reference: Mapping[str, Any] | None = None,
     ) -> None:
         self.churn_booster = churn_booster
         self.clv_booster = clv_booster
@@ -162,6 +163,9 @@ class ChurnBundle:
         self.trained_at = trained_at
         self.as_of = as_of
         self.notes = list(notes)
+        #: bins and shares of each feature and of the score on the held-out snapshot
+        #: (`models.drift`), the reference monitoring measures drift against
+        self.drift_reference = dict(drift_reference or {})
 
     # -- features -----------------------------------------------------------------
 
@@ -382,6 +386,7 @@ class ChurnBundle:
             "trained_at": self.trained_at,
             "as_of": self.as_of,
             "notes": self.notes,
+            "drift_reference": self.drift_reference,
         })
 
     def save(self, directory: Path | str) -> Path:

@@ -9,16 +9,43 @@ contract (`features.contract.validate_tables`) then checks the rows together
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
+from features.contract import MAX_ID_LENGTH
 from serving.schemas import DEFAULT_TOP_K, MAX_TOP_K, ScoreRecord
 
 EARLIEST = datetime(1970, 1, 1)
 LATEST = datetime(2200, 1, 1)
 MAX_AMOUNT = 1e12
+#: ids in paths and queries: no NUL (a database cannot hold one), at most MAX_ID_LENGTH
+ID_PATTERN = r"^[^\x00]+$"
+#: a date, optionally with a time: what the schema's ``date-time`` admits (no epoch numbers)
+_ISO_DATE = re.compile(r"^\s*\d{4}-\d{2}-\d{2}")
+
+
+def plain_text(value: str) -> str:
+    """Refuse what a database or a JSON encoder cannot carry: NUL and lone surrogates."""
+    if "\x00" in value:
+        raise ValueError("must not contain a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode text (it holds a lone surrogate)") from None
+    return value
+
+
+def _iso_text(value: Any) -> Any:
+    """Date-times arrive as ISO 8601 text; numbers (epoch seconds) and booleans are refused."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _ISO_DATE.match(value):
+        raise ValueError("must be an ISO 8601 date or date-time string, e.g. "
+                         "'2024-06-01' or '2024-06-01T09:30:00Z'")
+    return value
 
 
 def _naive_utc(value: datetime) -> datetime:
@@ -30,11 +57,14 @@ def _naive_utc(value: datetime) -> datetime:
     return value
 
 
-Timestamp = Annotated[datetime, AfterValidator(_naive_utc)]
-Identifier = Annotated[str, Field(min_length=1, max_length=200, pattern=r"\S")]
-Money = Annotated[float, Field(ge=0, le=MAX_AMOUNT, allow_inf_nan=False)]
-AttributeValue = Annotated[str, Field(max_length=200)] | Annotated[
-    float, Field(allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT)] | None
+Timestamp = Annotated[datetime, BeforeValidator(_iso_text), AfterValidator(_naive_utc)]
+Text = Annotated[str, AfterValidator(plain_text)]
+Identifier = Annotated[Text, Field(min_length=1, max_length=MAX_ID_LENGTH, pattern=r"\S")]
+#: strict: a JSON number, never a string or a boolean; finite (1e309 is infinity in JSON)
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Money = Annotated[Number, Field(ge=0, le=MAX_AMOUNT)]
+AttributeValue = Annotated[Text, Field(max_length=200)] | Annotated[
+    Number, Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)] | None
 
 
 class _Row(BaseModel):
@@ -45,7 +75,7 @@ class CustomerIn(_Row):
     customer_id: Identifier
     signup_at: Timestamp | None = None
     attributes: dict[
-        Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")],
+        Annotated[Text, Field(min_length=1, max_length=100, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")],
         AttributeValue,
     ] = Field(default_factory=dict, max_length=50,
               description="Static attributes (e.g. country, channel), as in customers.csv")
@@ -58,21 +88,21 @@ class OrderIn(_Row):
     amount: Money
     status: Literal["completed", "returned", "cancelled", "unclaimed"] = "completed"
     discount: Money = 0.0
-    items: Annotated[float, Field(ge=0, le=1e6, allow_inf_nan=False)] | None = None
+    items: Annotated[Number, Field(ge=0, le=1e6)] | None = None
 
 
 class EventIn(_Row):
     customer_id: Identifier
     occurred_at: Timestamp
-    event_type: Annotated[str, Field(min_length=1, max_length=100, pattern=r"\S")]
-    value: Annotated[float, Field(allow_inf_nan=False, ge=-MAX_AMOUNT, le=MAX_AMOUNT)] | None = None
+    event_type: Annotated[Text, Field(min_length=1, max_length=100, pattern=r"\S")]
+    value: Annotated[Number, Field(ge=-MAX_AMOUNT, le=MAX_AMOUNT)] | None = None
 
 
 class SubscriptionIn(_Row):
     customer_id: Identifier
     started_at: Timestamp
     ended_at: Timestamp | None = None
-    plan: Annotated[str, Field(max_length=100)] | None = None
+    plan: Annotated[Text, Field(max_length=100)] | None = None
     mrr: Money | None = None
 
 
@@ -110,8 +140,9 @@ class ScoreRequest(_Row):
         default=None, description="Score as of this time (only history before it is used); "
         "default: now (UTC)"
     )
-    explain: bool = Field(default=True, description="Include the top reasons behind each score")
-    top_k: int = Field(default=DEFAULT_TOP_K, ge=1, le=MAX_TOP_K,
+    explain: bool = Field(default=True, strict=True,
+                          description="Include the top reasons behind each score")
+    top_k: int = Field(default=DEFAULT_TOP_K, ge=1, le=MAX_TOP_K, strict=True,
                        description="Number of reasons per score")
 
 

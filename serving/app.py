@@ -16,10 +16,16 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Depends, FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 
 from serving.metrics import ServiceMetrics
-from serving.middleware import BodyLimitMiddleware, MetricsMiddleware
+from serving.middleware import (
+    ApiKeyMiddleware,
+    BodyLimitMiddleware,
+    MetricsMiddleware,
+    validation_error_response,
+)
 from serving.model_holder import ModelHolder
 from serving.settings import Settings, get_settings
 
@@ -137,6 +143,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             outreach_api.router, prefix="/v1", dependencies=[Depends(require_api_key)],
             responses={**AUTH_RESPONSES, 404: {"description": "Unknown action"}},
         )
+    app.add_exception_handler(RequestValidationError, validation_error_response)
+    # outermost last: metrics see every request, the key is checked before the body is read
     app.add_middleware(BodyLimitMiddleware, max_bytes=resolved.max_body_bytes)
+    app.add_middleware(ApiKeyMiddleware, prefix="/v1/")
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

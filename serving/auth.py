@@ -12,6 +12,7 @@ import hmac
 import secrets
 from collections.abc import Iterable
 from enum import Enum
+from http import HTTPStatus
 
 #: keys are URL-safe tokens; anything else in the header is malformed
 _KEY_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~")
@@ -52,3 +53,19 @@ def check_authorization(header: str | None, digests: Iterable[str]) -> Credentia
         # no early exit: the time taken does not depend on which digest matched
         matched |= hmac.compare_digest(presented, digest.encode("ascii"))
     return Credential.ACCEPTED if matched else Credential.UNKNOWN_KEY
+
+
+#: WWW-Authenticate header of every 401 answer
+CHALLENGE = 'Bearer realm="churnlens"'
+
+
+def refusal(verdict: Credential) -> tuple[HTTPStatus, str] | None:
+    """The status and message for a refused credential; None when it is accepted."""
+    if verdict is Credential.ACCEPTED:
+        return None
+    if verdict is Credential.MISSING:
+        return HTTPStatus.UNAUTHORIZED, "missing API key: send 'Authorization: Bearer <key>'"
+    if verdict is Credential.MALFORMED:
+        return (HTTPStatus.UNAUTHORIZED,
+                "malformed Authorization header: expected 'Bearer <key>'")
+    return HTTPStatus.FORBIDDEN, "API key not accepted"

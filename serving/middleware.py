@@ -1,4 +1,4 @@
-"""ASGI middleware: request body limit and request metrics.
+"""ASGI middleware: API key check, request body limit, request metrics; the 422 body.
 
 Written as plain ASGI (not ``BaseHTTPMiddleware``) because it wraps every
 request, and the scoring path is meant to take about a millisecond.
@@ -7,15 +7,27 @@ request, and the scoring path is meant to take about a millisecond.
 from __future__ import annotations
 
 import json
+import math
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
+from serving.auth import check_authorization, refusal
+from serving.settings import Settings, get_settings
+
 if TYPE_CHECKING:
+    from starlette.requests import Request
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     from serving.metrics import ServiceMetrics
+
+#: how much of an offending input a 422 answer echoes
+_ECHO_CHARACTERS = 200
+_ECHO_ITEMS = 20
 
 
 def _too_large_message(limit: int) -> str:
@@ -120,6 +132,81 @@ class MetricsMiddleware:
         finally:
             self.metrics.observe_request(method=scope["method"], route=route_template(scope),
                                          status=status, seconds=time.perf_counter() - started)
+
+
+class ApiKeyMiddleware:
+    """Hide the body of a request under ``prefix`` that has no accepted key.
+
+    FastAPI parses the body before it runs dependencies, so a request with no
+    key but a malformed body would learn about the body (422, 400, 413)
+    instead of getting the 401 the API promises. Such a request reaches its
+    route with an empty body, where the key check (`require_api_key`) refuses
+    it, and the metrics still count it under its route.
+    """
+
+    def __init__(self, app: ASGIApp, *, prefix: str = "/v1/") -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith(self.prefix) \
+                or self._accepted(scope):
+            await self.app(scope, receive, send)
+            return
+
+        async def no_body() -> Message:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        # in place, not a copy: the metrics read the matched route from this scope
+        scope["headers"] = [(name, value) for name, value in scope["headers"]
+                            if name not in (b"content-length", b"transfer-encoding")]
+        await self.app(scope, no_body, send)
+
+    @staticmethod
+    def _accepted(scope: Scope) -> bool:
+        settings = _settings_of(scope["app"])
+        if not settings.api_keys and settings.allow_anonymous:
+            return True
+        header = Headers(scope=scope).get("authorization")
+        return refusal(check_authorization(header, settings.api_keys)) is None
+
+
+def _settings_of(app: Any) -> Settings:
+    """The app's settings, a test override of `get_settings` first (as the routes see them)."""
+    override = app.dependency_overrides.get(get_settings)
+    return override() if override is not None else app.state.settings
+
+
+def json_safe(value: Any, *, depth: int = 0) -> Any:
+    """``value`` as JSON can carry it: finite numbers, valid UTF-8, bounded size.
+
+    A 422 answer echoes the offending input; echoing ``1e309`` (infinity),
+    ``NaN`` or a lone surrogate verbatim would make the error itself fail to
+    serialise, and the client would get a 500 instead.
+    """
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        text = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        return text if len(text) <= _ECHO_CHARACTERS else text[:_ECHO_CHARACTERS] + "…"
+    if depth >= 4:
+        return "…"
+    if isinstance(value, dict):
+        items = list(value.items())[:_ECHO_ITEMS]
+        return {json_safe(str(k)): json_safe(v, depth=depth + 1) for k, v in items}
+    if isinstance(value, list | tuple):
+        return [json_safe(v, depth=depth + 1) for v in value[:_ECHO_ITEMS]]
+    return json_safe(str(value))
+
+
+async def validation_error_response(_request: Request, error: Exception) -> JSONResponse:
+    """422 naming each invalid field, with the offending input echoed in a JSON-safe form."""
+    assert isinstance(error, RequestValidationError)
+    problems = [{key: json_safe(part) for key, part in problem.items()}
+                for problem in error.errors()]
+    return JSONResponse({"detail": problems}, status_code=422)
 
 
 def route_template(scope: Scope) -> str:

@@ -11,11 +11,18 @@ import pytest
 from outreach_support import Receiver, score_record, settle, triggered
 from sqlalchemy import create_engine, text
 
-from serving.outreach.outbox import ActionNotFoundError, ActionStateError, Outbox, utcnow
+from serving.outreach.outbox import (
+    ActionNotFoundError,
+    ActionStateError,
+    Outbox,
+    OutboxSchemaError,
+    utcnow,
+)
 from serving.outreach.relay import Relay
 from serving.outreach.rules import load_rules
 from serving.outreach.settings import OutreachSettings
 from serving.outreach.webhooks import new_secret
+from serving.schemas import ScoreRecord
 
 POSTGRES_URL = os.environ.get("CHURNLENS_TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(
@@ -78,7 +85,13 @@ def test_scores_and_actions_are_written_once_per_cooldown_window(outbox):
                       ("experience-follow-up", "pending"): 3}
 
 
-def test_latest_score_per_customer_and_model_version(outbox):
+class _Staged(ScoreRecord):
+    """A score record with a lifecycle stage (whether or not the shared record has one yet)."""
+
+    lifecycle_stage: str | None = None
+
+
+def test_every_score_is_kept_and_the_latest_is_found(outbox):
     outbox.record_scores([score_record("c1", churn_probability=0.5, as_of=datetime(2024, 5, 2))])
     outbox.record_scores([score_record("c1", churn_probability=0.9, as_of=datetime(2024, 5, 1))])
     assert outbox.latest_score("c1")["churn_probability"] == 0.5, "an older score never wins"
@@ -86,8 +99,31 @@ def test_latest_score_per_customer_and_model_version(outbox):
     latest = outbox.latest_score("c1")
     assert latest["churn_probability"] == 0.7 and latest["reasons"][0]["feature"] == (
         "days_since_last_order")
-    with outbox.engine.connect() as connection:
-        assert connection.execute(outbox.scores.select()).all().__len__() == 1
+    # the same date scored again (same model version) replaces that one score
+    staged = score_record("c1", churn_probability=0.6, as_of=datetime(2024, 5, 3))
+    outbox.record_scores([_Staged(**staged.model_dump(), lifecycle_stage="declining")])
+    outbox.record_scores([score_record("c1", churn_probability=0.2, as_of=datetime(2024, 5, 3),
+                                       model_version="8")])
+    history = outbox.score_history()
+    assert list(zip(history["model_version"], history["as_of"].dt.day,
+                    history["churn_probability"], strict=True)) == [
+        ("7", 1, 0.9), ("7", 2, 0.5), ("7", 3, 0.6), ("8", 3, 0.2)]
+    assert history["lifecycle_stage"].tolist()[2] == "declining"
+    assert len(outbox.score_history(since=datetime(2024, 5, 2), until=datetime(2024, 5, 3))) == 1
+    assert outbox.prune_scores(older_than=datetime(2024, 5, 2, 12)) == 2
+    assert sorted(outbox.score_history()["as_of"].dt.day) == [3, 3]
+
+
+def test_an_outbox_from_before_score_history_is_refused_with_a_sentence(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("CREATE TABLE scores (customer_id VARCHAR(128), model_version "
+                                "VARCHAR(64), as_of DATETIME, PRIMARY KEY (customer_id, "
+                                "model_version))"))
+    engine.dispose()
+    with pytest.raises(OutboxSchemaError, match="created by an earlier churnlens"):
+        Outbox(url).engine  # noqa: B018
 
 
 def test_scores_and_actions_share_one_transaction(outbox):

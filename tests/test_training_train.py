@@ -22,8 +22,10 @@ from training.train import (
 #: feature families through which the generator's churn causes show in the data
 DRIVERS = {
     # ordering gaps: time since the last order, overdue vs own rhythm, no orders lately
-    "gap": ("days_since", "overdue", "between_orders", "completed_orders_"),
-    "activity": ("active_days", "_events_"),
+    "gap": ("days_since", "overdue", "between_orders", "completed_orders_", "revenue_30d",
+            "revenue_90d"),
+    # counts, and rates against the customer's usual, per active day, between event types
+    "activity": ("active_days", "_events_", "_vs_usual", "_trend_", "per_active_day", "ratio_"),
     "bad_experience": ("return", "unclaimed"),
     "support": ("support_ticket",),
 }
@@ -87,9 +89,14 @@ def test_reasons_of_customers_who_churn_name_the_generator_causes(fit):
                          "support_ticket_events_365d": lambda s: s + 3,
                          "support_ticket_events_total": lambda s: s + 3,
                          "days_since_last_support_ticket": lambda s: s * 0 + 3}),
+    # no session in the last 30 days, as every feature that reads those 30 days sees it
     ("falling activity", {"active_days_30d": lambda s: s * 0,
                           "session_events_30d": lambda s: s * 0,
-                          "session_events_change_30d": lambda s: s - 5}),
+                          "session_events_change_30d": lambda s: s - 5,
+                          "active_days_30d_vs_usual": lambda s: s * 0,
+                          "session_rate_vs_usual_30d": lambda s: s * 0,
+                          "session_trend_30d": lambda s: s * 0,
+                          "session_per_active_day_30d": lambda s: s * np.nan}),
 ])
 def test_churn_risk_rises_with_each_generator_cause(fit, behaviour, change):
     features = holdout_features(fit)

@@ -26,7 +26,9 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.calendar import calendar_applies, without_calendar
 from models.bundle import RISK_QUANTILES, VALUE_QUANTILES, ChurnBundle, apply_calibration
+from models.drift import drift_reference
 from training.metrics import churn_metrics, clv_metrics, expected_calibration_error
 from training.model_choice import (
     Choice,
@@ -77,6 +79,9 @@ class TrainParams:
     # short history: may CLV learn from recent 13-week windows (see training.recent_clv)
     clv_recent_windows: bool = True
     seed: int = 0
+    # calendar inputs (features.calendar) when the history covers the same season a year
+    # before the held-out snapshot; False: never
+    calendar_inputs: bool = True
     # one thread by default: training sets are small (customers × snapshots) and OpenMP
     # threads on shared cores cost more than they gain; 0 = all cores
     num_threads: int = 1
@@ -285,6 +290,18 @@ def _medians(features: pd.DataFrame) -> dict[str, float]:
     return {k: float(v) for k, v in numeric.median().items() if pd.notna(v)}
 
 
+def _calendar_choice(frame: pd.DataFrame, params: TrainParams) -> tuple[pd.DataFrame, str]:
+    """The training frame with or without the calendar inputs, and a note when they are used."""
+    if frame.empty:
+        return frame, ""
+    latest = frame[frame["snapshot_at"] == frame["snapshot_at"].max()]
+    if not params.calendar_inputs or not calendar_applies(latest):
+        return without_calendar(frame), ""
+    return frame, ("calendar inputs used: the history covers the same season one year before "
+                   "the held-out snapshot (day of the year, the customer's activity in the "
+                   "same weeks a year before)")
+
+
 def _split_by_snapshot(rows: pd.DataFrame, what: str, fix: str) -> tuple[pd.Timestamp, ...]:
     dates = tuple(sorted(pd.unique(rows["snapshot_at"])))
     if len(dates) < 2:
@@ -366,6 +383,9 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
     """
     frame: pd.DataFrame = training_set.frame
     notes = list(getattr(training_set, "notes", []) or [])
+    frame, calendar_note = _calendar_choice(frame, params)
+    if calendar_note:
+        notes.append(calendar_note)
     horizon = int(getattr(training_set, "label_horizon_days", params.horizon_days))
     definition = definition or params.definition or "inactivity"
     if event_types is None:
@@ -466,6 +486,7 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
     bundle.calibration, calibration_report = choose_calibration(raw, y_held, params=params)
     probability = apply_calibration(bundle.calibration, raw)
     bundle.risk_cuts = [float(np.quantile(probability, q)) for q in RISK_QUANTILES]
+    bundle.drift_reference = drift_reference(X_held, probability)
     held_clv = bundle.clv(bundle.prepare(features_of(holdout)))
     bundle.value_cuts = [float(np.quantile(held_clv, q)) for q in VALUE_QUANTILES]
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from features.contract import MAX_ID_LENGTH
+from serving.api_models import ID_PATTERN
 from serving.outreach.outbox import (
     STATUSES,
     ActionNotFoundError,
@@ -48,6 +50,9 @@ class ActionOut(BaseModel):
     created_at: datetime
     delivered_at: datetime | None
     acknowledged_at: datetime | None
+    assignment: Literal["treated", "control"] = Field(
+        default="treated", description="control: held out to measure the effect, never sent"
+    )
 
     @classmethod
     def of(cls, row: ActionRow) -> ActionOut:
@@ -61,6 +66,7 @@ class ActionOut(BaseModel):
             last_error=row.last_error, last_status_code=row.last_status_code,
             created_at=row.created_at, delivered_at=row.delivered_at,
             acknowledged_at=row.acknowledged_at,
+            assignment=row.assignment,  # type: ignore[arg-type]
         )
 
 
@@ -83,7 +89,8 @@ def get_outbox(request: Request) -> Outbox:
 
 
 OutboxDep = Annotated[Outbox, Depends(get_outbox)]
-ActionId = Annotated[str, Path(min_length=1, max_length=40, description="Action id")]
+ActionId = Annotated[str, Path(min_length=1, max_length=40, pattern=ID_PATTERN,
+                               description="Action id")]
 
 
 @router.get(
@@ -91,7 +98,7 @@ ActionId = Annotated[str, Path(min_length=1, max_length=40, description="Action 
     summary="Outreach actions triggered for a customer, newest first",
 )
 def customer_actions(
-    customer_id: Annotated[str, Path(min_length=1, max_length=128)],
+    customer_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)],
     outbox: OutboxDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ActionOut]:
@@ -102,8 +109,9 @@ def customer_actions(
 def list_actions(
     outbox: OutboxDep,
     status: Annotated[str | None, Query(pattern="^(" + "|".join(STATUSES) + ")$")] = None,
-    customer_id: Annotated[str | None, Query(max_length=128)] = None,
-    rule: Annotated[str | None, Query(max_length=64)] = None,
+    customer_id: Annotated[str | None, Query(max_length=MAX_ID_LENGTH, pattern=ID_PATTERN)]
+    = None,
+    rule: Annotated[str | None, Query(max_length=64, pattern=ID_PATTERN)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ActionOut]:
     rows = outbox.list_actions(customer_id=customer_id, status=status, rule=rule, limit=limit)
@@ -121,12 +129,15 @@ def get_action(action_id: ActionId, outbox: OutboxDep) -> ActionOut:
 @router.post(
     "/actions/{action_id}/acknowledge", response_model=ActionOut,
     summary="The CRM has handled the action; stops any further delivery (idempotent)",
+    responses={409: {"description": "The action is held out as control and was never sent"}},
 )
 def acknowledge_action(action_id: ActionId, outbox: OutboxDep) -> ActionOut:
     try:
         return ActionOut.of(outbox.acknowledge(action_id))
     except ActionNotFoundError as error:
         raise HTTPException(status_code=404, detail=str(error)) from None
+    except ActionStateError as error:
+        raise HTTPException(status_code=409, detail=str(error)) from None
 
 
 @router.post(

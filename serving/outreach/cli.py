@@ -167,6 +167,22 @@ def dead(
         typer.echo("requeue with: churnlens outreach retry ACTION_ID  (or --all-dead)")
 
 
+@app.command()
+def prune(outbox: OutboxOption = None) -> None:
+    """Delete scores older than CHURNLENS_SCORE_RETENTION_DAYS (by as_of) from the outbox."""
+    from datetime import timedelta
+
+    from serving.outreach.outbox import utcnow
+
+    settings = _settings(outbox)
+    if settings.score_retention_days == 0:
+        typer.echo("CHURNLENS_SCORE_RETENTION_DAYS=0: every score is kept")
+        return
+    cutoff = utcnow() - timedelta(days=settings.score_retention_days)
+    removed = _outbox(settings).prune_scores(older_than=cutoff)
+    typer.echo(f"deleted {removed:,} score(s) with as_of before {cutoff.date()}")
+
+
 @app.command("new-secret")
 def new_secret() -> None:
     """Print a fresh webhook signing secret for CHURNLENS_WEBHOOK_SECRET and the CRM."""

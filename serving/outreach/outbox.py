@@ -4,10 +4,15 @@ The transactional outbox pattern: scoring writes its actions to a table in the
 same transaction as the scores, and a relay delivers them afterwards, so an
 action is never lost between "scored" and "sent". Tables (DESIGN §10):
 
-- ``scores``: the latest score per customer and model version;
+- ``scores``: every score written, one per (customer, model version, as_of),
+  so that monitoring can later check each prediction against what happened;
+  `Outbox.prune_scores` drops those older than the retention setting;
 - ``actions``: one row per (customer, rule, cooldown window), with its delivery
   state ``pending → delivering → delivered`` (or ``failed`` on a 4xx, ``dead``
   after the last retry; ``acknowledged`` once the CRM confirms it handled it).
+  A customer a rule holds out as control gets a row too, ``assignment =
+  "control"`` and status ``held_out``: recorded so its outcome can be compared,
+  never claimed by a relay.
 
 SQLite (the default, a file) and PostgreSQL are supported through SQLAlchemy.
 """
@@ -38,21 +43,26 @@ from sqlalchemy import (
     and_,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
+    inspect,
     select,
     update,
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
+from features.contract import MAX_ID_LENGTH
 from serving.outreach.rules import TriggeredAction, to_naive_utc
 from serving.schemas import ScoreRecord
 
 if TYPE_CHECKING:
     import pandas as pd
 
-Status = Literal["pending", "delivering", "delivered", "failed", "dead", "acknowledged"]
+Status = Literal[
+    "pending", "delivering", "delivered", "failed", "dead", "acknowledged", "held_out"
+]
 STATUSES: tuple[str, ...] = Status.__args__  # type: ignore[attr-defined]
 RETRYABLE: tuple[str, ...] = ("failed", "dead")
 _CHUNK = 500
@@ -67,6 +77,10 @@ class ActionNotFoundError(KeyError):
 
 class ActionStateError(ValueError):
     """The action is in a state that does not allow the requested change."""
+
+
+class OutboxSchemaError(RuntimeError):
+    """The outbox database holds tables of an older layout this version cannot write."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,7 @@ class ActionRow:
     updated_at: datetime
     delivered_at: datetime | None
     acknowledged_at: datetime | None
+    assignment: str = "treated"
 
     def envelope(self) -> dict[str, Any]:
         """The webhook body, per Standard Webhooks: ``type``, ``timestamp``, ``data``.
@@ -147,9 +162,9 @@ def utcnow() -> datetime:
 def _tables(metadata: MetaData) -> tuple[Table, Table]:
     scores = Table(
         "scores", metadata,
-        Column("customer_id", String(128), primary_key=True),
+        Column("customer_id", String(MAX_ID_LENGTH), primary_key=True),
         Column("model_version", String(64), primary_key=True),
-        Column("as_of", DateTime, nullable=False),
+        Column("as_of", DateTime, primary_key=True),
         Column("churn_probability", Float),
         Column("risk_tier", String(16), nullable=False),
         Column("clv", Float, nullable=False),
@@ -158,11 +173,13 @@ def _tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("reasons", JSON, nullable=False),
         Column("recommended_action", String(32)),
         Column("scored_at", DateTime, nullable=False),
+        Column("lifecycle_stage", String(16)),
+        Index("ix_scores_as_of", "as_of"),
     )
     actions = Table(
         "actions", metadata,
         Column("id", String(40), primary_key=True),
-        Column("customer_id", String(128), nullable=False),
+        Column("customer_id", String(MAX_ID_LENGTH), nullable=False),
         Column("rule", String(64), nullable=False),
         Column("action", String(32), nullable=False),
         Column("channel", Text, nullable=False),
@@ -184,6 +201,8 @@ def _tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("updated_at", DateTime, nullable=False),
         Column("delivered_at", DateTime),
         Column("acknowledged_at", DateTime),
+        # treated: delivered to its channel; control: held out to measure the effect
+        Column("assignment", String(8), nullable=False, default="treated"),
         UniqueConstraint("customer_id", "rule", "period", name="uq_actions_customer_rule_period"),
         Index("ix_actions_due", "status", "next_attempt_at"),
         Index("ix_actions_customer", "customer_id", "created_at"),
@@ -224,8 +243,22 @@ class Outbox:
                     except DBAPIError:
                         # another process created them between the check and the CREATE
                         self._metadata.create_all(engine, checkfirst=True)
+                    self._check_layout(engine)
                     self._engine = engine
         return self._engine
+
+    def _check_layout(self, engine: Engine) -> None:
+        """Refuse an outbox from before score history and control groups, saying what to do."""
+        found = inspect(engine)
+        keys = found.get_pk_constraint("scores", schema=self.schema)["constrained_columns"]
+        columns = {c["name"] for c in found.get_columns("actions", schema=self.schema)}
+        if "as_of" not in keys or "assignment" not in columns:
+            engine.dispose()
+            raise OutboxSchemaError(
+                f"the outbox at {engine.url.render_as_string(hide_password=True)} was created "
+                "by an earlier churnlens (one score per customer, no control groups); point "
+                "CHURNLENS_OUTBOX_URL at a new database (or drop its scores and actions tables)"
+            )
 
     @property
     def dialect(self) -> str:
@@ -270,25 +303,74 @@ class Outbox:
         )
 
     def _upsert_scores(self, connection: Any, rows: list[dict[str, Any]]) -> None:
+        """One row per (customer, model version, as_of): a re-score of the same date replaces it."""
         table = self.scores
-        keys = ("customer_id", "model_version")
+        keys = ("customer_id", "model_version", "as_of")
         if self.dialect in ("sqlite", "postgresql"):
             insert = _dialect_insert(self.dialect)(table)
             changed = {name: insert.excluded[name] for name in rows[0] if name not in keys}
-            statement = insert.on_conflict_do_update(
-                index_elements=list(keys), set_=changed,
-                where=table.c.as_of <= insert.excluded.as_of,
-            )
+            statement = insert.on_conflict_do_update(index_elements=list(keys), set_=changed)
             connection.execute(statement, rows)
             return
         for row in rows:  # portable fallback for other databases
-            match = and_(table.c.customer_id == row["customer_id"],
-                         table.c.model_version == row["model_version"])
-            existing = connection.execute(select(table.c.as_of).where(match)).scalar()
-            if existing is None:
-                connection.execute(table.insert(), row)
-            elif existing <= row["as_of"]:
+            match = and_(*(table.c[key] == row[key] for key in keys))
+            if connection.execute(select(func.count()).where(match)).scalar():
                 connection.execute(table.update().where(match).values(**row))
+            else:
+                connection.execute(table.insert(), row)
+
+    def prune_scores(self, *, older_than: datetime) -> int:
+        """Delete scores with as_of before ``older_than`` (the retention setting); count them."""
+        with self.engine.begin() as connection:
+            result = connection.execute(
+                delete(self.scores).where(self.scores.c.as_of < to_naive_utc(older_than))
+            )
+        return int(result.rowcount)
+
+    def score_history(
+        self, *, since: datetime | None = None, until: datetime | None = None,
+    ) -> pd.DataFrame:
+        """Every stored score (no reasons), oldest first: what monitoring checks against outcomes.
+
+        ``since``/``until`` bound ``as_of`` (inclusive, exclusive).
+        """
+        import pandas as pd
+
+        table = self.scores
+        columns = ["customer_id", "model_version", "as_of", "churn_probability", "risk_tier",
+                   "clv", "value_segment", "value_at_risk", "lifecycle_stage", "scored_at"]
+        query = select(*(table.c[name] for name in columns)).order_by(
+            table.c.as_of, table.c.model_version, table.c.customer_id)
+        if since is not None:
+            query = query.where(table.c.as_of >= to_naive_utc(since))
+        if until is not None:
+            query = query.where(table.c.as_of < to_naive_utc(until))
+        with self.engine.connect() as connection:
+            rows = [tuple(row) for row in connection.execute(query)]
+        frame = pd.DataFrame(rows, columns=columns)
+        frame["as_of"] = pd.to_datetime(frame["as_of"])
+        frame["scored_at"] = pd.to_datetime(frame["scored_at"])
+        for name in ("churn_probability", "clv", "value_at_risk"):
+            frame[name] = pd.to_numeric(frame[name]).astype("float64")
+        frame["model_version"] = frame["model_version"].astype(str)
+        return frame
+
+    def action_history(self, *, rule: str | None = None) -> pd.DataFrame:
+        """Every action with its assignment (treated or control): what effect measurement reads."""
+        import pandas as pd
+
+        table = self.actions
+        columns = ["id", "customer_id", "rule", "action", "period", "as_of", "model_version",
+                   "status", "assignment"]
+        query = select(*(table.c[name] for name in columns)).order_by(table.c.as_of, table.c.id)
+        if rule is not None:
+            query = query.where(table.c.rule == rule)
+        with self.engine.connect() as connection:
+            rows = [tuple(row) for row in connection.execute(query)]
+        frame = pd.DataFrame(rows, columns=columns)
+        frame["as_of"] = pd.to_datetime(frame["as_of"])
+        frame["model_version"] = frame["model_version"].astype(str)
+        return frame
 
     def _outside_cooldown(
         self, connection: Any, candidates: list[TriggeredAction]
@@ -414,12 +496,17 @@ class Outbox:
         with self.engine.begin() as connection:
             result = connection.execute(
                 update(self.actions).where(self.actions.c.id == action_id)
-                .where(self.actions.c.status != "acknowledged")
+                .where(self.actions.c.status.not_in(("acknowledged", "held_out")))
                 .values(status="acknowledged", acknowledged_at=now, updated_at=now,
                         claim_token=None)
             )
         if result.rowcount == 0:
-            self.get_action(action_id)  # raises when it does not exist
+            current = self.get_action(action_id)  # raises when it does not exist
+            if current.status == "held_out":
+                raise ActionStateError(
+                    f"action {action_id} is held out as control: it was never sent, so there "
+                    "is nothing to acknowledge"
+                )
         return self.get_action(action_id)
 
     def retry(self, action_id: str) -> ActionRow:
@@ -604,6 +691,7 @@ def _score_row(record: ScoreRecord, first_action: dict[str, str], now: datetime)
         "reasons": [reason.model_dump(mode="json") for reason in record.reasons],
         "recommended_action": record.recommended_action or first_action.get(record.customer_id),
         "scored_at": now,
+        "lifecycle_stage": getattr(record, "lifecycle_stage", None),
     }
 
 
@@ -621,7 +709,7 @@ def _action_row(item: TriggeredAction, now: datetime) -> dict[str, Any]:
         "cooldown_days": item.cooldown_days,
         "as_of": item.as_of,
         "model_version": item.model_version,
-        "status": "pending",
+        "status": "held_out" if item.control else "pending",
         "attempts": 0,
         "next_attempt_at": now,
         "claim_token": None,
@@ -632,6 +720,7 @@ def _action_row(item: TriggeredAction, now: datetime) -> dict[str, Any]:
         "updated_at": now,
         "delivered_at": None,
         "acknowledged_at": None,
+        "assignment": "control" if item.control else "treated",
     }
 
 
@@ -644,7 +733,7 @@ def _to_action(row: Any) -> ActionRow:
         last_error=row["last_error"], last_status_code=row["last_status_code"],
         webhook_id=row["webhook_id"], created_at=row["created_at"],
         updated_at=row["updated_at"], delivered_at=row["delivered_at"],
-        acknowledged_at=row["acknowledged_at"],
+        acknowledged_at=row["acknowledged_at"], assignment=row["assignment"],
     )
 
 
@@ -654,6 +743,7 @@ def _chunks(items: list[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
 
 
 __all__ = [
-    "STATUSES", "ActionNotFoundError", "ActionRow", "ActionStateError", "Outbox", "Outcome",
+    "STATUSES", "ActionNotFoundError", "ActionRow", "ActionStateError", "Outbox",
+    "OutboxSchemaError", "Outcome",
     "RecordResult", "action_id_for", "utcnow",
 ]

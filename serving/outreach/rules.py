@@ -11,6 +11,7 @@ it is loaded and every error names the rule and the field.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import math
 import os
 import re
@@ -97,6 +98,11 @@ class Rule(BaseModel):
     cooldown_days: int = Field(ge=1, le=3650)
     payload: dict[str, Any] | None = None
     stop: bool = False
+    control_share: float = Field(
+        default=0.0,
+        description="Share of matched customers held out as a control group (0 to 0.5)",
+    )
+    cost: float = Field(default=0.0, description="What one action costs, in revenue units")
 
     @field_validator("name")
     @classmethod
@@ -113,6 +119,22 @@ class Rule(BaseModel):
     def _probability(cls, value: float | None) -> float | None:
         if value is not None and not 0 <= value <= 1:
             raise ValueError("must be between 0 and 1")
+        return value
+
+    @field_validator("control_share")
+    @classmethod
+    def _control_share(cls, value: float) -> float:
+        if not (math.isfinite(value) and 0 <= value <= 0.5):
+            raise ValueError(
+                f"must be between 0 and 0.5 (a share of matched customers held out), not {value:g}"
+            )
+        return value
+
+    @field_validator("cost")
+    @classmethod
+    def _cost(cls, value: float) -> float:
+        if not math.isfinite(value) or value < 0:
+            raise ValueError("must be a finite number of at least 0")
         return value
 
     @field_validator("min_clv", "max_clv", "min_value_at_risk", "max_value_at_risk")
@@ -227,11 +249,28 @@ class TriggeredAction:
     model_version: str
     payload: dict[str, Any]
     why: list[str] = field(default_factory=list)
+    #: held out as control: recorded in the outbox, never delivered
+    control: bool = False
 
     @property
     def period(self) -> int:
         """Index of the cooldown window holding ``as_of``: one action per window."""
         return epoch_day(self.as_of) // self.cooldown_days
+
+
+def control_draw(customer_id: str, rule: str, period: int) -> float:
+    """A uniform number in [0, 1) fixed by (customer, rule, period).
+
+    SHA-256 rather than Python's ``hash``: the same customer lands in the same
+    group in every process, on every machine, and on every re-run.
+    """
+    digest = hashlib.sha256(f"control\x1f{customer_id}\x1f{rule}\x1f{period}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def held_out(customer_id: str, rule: str, period: int, share: float) -> bool:
+    """Whether this customer is in the rule's control group for this cooldown window."""
+    return share > 0 and control_draw(customer_id, rule, period) < share
 
 
 @dataclass(frozen=True)
@@ -240,6 +279,10 @@ class RuleSet:
 
     rules: tuple[Rule, ...]
     source: str = "<built-in>"
+
+    def named(self, name: str) -> Rule | None:
+        """The rule called ``name``, or None when the file has none by that name."""
+        return next((rule for rule in self.rules if rule.name == name), None)
 
     def evaluate(
         self, record: ScoreRecord, *, features: dict[str, Any] | None = None
@@ -253,6 +296,8 @@ class RuleSet:
         for rule in self.rules:
             if not rule.matches(record):
                 continue
+            as_of = to_naive_utc(record.as_of)
+            period = epoch_day(as_of) // rule.cooldown_days
             triggered.append(
                 TriggeredAction(
                     customer_id=record.customer_id,
@@ -260,10 +305,11 @@ class RuleSet:
                     action=rule.action,
                     channel=rule.channel,
                     cooldown_days=rule.cooldown_days,
-                    as_of=to_naive_utc(record.as_of),
+                    as_of=as_of,
                     model_version=record.model_version,
                     payload=render_payload(rule, record),
                     why=[reason.text for reason in _churn_reasons(record)[:3]],
+                    control=held_out(record.customer_id, rule.name, period, rule.control_share),
                 )
             )
             if rule.stop:

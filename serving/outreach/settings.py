@@ -73,6 +73,13 @@ class OutreachSettings(BaseSettings):
             "leaves its actions to the next relay"
         ),
     )
+    score_retention_days: int = Field(
+        default=730, ge=0,
+        description=(
+            "Days of score history the outbox keeps (by as_of); 0 keeps every score. "
+            "Applied by `churnlens monitor` and `churnlens outreach prune`"
+        ),
+    )
     sink_dir: Path | None = Field(
         default=None,
         description="Folder that relative file: channels resolve against (default: the cwd)",

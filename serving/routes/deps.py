@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serving.auth import Credential, check_authorization
+from serving.auth import CHALLENGE, check_authorization, refusal
 from serving.metrics import ServiceMetrics
 from serving.model_holder import ModelHolder, ModelNotReadyError, ServingState
 from serving.settings import Settings, get_settings
@@ -25,7 +25,7 @@ async def app_settings(request: Request) -> Settings:
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 
-UNAUTHORIZED = {"WWW-Authenticate": 'Bearer realm="churnlens"'}
+UNAUTHORIZED = {"WWW-Authenticate": CHALLENGE}
 AUTH_RESPONSES: dict[int | str, dict] = {
     401: {"description": "Missing or malformed `Authorization: Bearer <key>` header"},
     403: {"description": "The API key is not one of CHURNLENS_API_KEYS"},
@@ -42,19 +42,20 @@ async def require_api_key(
     request: Request, settings: SettingsDep,
     _declared: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
 ) -> None:
-    """Let a request through only with a configured key (or when anonymous use is allowed)."""
+    """Let a request through only with a configured key (or when anonymous use is allowed).
+
+    `serving.middleware.ApiKeyMiddleware` checks the same before the body is read;
+    this dependency declares the scheme and guards any route outside its prefix.
+    """
     if not settings.api_keys and settings.allow_anonymous:
         return
-    verdict = check_authorization(request.headers.get("authorization"), settings.api_keys)
-    if verdict is Credential.ACCEPTED:
+    refused = refusal(check_authorization(request.headers.get("authorization"),
+                                          settings.api_keys))
+    if refused is None:
         return
-    if verdict is Credential.MISSING:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key: send "
-                            "'Authorization: Bearer <key>'", headers=UNAUTHORIZED)
-    if verdict is Credential.MALFORMED:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "malformed Authorization header: "
-                            "expected 'Bearer <key>'", headers=UNAUTHORIZED)
-    raise HTTPException(status.HTTP_403_FORBIDDEN, "API key not accepted")
+    code, message = refused
+    raise HTTPException(code, message,
+                        headers=UNAUTHORIZED if code == status.HTTP_401_UNAUTHORIZED else None)
 
 
 async def get_holder(request: Request) -> ModelHolder:

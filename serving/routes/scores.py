@@ -10,9 +10,9 @@ import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.concurrency import run_in_threadpool
 
-from features.contract import DataContractError, validate_tables
+from features.contract import MAX_ID_LENGTH, DataContractError, validate_tables
 from features.dataset import TABLE_COLUMNS
-from serving.api_models import ErrorDetail, ScoreRequest, ScoreResponse
+from serving.api_models import ID_PATTERN, ErrorDetail, ScoreRequest, ScoreResponse
 from serving.routes.deps import (
     AUTH_RESPONSES,
     MetricsDep,
@@ -36,7 +36,8 @@ TABLES = ("customers", "orders", "events", "subscriptions")
     responses={404: {"model": ErrorDetail, "description": "Unknown customer, or no dataset"}},
 )
 async def score_customer(
-    customer_id: Annotated[str, Path(min_length=1, max_length=200, examples=["c-1001"])],
+    customer_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
+                                     examples=["c-1001"])],
     state: StateDep,
     settings: SettingsDep,
     metrics: MetricsDep,
