@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import shlex
 from pathlib import Path
 from typing import Annotated
 
@@ -39,29 +41,77 @@ def build_app() -> typer.Typer:
     return app
 
 
+def command_path(name: str, *, bin_dir: Path, folder: Path, cwd: Path) -> str:
+    """How to call ``name`` from inside ``folder`` so that a copied line works as printed.
+
+    The command's own install (``bin_dir``, e.g. ``.venv/bin``) is used, not
+    whatever ``name`` means on the PATH: relative to the demo folder when both
+    sit under the current directory, else absolute.
+    """
+    target = bin_dir / name
+    base = folder if folder.is_absolute() else cwd / folder
+    if not folder.is_absolute() and bin_dir.is_relative_to(cwd):
+        return os.path.relpath(target, base)
+    return str(target)
+
+
+def next_steps(folder: Path, *, bin_dir: Path, cwd: Path, customer_id: str,
+               port: int = 8000, ui_port: int = 5000) -> list[tuple[str, str]]:
+    """The demo's closing hints: (what it is, one shell line to run from ``cwd``)."""
+    churnlens = shlex.quote(command_path("churnlens", bin_dir=bin_dir, folder=folder, cwd=cwd))
+    mlflow = shlex.quote(command_path("mlflow", bin_dir=bin_dir, folder=folder, cwd=cwd))
+    enter = f"cd {shlex.quote(str(folder))} &&"
+    return [
+        (f"the MLflow UI on the demo's runs and registry, then open http://127.0.0.1:{ui_port}",
+         f"{enter} {mlflow} ui --backend-store-uri sqlite:///mlflow.db --port {ui_port} "
+         "--workers 1"),
+        ("the scoring API on the demo's data and model (no API key: local trials only)",
+         f"{enter} MLFLOW_TRACKING_URI=sqlite:///mlflow.db CHURNLENS_DATA=data "
+         f"CHURNLENS_ALLOW_ANONYMOUS=true CHURNLENS_OUTBOX_URL=sqlite:///outbox.db {churnlens} "
+         f"serve --port {port}"),
+        (f"then, from a second terminal, the score of {customer_id}, the customer with the "
+         "most value at risk",
+         f"curl -s http://127.0.0.1:{port}/v1/customers/{customer_id}/score"),
+    ]
+
+
+def _most_value_at_risk(scores: Path) -> str:
+    import pandas as pd
+
+    frame = pd.read_parquet(scores, columns=["customer_id", "value_at_risk"])
+    return str(frame.sort_values("value_at_risk", ascending=False).iloc[0]["customer_id"])
+
+
 def demo(
     folder: Annotated[Path, typer.Option(help="Where the demo works")] = Path("churnlens-demo"),
     customers: Annotated[int, typer.Option(min=300, help="Customers to generate")] = 3000,
     seed: Annotated[int, typer.Option(help="Random seed")] = 7,
+    port: Annotated[int, typer.Option(help="API port the closing hints use")] = 8000,
+    ui_port: Annotated[int, typer.Option(help="MLflow UI port the closing hints use")] = 5000,
 ) -> None:
     """Run the whole flow on generated data with embedded defaults.
 
     Each step is the `churnlens` command a user would type, run inside the demo
     folder, so its defaults (``sqlite:///mlflow.db``, ``./mlartifacts``,
     ``sqlite:///outbox.db``) land there and the printed commands can be re-run.
+    Every printed command is one unwrapped line that runs as printed from here.
     """
-    import os
     import subprocess
     import sys
     from datetime import date
 
     from rich.console import Console
 
-    console = Console()
+    console = Console(soft_wrap=True, highlight=False)
+    cwd = Path.cwd()
+    bin_dir = Path(sys.executable).parent  # the install that runs this demo (e.g. .venv/bin)
+    churnlens = shlex.quote(command_path("churnlens", bin_dir=bin_dir, folder=folder, cwd=cwd))
     folder.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db",
-           "CHURNLENS_OUTBOX_URL": "sqlite:///outbox.db", "CHURNLENS_SINK_DIR": "."}
+           "CHURNLENS_OUTBOX_URL": "sqlite:///outbox.db", "CHURNLENS_SINK_DIR": ".",
+           "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
     env.pop("CHURNLENS_RULES", None)
+    env.pop("MLFLOW_EXPERIMENT_NAME", None)
     steps = [
         ("generate a dataset", ["generate", "--customers", str(customers), "--out", "data",
                                 "--seed", str(seed), "--end", date.today().isoformat()]),
@@ -76,27 +126,28 @@ def demo(
     ]
     for number, (title, args) in enumerate(steps, start=1):
         console.rule(f"{number}. {title}")
-        console.print(f"[dim]$ cd {folder} && churnlens {' '.join(args)}[/dim]", highlight=False)
+        print(f"$ cd {shlex.quote(str(folder))} && {churnlens} {shlex.join(args)}", flush=True)
         done = subprocess.run([sys.executable, "-m", "churnlens", *args], cwd=folder, env=env,
                               check=False)
         if done.returncode != 0:
             console.print(f"[red]demo stopped: step {number} ({title}) failed[/red]")
             raise typer.Exit(done.returncode)
     console.rule("done")
-    console.print(
-        f"Everything is in {folder}/: data/, mlflow.db, mlartifacts/, outbox.db, "
-        "scores.parquet, report.html\n"
-        f"  report:    open {folder / 'report.html'}\n"
-        f"  MLflow UI: cd {folder} && mlflow ui --backend-store-uri sqlite:///mlflow.db "
-        "--port 5000\n"
-        f"  serve:     cd {folder} && CHURNLENS_DATA=data CHURNLENS_ALLOW_ANONYMOUS=true "
-        "churnlens serve --port 8000\n"
-        "             then: curl localhost:8000/v1/customers/C000001/score",
-        highlight=False,
-    )
+    hints = next_steps(folder, bin_dir=bin_dir, cwd=cwd, port=port, ui_port=ui_port,
+                       customer_id=_most_value_at_risk(folder / "scores.parquet"))
+    # plain print: rich would wrap long lines at the terminal width and break a copied command
+    print(f"Everything is in {folder}/: data/, mlflow.db, mlartifacts/, outbox.db, "
+          f"scores.parquet, report.html")
+    print(f"The retention report: {folder / 'report.html'} (open it in a browser)")
+    print("Next, each $ line is one command to run from this folder:")
+    for what, line in hints:
+        print(f"  {what}:")
+        print(f"  $ {line}")
 
 
 def main() -> None:
+    # MLflow's per-file "Downloading artifacts" bars would clutter every command's output
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     build_app()(prog_name="churnlens")
 
 

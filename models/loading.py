@@ -49,10 +49,48 @@ def _parse(uri: str) -> tuple[str, str | None, str | None]:
     return match["name"], match["alias"], match["version"]
 
 
+def sqlite_file(uri: str) -> Path | None:
+    """The absolute path of the file a ``sqlite:///`` URI names (None for other URIs)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    if not uri.startswith("sqlite:"):
+        return None
+    try:
+        database = make_url(uri).database
+    except ArgumentError:
+        return None
+    if not database or database == ":memory:":
+        return None
+    return Path(database).resolve()
+
+
+def missing_store(uri: str) -> Path | None:
+    """The SQLite file a store URI names, when that file does not exist (else None).
+
+    Opening such a store would create an empty ``mlflow.db`` (or ``outbox.db``)
+    wherever the command happens to run; commands that only read refuse instead.
+    """
+    path = sqlite_file(uri)
+    return path if path is not None and not path.exists() else None
+
+
+def require_registry(uri: str = DEFAULT_MODEL_URI) -> None:
+    """Refuse, in one line, a registry URI whose tracking store does not exist (creates nothing)."""
+    if _is_bundle_dir(uri) or not uri.startswith("models:/"):
+        return
+    tracking_uri = _tracking_uri()
+    if missing_store(tracking_uri) is not None:
+        raise ModelNotFoundError(
+            f"no model registered in {tracking_uri} (no such file): run `churnlens train` "
+            "in this folder, or set MLFLOW_TRACKING_URI to the store you trained in")
+
+
 def _model_version(uri: str):
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    require_registry(uri)
     name, alias, version = _parse(uri)
     client = MlflowClient()
     try:

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from features.contract import MAX_ID_LENGTH
-from serving.schemas import ScoreRecord
+from serving.schemas import DEFAULT_TOP_K, MAX_TOP_K, ScoreRecord
 
 EARLIEST = datetime(1970, 1, 1)
 LATEST = datetime(2200, 1, 1)
@@ -142,7 +142,7 @@ class ScoreRequest(_Row):
     )
     explain: bool = Field(default=True, strict=True,
                           description="Include the top reasons behind each score")
-    top_k: int = Field(default=5, ge=1, le=50, strict=True,
+    top_k: int = Field(default=DEFAULT_TOP_K, ge=1, le=MAX_TOP_K, strict=True,
                        description="Number of reasons per score")
 
 

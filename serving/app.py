@@ -17,6 +17,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi_offline import FastAPIOffline
 
 from serving.metrics import ServiceMetrics
 from serving.middleware import (
@@ -117,7 +118,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     from serving.routes.deps import AUTH_RESPONSES, require_api_key
 
     resolved = settings or get_settings()
-    app = FastAPI(
+    # /docs and /redoc load Swagger UI and ReDoc from files installed with churnlens,
+    # never from a CDN, so they work on a machine without internet access
+    app = FastAPIOffline(
         title="churnlens", version="1", description=DESCRIPTION, lifespan=lifespan,
         openapi_tags=[
             {"name": "scores", "description": "Churn risk, value and reasons per customer"},

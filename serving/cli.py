@@ -20,11 +20,13 @@ def serve(
     """Serve the scoring API (settings from CHURNLENS_* environment variables)."""
     import uvicorn
 
+    from models.loading import ModelNotFoundError, require_registry
     from serving.settings import SettingsError, get_settings
 
     try:
-        get_settings()  # fail here, naming the setting, rather than in every worker
-    except SettingsError as error:
+        settings = get_settings()  # fail here, naming the setting, rather than in every worker
+        require_registry(settings.model_uri)  # an empty mlflow.db here would serve nothing
+    except (SettingsError, ModelNotFoundError) as error:
         typer.secho(f"cannot start: {error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=2) from None
     uvicorn.run("serving.app:create_app", factory=True, host=host, port=port, workers=workers,

@@ -130,10 +130,8 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, recording_send)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe_request(method=scope["method"], route=template, status=status,
-                                         seconds=time.perf_counter() - started)
+            self.metrics.observe_request(method=scope["method"], route=route_template(scope),
+                                         status=status, seconds=time.perf_counter() - started)
 
 
 class ApiKeyMiddleware:
@@ -209,3 +207,26 @@ async def validation_error_response(_request: Request, error: Exception) -> JSON
     problems = [{key: json_safe(part) for key, part in problem.items()}
                 for problem in error.errors()]
     return JSONResponse({"detail": problems}, status_code=422)
+
+
+def route_template(scope: Scope) -> str:
+    """The full route template of a request, e.g. ``/v1/actions/{action_id}``.
+
+    A router included with a prefix (``include_router(..., prefix="/v1")``) puts
+    its own route in the scope, whose template lacks the prefix; the prefix is
+    then the part of the path before the piece that route matches (our prefixes
+    are fixed strings, so no raw id can leak into a label).
+    """
+    route = scope.get("route")
+    template = getattr(route, "path", None)
+    if not template:
+        return "unmatched"
+    path, pattern = scope.get("path", ""), getattr(route, "path_regex", None)
+    if pattern is None or pattern.match(path):
+        return template
+    cut = path.find("/", 1)
+    while cut > 0:
+        if pattern.match(path[cut:]):
+            return path[:cut] + template
+        cut = path.find("/", cut + 1)
+    return template

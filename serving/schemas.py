@@ -7,6 +7,11 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+#: reasons per score: the default and the most a request may ask for, for the API and
+#: for batch scoring alike
+DEFAULT_TOP_K = 5
+MAX_TOP_K = 20
+
 RiskTier = Literal["low", "medium", "high", "not_applicable"]
 ValueSegment = Literal["low", "mid", "high"]
 

@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from serving.schemas import DEFAULT_TOP_K, MAX_TOP_K
+
 app = typer.Typer(no_args_is_help=True)
 
 
@@ -23,7 +25,8 @@ def score(
     model: Annotated[str, typer.Option(
         help="Model URI or bundle directory", envvar="CHURNLENS_MODEL_URI")
     ] = "models:/churnlens@champion",
-    top_k: Annotated[int, typer.Option(min=1, max=20, help="Reasons per customer")] = 5,
+    top_k: Annotated[int, typer.Option(min=1, max=MAX_TOP_K, help="Reasons per customer")
+                     ] = DEFAULT_TOP_K,
     explain: Annotated[str, typer.Option(
         help="Reasons for all, at-risk (risk tier high or medium) or none")] = "all",
     engine: Annotated[str, typer.Option(help="local, or dask for a Dask cluster")] = "local",
@@ -71,7 +74,9 @@ def score(
     try:
         loaded = load_model(model)
     except (LookupError, ValueError, OSError) as error:
-        raise typer.BadParameter(str(error), param_hint="--model") from None
+        console.print(f"[red]error:[/red] --model {model}: {error}", soft_wrap=True,
+                      highlight=False)
+        raise typer.Exit(2) from None
     scorer = Scorer(loaded, rules=load_rules(rules))
     outbox = None
     if outreach:

@@ -16,6 +16,8 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from serving.schemas import DEFAULT_TOP_K, MAX_TOP_K
+
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -61,7 +63,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=10 * 1024 * 1024, ge=1024, description="Largest accepted request body, in bytes"
     )
-    top_k: int = Field(default=5, ge=1, le=50, description="Default number of reasons per score")
+    top_k: int = Field(default=DEFAULT_TOP_K, ge=1, le=MAX_TOP_K,
+                       description="Default number of reasons per score")
     model_poll_seconds: float = Field(
         default=30.0, ge=0,
         description="How often to check the registry for a moved alias; 0 turns polling off",

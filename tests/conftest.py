@@ -11,3 +11,11 @@ def in_tmp_cwd(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """`churnlens demo` run once, as a user runs it (tests of the first hour share it)."""
+    from first_hour_support import run_demo
+
+    return run_demo(tmp_path_factory.mktemp("first-hour"))

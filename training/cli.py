@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from training.train import TrainParams
 
 app = typer.Typer(no_args_is_help=True)
-console = Console()
+console = Console(soft_wrap=True)  # a wrapped line breaks copied ids and paths
 
 #: the flag that sets each `TrainParams` field a command exposes, for error messages
 FLAGS = {"definition": "--churn", "margin_rate": "--margin-rate", "clv_model": "--clv-model"}
@@ -85,7 +85,8 @@ def train(
     cutoff = parse_as_of(as_of, default=dataset.default_as_of)
     try:
         with console.status(f"training on snapshots up to {cutoff:%Y-%m-%d}"):
-            result = train_and_register(dataset, as_of=cutoff, params=params)
+            result = train_and_register(dataset, as_of=cutoff, params=params,
+                                        dataset_profile={"source": str(data.resolve())})
     except TrainingDataError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from error
@@ -106,8 +107,8 @@ def promote(
     from training import registry
 
     _quiet_mlflow()
-    registry.configure_tracking()
     try:
+        registry.configure_tracking(create=False)
         previous = registry.promote(version)
     except registry.RegistryError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)

@@ -1,11 +1,14 @@
 """Every MLflow call of the training package: tracking store, runs, registry, aliases.
 
-Default store (DESIGN §5): ``sqlite:///mlflow.db`` with artifacts in
-``./mlartifacts``, both in the working directory, unless ``MLFLOW_TRACKING_URI``
-is set. Nothing is configured at import; `configure_tracking` runs when a
-command starts. Runs go to the experiment ``churnlens`` (or
-``MLFLOW_EXPERIMENT_NAME``); under ``mlflow run`` they go to the run MLflow
-started (``MLFLOW_RUN_ID``).
+Default store: ``sqlite:///mlflow.db`` in the working directory, with artifacts in
+``mlartifacts/`` beside it, unless ``MLFLOW_TRACKING_URI`` is set. Nothing is
+configured at import; `configure_tracking` runs when a command starts. Runs go
+to the experiment ``churnlens`` (or ``MLFLOW_EXPERIMENT_NAME``), marked as a
+model-training experiment so that MLflow 3's UI opens on its runs. Under
+``mlflow run`` the training joins the run MLflow started when that run is in
+the ``churnlens`` experiment; otherwise (``mlflow run`` puts it in ``Default``
+unless told ``--experiment-name``) the training is logged as its own run in
+``churnlens`` and the project run points at it.
 """
 
 from __future__ import annotations
@@ -14,11 +17,14 @@ import contextlib
 import math
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from models.loading import missing_store, sqlite_file
 
 MODEL_NAME = "churnlens"
 CHAMPION = "champion"
@@ -26,6 +32,12 @@ CHALLENGER = "challenger"
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACT_DIR = "mlartifacts"
 DEFAULT_EXPERIMENT = "churnlens"
+#: MLflow 3's UI reads this experiment tag to choose between its GenAI views and the
+#: model-training view (runs, metrics, charts); "custom_model_development" is the latter
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+TRAINING_EXPERIMENT_KIND = "custom_model_development"
+#: set on an ``mlflow run`` project run whose training was logged as another run
+TRAINING_RUN_TAG = "churnlens.training_run_id"
 PYFUNC_FILE = Path(__file__).resolve().parent.parent / "models" / "pyfunc_model.py"
 
 
@@ -43,41 +55,116 @@ def _is_local_database(uri: str) -> bool:
     return not uri.startswith(("http://", "https://", "databricks", "file:")) and "://" in uri
 
 
-def configure_tracking() -> str:
+def artifact_root(uri: str) -> Path:
+    """Where runs of a database store keep artifacts: ``mlartifacts/`` beside a SQLite file.
+
+    Beside the file, not in the working directory, because ``mlflow run`` runs the
+    entry point inside the project folder while the store is where the user stands.
+    """
+    database = sqlite_file(uri)
+    return ((database.parent if database else Path.cwd()) / DEFAULT_ARTIFACT_DIR).resolve()
+
+
+def experiment_name() -> str:
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+
+
+def _ensure_experiment(uri: str) -> str:
+    """The churnlens experiment's id, created (artifacts beside the store) and kind-tagged."""
+    import mlflow
+
+    name = experiment_name()
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        location = (f"{artifact_root(uri).as_uri()}/{name}" if _is_local_database(uri)
+                    else None)
+        return mlflow.create_experiment(
+            name, artifact_location=location,
+            tags={EXPERIMENT_KIND_TAG: TRAINING_EXPERIMENT_KIND})
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != TRAINING_EXPERIMENT_KIND:
+        _client().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG,
+                                     TRAINING_EXPERIMENT_KIND)
+    return experiment.experiment_id
+
+
+def configure_tracking(*, create: bool = True) -> str:
     """Point MLflow at ``MLFLOW_TRACKING_URI`` or the embedded default; return the URI.
 
     With a database URI (SQLite, PostgreSQL) and no tracking server, artifacts go
     to ``./mlartifacts`` in the working directory: a fresh SQLite store is
     created with that as its default artifact root (so the Default experiment
     uses it too, e.g. for ``mlflow run``), and the ``churnlens`` experiment is
-    created there.
+    created there. With ``create=False`` (commands that change an existing
+    registry) a missing SQLite store is a `RegistryError` and nothing is created.
     """
     import mlflow
 
     uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    artifact_root = Path(DEFAULT_ARTIFACT_DIR).resolve().as_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+    missing = missing_store(uri)
+    if missing is not None and not create:
+        raise RegistryError(f"no model registered in sqlite:///{missing} (no such file): run "
+                            "`churnlens train` in this folder, or set MLFLOW_TRACKING_URI to "
+                            "the store you trained in")
+    if missing is not None:
         from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-        SqlAlchemyStore(uri, artifact_root)  # creates the schema and the Default experiment
+        # creates the schema and the Default experiment, with artifacts beside the file
+        SqlAlchemyStore(uri, artifact_root(uri).as_uri())
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    name = os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    experiment_id = _ensure_experiment(uri)
     if not os.environ.get("MLFLOW_RUN_ID"):
-        if mlflow.get_experiment_by_name(name) is None:
-            location = f"{artifact_root}/{name}" if _is_local_database(uri) else None
-            mlflow.create_experiment(name, artifact_location=location)
-        mlflow.set_experiment(name)
+        mlflow.set_experiment(experiment_id=experiment_id)
     return uri
+
+
+def _project_run_elsewhere() -> str | None:
+    """The ``mlflow run`` project run's id when it is not in the churnlens experiment."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return None
+    client = _client()
+    experiment = client.get_experiment(client.get_run(run_id).info.experiment_id)
+    return None if experiment.name == experiment_name() else run_id
 
 
 @contextlib.contextmanager
 def training_run(*, run_name: str | None = None) -> Iterator[str]:
-    """Start (or, under ``mlflow run``, join) the training run; yield its id."""
+    """Start (or, under ``mlflow run``, join) the training run in churnlens; yield its id."""
     import mlflow
 
-    with mlflow.start_run(run_name=run_name) as run:
+    project_run = _project_run_elsewhere()
+    if project_run is None:
+        with mlflow.start_run(run_name=run_name) as run:
+            yield run.info.run_id
+        return
+    experiment = mlflow.get_experiment_by_name(experiment_name())
+    created = _client().create_run(experiment.experiment_id, run_name=run_name,
+                                   tags={"churnlens.project_run_id": project_run})
+    _client().set_tag(project_run, TRAINING_RUN_TAG, created.info.run_id)
+    _client().set_tag(project_run, "mlflow.note.content",
+                      f"The training was logged as run {created.info.run_id} in experiment "
+                      f"{experiment_name()}.")
+    with mlflow.start_run(run_id=created.info.run_id) as run:
         yield run.info.run_id
+
+
+def log_training_data(frame: pd.DataFrame, *, source: str | None, name: str,
+                      context: str, targets: str | None = None) -> None:
+    """Log a data frame the run learned from as an MLflow dataset input.
+
+    MLflow keeps its source, a digest of its content, its schema and a profile
+    (rows, cells), and the run page lists it under "Datasets".
+    """
+    import mlflow
+    import mlflow.data
+
+    with warnings.catch_warnings():
+        # MLflow registers the local-file source class twice and warns that a path fits both
+        warnings.filterwarnings("ignore", message="The specified dataset source can be "
+                                "interpreted in multiple ways")
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets=targets)
+    mlflow.log_input(dataset, context=context)
 
 
 def _finite(metrics: Mapping[str, float]) -> dict[str, float]:

@@ -571,8 +571,36 @@ def _score_champion(fit: FitResult) -> tuple[str | None, dict[str, float] | None
         return version, None, f"champion v{version} could not be scored on this holdout: {error}"
 
 
+def logged_params(fit: FitResult, params: TrainParams) -> dict[str, Any]:
+    """The parameters of the fitted models as MLflow parameters.
+
+    The tree size and the CLV form are the ones chosen on the held-out snapshot
+    (what the boosters were fitted with), not the defaults the choice started
+    from; the candidates' held-out scores are metrics.
+    """
+    fitted = fit.params or params
+    bundle = fit.bundle
+    clv_form = "hurdle" if fit.metrics.get("clv_hurdle") == 1.0 else "tweedie"
+    return fitted.as_dict() | {
+        "definition": bundle.definition, "label_windows_end": bundle.as_of,
+        "clv_form": clv_form,
+    }
+
+
+def _log_training_data(fit: FitResult, training_frame: pd.DataFrame | None,
+                       source: str | None) -> None:
+    from training import registry
+
+    if training_frame is not None:
+        registry.log_training_data(training_frame, source=source, name="training snapshots",
+                                   context="training", targets="churned")
+    registry.log_training_data(fit.holdout, source=source, name="held-out snapshot",
+                               context="validation", targets="churned")
+
+
 def register_fit(fit: FitResult, *, params: TrainParams, dataset_profile: Mapping[str, Any],
-                 extra_params: Mapping[str, Any] | None = None) -> TrainResult:
+                 extra_params: Mapping[str, Any] | None = None,
+                 training_frame: pd.DataFrame | None = None) -> TrainResult:
     """Log one MLflow run for a fitted bundle, register it and apply the champion gate."""
     from training import registry
     from training.evaluate import write_plots
@@ -581,9 +609,8 @@ def register_fit(fit: FitResult, *, params: TrainParams, dataset_profile: Mappin
     bundle = fit.bundle
     with registry.training_run(run_name=f"train {bundle.definition} h{bundle.horizon_days}") \
             as run_id, registry.temporary_directory() as tmp:
-        registry.log_params(params.as_dict()
-                            | {"definition": bundle.definition, "label_windows_end": bundle.as_of}
-                            | dict(extra_params or {}))
+        registry.log_params(logged_params(fit, params) | dict(extra_params or {}))
+        _log_training_data(fit, training_frame, dataset_profile.get("source"))
         registry.log_dict(dict(dataset_profile), "dataset_profile.json")
         registry.set_tags({f"dataset.{k}": v for k, v in dataset_profile.items()
                            if not isinstance(v, dict | list)}
@@ -690,4 +717,5 @@ def train_and_register(dataset: Any, *, as_of: pd.Timestamp, params: TrainParams
     anchor_to_requested_horizon(fit, dataset, training_set=training_set, as_of=as_of,
                                 definition=definition)
     profile = profile_dataset(dataset, training_set, as_of=as_of) | dict(dataset_profile or {})
-    return register_fit(fit, params=params, dataset_profile=profile)
+    return register_fit(fit, params=params, dataset_profile=profile,
+                        training_frame=training_set.frame)

@@ -6,6 +6,7 @@ import functools
 import signal
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, ParamSpec, TypeVar
 
 import typer
@@ -58,9 +59,18 @@ def _settings(outbox_url: str | None) -> OutreachSettings:
         raise typer.Exit(code=2) from None
 
 
-def _outbox(settings: OutreachSettings) -> Outbox:
+def _outbox(settings: OutreachSettings, *, must_exist: bool = False) -> Outbox:
+    """The outbox; commands that only read or repair (``must_exist``) never create one."""
+    from models.loading import missing_store
     from serving.outreach.outbox import Outbox
 
+    if must_exist and missing_store(settings.outbox_url) is not None:
+        typer.secho(
+            f"error: no outbox at {masked_url(settings.outbox_url)} "
+            f"(no such file in {Path.cwd()}): run "
+            "`churnlens score --outreach` or `churnlens serve` in this folder first, or set "
+            "CHURNLENS_OUTBOX_URL (or --outbox) to your outbox", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=2)
     return Outbox(settings.outbox_url)
 
 
@@ -99,7 +109,7 @@ def list_actions(
 
     if status is not None and status not in STATUSES:
         raise typer.BadParameter(f"must be one of {', '.join(STATUSES)}", param_hint="--status")
-    store = _outbox(_settings(outbox))
+    store = _outbox(_settings(outbox), must_exist=True)
     rows = store.list_actions(customer_id=customer, status=status, rule=rule, limit=limit)
     counts = store.status_counts()
     _table(rows, title=f"outreach actions ({len(rows)} shown)")
@@ -161,7 +171,7 @@ def retry(
 
     if (action_id is None) == (not all_dead):
         raise typer.BadParameter("give an ACTION_ID or --all-dead (not both)")
-    store = _outbox(_settings(outbox))
+    store = _outbox(_settings(outbox), must_exist=True)
     if all_dead:
         typer.echo(f"requeued {store.retry_all_dead()} dead letter(s) (dead or failed)")
         return
@@ -180,7 +190,7 @@ def dead(
     outbox: OutboxOption = None,
 ) -> None:
     """Show dead letters: actions that failed for good or ran out of retries."""
-    store = _outbox(_settings(outbox))
+    store = _outbox(_settings(outbox), must_exist=True)
     rows = store.dead_letters(limit=limit)
     _table(rows, title=f"dead letters ({len(rows)} shown)", errors=True)
     if rows:

@@ -20,7 +20,7 @@ from serving.routes.deps import (
     StateDep,
     require_api_key,
 )
-from serving.schemas import ScoreRecord
+from serving.schemas import MAX_TOP_K, ScoreRecord
 
 router = APIRouter(prefix="/v1", tags=["scores"], dependencies=[Depends(require_api_key)],
                    responses=AUTH_RESPONSES)
@@ -42,7 +42,7 @@ async def score_customer(
     settings: SettingsDep,
     metrics: MetricsDep,
     explain: Annotated[bool, Query(description="Include the top reasons")] = True,
-    top_k: Annotated[int | None, Query(ge=1, le=50, description="Number of reasons "
+    top_k: Annotated[int | None, Query(ge=1, le=MAX_TOP_K, description="Number of reasons "
                                        "(default CHURNLENS_TOP_K)")] = None,
 ) -> ScoreRecord:
     if state.features is None:
