@@ -28,7 +28,7 @@ def rules_with(**fields: object) -> str:
 def test_default_rules_load_and_follow_retention_practice():
     rules = load_rules(None)
     names = [rule.name for rule in rules.rules]
-    assert names[:2] == ["success-call", "win-back"]
+    assert names[:3] == ["success-call", "onboarding-nudge", "win-back"]
     assert all(rule.channel.startswith("file:") for rule in rules.rules), "offline by default"
 
     valuable = score_record("c1", value_segment="high", risk_tier="high")
