@@ -4,7 +4,8 @@ Generates the demo's data (``churnlens generate --kind mixed``, 3,000
 customers, seed 7), trains a bundle per definition exactly as ``churnlens
 train`` fits it (no MLflow), scores everyone as of the day after the data and
 reports, among the customers with any activity in the last H days, the share
-that gets a churn probability and reasons. "Any activity" is counted twice: as
+that gets a churn probability and reasons, and how many of those left out the
+generator had already churned. "Any activity" is counted twice: as
 the activity definition counts it (completed orders, running subscriptions,
 events but passive ones such as ``email_open``) and with every event row,
 e-mail opens included.
@@ -91,6 +92,11 @@ def main() -> None:
             key = "active_any_event" if passive else "active"
             row[f"{key}_customers"] = len(ids)
             row[f"{key}_covered_share"] = round(float(ids.isin(covered_ids).mean()), 4)
+        left_out = active[True].difference(covered_ids)
+        gone = generated.ground_truth.set_index("customer_id")["churned_at"].reindex(left_out)
+        row["left_out_of_any_event"] = len(left_out)
+        row["left_out_already_churned_share"] = round(float((gone < as_of).mean()), 4) \
+            if len(left_out) else float("nan")
         row["holdout_churn_roc_auc"] = round(float(fit.metrics["churn_roc_auc"]), 4)
         row["stages"] = scored["lifecycle_stage"].value_counts().to_dict()
         rows.append(row)
