@@ -103,6 +103,9 @@ def generate(
     seasonality: Annotated[bool, typer.Option(
         "--seasonality", help="Add a yearly peak quarter (Oct-Dec: about 1.8x the spend, "
         "half the churn hazard)")] = False,
+    shift_sessions: Annotated[str | None, typer.Option(
+        "--shift-sessions", help="DAY:FACTOR, e.g. 2024-03-01:0.5: app sessions happen FACTOR "
+        "times as often from DAY on (a known drift, for monitoring checks)")] = None,
 ) -> None:
     """Generate a realistic dataset whose churn is caused by observable behaviour."""
     from rich.progress import Progress
@@ -118,12 +121,24 @@ def generate(
     except ValueError as error:
         raise typer.BadParameter(f"{end!r} is not a date (YYYY-MM-DD)",
                                  param_hint="--end") from error
+    session_shift = None
+    if shift_sessions is not None:
+        try:
+            day, factor = shift_sessions.split(":")
+            session_shift = (date.fromisoformat(day), float(factor))
+        except ValueError as error:
+            raise typer.BadParameter(f"{shift_sessions!r} is not DAY:FACTOR (e.g. "
+                                     "2024-03-01:0.5)", param_hint="--shift-sessions") from error
+        if not session_shift[1] >= 0:
+            raise typer.BadParameter("the factor must be at least 0",
+                                     param_hint="--shift-sessions")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"simulating {customers:,} customers", total=1.0)
         generated = generate_dataset(
             customers=customers, seed=seed, end=end_day, kind=kind, history_days=history_days,
             orders_per_customer=orders_per_customer, events_per_customer=events_per_customer,
-            seasonality=seasonality, progress=lambda done: progress.update(task, completed=done),
+            seasonality=seasonality, session_shift=session_shift,
+            progress=lambda done: progress.update(task, completed=done),
         )
     with console.status(f"writing {fmt} files to {out}"):
         generated.write(out, fmt=fmt)
