@@ -48,6 +48,16 @@ def score_into(runner, app, *, data: Path, as_of: str, outbox: str, out: Path) -
     assert result.exit_code == 0, result.output
 
 
+_SHARED: dict[str, MonitoredWorld] = {}
+
+
+def shared_world(base: Path) -> MonitoredWorld:
+    """`build_world` once per test process (it trains a model); cwd and MLflow must be set."""
+    if "world" not in _SHARED:
+        _SHARED["world"] = build_world(base)
+    return _SHARED["world"]
+
+
 def build_world(root: Path, *, customers: int = 1500, seed: int = 5) -> MonitoredWorld:
     """Generate, train once, and store scores (see the module doc); cwd must be ``root``."""
     from serving_fixtures import tiny_params

@@ -17,9 +17,9 @@ from monitoring_support import (
     DRIFT_BY,
     DRIFT_DATE,
     MATURE_BY,
-    build_world,
     outcomes_from_orders,
     score_into,
+    shared_world,
 )
 from serving_fixtures import using_registry_at
 from sklearn.metrics import roc_auc_score
@@ -35,10 +35,10 @@ POSTGRES_URL = os.environ.get("CHURNLENS_TEST_POSTGRES_URL")
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    root = tmp_path_factory.mktemp("monitoring")
+    root = tmp_path_factory.getbasetemp() / "monitoring-world"
+    root.mkdir(exist_ok=True)
     with using_registry_at(root, f"sqlite:///{root / 'mlflow.db'}"):
-        built = build_world(root)
-        yield built
+        yield shared_world(root)
 
 
 def monitor(world, *args: str):

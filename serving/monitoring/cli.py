@@ -102,7 +102,11 @@ def monitor(
     from models.loading import missing_store
     from serving.monitoring.monitor import MonitorInputError, run_monitor
     from serving.monitoring.store import save_gauges
-    from serving.monitoring.tracking import RegisteredBundles, log_monitoring_run
+    from serving.monitoring.tracking import (
+        RegisteredBundles,
+        log_monitoring_run,
+        use_tracking_store,
+    )
     from serving.outreach.outbox import Outbox
     from serving.outreach.settings import OutreachSettingsError, load_outreach_settings
     from serving.redact import database_problem, masked_url
@@ -114,11 +118,12 @@ def monitor(
         raise _fail(f"no outbox at {masked_url(outbox)} (no such file): score customers with "
                     "`churnlens score --outreach` or `churnlens serve` first, or set "
                     "CHURNLENS_OUTBOX_URL (or --outbox) to your outbox")
-    tracking_uri = _tracking_uri()
-    if missing_store(tracking_uri) is not None:
-        raise _fail(f"no model registry at {tracking_uri} (no such file): run `churnlens "
-                    "train` in this folder, or set MLFLOW_TRACKING_URI to the store you "
-                    "trained in")
+    problem = use_tracking_store()
+    if problem is not None:
+        raise _fail(problem)
+    import mlflow
+
+    tracking_uri = mlflow.get_tracking_uri()
     try:
         retention_days = load_outreach_settings(outbox_url=outbox).score_retention_days
     except OutreachSettingsError as error:
@@ -158,13 +163,3 @@ def monitor(
     typer.echo(result.verdict.line)
     raise typer.Exit(code=result.verdict.exit_code)
 
-
-def _tracking_uri() -> str:
-    import mlflow
-
-    from training.registry import DEFAULT_TRACKING_URI
-
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return uri

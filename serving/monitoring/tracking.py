@@ -46,6 +46,27 @@ class RegisteredBundles:
         return model.run_id if model is not None else None
 
 
+def use_tracking_store() -> str | None:
+    """Point MLflow at ``MLFLOW_TRACKING_URI`` (default ``sqlite:///mlflow.db``) to read it.
+
+    Returns a sentence when that store does not exist (nothing is created), else None.
+    """
+    import os
+
+    import mlflow
+
+    from models.loading import missing_store
+    from training.registry import DEFAULT_TRACKING_URI
+
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    if missing_store(uri) is not None:
+        return (f"no model registry at {uri} (no such file): run `churnlens train` in this "
+                "folder, or set MLFLOW_TRACKING_URI to the store you trained in")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return None
+
+
 def _experiment_id(tracking_uri: str) -> str:
     import mlflow
 
