@@ -137,3 +137,19 @@ def test_the_simulation_leaves_the_history_before_the_actions_alone(replayed):
     assert len(winback) == int(truth.drop_duplicates("customer_id")["saved"].sum())
     lapsed_calls = truth[(truth["action"] == "success_call") & truth["lapsed"]]
     assert (lapsed_calls["effect_size"] == 0).all(), "a call does not save a lapsed customer"
+
+
+def test_the_report_answers_did_the_scores_come_true(replayed):
+    from serving.report import gather_report, render_report
+
+    world, url, data = replayed
+    dataset = read_dataset(data).dataset
+    gathered = gather_report(dataset, as_of=pd.Timestamp(MATURE_BY), model_uri=(
+        "models:/churnlens@champion"), scores_path=world.root / "effect.parquet",
+        outbox_url=url)
+    html = render_report(gathered)
+    assert 'id="scores-came-true"' in html and "Did the scores come true?" in html
+    assert gathered.loop.verdict and gathered.loop.verdict.split(":")[0] in ("KEEP", "RETRAIN")
+    assert any(row["week"] == "held out at training" for row in gathered.loop.quality)
+    assert {e["rule"] for e in gathered.loop.effects} >= {"win-back", "success-call"}
+    assert "Did the outreach work?" in html
