@@ -30,6 +30,8 @@ from churnlens import build_app
 from serving.monitoring.store import load_gauges
 from serving.outreach.outbox import Outbox
 
+pytestmark = pytest.mark.slow  # end-to-end: training, real scoring and commands
+
 POSTGRES_URL = os.environ.get("CHURNLENS_TEST_POSTGRES_URL")
 
 

@@ -23,6 +23,8 @@ from serving.monitoring.effect import EffectInputError, measure_effects, rule_ef
 from serving.monitoring.tracking import RegisteredBundles
 from serving.outreach.outbox import Outbox
 
+pytestmark = pytest.mark.slow  # end-to-end: training, real scoring and commands
+
 RULES = Path(__file__).resolve().parent.parent / "bench" / "effect_rules.yaml"
 ACTED_ON = "2024-01-01"
 
