@@ -23,6 +23,7 @@ from fsspec.core import url_to_fs
 from features.dataset import ACTIVITY_TABLES, Dataset
 from features.partitioned import Manifest, read_manifest, read_partition
 from features.pipeline import build_features, event_types_before
+from features.sorted_merge import write_merged, write_part
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -158,9 +159,7 @@ def features_of_partition(number: int, *, data: str, manifest: Manifest, as_of: 
     categories = {str(c): [str(level) for level in frame[c].cat.categories]
                   for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)}
     path = posixpath.join(work, f"features-{number:05d}.parquet")
-    fs, local = url_to_fs(path)
-    with fs.open(local, "wb") as handle:
-        frame.reset_index().to_parquet(handle, index=False)
+    write_part(frame.reset_index(), path)
     return FeaturePart(partition=number, customers=len(frame), rows_read=validation.rows_read,
                        rows_rejected=validation.rows_rejected, categories=categories, path=path)
 
@@ -176,7 +175,6 @@ def compute_partitioned_features(
     output on the unpartitioned dataset, row for row.
     """
     from features.cluster import run_partitions
-    from features.sorted_merge import write_merged
 
     if not str(out).endswith(".parquet"):
         raise ValueError(f"--out {out}: a partitioned dataset's features are written as .parquet")

@@ -19,7 +19,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-DEFAULT_BATCH_ROWS = 4096
+#: rows held across all parts at once while merging (split between the parts), so the
+#: driver's memory depends on neither the customer base nor the number of partitions
+BUFFER_ROWS = 65_536
+#: rows per Parquet row group of a part: a reader decodes a row group at a time
+PART_ROW_GROUP = 4096
 
 
 def _fs(url: str) -> tuple[Any, str]:
@@ -29,12 +33,13 @@ def _fs(url: str) -> tuple[Any, str]:
 
 
 def merged_batches(parts: Sequence[str], *, key: str,
-                   batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[pa.Table]:
+                   buffer_rows: int = BUFFER_ROWS) -> Iterator[pa.Table]:
     """Tables of rows in ``key`` order across ``parts`` (each already sorted by ``key``).
 
     Each round takes from every part the rows up to the smallest "last key in buffer"
     among the parts not yet exhausted, so everything emitted precedes what is left.
     """
+    batch_rows = max(256, buffer_rows // max(1, len(parts)))
     readers: list[Iterator[pa.RecordBatch]] = []
     for part in parts:
         fs, path = _fs(part)
@@ -66,6 +71,15 @@ def merged_batches(parts: Sequence[str], *, key: str,
             buffers[i] = table.slice(cut)
         merged = pa.concat_tables(taken, promote_options="permissive")
         yield merged.take(pc.sort_indices(merged, sort_keys=[(key, "ascending")]))
+
+
+def write_part(frame: pd.DataFrame, url: str) -> None:
+    """Write a sorted part for `merged_batches` (small row groups), whole or not at all."""
+    fs, path = _fs(url)
+    temp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
+    with fs.open(temp, "wb") as handle:
+        frame.to_parquet(handle, index=False, row_group_size=PART_ROW_GROUP)
+    fs.mv(temp, path)
 
 
 def write_merged(parts: Sequence[str], out: str, *, key: str,

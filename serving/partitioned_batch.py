@@ -27,6 +27,7 @@ import pandas as pd
 
 from features.cluster import PartitionFailure, run_partitions
 from features.partitioned import REJECTS_NAME, Manifest, read_manifest, read_partition
+from features.sorted_merge import merged_batches, write_merged, write_part
 from serving.batch import (
     MANIFEST,
     BatchError,
@@ -68,15 +69,6 @@ def part_path(work: str, number: int, kind: str) -> str:
     return posixpath.join(work, f"{kind}-{number:05d}.parquet")
 
 
-def _write_parquet(frame: pd.DataFrame, url: str) -> None:
-    """Write beside, then move: a part exists whole or not at all."""
-    fs, path = _fs(url)
-    temp = f"{path}.tmp"
-    with fs.open(temp, "wb") as handle:
-        frame.to_parquet(handle, index=False)
-    fs.mv(temp, path)
-
-
 def score_partition(number: int, *, scorer: Scorer, data: str, manifest: Manifest,
                     as_of: pd.Timestamp, explain: Explain, top_k: int, chunk_size: int,
                     work: str, columns: list[str]) -> ScoredPartition:
@@ -98,9 +90,9 @@ def score_partition(number: int, *, scorer: Scorer, data: str, manifest: Manifes
     scored = (pd.concat(rows, ignore_index=True) if rows
               else _normalise(pd.DataFrame(columns=columns), columns))
     rejected = _rejects_frame(pd.concat(rejects, ignore_index=True) if rejects else [])
-    _write_parquet(_rejects_frame(input_rejects), part_path(work, number, "input-rejects"))
-    _write_parquet(rejected, part_path(work, number, "rejects"))
-    _write_parquet(scored, part_path(work, number, "rows"))
+    write_part(_rejects_frame(input_rejects), part_path(work, number, "input-rejects"))
+    write_part(rejected, part_path(work, number, "rejects"))
+    write_part(scored, part_path(work, number, "rows"))
     return ScoredPartition(
         partition=number, customers=sum(len(c) for c in chunks), rows_scored=len(scored),
         rows_rejected=len(rejected),
@@ -163,7 +155,6 @@ def run_partitioned_batch(
     ``client`` is a Dask client (one task per partition on its workers) or None (the
     same tasks in this process). ``progress(done, total)`` counts customers.
     """
-    from features.sorted_merge import write_merged
     from serving.scorer import BATCH_COLUMNS, BATCH_TAIL_COLUMNS
 
     started = time.perf_counter()
@@ -228,8 +219,6 @@ def _write_rejects(data: str, work: str, path: str, partitions: int) -> int:
     """The rejects file: the contract's (when partitioning, then on the workers), then the
     customers that could not be scored in id order, as the local engine writes them.
     Returns how many customers could not be scored."""
-    from features.sorted_merge import merged_batches
-
     fs, local = _fs(path)
     source_fs, root = _fs(data)
     temp = f"{local}.tmp"
