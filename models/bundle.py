@@ -217,6 +217,17 @@ class ChurnBundle:
         """True for customers the churn definition applies to (see `population_mask`)."""
         return population_mask(features, self.population_rule)
 
+    def label_settings(self) -> dict[str, Any]:
+        """The churn definition's labelling keywords (`features.labels.labels_at`), so that
+        outcomes are judged by the definition the model was trained with."""
+        settings: dict[str, Any] = {"definition": self.definition}
+        if self.definition == "activity":
+            settings["active_days"] = int(self.churn_definition.get("active_days")
+                                          or self.horizon_days)
+            settings["activity_events"] = list(self.churn_definition.get("activity_events")
+                                               or [])
+        return settings
+
     def lifecycle_stage(self, features: pd.DataFrame) -> np.ndarray:
         """Each customer's lifecycle stage (`features.lifecycle`), with the stored thresholds."""
         return lifecycle_stages(features, LifecycleRules.from_dict(self.lifecycle))
