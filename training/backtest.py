@@ -115,13 +115,16 @@ def _churnlens_predictions(dataset: Dataset, *, as_of: pd.Timestamp, params: Tra
     from features.pipeline import build_features
     from features.snapshots import build_training_set
     from training.horizon import anchor_to_requested_horizon
-    from training.train import fit_bundle
+    from training.train import TrainingDataError, fit_bundle
 
     _progress(progress, "building snapshot training set")
-    training_set = build_training_set(
-        dataset, as_of=as_of, horizon_days=params.horizon_days,
-        clv_horizon_days=params.clv_horizon_days, definition=definition,
-        step_days=params.step_days, max_snapshots=params.max_snapshots)
+    try:
+        training_set = build_training_set(
+            dataset, as_of=as_of, horizon_days=params.horizon_days,
+            clv_horizon_days=params.clv_horizon_days, definition=definition,
+            step_days=params.step_days, max_snapshots=params.max_snapshots)
+    except ValueError as error:
+        raise TrainingDataError(f"cannot build training snapshots: {error}") from error
     notes.extend(f"training set: {note}" for note in (training_set.notes or []))
     snapshots = list(training_set.snapshot_dates)
     if snapshots:
