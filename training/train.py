@@ -42,6 +42,9 @@ from training.model_choice import (
 )
 
 ID_COLUMNS = ("customer_id", "snapshot_at")
+#: what a bundle without a CLV model says (data with no orders and no subscription revenue)
+NO_REVENUE_NOTE = ("CLV is null: the data has no orders and no subscription revenue, so there is "
+                   "no revenue to learn from")
 LABEL_COLUMNS = ("in_population", "churned", "clv_target")
 
 
@@ -380,6 +383,8 @@ def evaluate_bundle(bundle: ChurnBundle, holdout: pd.DataFrame, clv_holdout: pd.
     probability = bundle.churn_probability(bundle.prepare(features_of(labelled)))
     metrics = {f"churn_{k}": v for k, v in
                churn_metrics(labelled["churned"].to_numpy(float), probability).items()}
+    if not bundle.has_clv:
+        return metrics
     valued = clv_holdout[clv_holdout["clv_target"].notna()]
     predicted = bundle.clv(bundle.prepare(features_of(valued))) / bundle.margin_rate
     metrics |= {f"clv_{k}": v for k, v in
@@ -387,9 +392,45 @@ def evaluate_bundle(bundle: ChurnBundle, holdout: pd.DataFrame, clv_holdout: pd.
     return metrics
 
 
+def _fit_clv_part(frame: pd.DataFrame, params: TrainParams, notes: list[str]
+                  ) -> tuple[lgb.Booster, pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """The CLV booster, its training and held-out rows and its choice report.
+
+    Every row with a CLV label; its own latest labelled snapshot held out (a
+    fifth of the customers when only one snapshot has CLV labels).
+    """
+    valued = frame[frame["clv_target"].notna()]
+    if valued.empty or not (valued["clv_target"] > 0).any():
+        raise TrainingDataError(
+            "no customer has any revenue in a CLV window: the dataset needs completed orders "
+            "(or subscription revenue) to learn value. Add orders, or lower --clv-horizon "
+            f"(now {params.clv_horizon_days} days) so that a window fits in the history.")
+    clv_dates = tuple(sorted(pd.unique(valued["snapshot_at"])))
+    if len(clv_dates) >= 2:
+        clv_holdout = valued[valued["snapshot_at"] == clv_dates[-1]]
+        clv_train = valued[valued["snapshot_at"] < clv_dates[-1]]
+    else:
+        # one CLV snapshot: hold out a fixed fifth of its customers instead
+        in_holdout = _held_out_customers(valued["customer_id"])
+        clv_holdout, clv_train = valued[in_holdout], valued[~in_holdout]
+        notes.append("one snapshot with CLV labels: CLV validated on a fifth of its customers")
+    if not (clv_train["clv_target"] > 0).any():
+        raise TrainingDataError(
+            "no revenue in the CLV training windows; give a longer history or lower "
+            "--clv-horizon.")
+    clv_choice = fit_clv(params, features_of(clv_train), clv_train["clv_target"].to_numpy(float),
+                         features_of(clv_holdout), clv_holdout["clv_target"].to_numpy(float))
+    if clv_choice.note:
+        notes.append(clv_choice.note)
+    return clv_choice.value, clv_train, clv_holdout, clv_choice.report
+
+
 def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str] | None = None,
-               definition: str | None = None) -> FitResult:
+               definition: str | None = None, learn_clv: bool = True) -> FitResult:
     """Fit churn + CLV boosters on a `TrainingSet`, hold out its latest snapshot, build a bundle.
+
+    ``learn_clv=False`` (data without orders or subscription revenue): no CLV
+    model; the bundle's CLV is null and its notes say why.
 
     Raises `TrainingDataError` with what is wrong and what to change when the
     training set cannot support a time split or a model.
@@ -461,31 +502,13 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
     if tree_choice.note:
         notes.append(tree_choice.note)
 
-    # CLV: every row with a CLV label; its own latest labelled snapshot held out
-    valued = frame[frame["clv_target"].notna()]
-    if valued.empty or not (valued["clv_target"] > 0).any():
-        raise TrainingDataError(
-            "no customer has any revenue in a CLV window: the dataset needs completed orders "
-            "(or subscription revenue) to learn value. Add orders, or lower --clv-horizon "
-            f"(now {params.clv_horizon_days} days) so that a window fits in the history.")
-    clv_dates = tuple(sorted(pd.unique(valued["snapshot_at"])))
-    if len(clv_dates) >= 2:
-        clv_holdout = valued[valued["snapshot_at"] == clv_dates[-1]]
-        clv_train = valued[valued["snapshot_at"] < clv_dates[-1]]
+    if learn_clv:
+        clv_booster, clv_train, clv_holdout, clv_report = _fit_clv_part(frame, params, notes)
+        clv_note = None
     else:
-        # one CLV snapshot: hold out a fixed fifth of its customers instead
-        in_holdout = _held_out_customers(valued["customer_id"])
-        clv_holdout, clv_train = valued[in_holdout], valued[~in_holdout]
-        notes.append("one snapshot with CLV labels: CLV validated on a fifth of its customers")
-    if not (clv_train["clv_target"] > 0).any():
-        raise TrainingDataError(
-            "no revenue in the CLV training windows; give a longer history or lower "
-            "--clv-horizon.")
-    clv_choice = fit_clv(params, features_of(clv_train), clv_train["clv_target"].to_numpy(float),
-                         features_of(clv_holdout), clv_holdout["clv_target"].to_numpy(float))
-    clv_booster = clv_choice.value
-    if clv_choice.note:
-        notes.append(clv_choice.note)
+        clv_booster, clv_report, clv_note = None, {}, NO_REVENUE_NOTE
+        clv_train = clv_holdout = frame.iloc[0:0]
+        notes.append(clv_note)
 
     categorical = {n: [*X_train[n].cat.categories] for n in names
                    if isinstance(X_train[n].dtype, pd.CategoricalDtype)}
@@ -510,14 +533,17 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
         as_of=pd.Timestamp(holdout_at + pd.Timedelta(days=horizon)).isoformat(),
         notes=notes,
+        clv_note=clv_note,
     )
     raw = bundle.churn_raw_probability(bundle.prepare(X_held))
     bundle.calibration, calibration_report = choose_calibration(raw, y_held, params=params)
     probability = apply_calibration(bundle.calibration, raw)
     bundle.risk_cuts = [float(np.quantile(probability, q)) for q in RISK_QUANTILES]
     bundle.drift_reference = drift_reference(X_held, probability)
-    held_clv = bundle.clv(bundle.prepare(features_of(holdout)))
-    bundle.value_cuts = [float(np.quantile(held_clv, q)) for q in VALUE_QUANTILES]
+    bundle.value_cuts = []
+    if bundle.has_clv:
+        held_clv = bundle.clv(bundle.prepare(features_of(holdout)))
+        bundle.value_cuts = [float(np.quantile(held_clv, q)) for q in VALUE_QUANTILES]
 
     metrics = evaluate_bundle(bundle, holdout, clv_holdout)
     if bundle.calibration["method"] != "none":
@@ -525,18 +551,21 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
         metrics["churn_ece_in_sample"] = metrics["churn_ece"]
         metrics["churn_ece"] = calibration_report[
             f"churn_ece_crossfit_{bundle.calibration['method']}"]
-    metrics |= calibration_report | tree_choice.report | clv_choice.report
+    metrics |= calibration_report | tree_choice.report | clv_report
     metrics |= {
         "churn_best_iteration": float(churn_booster.current_iteration()),
-        # trees per seed (the averaged booster holds every seed's trees)
-        "clv_best_iteration": float(clv_booster.current_iteration()) / params.clv_seeds,
-        "clv_seeds": float(params.clv_seeds),
         "churn_train_rows": float(len(train)),
         "churn_holdout_rows": float(len(held)),
         "churn_holdout_rate": float(y_held.mean()),
-        "clv_train_rows": float(len(clv_train)),
-        "clv_holdout_rows": float(len(clv_holdout)),
     }
+    if clv_booster is not None:
+        metrics |= {
+            # trees per seed (the averaged booster holds every seed's trees)
+            "clv_best_iteration": float(clv_booster.current_iteration()) / params.clv_seeds,
+            "clv_seeds": float(params.clv_seeds),
+            "clv_train_rows": float(len(clv_train)),
+            "clv_holdout_rows": float(len(clv_holdout)),
+        }
     bundle.metrics = {k: v for k, v in metrics.items() if k.startswith(("churn_", "clv_"))}
     return FitResult(bundle=bundle, holdout=holdout, metrics=metrics, clv_holdout=clv_holdout,
                      notes=notes, params=params, validation=validation)
@@ -701,12 +730,21 @@ def profile_dataset(dataset: Any, training_set: Any, *, as_of: pd.Timestamp) -> 
     }
 
 
+def has_revenue(dataset: Any) -> bool:
+    """Whether the data has revenue a CLV model can learn from (orders or subscription mrr)."""
+    orders, subscriptions = dataset.orders, dataset.subscriptions
+    if orders is not None and not orders.empty:
+        return True
+    return (subscriptions is not None and "mrr" in subscriptions
+            and bool((pd.to_numeric(subscriptions["mrr"], errors="coerce") > 0).any()))
+
+
 def build_training_set_for(dataset: Any, *, as_of: pd.Timestamp, params: TrainParams,
                            definition: str) -> Any:
     """The snapshot training set of a dataset; data problems become `TrainingDataError`."""
     from features.snapshots import build_training_set
 
-    if dataset.orders is None and dataset.subscriptions is None:
+    if dataset.orders is None and dataset.subscriptions is None and definition != "activity":
         raise TrainingDataError(
             "the dataset has neither orders nor subscriptions, so there is no value to learn a "
             "CLV model from: add orders.csv (or subscriptions.csv with mrr)")
@@ -741,7 +779,7 @@ def train_and_register(dataset: Any, *, as_of: pd.Timestamp, params: TrainParams
     if event_types is None and dataset.events is not None:
         event_types = sorted(dataset.events["event_type"].astype(str).unique().tolist())
     fit = fit_bundle(training_set, params=params, event_types=event_types,
-                     definition=definition)
+                     definition=definition, learn_clv=has_revenue(dataset))
     # label windows shorter than asked (short history): calibrate to the asked horizons
     from training.horizon import anchor_to_requested_horizon
 
