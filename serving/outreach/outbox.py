@@ -292,7 +292,8 @@ class Outbox:
         candidates = list(triggered)
         first_action: dict[str, str] = {}
         for item in candidates:
-            first_action.setdefault(item.customer_id, item.action)
+            if not item.control:  # a held-out customer is recommended nothing by its rule
+                first_action.setdefault(item.customer_id, item.action)
         score_rows = [_score_row(record, first_action, now) for record in records]
         engine = self.engine
         if self._clv_required and any(row["clv"] is None for row in score_rows):
