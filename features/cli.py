@@ -1,4 +1,4 @@
-"""Commands over datasets: validate, generate, features."""
+"""Commands over datasets: validate, generate, features, partition."""
 
 from __future__ import annotations
 
@@ -146,7 +146,9 @@ def parse_as_of(value: str | None, *, default):
 
 @app.command("features")
 def features_command(
-    data: DataOption,
+    data: Annotated[str, typer.Option(
+        "--data", help="Dataset directory, or a partitioned dataset (local path or fsspec "
+                       "URL) written by `churnlens partition`")],
     out: Annotated[Path, typer.Option(help="Feature table to write (.parquet or .csv)")],
     as_of: Annotated[str | None, typer.Option(
         "--as-of", help="Use only rows before this day, YYYY-MM-DD; default the day after "
@@ -156,11 +158,12 @@ def features_command(
         help="Dask scheduler address (tcp://host:8786); default a local cluster")] = None,
     partitions: Annotated[int | None, typer.Option(
         min=1, help="Customer partitions for --engine dask")] = None,
+    connect_timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds to wait for the Dask scheduler to answer")] = 10.0,
 ) -> None:
     """Write the point-in-time feature table: one row per customer known at --as-of."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from features.engine import ENGINES, compute_features
+    from features.engine import ENGINES
+    from features.partitioned import is_partitioned
 
     if engine not in ENGINES:
         raise typer.BadParameter(f"expected one of {', '.join(ENGINES)}", param_hint="--engine")
@@ -168,6 +171,26 @@ def features_command(
         raise typer.BadParameter("the output must end in .parquet or .csv", param_hint="--out")
     if scheduler is not None and engine != "dask":
         raise typer.BadParameter("--scheduler needs --engine dask", param_hint="--scheduler")
+    if is_partitioned(data):
+        _partitioned_features(data, out=out, as_of=as_of, engine=engine, scheduler=scheduler,
+                              partitions=partitions, connect_timeout=connect_timeout)
+    else:
+        _features(Path(data), out=out, as_of=as_of, engine=engine, scheduler=scheduler,
+                  partitions=partitions)
+
+
+def _progress_bar():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True)
+
+
+def _features(data: Path, *, out: Path, as_of: str | None, engine: str, scheduler: str | None,
+              partitions: int | None) -> None:
+    """The feature table of a dataset directory read here (the Dask engine ships chunks)."""
+    from features.engine import compute_features
+
     with console.status(f"reading {data}"):
         result = load_or_exit(data)
     dataset = result.dataset
@@ -175,9 +198,7 @@ def features_command(
         console.print(f"[yellow]{len(result.rejects):,} row(s) rejected by the data contract "
                       f"were left out[/yellow] (see `churnlens validate --data {data}`)")
     cut = parse_as_of(as_of, default=dataset.default_as_of)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
+    with _progress_bar() as bar:
         label = "partitions" if engine == "dask" else "features"
         task = bar.add_task(f"computing {label} as of {cut:%Y-%m-%d}", total=None)
 
@@ -193,3 +214,69 @@ def features_command(
     write_table(frame.reset_index(), out)
     console.print(f"wrote {len(frame):,} customers x {frame.shape[1]} features as of "
                   f"{cut:%Y-%m-%d} to {out}")
+
+
+def _partitioned_features(data: str, *, out: Path, as_of: str | None, engine: str,
+                          scheduler: str | None, partitions: int | None,
+                          connect_timeout: float) -> None:
+    """One task per partition: workers read their partition; this process reads the manifest."""
+    from contextlib import nullcontext
+
+    from features.cluster import SchedulerUnreachable, dask_client
+    from features.engine import compute_partitioned_features
+    from features.partitioned import read_manifest
+
+    if out.suffix != ".parquet":
+        raise typer.BadParameter("a partitioned dataset's features are written as .parquet",
+                                 param_hint="--out")
+    try:
+        manifest = read_manifest(data, partitions=partitions)
+        cut = parse_as_of(as_of, default=manifest.default_as_of)
+        connection = (dask_client(scheduler, connect_timeout=connect_timeout)
+                      if engine == "dask" else nullcontext(None))
+        with connection as client, _progress_bar() as bar:
+            task = bar.add_task(f"computing partitions as of {cut:%Y-%m-%d}",
+                                total=manifest.partitions)
+            run = compute_partitioned_features(
+                data, out=str(out), as_of=cut, client=client, partitions=partitions,
+                progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except (DataContractError, SchedulerUnreachable, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    rejected = sum(run.rows_rejected.values()) + sum(manifest.rows_rejected.values())
+    if rejected:
+        console.print(f"[yellow]{rejected:,} row(s) rejected by the data contract were left "
+                      f"out[/yellow] (see {data.rstrip('/')}/rejects.csv)", soft_wrap=True)
+    console.print(f"wrote {run.customers:,} customers from {manifest.partitions} partitions as "
+                  f"of {cut:%Y-%m-%d} to {out}", soft_wrap=True)
+
+
+@app.command("partition")
+def partition_command(
+    data: Annotated[str, typer.Option(
+        "--data", help="Dataset directory to read (local path or fsspec URL)")],
+    out: Annotated[str, typer.Option(
+        help="Where to write the partitioned dataset (local path or fsspec URL)")],
+    partitions: Annotated[int, typer.Option(
+        min=1, help="Number of customer partitions (a few per worker core)")],
+) -> None:
+    """Write a dataset as Parquet partitions by customer, for Dask workers to read.
+
+    Every table of a customer lands in the same partition (blake2b-64 of the id, modulo
+    the count); rows the data contract rejects go to OUT/rejects.csv and are counted in
+    OUT/manifest.json.
+    """
+    from features.partitioned import read_source, write_partitioned
+
+    try:
+        with console.status(f"reading {data}"):
+            result = read_source(data)
+        with console.status(f"writing {partitions} partitions to {out}"):
+            manifest = write_partitioned(result, out, partitions=partitions)
+    except DataContractError as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    print_summary(result)
+    sizes = [part["customers"] for part in manifest.rows]
+    console.print(f"wrote {manifest.customers:,} customers in {manifest.partitions} partitions "
+                  f"({min(sizes):,} to {max(sizes):,} customers each) to {out}", soft_wrap=True)
