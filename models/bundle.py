@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from models.contributions import exact_contributions
-from models.explain import reason_text
+from models.explain import reason_kind, reason_text
 from models.reasons import ReasonTable, plain, reason_table, top_features
 
 BUNDLE_FILE = "bundle.json"
@@ -169,6 +169,11 @@ class ChurnBundle:
 
     # -- features -----------------------------------------------------------------
 
+    @property
+    def reason_kinds(self) -> list[str]:
+        """What each feature means as a reason, in feature order ("other" in older bundles)."""
+        return [reason_kind(self.feature_info.get(name)) for name in self.feature_names]
+
     def prepare(self, features: pd.DataFrame) -> pd.DataFrame:
         """The model matrix: training's column order, training's categorical levels.
 
@@ -302,7 +307,7 @@ class ChurnBundle:
                 name = self.feature_names[j]
                 value = plain(value_of(i, j))
                 reasons.append({"feature": name, "value": value, "contribution": gain,
-                                "text": text_of(name, value)})
+                                "text": text_of(name, value), "kind": self.reason_kinds[j]})
             out.append(reasons)
         return out
 
@@ -316,7 +321,8 @@ class ChurnBundle:
             return features[name].to_numpy()[rows]
 
         return reason_table(contributions, column_values, names=self.feature_names,
-                            text_of=self._text_of(reference), top_k=top_k)
+                            text_of=self._text_of(reference), top_k=top_k,
+                            kinds=self.reason_kinds)
 
     def explain_table(self, features: pd.DataFrame, *, top_k: int = 5,
                       wanted: np.ndarray | None = None) -> ReasonTable:
