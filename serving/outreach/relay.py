@@ -24,7 +24,7 @@ import logging
 import os
 import random
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -95,8 +95,10 @@ class Relay:
         settings: OutreachSettings,
         client: httpx.Client | None = None,
         rng: random.Random | None = None,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.outbox = outbox
+        self._clock = clock  # injectable, so retry schedules are tested without waiting
         self.settings = settings
         self._client = client
         self._owns_client = client is None
@@ -153,6 +155,7 @@ class Relay:
             limit=self.settings.relay_batch_size,
             lease_seconds=self.settings.relay_lease_seconds,
             files_only=files_only,
+            now=self._clock(),
         )
         report = RelayReport(claimed=len(actions))
         if not actions:
@@ -262,7 +265,7 @@ class Relay:
             wait = self.settings.backoff_seconds(attempts, draw=self._rng.random())
         return Outcome(
             action.id, token, "pending", status_code=status_code, error=error,
-            next_attempt_at=utcnow() + timedelta(seconds=wait),
+            next_attempt_at=self._clock() + timedelta(seconds=wait),
         )
 
     # -- JSONL file sinks -------------------------------------------------------------
