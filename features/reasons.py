@@ -185,9 +185,9 @@ def _event_change(slug: str, window: str | None) -> Spec:
 def _per_active_day(slug: str, window: str | None) -> Spec:
     one, many, _, _ = _words(slug)
     span = f"in the last {window or EVENT_RATE_WINDOW} days"
-    return _spec(f"{{value}} {many} per active day {span}", fmt="rate",
+    return _spec(f"{{count}} per active day {span}", fmt="rate",
                  zero=f"No {one} on any active day {span}",
-                 missing=f"No active day {span}")
+                 missing=f"No active day {span}", noun=(one, many))
 
 
 def _event_value(slug: str, window: str | None) -> Spec:
@@ -214,8 +214,8 @@ def _per_week(slug: str, window: str | None) -> Spec:
 
 def _event_overdue(slug: str, window: str | None) -> Spec:
     one, many, _, never = _words(slug)
-    return _spec(f"Would usually have had {{value}} {many} since the last {one}", fmt="count",
-                 zero=f"Not overdue for a {one}", missing=never)
+    return _spec(f"Would usually have had {{count}} since the last {one}", fmt="count",
+                 zero=f"Not overdue for a {one}", missing=never, noun=(one, many))
 
 
 def _event_trend(slug: str, window: str | None) -> Spec:
@@ -236,9 +236,9 @@ def _pair_spec(name: str) -> tuple[str, Spec] | None:
     kind = next((k for k in ("support_contact", "payment_failure", "returns") if k in kinds),
                 "engagement_drop")
     span = f"in the last {match['w']} days"
-    return kind, _spec(f"{{value}} {t_many} per {u_one} {span}", fmt="rate",
+    return kind, _spec(f"{{count}} per {u_one} {span}", fmt="rate",
                        zero=f"No {t_one} per {u_one} {span}",
-                       missing=f"No {u_many} {span} to compare with")
+                       missing=f"No {u_many} {span} to compare with", noun=(t_one, t_many))
 
 
 # -- fixed features ------------------------------------------------------------------------
@@ -337,7 +337,7 @@ def _activity_specs() -> dict[str, tuple[str, Spec]]:
             missing="Has never used the app or site")),
         ACTIVE_DAYS_VS_USUAL: ("engagement_drop", _spec(
             "Active on {value} as many days as usual in the last 30 days", fmt="percent",
-            zero="Not active in the last 30 days, though usually active",
+            zero="Active on no day in the last 30 days (0% of the usual)",
             missing="No usual activity to compare with")),
     }
     for w in WINDOWS:

@@ -287,8 +287,8 @@ def _times(value: float) -> str:
     return {"1": "once", "2": "twice"}.get(shown, f"{shown} times")
 
 
-def _counted_noun(value: float, noun: Sequence[str]) -> str:
-    shown = _short(value, 1)
+def _counted_noun(value: float, noun: Sequence[str], digits: int = 1) -> str:
+    shown = _short(value, digits)
     return f"{shown} {noun[0] if shown == '1' else noun[1]}"
 
 
@@ -323,8 +323,9 @@ def render_sentence(spec: Mapping[str, Any], value: Any, *, typical: float | Non
             "negative" if number < 0 else "some")
     template = spec.get(case) or spec["some"]
     noun = spec.get("noun") or ("", "")
+    digits = 2 if spec.get("format") == "rate" else 1
     fields = {"value": fmt(number), "abs": fmt(abs(number)), "times": _times(number),
-              "abs_times": _times(abs(number)), "count": _counted_noun(number, noun),
+              "abs_times": _times(abs(number)), "count": _counted_noun(number, noun, digits),
               "abs_count": _counted_noun(abs(number), noun),
               "abs_noun": _counted_noun(abs(number), noun).split(" ", 1)[-1]}
     if typical is not None and spec.get("typical"):
