@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from models.contributions import exact_contributions
-from models.explain import reason_kind, reason_text
+from models.explain import reason_kind, sentence_of
 from models.reasons import ReasonTable, plain, reason_table, top_features
 
 BUNDLE_FILE = "bundle.json"
@@ -278,8 +278,15 @@ class ChurnBundle:
         return features.loc[rows]
 
     def _text_of(self, reference: Mapping[str, float]) -> Callable[[str, Any], str]:
+        """``(feature, value) -> sentence``, each feature's sentence prepared once."""
+        prepared: dict[str, Callable[[Any], str]] = {}
+
         def text_of(name: str, value: Any) -> str:
-            return reason_text(name, value, info=self.feature_info.get(name), reference=reference)
+            render = prepared.get(name)
+            if render is None:
+                render = prepared[name] = sentence_of(name, self.feature_info.get(name),
+                                                      reference)
+            return render(value)
 
         return text_of
 

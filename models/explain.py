@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import string
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -225,13 +226,15 @@ def reason_text(name: str, value: Any, *, info: Mapping[str, Any] | None = None,
 
     ``info`` is the feature's entry in the bundle (description, unit and, in
     bundles that have them, the sentence spec); ``reference`` maps feature
-    names to their typical value among retained customers.
+    names to their typical value among retained customers. Many values of one
+    feature: `sentence_of`.
     """
-    reference = reference or {}
-    if info and info.get("sentence"):
-        return render_sentence(info["sentence"], value, typical=_typical(
-            reference, info["sentence"].get("typical_of", name)),
-            levels=info.get("level_churn_rate"), overall=info.get("churn_rate"))
+    return sentence_of(name, info, reference or {})(value)
+
+
+def _legacy_text(name: str, value: Any, *, info: Mapping[str, Any] | None,
+                 reference: Reference) -> str:
+    """The sentence of a bundle trained before sentence specs: name templates, else generic."""
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
     template = _template(name) if numeric and math.isfinite(float(value)) else None
     if template is not None:
@@ -296,44 +299,94 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and not math.isfinite(value))
 
 
+class Sentence:
+    """A feature's sentence spec (`features.reasons`) made ready for one reference.
+
+    Batch scoring renders a sentence for every distinct value of every reason
+    feature, so what does not depend on the value (the format, the typical
+    clause, the level clauses, the placeholders each case uses) is worked out
+    once here and `render` fills in only what the value's case needs.
+    """
+
+    def __init__(self, spec: Mapping[str, Any], *, typical: float | None = None,
+                 levels: Mapping[str, float] | None = None, overall: float | None = None
+                 ) -> None:
+        self.text_only = spec.get("format") == "text"
+        self.fmt = FORMATS.get(str(spec.get("format", "number")), FORMATS["number"])
+        self.noun = tuple(spec.get("noun") or ("", ""))
+        self.digits = 2 if spec.get("format") == "rate" else 1
+        self.missing = _finish(str(spec["missing"]))
+        self.some = str(spec["some"])
+        self.clause = ""
+        if typical is not None and spec.get("typical"):
+            self.clause = str(spec["typical"]).format(typical=self.fmt(typical))
+        self.cases = {case: _parsed(str(spec.get(case) or spec["some"]))
+                      for case in ("zero", "one", "negative", "some")}
+        self.level_clauses: dict[str, str] = {}
+        if spec.get("levels") and levels and overall:
+            for level, rate in levels.items():
+                compare = ("more often" if rate > overall * 1.05 else
+                           "less often" if rate < overall * 0.95 else "about as often as others")
+                self.level_clauses[level] = "; " + str(spec["levels"]).format(
+                    level_compare=compare, level_rate=_pct(rate), overall_rate=_pct(overall))
+
+    def render(self, value: Any) -> str:
+        """The sentence for one value (missing, a category level or a number)."""
+        if _missing(value):
+            return self.missing
+        if isinstance(value, str) or self.text_only:
+            level = str(value)
+            return _finish(self.some.format(value=level.replace("_", " "))
+                           + self.level_clauses.get(level, ""))
+        number = float(value)
+        case = ("zero" if number == 0 else "one" if number == 1 else
+                "negative" if number < 0 else "some")
+        template, names = self.cases[case]
+        fields = {name: _FIELDS[name](self, number) for name in names}
+        return _finish(template.format(**fields) + self.clause)
+
+
+_FIELDS: dict[str, Callable[[Sentence, float], str]] = {
+    "value": lambda s, v: s.fmt(v),
+    "abs": lambda s, v: s.fmt(abs(v)),
+    "times": lambda s, v: _times(v),
+    "abs_times": lambda s, v: _times(abs(v)),
+    "count": lambda s, v: _counted_noun(v, s.noun, s.digits),
+    "abs_count": lambda s, v: _counted_noun(abs(v), s.noun),
+    "abs_noun": lambda s, v: _counted_noun(abs(v), s.noun).split(" ", 1)[-1],
+}
+
+
+def _parsed(template: str) -> tuple[str, tuple[str, ...]]:
+    names = tuple(name for _, name, _, _ in string.Formatter().parse(template) if name)
+    unknown = sorted(set(names) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"sentence {template!r}: unknown placeholder(s) {unknown}")
+    return template, names
+
+
 def render_sentence(spec: Mapping[str, Any], value: Any, *, typical: float | None = None,
                     levels: Mapping[str, float] | None = None,
                     overall: float | None = None) -> str:
-    """Fill a feature's sentence spec (`features.reasons`) for one value.
+    """Fill a feature's sentence spec for one value (see `Sentence`).
 
     The case is chosen by the value (missing, zero, one, negative, any other);
     the typical-value clause is added when ``typical`` is known, the level
     clause of a category when its churn rate among training customers is.
     """
-    if _missing(value):
-        return _sentence(spec["missing"], {})
-    if isinstance(value, str) or spec.get("format") == "text":
-        text = str(value).replace("_", " ")
-        clause = ""
-        rate = (levels or {}).get(str(value))
-        if spec.get("levels") and rate is not None and overall:
-            compare = ("more often" if rate > overall * 1.05 else
-                       "less often" if rate < overall * 0.95 else "about as often as others")
-            clause = "; " + spec["levels"].format(level_compare=compare, level_rate=_pct(rate),
-                                                  overall_rate=_pct(overall))
-        return _sentence(spec["some"] + clause, {"value": text})
-    number = float(value)
-    fmt = FORMATS.get(str(spec.get("format", "number")), FORMATS["number"])
-    case = ("zero" if number == 0 else "one" if number == 1 else
-            "negative" if number < 0 else "some")
-    template = spec.get(case) or spec["some"]
-    noun = spec.get("noun") or ("", "")
-    digits = 2 if spec.get("format") == "rate" else 1
-    fields = {"value": fmt(number), "abs": fmt(abs(number)), "times": _times(number),
-              "abs_times": _times(abs(number)), "count": _counted_noun(number, noun, digits),
-              "abs_count": _counted_noun(abs(number), noun),
-              "abs_noun": _counted_noun(abs(number), noun).split(" ", 1)[-1]}
-    if typical is not None and spec.get("typical"):
-        template += spec["typical"]
-        fields["typical"] = fmt(typical)
-    return _sentence(template, fields)
+    return Sentence(spec, typical=typical, levels=levels, overall=overall).render(value)
 
 
-def _sentence(template: str, fields: Mapping[str, str]) -> str:
-    text = template.format(**fields)
+def sentence_of(name: str, info: Mapping[str, Any] | None, reference: Reference
+                ) -> Callable[[Any], str]:
+    """``value -> sentence`` for one feature: the bundle's spec, or the older fallback."""
+    if info and info.get("sentence"):
+        spec = info["sentence"]
+        return Sentence(spec, typical=_typical(reference, spec.get("typical_of", name)),
+                        levels=info.get("level_churn_rate"),
+                        overall=info.get("churn_rate")).render
+    return functools.partial(_legacy_text, name, info=info, reference=reference)
+
+
+def _finish(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
