@@ -13,6 +13,8 @@ from churnlens import build_app
 from features.generate import generate_dataset
 from training.backtest import MODELS
 
+pytestmark = pytest.mark.slow  # end-to-end: real servers, subprocesses or training
+
 END = date(2024, 6, 30)
 
 

@@ -27,6 +27,8 @@ from training.horizon import (
 from training.recent_clv import RECENT_WINDOW_DAYS, recent_training_set
 from training.train import TrainParams, fit_bundle
 
+pytestmark = pytest.mark.slow  # trains on several generated snapshots
+
 HORIZON = 273
 
 

@@ -54,6 +54,7 @@ def reference_run(scorer, data_dir, tmp_path_factory):
     return _run(scorer, data_dir, out)
 
 
+@pytest.mark.slow
 def test_command_scores_everyone_and_accounts_for_every_row(bundle_dir, data_dir, tmp_path):
     from churnlens import build_app
 
@@ -184,12 +185,14 @@ def test_partitions_are_what_for_customers_returns(scorer, data_dir):
             pd.testing.assert_frame_equal(part.table(name), expected.table(name))
 
 
+@pytest.mark.slow
 def test_dask_engine_writes_the_same_file(scorer, data_dir, tmp_path, reference_run):
     summary = _run(scorer, data_dir, tmp_path / "scores.parquet", engine="dask")
     assert summary.output.read_bytes() == reference_run.output.read_bytes()
     assert summary.rejects.read_bytes() == reference_run.rejects.read_bytes()
 
 
+@pytest.mark.slow
 def test_worker_processes_write_the_same_file_and_resume(
     scorer, data_dir, tmp_path, reference_run
 ):

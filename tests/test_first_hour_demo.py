@@ -6,9 +6,12 @@ import json
 import subprocess
 from pathlib import Path
 
+import pytest
 from first_hour_support import background, plain_env, port_of, wait_for
 
 from churnlens import command_path, next_steps
+
+pytestmark = pytest.mark.slow  # end-to-end: real servers, subprocesses or training
 
 
 def test_hints_call_the_venv_commands_relative_to_the_demo_folder():

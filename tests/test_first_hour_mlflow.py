@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 from urllib.parse import urlparse
 
+import pytest
 from first_hour_support import ROOT, VENV_BIN, plain_env
 from mlflow import MlflowClient
 
@@ -59,6 +60,7 @@ def test_demo_run_opens_as_training_with_its_data_and_fitted_params(demo_run):
     assert run.info.artifact_uri.startswith((demo_run.folder / "mlartifacts").as_uri())
 
 
+@pytest.mark.slow
 def test_mlflow_run_logs_into_churnlens_beside_the_store(demo_run, tmp_path):
     """`mlflow run . -e train` from an activated environment, in a fresh folder."""
     env = plain_env(PATH=f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin")

@@ -7,6 +7,8 @@ import subprocess
 import pytest
 from first_hour_support import VENV_BIN, plain_env
 
+pytestmark = pytest.mark.slow  # end-to-end: real servers, subprocesses or training
+
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):

@@ -23,6 +23,8 @@ from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry,
 from features.contract import MAX_ID_LENGTH
 from serving.settings import Settings
 
+pytestmark = pytest.mark.slow  # end-to-end: real servers, subprocesses or training
+
 JSON_HEADERS = {**AUTH, "Content-Type": "application/json"}
 #: examples of the property test; the figure is quoted in docs/serving.md
 PROPERTY_EXAMPLES = 150

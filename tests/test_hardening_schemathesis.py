@@ -28,6 +28,8 @@ from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry,
 
 from serving.settings import Settings
 
+pytestmark = pytest.mark.slow  # end-to-end: real servers, subprocesses or training
+
 #: generated cases per operation and generation mode (the figures in docs/serving.md)
 MAX_EXAMPLES = 12
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,

@@ -28,6 +28,8 @@ from serving.outreach.webhooks import new_secret
 from serving.redact import masked_url
 from serving.settings import Settings
 
+pytestmark = pytest.mark.slow  # end-to-end: real servers, subprocesses or training
+
 PASSWORD = "pw-Hardening-7q2"
 TOKEN = "tok-CRM-9f3e1d"
 RULES = """

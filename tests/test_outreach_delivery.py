@@ -157,6 +157,7 @@ def test_each_receiver_answer_leaves_the_action_in_the_right_state(outbox, recei
         "server-error", "gone", "bad-request", "slow", "refused"}
 
 
+@pytest.mark.slow
 def test_receiver_down_then_up_delivers_everything_exactly_once(outbox):
     port = free_port()
     url = f"http://127.0.0.1:{port}/ok"
@@ -187,6 +188,7 @@ def test_receiver_down_then_up_delivers_everything_exactly_once(outbox):
     assert "delivered 40" in out
 
 
+@pytest.mark.slow
 def test_relay_killed_mid_batch_loses_nothing_and_redelivers_with_the_same_id(outbox, receiver):
     outbox.record_scores([], triggered(60, receiver.url("/slow/0.1")))
     # a batch of 10 at concurrency 2 takes ~0.5 s; the lease (3 s) outlives it

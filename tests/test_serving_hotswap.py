@@ -11,6 +11,8 @@ from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry,
 
 from serving.settings import Settings
 
+pytestmark = pytest.mark.slow  # end-to-end: real servers, subprocesses or training
+
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):

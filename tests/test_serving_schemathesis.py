@@ -25,6 +25,8 @@ from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry,
 
 from serving.settings import Settings
 
+pytestmark = pytest.mark.slow  # end-to-end: real servers, subprocesses or training
+
 MAX_EXAMPLES = 10
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_schema_conformance]

@@ -21,6 +21,8 @@ from training import registry
 from training.evaluate import PLOT_FILES
 from training.train import register_fit
 
+pytestmark = pytest.mark.slow  # end-to-end: real servers, subprocesses or training
+
 ROOT = Path(__file__).resolve().parent.parent
 PROFILE = {"customers": 2000, "rows": {"orders": 1}, "snapshots": 6}
 
