@@ -80,7 +80,7 @@ def test_built_in_rules_win_back_lapsed_valuable_customers_and_onboard_stalling_
     assert [t.rule for t in rules.evaluate(lapsed)] == ["lapsed-win-back"]
     assert rules.evaluate(lapsed.model_copy(update={"value_segment": "mid"})) == []
     stalling = score_record("b", lifecycle_stage="new", risk_tier="medium", value_segment="low",
-                            churn_probability=0.4)
+                            churn_probability=0.4, reasons=[])
     assert rules.evaluate(stalling)[0].action == "onboarding_nudge"
     settled = score_record("c", lifecycle_stage="new", risk_tier="low", value_segment="low",
                            churn_probability=0.05, reasons=[])
