@@ -130,6 +130,7 @@ def step_dask(parts: Path, out: Path, bundle: Path, chunk_size: int) -> dict:
     scorer = _scorer(bundle)
     started = time.perf_counter()
     with dask_client(None, workers=2) as client:
+        ready = time.perf_counter()
         summary = run_partitioned_batch(data=str(parts), out=str(out), scorer=scorer,
                                         model_uri=str(bundle), client=client,
                                         chunk_size=chunk_size)
@@ -137,6 +138,7 @@ def step_dask(parts: Path, out: Path, bundle: Path, chunk_size: int) -> dict:
     seconds = time.perf_counter() - started
     return {"engine": "dask", "seconds": round(seconds, 1),
             "customers_per_s": round(summary.rows_scored / seconds),
+            "cluster_start_s": round(ready - started, 1),
             "rows_scored": summary.rows_scored, "rows_rejected": summary.rows_rejected,
             "driver_peak_rss_mb": _peak_mb(),
             "worker_peak_rss_mb": sorted(round(kb / 1024) for kb in workers.values())}
