@@ -17,7 +17,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from features.attributes import type_attributes
 from features.dataset import ACTIVITY_TABLES, ORDER_STATUSES, TABLE_COLUMNS, Dataset
+from features.text import arrow_text, clean_text, is_blank, stripped
 
 REJECT_COLUMNS = ["file", "row", "column", "value", "reason"]
 
@@ -44,8 +46,6 @@ MAX_ATTRIBUTE_COLUMNS = 1000
 
 #: a raw table, or a function that reads it when it is its turn (one table in memory at a time)
 RawTable = pd.DataFrame | Callable[[], pd.DataFrame]
-#: how many leading values `_attribute` parses before converting a whole column
-_ATTRIBUTE_SAMPLE = 1000
 
 
 class DataContractError(ValueError):
@@ -117,83 +117,6 @@ class _Rejects:
         return pd.concat(self.records, ignore_index=True)
 
 
-def _arrow_text(series: pd.Series) -> pa.ChunkedArray | None:
-    """The Arrow strings behind a pyarrow-backed text column (no copy), else None."""
-    dtype = series.dtype
-    if not (isinstance(dtype, pd.StringDtype) and dtype.storage == "pyarrow"):
-        return None
-    arrow = pa.array(series.array)
-    if isinstance(arrow, pa.Array):
-        arrow = pa.chunked_array([arrow], type=arrow.type)
-    if not (pa.types.is_string(arrow.type) or pa.types.is_large_string(arrow.type)):
-        return None
-    return arrow
-
-
-def _plain_chunk(chunk: pa.Array) -> bool:
-    """No value is empty or has a byte at either end that could be whitespace.
-
-    Conservative on purpose: control bytes, space, DEL and any non-ASCII byte
-    count as "could be whitespace", so Python's and Arrow's ``strip`` agree
-    that such a chunk is unchanged.
-    """
-    if len(chunk) == 0:
-        return True
-    offset_type = np.dtype(np.int64 if pa.types.is_large_string(chunk.type) else np.int32)
-    _, offsets_buffer, data_buffer = chunk.buffers()
-    offsets = np.frombuffer(offsets_buffer, dtype=offset_type, count=len(chunk) + 1,
-                            offset=chunk.offset * offset_type.itemsize)
-    starts, ends = offsets[:-1], offsets[1:]
-    if chunk.null_count:
-        valid = chunk.is_valid().to_numpy(zero_copy_only=False)
-        starts, ends = starts[valid], ends[valid]
-    if len(starts) == 0:
-        return True
-    if (ends <= starts).any():
-        return False
-    data = np.frombuffer(data_buffer, dtype=np.uint8)
-    return all(((edge > 0x20) & (edge < 0x7F)).all() for edge in (data[starts], data[ends - 1]))
-
-
-def _plain_text(series: pd.Series) -> bool:
-    """True when stripping changes no value and none is blank, so both can be skipped.
-
-    Looks at the first and last byte of each Arrow string (fast, no copy);
-    False whenever that cannot tell, and callers then do the full work.
-    """
-    arrow = _arrow_text(series)
-    return arrow is not None and all(_plain_chunk(chunk) for chunk in arrow.chunks)
-
-
-def _is_str(series: pd.Series) -> bool:
-    """Whether ``series.astype("str")`` would keep the dtype (so it can be skipped)."""
-    return series.dtype == series.iloc[:0].astype("str").dtype
-
-
-def _is_blank(series: pd.Series) -> pd.Series:
-    """Missing, or text that is only spaces; typed (non-text) columns can only be missing."""
-    if not (pd.api.types.is_object_dtype(series.dtype)
-            or pd.api.types.is_string_dtype(series.dtype)):
-        return series.isna()
-    if _plain_text(series):
-        return series.isna()
-    return series.isna() | (series.astype("string").str.strip() == "").fillna(False)
-
-
-def _clean_text(series: pd.Series) -> pd.Series:
-    """Text as ``string`` with surrounding spaces stripped and blanks missing."""
-    if _plain_text(series):
-        return series.astype("string")
-    return series.astype("string").str.strip().replace("", pd.NA)
-
-
-def _stripped(series: pd.Series) -> pd.Series:
-    """Text as ``str``, surrounding spaces stripped; the column itself if that changes nothing."""
-    if _is_str(series) and _plain_text(series):
-        return series
-    return series.astype("string").str.strip().astype("str")
-
-
 def _is_in(ids: pd.Series, known: pd.Index) -> pd.Series:
     """``ids.isin(known)`` through Arrow's hash kernel (pandas' is ~10x slower on strings)."""
     if len(known) == 0:
@@ -220,7 +143,7 @@ def _parse_timestamps(series: pd.Series) -> tuple[pd.Series, pd.Series]:
     elif pd.api.types.is_datetime64_dtype(series.dtype):
         parsed = series
     else:
-        text = _clean_text(series)
+        text = clean_text(series)
         parsed = pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True)
         parsed = parsed.dt.tz_localize(None)
     out_of_range = parsed.notna() & ((parsed < _EARLIEST) | (parsed >= _LATEST))
@@ -232,36 +155,8 @@ def _parse_timestamps(series: pd.Series) -> tuple[pd.Series, pd.Series]:
 def _parse_numbers(series: pd.Series) -> pd.Series:
     if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series):
         return series.astype("float64")
-    text = _clean_text(series)
+    text = clean_text(series)
     return pd.to_numeric(text, errors="coerce").astype("float64")
-
-
-def _attribute(series: pd.Series) -> pd.Series:
-    """A static attribute: numeric when every non-blank value is a number, else text.
-
-    CSV cells arrive as strings; without this an ``age`` column would be
-    treated as a category of strings. Blank cells become missing values.
-    """
-    if pd.api.types.is_numeric_dtype(series.dtype) and not pd.api.types.is_bool_dtype(series):
-        return series.astype("float64")
-    if pd.api.types.is_bool_dtype(series.dtype):
-        return series.astype(object)
-    text = _clean_text(series)
-    if not _sample_is_text(text):
-        numbers = pd.to_numeric(text, errors="coerce")
-        if text.notna().any() and numbers[text.notna()].notna().all():
-            return numbers.astype("float64")
-    return text.astype(object).where(text.notna(), np.nan)
-
-
-def _sample_is_text(text: pd.Series) -> bool:
-    """Whether a leading value is not a number, which already makes the column text.
-
-    Parsing is per value, so a sample answers "text" exactly as the whole
-    column would, without parsing a million names to find that out.
-    """
-    sample = text.iloc[:_ATTRIBUTE_SAMPLE].dropna()
-    return bool(pd.to_numeric(sample, errors="coerce").isna().any())
 
 
 def _as_ids(series: pd.Series) -> pd.Series:
@@ -270,7 +165,7 @@ def _as_ids(series: pd.Series) -> pd.Series:
         whole = series.dropna()
         if (whole == whole.round()).all():
             series = series.astype("Int64")
-    return _stripped(series)
+    return stripped(series)
 
 
 def _check_attribute_count(columns: pd.Index, *, source: str) -> None:
@@ -285,7 +180,7 @@ def _check_attribute_count(columns: pd.Index, *, source: str) -> None:
 
 def _reject_unstorable_ids(rejects: _Rejects, ids: pd.Series, column: str) -> None:
     """Ids longer than MAX_ID_LENGTH, or holding a NUL, cannot be stored or looked up."""
-    arrow = _arrow_text(ids)
+    arrow = arrow_text(ids)
     if arrow is not None:  # the common case: one pass over the Arrow buffers, no copy
         longest = pc.max(pc.binary_length(arrow)).as_py() or 0
         if longest <= MAX_ID_LENGTH and not pc.any(pc.match_substring(arrow, "\x00")).as_py():
@@ -299,7 +194,7 @@ def _reject_unstorable_ids(rejects: _Rejects, ids: pd.Series, column: str) -> No
 
 def _order_status(series: pd.Series) -> pd.Series:
     """Status stripped and lower-cased, blank meaning completed (not yet checked)."""
-    arrow = _arrow_text(series)
+    arrow = arrow_text(series)
     if arrow is not None and arrow.null_count == 0:
         statuses = pa.array(ORDER_STATUSES, type=arrow.type)
         if pc.all(pc.is_in(arrow, value_set=statuses)).as_py() is not False:
@@ -346,14 +241,14 @@ def validate_table(
         _check_attribute_count(raw.columns, source=source)
     id_columns = [c for c in ("customer_id", "order_id") if c in frame.columns]
     for column in id_columns:
-        rejects.add(_is_blank(frame[column]), column, f"empty {column}")
+        rejects.add(is_blank(frame[column]), column, f"empty {column}")
         frame[column] = _as_ids(frame[column])
         _reject_unstorable_ids(rejects, frame[column], column)
 
     for column in TIMESTAMP_COLUMNS.get(name, ()):
         if column not in frame.columns:
             continue
-        blank = _is_blank(frame[column])
+        blank = is_blank(frame[column])
         parsed, out_of_range = _parse_timestamps(frame[column])
         if REQUIRED_VALUES[column]:
             rejects.add(blank, column, f"empty {column}")
@@ -366,7 +261,7 @@ def validate_table(
     for column in NUMERIC_COLUMNS.get(name, ()):
         if column not in frame.columns:
             continue
-        blank = _is_blank(frame[column])
+        blank = is_blank(frame[column])
         parsed = _parse_numbers(frame[column])
         if REQUIRED_VALUES.get(column, False):
             rejects.add(blank, column, f"empty {column}")
@@ -381,8 +276,8 @@ def validate_table(
                     f"unknown status (expected one of {', '.join(ORDER_STATUSES)})")
         frame["status"] = status.astype("str")
     if name == "events":
-        rejects.add(_is_blank(frame["event_type"]), "event_type", "empty event_type")
-        frame["event_type"] = _stripped(frame["event_type"])
+        rejects.add(is_blank(frame["event_type"]), "event_type", "empty event_type")
+        frame["event_type"] = stripped(frame["event_type"])
     if name == "subscriptions" and "ended_at" in frame.columns:
         rejects.add(frame["ended_at"] < frame["started_at"], "ended_at",
                     "ended_at is before started_at")
@@ -410,12 +305,13 @@ def validate_table(
     if name == "orders":
         frame["discount"] = frame["discount"].fillna(0.0)
     if name == "subscriptions":
-        plan = _clean_text(frame["plan"])
+        plan = clean_text(frame["plan"])
         frame["plan"] = plan.fillna("default").astype(object)
     if name == "customers":
         frame["signup_at"] = frame["signup_at"].astype("datetime64[ns]")
-        for column in frame.columns.drop(["customer_id", "signup_at"]):
-            frame[column] = _attribute(frame[column])
+        attributes = type_attributes(frame, frame.columns.drop(["customer_id", "signup_at"]))
+        frame = pd.DataFrame({column: attributes.get(column, frame[column])
+                              for column in frame.columns}, index=frame.index)
 
     # every row usable: `frame` already has a fresh 0..n-1 index, so no filtered copy
     used = frame.loc[~rejects.bad].reset_index(drop=True) if rejects.bad.any() else frame

@@ -22,11 +22,15 @@ output rows) is bounded by the chunk size, and the final file is assembled part 
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import json
 import os
 import pickle
 import shutil
+import signal
+import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
@@ -46,6 +50,7 @@ OUTPUT_SUFFIXES = (".parquet", ".csv")
 MANIFEST = "manifest.json"
 NOT_KNOWN_REASON = "no signup or history before as_of, so there is nothing to score"
 DEFAULT_CHUNK_SIZE = 50_000
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 Progress = Callable[[int, int], None]
 
 
@@ -537,13 +542,43 @@ def _run_dask(
 
 
 _WORKER_SCORER: Scorer | None = None
+#: how often a worker checks that the driver that started it is still its parent
+PARENT_CHECK_SECONDS = 0.25
 
 
-def _start_worker(scorer_pickle: bytes) -> None:
-    """Worker process set-up: one OpenMP thread (the processes share the cores), the model."""
+def _start_worker(scorer_pickle: bytes, parent_pid: int) -> None:
+    """Worker process set-up: die with the driver; one OpenMP thread (the processes share
+    the cores); the model."""
     global _WORKER_SCORER
+    _exit_with_parent(parent_pid)
     os.environ["OMP_NUM_THREADS"] = "1"   # before LightGBM loads, i.e. before unpickling
     _WORKER_SCORER = pickle.loads(scorer_pickle)
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker as soon as the driver is gone, whatever killed it.
+
+    A driver killed by SIGKILL cannot tell its workers; orphans would go on scoring
+    queued chunks and then idle holding the model. Linux delivers SIGKILL to the worker
+    when its parent dies; everywhere, a daemon thread also watches for re-parenting. A
+    worker ended mid-chunk leaves at most a temporary file: parts are renamed into place
+    whole, so ``--resume`` sees a chunk finished or not at all.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):  # no prctl: the watchdog below still works
+            pass
+    if os.getppid() != parent_pid:  # the driver died before the line above ran
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_SECONDS)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="churnlens-parent-watch", daemon=True).start()
 
 
 def score_spilled(scorer: Scorer, chunk: Path, index: int, kwargs: dict[str, Any],
@@ -572,8 +607,10 @@ def _spill(pieces: Iterator[tuple[int, Dataset]], work: Path) -> list[tuple[int,
     spilled = []
     for i, part in pieces:
         path = work / f"chunk-{i:06d}.pickle"
-        with open(path, "wb") as handle:
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as handle:
             pickle.dump(part, handle, protocol=pickle.HIGHEST_PROTOCOL)
+        os.replace(tmp, path)  # a worker never opens a half-written chunk
         spilled.append((i, path))
     return spilled
 
@@ -610,7 +647,7 @@ def _run_processes(
 
     pool = ProcessPoolExecutor(
         max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
-        initializer=_start_worker, initargs=(pickle.dumps(scorer),),
+        initializer=_start_worker, initargs=(pickle.dumps(scorer), os.getpid()),
     )
     try:
         running: set[Any] = set()
