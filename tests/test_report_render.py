@@ -255,3 +255,14 @@ def test_report_for_subscriptions_only_shows_mrr_and_says_orders_are_missing() -
     # February: start 150, end 100 + 80 = 180 -> net revenue retention 120.0%
     assert "Net revenue retention 120.0%" in business, business
     assert "Active customers at start" not in business, "no orders: no inactivity churn"
+
+
+def test_report_counts_lifecycle_stages_and_who_has_a_churn_score(scores: pd.DataFrame) -> None:
+    data = gather_report(orders_only_dataset(), as_of=AS_OF, horizon_days=30)
+    data.model.scores = scores.assign(
+        lifecycle_stage=["active", "declining", "new", "active", "lapsed", "declining"])
+    model = sections(render_report(data))["model-view"]
+    assert "Lifecycle stages" in model
+    # stage, customers, share, with a churn score
+    assert "declining 2 33.3% 2" in model, model
+    assert "lapsed 1 16.7% 0" in model, "the lapsed customer is outside the population"

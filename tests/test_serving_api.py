@@ -97,6 +97,10 @@ def test_model_info(client, registry):
     assert info["alias"] == "champion"
     assert info["run_id"]
     assert "churn_roc_auc" in info["metrics"], info["metrics"]
+    chosen = info["churn_definition"]
+    assert chosen["name"] == "activity" and chosen["reason"].startswith("auto: "), (
+        "orders and app events: --churn auto trains the activity definition")
+    assert info["lifecycle"]["active_days"] == chosen["active_days"]
 
 
 def test_score_by_id_matches_the_batch_scorer(client, scored_customer):
