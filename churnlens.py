@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "serving.cli",
     "serving.score_cli",
     "serving.report_cli",
+    "serving.monitoring.cli",
 )
 #: modules whose typer ``app`` is a command group, by group name
 GROUP_MODULES = {"outreach": "serving.outreach.cli", "apikey": "serving.apikey"}

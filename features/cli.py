@@ -1,4 +1,4 @@
-"""Commands over datasets: validate, generate, features."""
+"""Commands over datasets: validate, generate, features, partition."""
 
 from __future__ import annotations
 
@@ -103,6 +103,13 @@ def generate(
     seasonality: Annotated[bool, typer.Option(
         "--seasonality", help="Add a yearly peak quarter (Oct-Dec: about 1.8x the spend, "
         "half the churn hazard)")] = False,
+    shift_sessions: Annotated[str | None, typer.Option(
+        "--shift-sessions", help="DAY:FACTOR, e.g. 2024-03-01:0.5: app sessions happen FACTOR "
+        "times as often from DAY on (a known drift, for monitoring checks)")] = None,
+    outreach_from: Annotated[str | None, typer.Option(
+        "--outreach-from", help="Outbox URL: replay the actions churnlens recorded for this "
+        "same world (same seed and options) with known effects; writes outreach_truth.csv "
+        "(see docs/outreach.md)")] = None,
 ) -> None:
     """Generate a realistic dataset whose churn is caused by observable behaviour."""
     from rich.progress import Progress
@@ -118,17 +125,58 @@ def generate(
     except ValueError as error:
         raise typer.BadParameter(f"{end!r} is not a date (YYYY-MM-DD)",
                                  param_hint="--end") from error
+    session_shift = None
+    if shift_sessions is not None:
+        try:
+            day, factor = shift_sessions.split(":")
+            session_shift = (date.fromisoformat(day), float(factor))
+        except ValueError as error:
+            raise typer.BadParameter(f"{shift_sessions!r} is not DAY:FACTOR (e.g. "
+                                     "2024-03-01:0.5)", param_hint="--shift-sessions") from error
+        if not session_shift[1] >= 0:
+            raise typer.BadParameter("the factor must be at least 0",
+                                     param_hint="--shift-sessions")
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"simulating {customers:,} customers", total=1.0)
         generated = generate_dataset(
             customers=customers, seed=seed, end=end_day, kind=kind, history_days=history_days,
             orders_per_customer=orders_per_customer, events_per_customer=events_per_customer,
-            seasonality=seasonality, progress=lambda done: progress.update(task, completed=done),
+            seasonality=seasonality, session_shift=session_shift,
+            progress=lambda done: progress.update(task, completed=done),
         )
     with console.status(f"writing {fmt} files to {out}"):
         generated.write(out, fmt=fmt)
     counts = ", ".join(f"{len(frame):,} {name}" for name, frame in generated.tables.items())
     console.print(f"wrote {counts} and ground_truth.csv to {out}", soft_wrap=True)
+    if outreach_from is not None:
+        _replay_outreach(outreach_from, out=out, seed=seed, fmt=fmt)
+
+
+def _replay_outreach(outbox_url: str, *, out: Path, seed: int, fmt: str) -> None:
+    """Rewrite the orders after each recorded action as if the treated were contacted."""
+    from features.io import read_dataset, write_dataset, write_table
+    from features.outreach_sim import simulate_outreach
+    from models.loading import missing_store
+    from serving.outreach.outbox import Outbox
+
+    if missing_store(outbox_url) is not None:
+        raise typer.BadParameter(f"no outbox at {outbox_url} (no such file)",
+                                 param_hint="--outreach-from")
+    store = Outbox(outbox_url)
+    try:
+        actions = store.action_history()
+    finally:
+        store.close()
+    if actions.empty:
+        raise typer.BadParameter("the outbox holds no action: score with `--outreach` first",
+                                 param_hint="--outreach-from")
+    world = simulate_outreach(read_dataset(out).dataset, actions, seed=seed)
+    write_dataset({"orders": world.orders}, out, fmt=fmt)
+    write_table(world.truth, out / "outreach_truth.csv")
+    treated = int((world.truth["assignment"] == "treated").sum())
+    console.print(f"replayed {len(world.truth):,} actions ({treated:,} treated, "
+                  f"{int(world.truth['saved'].sum()):,} customers saved); the true effects are "
+                  f"in {out / 'outreach_truth.csv'}", soft_wrap=True)
 
 
 def parse_as_of(value: str | None, *, default):
@@ -146,7 +194,9 @@ def parse_as_of(value: str | None, *, default):
 
 @app.command("features")
 def features_command(
-    data: DataOption,
+    data: Annotated[str, typer.Option(
+        "--data", help="Dataset directory, or a partitioned dataset (local path or fsspec "
+                       "URL) written by `churnlens partition`")],
     out: Annotated[Path, typer.Option(help="Feature table to write (.parquet or .csv)")],
     as_of: Annotated[str | None, typer.Option(
         "--as-of", help="Use only rows before this day, YYYY-MM-DD; default the day after "
@@ -156,11 +206,12 @@ def features_command(
         help="Dask scheduler address (tcp://host:8786); default a local cluster")] = None,
     partitions: Annotated[int | None, typer.Option(
         min=1, help="Customer partitions for --engine dask")] = None,
+    connect_timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds to wait for the Dask scheduler to answer")] = 10.0,
 ) -> None:
     """Write the point-in-time feature table: one row per customer known at --as-of."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from features.engine import ENGINES, compute_features
+    from features.engine import ENGINES
+    from features.partitioned import is_partitioned
 
     if engine not in ENGINES:
         raise typer.BadParameter(f"expected one of {', '.join(ENGINES)}", param_hint="--engine")
@@ -168,6 +219,26 @@ def features_command(
         raise typer.BadParameter("the output must end in .parquet or .csv", param_hint="--out")
     if scheduler is not None and engine != "dask":
         raise typer.BadParameter("--scheduler needs --engine dask", param_hint="--scheduler")
+    if is_partitioned(data):
+        _partitioned_features(data, out=out, as_of=as_of, engine=engine, scheduler=scheduler,
+                              partitions=partitions, connect_timeout=connect_timeout)
+    else:
+        _features(Path(data), out=out, as_of=as_of, engine=engine, scheduler=scheduler,
+                  partitions=partitions)
+
+
+def _progress_bar():
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=console, transient=True)
+
+
+def _features(data: Path, *, out: Path, as_of: str | None, engine: str, scheduler: str | None,
+              partitions: int | None) -> None:
+    """The feature table of a dataset directory read here (the Dask engine ships chunks)."""
+    from features.engine import compute_features
+
     with console.status(f"reading {data}"):
         result = load_or_exit(data)
     dataset = result.dataset
@@ -175,9 +246,7 @@ def features_command(
         console.print(f"[yellow]{len(result.rejects):,} row(s) rejected by the data contract "
                       f"were left out[/yellow] (see `churnlens validate --data {data}`)")
     cut = parse_as_of(as_of, default=dataset.default_as_of)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True) as bar:
+    with _progress_bar() as bar:
         label = "partitions" if engine == "dask" else "features"
         task = bar.add_task(f"computing {label} as of {cut:%Y-%m-%d}", total=None)
 
@@ -193,3 +262,69 @@ def features_command(
     write_table(frame.reset_index(), out)
     console.print(f"wrote {len(frame):,} customers x {frame.shape[1]} features as of "
                   f"{cut:%Y-%m-%d} to {out}")
+
+
+def _partitioned_features(data: str, *, out: Path, as_of: str | None, engine: str,
+                          scheduler: str | None, partitions: int | None,
+                          connect_timeout: float) -> None:
+    """One task per partition: workers read their partition; this process reads the manifest."""
+    from contextlib import nullcontext
+
+    from features.cluster import SchedulerUnreachable, dask_client
+    from features.engine import compute_partitioned_features
+    from features.partitioned import read_manifest
+
+    if out.suffix != ".parquet":
+        raise typer.BadParameter("a partitioned dataset's features are written as .parquet",
+                                 param_hint="--out")
+    try:
+        manifest = read_manifest(data, partitions=partitions)
+        cut = parse_as_of(as_of, default=manifest.default_as_of)
+        connection = (dask_client(scheduler, connect_timeout=connect_timeout)
+                      if engine == "dask" else nullcontext(None))
+        with connection as client, _progress_bar() as bar:
+            task = bar.add_task(f"computing partitions as of {cut:%Y-%m-%d}",
+                                total=manifest.partitions)
+            run = compute_partitioned_features(
+                data, out=str(out), as_of=cut, client=client, partitions=partitions,
+                progress=lambda done, total: bar.update(task, completed=done, total=total))
+    except (DataContractError, SchedulerUnreachable, ValueError) as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    rejected = sum(run.rows_rejected.values()) + sum(manifest.rows_rejected.values())
+    if rejected:
+        console.print(f"[yellow]{rejected:,} row(s) rejected by the data contract were left "
+                      f"out[/yellow] (see {data.rstrip('/')}/rejects.csv)", soft_wrap=True)
+    console.print(f"wrote {run.customers:,} customers from {manifest.partitions} partitions as "
+                  f"of {cut:%Y-%m-%d} to {out}", soft_wrap=True)
+
+
+@app.command("partition")
+def partition_command(
+    data: Annotated[str, typer.Option(
+        "--data", help="Dataset directory to read (local path or fsspec URL)")],
+    out: Annotated[str, typer.Option(
+        help="Where to write the partitioned dataset (local path or fsspec URL)")],
+    partitions: Annotated[int, typer.Option(
+        min=1, help="Number of customer partitions (a few per worker core)")],
+) -> None:
+    """Write a dataset as Parquet partitions by customer, for Dask workers to read.
+
+    Every table of a customer lands in the same partition (blake2b-64 of the id, modulo
+    the count); rows the data contract rejects go to OUT/rejects.csv and are counted in
+    OUT/manifest.json.
+    """
+    from features.partitioned import read_source, write_partitioned
+
+    try:
+        with console.status(f"reading {data}"):
+            result = read_source(data)
+        with console.status(f"writing {partitions} partitions to {out}"):
+            manifest = write_partitioned(result, out, partitions=partitions)
+    except DataContractError as error:
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    print_summary(result)
+    sizes = [part["customers"] for part in manifest.rows]
+    console.print(f"wrote {manifest.customers:,} customers in {manifest.partitions} partitions "
+                  f"({min(sizes):,} to {max(sizes):,} customers each) to {out}", soft_wrap=True)

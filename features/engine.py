@@ -10,16 +10,20 @@ rows, columns, values, dtypes and categorical levels).
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
+from fsspec.core import url_to_fs
 
 from features.dataset import ACTIVITY_TABLES, Dataset
+from features.partitioned import Manifest, read_manifest, read_partition
 from features.pipeline import build_features, event_types_before
+from features.sorted_merge import write_merged, write_part
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -122,3 +126,81 @@ def combine_partitions(pieces: list[pd.DataFrame]) -> pd.DataFrame:
             for piece in pieces:
                 piece[column] = piece[column].cat.set_categories(levels)
     return pd.concat(pieces).sort_index(kind="stable")
+
+
+@dataclass
+class FeaturePart:
+    """What a worker reports for its partition: counts and category levels, no rows."""
+
+    partition: int
+    customers: int
+    rows_read: dict[str, int]
+    rows_rejected: dict[str, int]
+    categories: dict[str, list[str]]
+    path: str
+
+
+@dataclass
+class FeatureRun:
+    """What the driver knows after a partitioned `features` run."""
+
+    output: str
+    customers: int
+    as_of: pd.Timestamp
+    parts: list[FeaturePart]
+    rows_rejected: dict[str, int]
+
+
+def features_of_partition(number: int, *, data: str, manifest: Manifest, as_of: pd.Timestamp,
+                          event_types: list[str], work: str) -> FeaturePart:
+    """On a worker: read and validate partition ``number``, write its feature rows."""
+    validation = read_partition(data, number, manifest)
+    frame = build_features(validation.dataset, as_of=as_of, event_types=event_types)
+    categories = {str(c): [str(level) for level in frame[c].cat.categories]
+                  for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)}
+    path = posixpath.join(work, f"features-{number:05d}.parquet")
+    write_part(frame.reset_index(), path)
+    return FeaturePart(partition=number, customers=len(frame), rows_read=validation.rows_read,
+                       rows_rejected=validation.rows_rejected, categories=categories, path=path)
+
+
+def compute_partitioned_features(
+    data: str, *, out: str, as_of: pd.Timestamp | None = None, client: Client | None = None,
+    partitions: int | None = None, progress: Callable[[int, int], None] | None = None,
+) -> FeatureRun:
+    """The feature table of a partitioned dataset, one task per partition, merged into ``out``.
+
+    The driver reads only the manifest; workers read, validate and build their partition
+    (``client=None`` runs the same tasks here). The merged file equals the local engine's
+    output on the unpartitioned dataset, row for row.
+    """
+    from features.cluster import run_partitions
+
+    if not str(out).endswith(".parquet"):
+        raise ValueError(f"--out {out}: a partitioned dataset's features are written as .parquet")
+    manifest = read_manifest(data, partitions=partitions)
+    as_of = pd.Timestamp(as_of) if as_of is not None else manifest.default_as_of()
+    work = f"{str(out).rstrip('/')}.parts"
+    fs, local = url_to_fs(work)
+    fs.makedirs(local, exist_ok=True)
+    parts, _ = run_partitions(
+        features_of_partition, range(manifest.partitions), client=client, name="features",
+        progress=progress, data=data, manifest=manifest, as_of=as_of,
+        event_types=manifest.event_types_before(as_of), work=work)
+    ordered = [parts[k] for k in sorted(parts)]
+    written = [p for p in ordered if p.customers]
+    if not written:
+        raise ValueError(f"no customer of {data} is known before {as_of:%Y-%m-%d}")
+    categories: dict[str, set[str]] = {}
+    for part in written:
+        for column, levels in part.categories.items():
+            categories.setdefault(column, set()).update(levels)
+    rows = write_merged([p.path for p in written], str(out), key="customer_id",
+                        categories={c: sorted(v) for c, v in categories.items()})
+    fs.rm(local, recursive=True)
+    rejected: dict[str, int] = {}
+    for part in ordered:
+        for table, count in part.rows_rejected.items():
+            rejected[table] = rejected.get(table, 0) + count
+    return FeatureRun(output=str(out), customers=rows, as_of=as_of, parts=ordered,
+                      rows_rejected=rejected)

@@ -187,6 +187,7 @@ def generate_dataset(
     progress: Callable[[float], None] | None = None,
     seasonality: bool = False,
     hazard_window_days: int = HAZARD_WINDOW_DAYS,
+    session_shift: tuple[date, float] | None = None,
 ) -> GeneratedData:
     """Simulate ``customers`` customers over the ``history_days`` days ending on ``end``.
 
@@ -212,6 +213,10 @@ def generate_dataset(
     hazard_window_days
         The ground truth's ``churn_hazard`` is each customer's weekly hazard at
         the start of the last ``hazard_window_days`` days of history.
+    session_shift
+        ``(day, factor)``: from the first week starting on or after ``day``, every
+        customer's app sessions (only the ``session`` events) happen ``factor``
+        times as often: a known change of one behaviour, for drift checks.
     """
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
@@ -228,6 +233,12 @@ def generate_dataset(
             raise ValueError(f"{name} must be positive, not {value}")
     if isinstance(end, datetime):
         end = end.date()
+    shift_day, shift_factor = None, 1.0
+    if session_shift is not None:
+        shift_day = float((session_shift[0] - _history_start(end, history_days).date()).days)
+        shift_factor = float(session_shift[1])
+        if not shift_factor >= 0:
+            raise ValueError(f"the session shift factor must be at least 0, not {shift_factor}")
 
     profile = _PROFILES[kind]
     notes: list[str] = []
@@ -251,6 +262,7 @@ def generate_dataset(
             start=_history_start(end, history_days), profile=profile, report=report,
             hazard_day=float(history_days - hazard_window_days),
             peak_lift=(_peak_lifts(seed, chunk_index, size) if seasonality else None),
+            session_shift=(shift_day, shift_factor) if shift_day is not None else None,
         ))
     raw = {key: np.concatenate([chunk[key] for chunk in chunks]) for key in chunks[0]}
     return _assemble(raw, customers=customers, end=end, kind=kind,
@@ -353,7 +365,8 @@ def _times_in(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> np.nd
 def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_days: int,
                     start: datetime, profile: _Profile, hazard_day: float,
                     peak_lift: np.ndarray | None = None,
-                    report: Callable[[float], None] | None = None) -> dict[str, np.ndarray]:
+                    report: Callable[[float], None] | None = None,
+                    session_shift: tuple[float, float] | None = None) -> dict[str, np.ndarray]:
     """Simulate ``n`` customers week by week; times are float days since ``start``.
 
     ``hazard_day`` is when the ground truth's hazard is read (days since
@@ -496,6 +509,8 @@ def _simulate_chunk(rng: np.random.Generator, *, n: int, first: int, history_day
             ticket_rate,
             email_rate[a] * level ** 0.3,
         ]) * exposure
+        if session_shift is not None and week_start >= session_shift[0]:
+            rates[0] = rates[0] * session_shift[1]
         counts = rng.poisson(rates)
         for code in range(len(EVENT_TYPES)):
             local = np.repeat(np.arange(m), counts[code])

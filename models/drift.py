@@ -87,7 +87,8 @@ def _shares_of(values: Any, spec: Mapping[str, Any]) -> tuple[np.ndarray, np.nda
     present = array[~np.isnan(array)]
     counts = np.bincount(np.searchsorted(edges, present, side="right"),
                          minlength=len(edges) + 1)
-    expected = [*spec["shares"], spec["missing"]]
+    # a feature missing for every reference customer has no bins: one empty bin stands in
+    expected = [*(spec["shares"] or [0.0]), spec["missing"]]
     actual = [*(counts / n), 1 - len(present) / n]
     return np.asarray(expected, dtype=float), np.asarray(actual, dtype=float)
 

@@ -132,6 +132,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.dependency_overrides[get_settings] = lambda: settings
     app.state.settings = resolved
     metrics = ServiceMetrics()
+    monitoring = _optional_module("serving.monitoring.prometheus")
+    if monitoring is not None:  # the last `churnlens monitor` run's figures, read at scrape
+        metrics.registry.register(monitoring.MonitoringCollector(resolved.outbox_url))
     app.state.metrics = metrics
     app.state.holder = ModelHolder(model_uri=resolved.model_uri, top_k=resolved.top_k,
                                    metrics=metrics)

@@ -468,7 +468,11 @@ def run_batch(
 
 def _input_rejects(validation: Any) -> pd.DataFrame:
     """The data contract's rejected rows, in the rejects file's columns."""
-    frame = validation.rejects
+    return contract_rejects(validation.rejects)
+
+
+def contract_rejects(frame: pd.DataFrame | None) -> pd.DataFrame:
+    """Rejects of the data contract (file, row, column, value, reason) as rejects-file rows."""
     if frame is None or frame.empty:
         return _rejects_frame([])
     converted = pd.DataFrame({

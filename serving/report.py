@@ -1,9 +1,11 @@
 """The retention report: one self-contained HTML file a retention manager can open anywhere.
 
-Four sections, each an element with a stable id: ``business-metrics`` (churn
+Five sections, each an element with a stable id: ``business-metrics`` (churn
 as the business measures it, per month), ``cohorts`` (retention heatmap),
 ``model-view`` (scores, risk × value, top reasons, the champion's calibration
-and lift charts) and ``outreach`` (actions per rule and their delivery state).
+and lift charts), ``outreach`` (actions per rule and their delivery state) and
+``scores-came-true`` (stored scores checked against what happened, drift, and
+each rule's effect: `serving.monitoring.report_view`).
 
 Gathering (`gather_report`) does the I/O and never fails for something that is
 merely absent: no subscriptions, no events, no model yet, no scores, no outbox
@@ -30,13 +32,14 @@ import pandas as pd
 
 from features.dataset import Dataset
 from features.retention import RetentionMetrics, retention_metrics
+from serving.monitoring.report_view import LoopView, gather_loop
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
-SECTION_IDS = ("business-metrics", "cohorts", "model-view", "outreach")
+SECTION_IDS = ("business-metrics", "cohorts", "model-view", "outreach", "scores-came-true")
 RUN_PLOTS = {"calibration": "plots/calibration.png", "lift": "plots/lift.png"}
 TIER_ORDER = ("high", "medium", "low", "not_applicable")
 SEGMENT_ORDER = ("high", "mid", "low")
@@ -82,6 +85,7 @@ class ReportData:
     metrics: RetentionMetrics
     model: ModelView
     outreach: OutreachView
+    loop: LoopView = field(default_factory=LoopView)
     generated_at: pd.Timestamp | None = None
     has_events: bool = False
     has_orders: bool = False
@@ -243,7 +247,17 @@ def gather_report(
                               f"{error}")
     outreach = (read_outbox(outbox_url) if outbox_url
                 else OutreachView(note="No outbox was given (--outbox), so outreach is not shown."))
+    loop = LoopView(notes=["No outbox or no model registry was given, so stored scores are "
+                           "not checked."])
+    if outbox_url and model_uri:
+        try:
+            loop = gather_loop(dataset, outbox_url=outbox_url, as_of=as_of)
+        except Exception as error:  # the rest of the report is still worth having
+            logger.warning("checking the stored scores failed", exc_info=True)
+            loop = LoopView(notes=[f"Checking the stored scores failed: "
+                                   f"{type(error).__name__}: {error}"])
     return ReportData(
+        loop=loop,
         dataset_name=dataset_name,
         table_rows=dataset.count_rows(),
         metrics=metrics,
@@ -719,6 +733,7 @@ def render_report(data: ReportData) -> str:
         cohorts=_cohort_section(data),
         model=_model_section(data),
         outreach=_outreach_section(data),
+        loop=data.loop,
     )
 
 

@@ -16,9 +16,11 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command()
 def score(
-    data: Annotated[Path, typer.Option(help="Dataset directory (customers, orders, ...)",
-                                       exists=True, file_okay=False)],
-    out: Annotated[Path, typer.Option(help="Output file, .parquet or .csv")],
+    data: Annotated[str, typer.Option(
+        help="Dataset directory (customers, orders, ...), or a partitioned dataset (local "
+             "path or fsspec URL) written by `churnlens partition`")],
+    out: Annotated[str, typer.Option(help="Output file, .parquet or .csv (local path, or "
+                                          "fsspec URL for a partitioned dataset)")],
     as_of: Annotated[datetime | None, typer.Option(
         help="Score as of this date (the model sees rows before it); default: the day "
              "after the latest timestamp in the data")] = None,
@@ -47,6 +49,8 @@ def score(
         exists=True, dir_okay=False)] = None,
     outbox_url: Annotated[str, typer.Option(
         help="Outbox database URL", envvar="CHURNLENS_OUTBOX_URL")] = "sqlite:///outbox.db",
+    connect_timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds to wait for the Dask scheduler to answer")] = 10.0,
 ) -> None:
     """Score every customer: churn risk, CLV, value at risk, reasons, recommended action.
 
@@ -64,13 +68,24 @@ def score(
         TimeRemainingColumn,
     )
 
+    from features.cluster import SchedulerUnreachable
     from features.contract import DataContractError
+    from features.partitioned import is_partitioned
     from models.loading import load_model
     from serving.batch import BatchError, default_workers, run_batch
     from serving.outreach.rules import load_rules
     from serving.scorer import Scorer
 
     console = Console(stderr=True)
+    partitioned = is_partitioned(data)
+    if not partitioned and not Path(data).is_dir():
+        console.print(f"[red]error:[/red] --data {data}: not a dataset directory", soft_wrap=True,
+                      highlight=False)
+        raise typer.Exit(2)
+    if partitioned and outreach:
+        console.print("[red]error:[/red] --outreach is not available for a partitioned dataset "
+                      "yet; score it, then load the scores", soft_wrap=True)
+        raise typer.Exit(2)
     try:
         loaded = load_model(model)
     except (LookupError, ValueError, OSError) as error:
@@ -96,16 +111,24 @@ def score(
             bar.update(task, completed=done, total=total)
 
         try:
-            summary = run_batch(
-                data=data, out=out, scorer=scorer, model_uri=model,
-                as_of=pd.Timestamp(as_of) if as_of is not None else None, top_k=top_k,
-                explain=explain,  # type: ignore[arg-type]
-                engine=engine, scheduler=scheduler, resume=resume, outbox=outbox,
-                chunk_size=chunk_size, progress=progress,
-                workers=workers or default_workers(),
-            )
-        except (BatchError, DataContractError) as error:
-            console.print(f"[red]error:[/red] {error}")
+            if partitioned:
+                summary = _score_partitioned(
+                    data=data, out=out, scorer=scorer, model_uri=model,
+                    as_of=pd.Timestamp(as_of) if as_of is not None else None, top_k=top_k,
+                    explain=explain, engine=engine, scheduler=scheduler, resume=resume,
+                    chunk_size=chunk_size, progress=progress, connect_timeout=connect_timeout,
+                    workers=workers or default_workers())
+            else:
+                summary = run_batch(
+                    data=Path(data), out=Path(out), scorer=scorer, model_uri=model,
+                    as_of=pd.Timestamp(as_of) if as_of is not None else None, top_k=top_k,
+                    explain=explain,  # type: ignore[arg-type]
+                    engine=engine, scheduler=scheduler, resume=resume, outbox=outbox,
+                    chunk_size=chunk_size, progress=progress,
+                    workers=workers or default_workers(),
+                )
+        except (BatchError, DataContractError, SchedulerUnreachable) as error:
+            console.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
             raise typer.Exit(2) from None
         finally:
             if outbox is not None:
@@ -129,3 +152,22 @@ def score(
     if summary.outreach:
         typer.echo(f"outbox: {summary.outreach['scores']:,} scores, "
                    f"{summary.outreach['actions']:,} new actions")
+
+
+def _score_partitioned(*, engine: str, scheduler: str | None, connect_timeout: float,
+                       workers: int, **kwargs):
+    """A partitioned dataset: one task per partition on Dask (or here, with --engine local)."""
+    from contextlib import nullcontext
+
+    from features.cluster import dask_client
+    from serving.batch import BatchError
+    from serving.partitioned_batch import run_partitioned_batch
+
+    if engine not in ("local", "dask"):
+        raise BatchError(f"--engine must be local or dask, not {engine}")
+    if scheduler is not None and engine != "dask":
+        raise BatchError("--scheduler needs --engine dask")
+    connection = (dask_client(scheduler, connect_timeout=connect_timeout, workers=workers)
+                  if engine == "dask" else nullcontext(None))
+    with connection as client:
+        return run_partitioned_batch(client=client, **kwargs)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from models.reasons import ReasonTable, plain
+from serving.outreach.rules import recommended_action
 from serving.schemas import Reason, ScoreRecord
 
 if TYPE_CHECKING:
@@ -226,7 +227,8 @@ class Scorer:
         elif self.rules is not None:
             actions = self.rules.first_actions(
                 risk_tier=tiers, value_segment=segments, churn_probability=probability,
-                clv=clv, value_at_risk=at_risk, reasons=table)
+                clv=clv, value_at_risk=at_risk, reasons=table, customer_ids=ids,
+                as_of=as_of_value)
 
         columns: dict[str, Any] = {
             "customer_id": ids,
@@ -326,7 +328,7 @@ class Scorer:
         for i, record in enumerate(records):
             triggered = self.rules.evaluate(record, features=features_of(i))
             if triggered:
-                record.recommended_action = triggered[0].action
+                record.recommended_action = recommended_action(triggered)
                 triggered_all.extend(triggered)
         if self.outbox is not None:
             self.outbox.record_scores(records, triggered_all)

@@ -225,8 +225,12 @@ def test_outreach_writes_scores_and_actions_to_the_outbox(scorer, data_dir, tmp_
                        explain="none")
         scored = pd.read_parquet(summary.output)
         assert summary.outreach["scores"] == len(scored)
-        triggered = scored["recommended_action"].notna().sum()
-        assert 0 < summary.outreach["actions"] <= triggered
+        recommended = set(scored.loc[scored["recommended_action"].notna(), "customer_id"])
+        history = outbox.action_history()
+        treated = history[history["assignment"] == "treated"]
+        # held-out customers get an action row but no recommendation from its rule
+        assert len(treated) > 0 and set(treated["customer_id"]) <= recommended
+        assert len(history) == summary.outreach["actions"]
         counts = outbox.action_summary()
         assert int(counts["count"].sum()) == summary.outreach["actions"]
     finally:

@@ -111,3 +111,44 @@ def test_control_actions_never_reach_the_webhook(tmp_path):
     finally:
         outbox.close()
         receiver.stop()
+
+
+def test_a_held_out_customer_is_recommended_nothing_by_the_rule(tmp_path):
+    """The score must not tell a CRM to contact a control customer; batch and API agree."""
+    import numpy as np
+
+    from models.reasons import ReasonTable
+
+    rules = parse_rules(RULE.format(channel="file:x.jsonl", share=0.5))
+    as_of = datetime(2024, 5, 1)
+    customers = [f"c{i:03d}" for i in range(80)]
+    records, actions = rules.recommend([score_record(c, as_of=as_of) for c in customers])
+    control = {a.customer_id for a in actions if a.control}
+    assert 20 < len(control) < 60
+    for record in records:
+        expected = None if record.customer_id in control else "success_call"
+        assert record.recommended_action == expected, record.customer_id
+    n = len(customers)
+    first = rules.first_actions(
+        risk_tier=np.array(["high"] * n, dtype=object),
+        value_segment=np.array([r.value_segment for r in records], dtype=object),
+        churn_probability=np.array([r.churn_probability for r in records]),
+        clv=np.array([r.clv for r in records]),
+        value_at_risk=np.array([r.value_at_risk for r in records]),
+        reasons=ReasonTable.empty(n, ["days_since_last_order"]),
+        customer_ids=np.array(customers, dtype=object), as_of=as_of)
+    assert first.tolist() == [r.recommended_action for r in records]
+    outbox = Outbox(f"sqlite:///{tmp_path / 'outbox.db'}")
+    try:
+        plain, _ = rules.recommend([score_record(c, as_of=as_of) for c in customers])
+        outbox.record_scores([r.model_copy(update={"recommended_action": None})
+                              for r in plain], actions)
+        stored = outbox.score_history()
+        assert len(stored) == n
+        with outbox.engine.connect() as connection:
+            from sqlalchemy import text
+            rows = dict(connection.execute(text(
+                "SELECT customer_id, recommended_action FROM scores")).all())
+        assert {c for c, a in rows.items() if a is None} == control
+    finally:
+        outbox.close()

@@ -253,21 +253,25 @@ def test_score_frame_has_the_batch_columns(scorer, dataset):
 
 
 def test_scorer_recommends_with_rules(dataset, scorer):
-    from serving.outreach.rules import load_rules
+    from serving.outreach.rules import load_rules, recommended_action
     from serving.scorer import Scorer
 
     rules = load_rules(None)
     with_rules = Scorer(scorer.loaded, rules=rules)
     records = with_rules.score_dataset(dataset, as_of=dataset.default_as_of(), explain="all")
-    expected = {r.customer_id: (rules.evaluate(r) or [None])[0] for r in records}
+    expected = {r.customer_id: recommended_action(rules.evaluate(r)) for r in records}
     for record in records:
-        action = expected[record.customer_id]
-        assert record.recommended_action == (action.action if action else None)
+        assert record.recommended_action == expected[record.customer_id]
+    held = [r for r in records if (rules.evaluate(r) or [None])[0] is not None
+            and rules.evaluate(r)[0].control]
+    assert held, "the built-in rules hold some customers out"
+    assert all(r.recommended_action != rules.evaluate(r)[0].action for r in held), (
+        "a customer held out by the first matching rule is not recommended its action")
     assert any(r.recommended_action for r in records), "the built-in rules should fire for some"
 
 
 def test_score_by_id_recommends_the_first_matching_rule(client, dataset, registry):
-    from serving.outreach.rules import load_rules
+    from serving.outreach.rules import load_rules, recommended_action
     from serving.schemas import ScoreRecord
 
     rules = load_rules(None)
@@ -277,8 +281,7 @@ def test_score_by_id_recommends_the_first_matching_rule(client, dataset, registr
         if answer.status_code == 404:
             continue
         record = ScoreRecord.model_validate(answer.json())
-        expected = rules.evaluate(record)
-        assert record.recommended_action == (expected[0].action if expected else None)
+        assert record.recommended_action == recommended_action(rules.evaluate(record))
         seen_actions.add(record.recommended_action)
     assert seen_actions - {None}, "some of 40 customers should trigger a built-in rule"
     with sqlite3.connect(registry.root / "outbox.db") as connection:

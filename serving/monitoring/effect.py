@@ -6,7 +6,7 @@ and never contacted. Once an action's churn horizon has passed, both groups
 are labelled with the definition of the model version that scored them:
 
 - churn rate of each group, and the reduction (control − treated) with a
-  95% Wald interval for a difference of two proportions;
+  95% Agresti–Caffo interval for a difference of two proportions;
 - revenue per customer in the horizon, and the gain (treated − control) with a
   95% Welch (normal) interval;
 - customers contacted per customer saved (1 / reduction) and the value saved
@@ -67,11 +67,20 @@ class RuleEffect:
 
 def difference_ci(p_treated: float, n_treated: int, p_control: float, n_control: int
                   ) -> tuple[float, tuple[float, float]]:
-    """Churn reduction (control − treated) and its 95% Wald interval."""
+    """Churn reduction (control − treated) and its 95% Agresti–Caffo interval.
+
+    The interval adds one churned and one retained customer to each group before
+    the Wald formula: it keeps close to 95% coverage for small groups and rates
+    near 0 or 1, where the plain Wald interval collapses to a point (a control
+    group that all churned would give a zero-width interval).
+    """
     d = p_control - p_treated
-    se = math.sqrt(p_treated * (1 - p_treated) / n_treated
-                   + p_control * (1 - p_control) / n_control)
-    return d, (d - Z95 * se, d + Z95 * se)
+    churned_t, churned_c = p_treated * n_treated, p_control * n_control
+    at = (churned_t + 1) / (n_treated + 2)
+    ac = (churned_c + 1) / (n_control + 2)
+    center = ac - at
+    se = math.sqrt(at * (1 - at) / (n_treated + 2) + ac * (1 - ac) / (n_control + 2))
+    return d, (center - Z95 * se, center + Z95 * se)
 
 
 def mean_gain_ci(treated: np.ndarray, control: np.ndarray) -> tuple[float, tuple[float, float]]:

@@ -22,7 +22,7 @@ from features.history import History
 from models.bundle import ChurnBundle
 from serving.monitoring.outcomes import realized_outcomes
 from serving.monitoring.quality import MIN_OUTCOMES, held_out_figures, realized_quality
-from serving.monitoring.stability import Drift, measure_drift
+from serving.monitoring.stability import MIN_CUSTOMERS, Drift, measure_drift
 from serving.monitoring.verdict import Thresholds, Verdict, decide
 
 DRIFT_WINDOW_DAYS = 30
@@ -49,6 +49,16 @@ class MonitorResult:
         rows = self.quality[(self.quality["model_version"] == version)
                             & self.quality["week"].isna()]
         return None if rows.empty else rows.iloc[0].to_dict()
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The figures as tables (``quality``, ``held_out``, ``drift``), for MLflow artifacts."""
+        held = pd.DataFrame([{"model_version": version, **figures}
+                             for version, figures in sorted(self.held_out.items())])
+        drift = pd.concat(
+            [d.table.assign(model_version=version, scored_at=d.scored_at, customers=d.customers)
+             for version, d in sorted(self.drift.items())]
+        ) if self.drift else pd.DataFrame(columns=["name", "psi", "kind", "model_version"])
+        return {"quality": self.quality, "held_out": held, "drift": drift}
 
     def gauges(self) -> dict[tuple[str, str], float]:
         """(metric, model version) → value, for MLflow, Prometheus and the stored results."""
@@ -117,6 +127,10 @@ def run_monitor(
         joined.append(outcome)
         recent = rows[rows["as_of"] >= window_start]
         if recent.empty:
+            notes.append(f"model version {version}: no score in the {drift_window_days} days "
+                         f"before {as_of.date()} (the latest is from "
+                         f"{rows['as_of'].max().date()}); drift is measured on recent scores "
+                         "only")
             continue
         if not bundle.drift_reference:
             notes.append(f"model version {version} has no drift reference (trained before "
@@ -125,6 +139,10 @@ def run_monitor(
         measured = measure_drift(history, recent, bundle=bundle, model_version=str(version))
         if measured is not None:
             drift[str(version)] = measured
+        else:
+            notes.append(f"model version {version}: too few customers scored on "
+                         f"{recent['as_of'].max().date()} to measure drift (at least "
+                         f"{MIN_CUSTOMERS} with a probability are needed)")
     quality = realized_quality(pd.concat(joined) if joined else scores.iloc[0:0].assign(
         churned=pd.Series(dtype=float), actual_value=pd.Series(dtype=float)))
     judged_version = _served_version(scores, held_out)

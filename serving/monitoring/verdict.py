@@ -88,4 +88,6 @@ def decide(*, model_version: str, realized: dict[str, float] | None,
         return Verdict(RETRAIN, reasons, checked)
     if not checked:
         return Verdict(UNCHECKED, list(notes or ["nothing to check"]), checked)
+    if realized is None or math.isnan(realized.get("roc_auc", math.nan)):
+        checked.append("realized quality not checked yet (too few matured outcomes)")
     return Verdict(KEEP, reasons, [f"{v}", *checked])

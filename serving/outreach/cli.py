@@ -216,6 +216,92 @@ def prune(outbox: OutboxOption = None) -> None:
     typer.echo(f"deleted {removed:,} score(s) with as_of before {cutoff.date()}")
 
 
+@app.command()
+@outbox_errors_in_one_line
+def effect(
+    data: Annotated[Path, typer.Option("--data", envvar="CHURNLENS_DATA",
+                                       help="Dataset directory: what happened after the actions")],
+    rule: Annotated[str | None, typer.Option(help="Only this rule")] = None,
+    as_of: Annotated[str | None, typer.Option(
+        "--as-of", help="Judge with what was known before this date, YYYY-MM-DD; default the "
+                        "day after the latest row")] = None,
+    rules: Annotated[Path | None, typer.Option(
+        help="Rules YAML whose per-action cost nets the value saved (default: the built-in "
+             "set)", envvar="CHURNLENS_RULES", dir_okay=False)] = None,
+    outbox: OutboxOption = None,
+) -> None:
+    """Did the outreach work? Treated against control per rule, with 95% intervals."""
+    import os
+
+    from features.cli import load_or_exit, parse_as_of
+    from features.history import History
+    from serving.monitoring.effect import EffectInputError, measure_effects
+    from serving.monitoring.tracking import RegisteredBundles, use_tracking_store
+    from serving.outreach.rules import RulesError, load_rules
+
+    dataset = load_or_exit(data).dataset
+    when = parse_as_of(as_of, default=dataset.default_as_of)
+    try:
+        costs = {r.name: r.cost for r in load_rules(rules).rules}
+    except RulesError as error:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=2) from None
+    store = _outbox(_settings(outbox), must_exist=True)
+    actions = store.action_history()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    problem = use_tracking_store()
+    if problem is not None:
+        typer.secho(f"error: {problem}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=2)
+    try:
+        effects, notes = measure_effects(History(dataset), actions, as_of=when, costs=costs,
+                                         load_bundle=RegisteredBundles(), rule=rule)
+    except EffectInputError as error:
+        typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=2) from None
+    _effect_table(effects, as_of=str(when.date()))
+    for note in notes:
+        typer.echo(f"note: {note}")
+
+
+def _effect_table(effects: list, *, as_of: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    def pct(value: float | None) -> str:
+        return "–" if value is None else f"{100 * value:.1f}%"
+
+    def money(value: float | None) -> str:
+        return "–" if value is None else f"{value:,.2f}"
+
+    def interval(ci: tuple[float, float] | None, scale: float = 100.0, unit: str = "%") -> str:
+        return "" if ci is None else f" [{scale * ci[0]:,.1f}{unit}, {scale * ci[1]:,.1f}{unit}]"
+
+    table = Table(title=f"Did the outreach work? (outcomes known by {as_of}; treated against "
+                        "held-out control, 95% intervals)")
+    for name in ("rule", "action", "treated", "control", "churn treated", "churn control",
+                 "churn reduction", "revenue / customer treated", "revenue / customer control",
+                 "revenue gain / customer", "contacted per save", "cost / action",
+                 "value saved net of cost"):
+        table.add_column(name, justify="left" if name in ("rule", "action") else "right")
+    for e in effects:
+        table.add_row(
+            e.rule, e.action, f"{e.treated:,}", f"{e.control:,}", pct(e.churn_treated),
+            pct(e.churn_control),
+            pct(e.churn_reduction) + interval(e.churn_reduction_ci),
+            money(e.revenue_treated), money(e.revenue_control),
+            money(e.revenue_gain) + interval(e.revenue_gain_ci, 1.0, ""),
+            "–" if e.contacts_per_save is None else f"{e.contacts_per_save:,.1f}",
+            money(e.cost), money(e.value_saved_net))
+    console = Console(highlight=False, soft_wrap=False)
+    if not console.is_terminal:
+        console = Console(width=220, highlight=False)
+    console.print(table)
+    for e in effects:
+        if e.note:
+            typer.echo(f"{e.rule}: {e.note}")
+
+
 @app.command("new-secret")
 def new_secret() -> None:
     """Print a fresh webhook signing secret for CHURNLENS_WEBHOOK_SECRET and the CRM."""

@@ -288,7 +288,8 @@ class Outbox:
         candidates = list(triggered)
         first_action: dict[str, str] = {}
         for item in candidates:
-            first_action.setdefault(item.customer_id, item.action)
+            if not item.control:  # a held-out customer is recommended nothing by its rule
+                first_action.setdefault(item.customer_id, item.action)
         score_rows = [_score_row(record, first_action, now) for record in records]
         with self.engine.begin() as connection:
             for chunk in _chunks(score_rows):

@@ -271,6 +271,17 @@ def control_draw(customer_id: str, rule: str, period: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def recommended_action(triggered: list[TriggeredAction]) -> str | None:
+    """The score's ``recommended_action``: the first triggered action that will be delivered.
+
+    A customer a rule holds out as control gets no recommendation from that rule:
+    a CRM acting on the score would otherwise contact the control group and erase
+    the effect the hold-out exists to measure. Later rules still apply (their own
+    control draws are independent), unless the holding rule has ``stop``.
+    """
+    return next((item.action for item in triggered if not item.control), None)
+
+
 def held_out(customer_id: str, rule: str, period: int, share: float) -> bool:
     """Whether this customer is in the rule's control group for this cooldown window."""
     return share > 0 and control_draw(customer_id, rule, period) < share
@@ -322,12 +333,15 @@ class RuleSet:
     def first_actions(
         self, *, risk_tier: np.ndarray, value_segment: np.ndarray,
         churn_probability: np.ndarray, clv: np.ndarray, value_at_risk: np.ndarray,
-        reasons: ReasonTable,
+        reasons: ReasonTable, customer_ids: np.ndarray | None = None,
+        as_of: datetime | None = None,
     ) -> np.ndarray:
         """The recommended action per customer, column-wise (None where no rule matches).
 
-        The same answer as ``evaluate(record)[0].action`` for each customer's score
-        record, without building records: batch scoring needs only the action.
+        The same answer as `recommended_action` of each customer's triggered
+        actions, without building records: batch scoring needs only the action.
+        With ``customer_ids`` and ``as_of``, customers a rule holds out as control
+        get no recommendation from it (see `recommended_action`).
         """
         scores = {"risk_tier": risk_tier, "value_segment": value_segment,
                   "churn_probability": churn_probability, "clv": clv,
@@ -340,8 +354,15 @@ class RuleSet:
                 wanted = np.array([rule.top_reasons.names(name) for name in reasons.names],
                                   dtype=bool)
                 hit &= reasons.matches(wanted, rule.top_reasons.within)
-            actions[hit] = rule.action
-            undecided &= ~hit
+            held = np.zeros(len(hit), dtype=bool)
+            if rule.control_share > 0 and customer_ids is not None and as_of is not None:
+                period = epoch_day(as_of) // rule.cooldown_days
+                for i in np.flatnonzero(hit):
+                    held[i] = held_out(str(customer_ids[i]), rule.name, period,
+                                       rule.control_share)
+            actions[hit & ~held] = rule.action
+            # a held-out customer goes on to later rules unless this one stops the evaluation
+            undecided &= ~(hit & ~held) if not rule.stop else ~hit
         return actions
 
     def recommend(
@@ -354,9 +375,7 @@ class RuleSet:
             actions = self.evaluate(record)
             everything.extend(actions)
             updated.append(
-                record.model_copy(
-                    update={"recommended_action": actions[0].action if actions else None}
-                )
+                record.model_copy(update={"recommended_action": recommended_action(actions)})
             )
         return updated, everything
 

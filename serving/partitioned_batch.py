@@ -1,0 +1,243 @@
+"""Batch scoring of a partitioned dataset: workers read, score and write; the driver merges.
+
+The dataset is one written by `churnlens partition` (`features.partitioned`). Each
+partition is one task: the worker reads and validates it, scores it chunk by chunk with
+the same `serving.batch.score_chunk` as the local engine, and writes its rows and
+rejects to the work directory ``OUT.parts/``. The driver holds the manifest, the model
+(scattered to every worker once) and per-partition counts; at the end it merges the
+parts, each sorted by customer id, into ``OUT`` in one streaming pass, so the file is the
+local engine's, row for row, and the driver's memory does not grow with the customer base.
+
+A lost worker's partitions are re-run by Dask (a part is written whole under a fixed
+name, so a re-run leaves the same file). ``resume=True`` keeps the finished partitions
+of an interrupted run with the same inputs; a partition that is missing or unreadable
+then does not stop the others, and is reported once they finish.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from features.cluster import PartitionFailure, run_partitions
+from features.partitioned import REJECTS_NAME, Manifest, read_manifest, read_partition
+from features.sorted_merge import merged_batches, write_merged, write_part
+from serving.batch import (
+    MANIFEST,
+    BatchError,
+    BatchSummary,
+    Progress,
+    _input_rejects,
+    _normalise,
+    _rejects_frame,
+    chunk_ids,
+    contract_rejects,
+    partition,
+    score_chunk,
+)
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from serving.scorer import Explain, Scorer
+
+
+@dataclass(frozen=True)
+class ScoredPartition:
+    """A worker's report on its partition: counts and where its parts are, no rows."""
+
+    partition: int
+    customers: int
+    rows_scored: int
+    rows_rejected: int
+    input_rows_rejected: dict[str, int]
+
+
+def _fs(url: str) -> tuple[Any, str]:
+    from fsspec.core import url_to_fs
+
+    return url_to_fs(str(url))
+
+
+def part_path(work: str, number: int, kind: str) -> str:
+    return posixpath.join(work, f"{kind}-{number:05d}.parquet")
+
+
+def score_partition(number: int, *, scorer: Scorer, data: str, manifest: Manifest,
+                    as_of: pd.Timestamp, explain: Explain, top_k: int, chunk_size: int,
+                    work: str, columns: list[str]) -> ScoredPartition:
+    """On a worker: read, validate and score partition ``number``; write its parts.
+
+    Rejects are written before rows: a partition counts as finished once its rows exist.
+    """
+    validation = read_partition(data, number, manifest)
+    input_rejects = _input_rejects(validation)
+    dataset = validation.dataset
+    chunks = chunk_ids(dataset.customers["customer_id"], chunk_size)
+    rows: list[pd.DataFrame] = []
+    rejects: list[pd.DataFrame] = []
+    for i, part in enumerate(partition(dataset, chunks)):
+        result = score_chunk(scorer, part, index=i, as_of=as_of, explain=explain, top_k=top_k)
+        rows.append(_normalise(result.rows, columns))
+        rejects.append(result.rejects)
+    del dataset, validation
+    scored = (pd.concat(rows, ignore_index=True) if rows
+              else _normalise(pd.DataFrame(columns=columns), columns))
+    rejected = _rejects_frame(pd.concat(rejects, ignore_index=True) if rejects else [])
+    write_part(_rejects_frame(input_rejects), part_path(work, number, "input-rejects"))
+    write_part(rejected, part_path(work, number, "rejects"))
+    write_part(scored, part_path(work, number, "rows"))
+    return ScoredPartition(
+        partition=number, customers=sum(len(c) for c in chunks), rows_scored=len(scored),
+        rows_rejected=len(rejected),
+        input_rows_rejected={k: int(v) for k, v in
+                             input_rejects.groupby("source").size().items()})
+
+
+def _fingerprint(data: str, manifest: Manifest, *, model_uri: str, model_version: str,
+                 as_of: pd.Timestamp, explain: str, top_k: int, chunk_size: int
+                 ) -> dict[str, Any]:
+    """What must not change between a run and its resumption."""
+    return {"data": data, "manifest": hashlib.sha256(manifest.to_json().encode()).hexdigest(),
+            "model_uri": model_uri, "model_version": model_version,
+            "as_of": as_of.isoformat(), "explain": explain, "top_k": top_k,
+            "chunk_size": chunk_size}
+
+
+def _prepare_work(work: str, fingerprint: dict[str, Any], *, resume: bool,
+                  partitions: int) -> set[int]:
+    """Create or reuse the work directory; the partitions already finished."""
+    fs, path = _fs(work)
+    manifest = posixpath.join(path, MANIFEST)
+    if resume and fs.exists(path):
+        if not fs.exists(manifest):
+            raise BatchError(f"{work} has no {MANIFEST}; remove it or run without --resume")
+        with fs.open(manifest, "r") as handle:
+            previous = json.loads(handle.read())
+        if previous != fingerprint:
+            changed = sorted(k for k in fingerprint if previous.get(k) != fingerprint[k])
+            raise BatchError(
+                f"cannot resume: {', '.join(changed)} changed since the interrupted run "
+                f"(work directory {work}); run without --resume to start over")
+        return {k for k in range(partitions)
+                if all(fs.exists(_fs(part_path(work, k, kind))[1])
+                       for kind in ("input-rejects", "rejects", "rows"))}
+    if fs.exists(path):
+        fs.rm(path, recursive=True)
+    fs.makedirs(path, exist_ok=True)
+    with fs.open(manifest, "w") as handle:
+        handle.write(json.dumps(fingerprint, indent=1, sort_keys=True))
+    return set()
+
+
+def output_locations(out: str) -> tuple[str, str]:
+    """(rejects file, work directory) of output ``out``, as for the local engine."""
+    directory, name = posixpath.split(str(out))
+    stem = name.rsplit(".", 1)[0]
+    return posixpath.join(directory, f"{stem}.rejects.csv"), posixpath.join(
+        directory, f"{name}.parts")
+
+
+def run_partitioned_batch(
+    *, data: str, out: str, scorer: Scorer, model_uri: str, client: Client | None,
+    as_of: pd.Timestamp | None = None, top_k: int = 5, explain: Explain = "all",
+    resume: bool = False, chunk_size: int = 50_000, progress: Progress | None = None,
+    partitions: int | None = None,
+) -> BatchSummary:
+    """Score every customer of a partitioned dataset into ``out`` (see the module doc).
+
+    ``client`` is a Dask client (one task per partition on its workers) or None (the
+    same tasks in this process). ``progress(done, total)`` counts customers.
+    """
+    from serving.scorer import BATCH_COLUMNS, BATCH_TAIL_COLUMNS
+
+    started = time.perf_counter()
+    out = str(out)
+    if not out.endswith((".parquet", ".csv")):
+        raise BatchError(f"--out {out}: the output must end in .parquet or .csv")
+    manifest = read_manifest(data, partitions=partitions)
+    as_of = pd.Timestamp(as_of) if as_of is not None else manifest.default_as_of()
+    rejects_path, work = output_locations(out)
+    fingerprint = _fingerprint(data, manifest, model_uri=model_uri,
+                               model_version=scorer.model_version, as_of=as_of,
+                               explain=explain, top_k=top_k, chunk_size=chunk_size)
+    finished = _prepare_work(work, fingerprint, resume=resume, partitions=manifest.partitions)
+    columns = [*BATCH_COLUMNS, *(f"reason_{k}" for k in range(1, top_k + 1)),
+               *BATCH_TAIL_COLUMNS]
+    total = manifest.customers
+    todo = [k for k in range(manifest.partitions) if k not in finished]
+    done = sum(manifest.rows[k].get("customers", 0) for k in finished)
+    if progress is not None:
+        progress(done, total)
+
+    shared: Any = scorer
+    if client is not None and todo:
+        shared = client.scatter(scorer, broadcast=True)  # the model reaches each worker once
+    results, failures = run_partitions(
+        score_partition, todo, client=client, name="score", keep_going=resume,
+        progress=(lambda finished_customers, _: progress(done + finished_customers, total))
+        if progress is not None else None,
+        weights=[manifest.rows[k].get("customers", 0) for k in todo],
+        scorer=shared, data=data, manifest=manifest, as_of=as_of, explain=explain,
+        top_k=top_k, chunk_size=chunk_size, work=work, columns=columns)
+    if failures:
+        raise BatchError(_failure_message(failures, finished=len(finished) + len(results),
+                                          partitions=manifest.partitions))
+    numbers = range(manifest.partitions)
+    rows_scored = write_merged([part_path(work, k, "rows") for k in numbers], out,
+                               key="customer_id")
+    scoring_rejected = _write_rejects(data, work, rejects_path, manifest.partitions)
+    fs, work_path = _fs(work)
+    fs.rm(work_path, recursive=True)
+    customers_read = manifest.rows_read.get("customers", manifest.customers)
+    input_rejected = manifest.rows_rejected.get("customers", 0)
+    return BatchSummary(
+        output=out, rejects=rejects_path, rows_in=customers_read, rows_scored=rows_scored,
+        rows_rejected=input_rejected + scoring_rejected, chunks=manifest.partitions,
+        chunks_resumed=len(finished), seconds=time.perf_counter() - started, as_of=as_of,
+        model_version=scorer.model_version,
+        table_rows={name: {"read": manifest.rows_read.get(name, 0),
+                           "used": sum(part.get(name, 0) for part in manifest.rows),
+                           "rejected": manifest.rows_rejected.get(name, 0)}
+                    for name in manifest.tables},
+    )
+
+
+def _failure_message(failures: list[PartitionFailure], *, finished: int, partitions: int) -> str:
+    named = "; ".join(f.reason for f in failures)
+    return (f"{len(failures)} of {partitions} partitions could not be scored ({named}); "
+            f"{finished} finished and are kept: fix the partition and run again with --resume")
+
+
+def _write_rejects(data: str, work: str, path: str, partitions: int) -> int:
+    """The rejects file: the contract's (when partitioning, then on the workers), then the
+    customers that could not be scored in id order, as the local engine writes them.
+    Returns how many customers could not be scored."""
+    fs, local = _fs(path)
+    source_fs, root = _fs(data)
+    temp = f"{local}.tmp"
+    scoring = 0
+    with fs.open(temp, "w", encoding="utf-8", newline="") as handle:
+        _rejects_frame([]).to_csv(handle, index=False)
+        partitioned = posixpath.join(root, REJECTS_NAME)
+        if source_fs.exists(partitioned):
+            with source_fs.open(partitioned, "r", encoding="utf-8") as source:
+                for frame in pd.read_csv(source, dtype=str, keep_default_na=False,
+                                         na_values=[], chunksize=50_000):
+                    rows = _rejects_frame(contract_rejects(frame))
+                    rows.to_csv(handle, index=False, header=False)
+        for k in range(partitions):
+            frame = pd.read_parquet(part_path(work, k, "input-rejects"))
+            _rejects_frame(frame).to_csv(handle, index=False, header=False)
+        for table in merged_batches([part_path(work, k, "rejects") for k in range(partitions)],
+                                    key="customer_id"):
+            _rejects_frame(table.to_pandas()).to_csv(handle, index=False, header=False)
+            scoring += table.num_rows
+    fs.mv(temp, local)
+    return scoring

@@ -1,0 +1,374 @@
+"""Scale-out on Dask: workers read their own partitions, the driver holds no table.
+
+A generated dataset is partitioned by customer hash; `features` and `score` run one task
+per partition on a LocalCluster of worker processes and must equal the local engine on
+the unpartitioned dataset, row for row. Faults: a worker killed mid-run, a missing
+partition, a foreign hash or count, a scheduler that does not answer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from distributed.diagnostics.plugin import WorkerPlugin
+from typer.testing import CliRunner
+
+from features.engine import compute_features, compute_partitioned_features
+from features.generate import generate_dataset
+from features.partitioned import (
+    PartitionError,
+    partition_numbers,
+    read_manifest,
+    read_partition,
+    read_source,
+    write_partitioned,
+)
+from serving.batch import BatchError, run_batch
+from serving.partitioned_batch import ScoredPartition, run_partitioned_batch
+
+CUSTOMERS = 1200
+PARTITIONS = 6
+AS_OF = pd.Timestamp("2026-03-01")
+CHUNK = 150
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("scale-data")
+    generate_dataset(customers=CUSTOMERS, seed=5, end=date(2026, 6, 30), kind="mixed",
+                     orders_per_customer=5, events_per_customer=20).write(directory, fmt="csv")
+    return directory
+
+
+@pytest.fixture(scope="module")
+def parts_dir(data_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scale-parts") / "parts"
+    write_partitioned(read_source(str(data_dir)), str(out), partitions=PARTITIONS)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                      dashboard_address=":0") as local:
+        yield local
+
+
+@pytest.fixture
+def client(cluster):
+    from distributed import Client
+
+    with Client(cluster, timeout=120) as connected:
+        yield connected
+
+
+@pytest.fixture(scope="module")
+def bundle_dir(tmp_path_factory) -> Path:
+    from churn_training_data import fitted
+
+    directory = tmp_path_factory.mktemp("scale-bundle")
+    fitted().bundle.save(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def scorer(bundle_dir):
+    from models.loading import load_model
+    from serving.outreach.rules import load_rules
+    from serving.scorer import Scorer
+
+    return Scorer(load_model(str(bundle_dir)), rules=load_rules(None))
+
+
+@pytest.fixture(scope="module")
+def local_scores(scorer, data_dir, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("scale-local") / "scores.parquet"
+    run_batch(data=data_dir, out=out, scorer=scorer, model_uri="test", chunk_size=CHUNK,
+              workers=1)
+    return out
+
+
+def _copy(parts_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "parts"
+    shutil.copytree(parts_dir, copy)
+    return copy
+
+
+# -- partitioning -------------------------------------------------------------------------
+
+
+def test_the_hash_is_blake2b_of_the_utf8_id_modulo_the_count():
+    ids = ["C000001", "ünïcode-id", "42"]
+    expected = [int.from_bytes(hashlib.blake2b(i.encode("utf-8"), digest_size=8).digest(),
+                               "big") % 7 for i in ids]
+    assert partition_numbers(ids, 7).tolist() == expected
+
+
+def test_every_table_of_a_customer_is_in_its_partition(data_dir, parts_dir):
+    manifest = read_manifest(str(parts_dir))
+    whole = read_source(str(data_dir))
+    assert manifest.partitions == PARTITIONS
+    assert (manifest.hash, manifest.hash_version) == ("blake2b-64", 1)
+    for name in manifest.tables:
+        assert sum(part[name] for part in manifest.rows) == len(whole.dataset.table(name)), name
+    seen = 0
+    for number in range(PARTITIONS):
+        part = read_partition(str(parts_dir), number, manifest).dataset
+        for name in part.present_tables:
+            ids = part.table(name)["customer_id"].to_numpy()
+            assert (partition_numbers(ids, PARTITIONS) == number).all(), (name, number)
+            assert len(ids) == manifest.rows[number][name]
+        seen += len(part.customers)
+    assert seen == CUSTOMERS
+    assert set(manifest.schema) == set(manifest.tables)
+
+
+def test_partition_accounts_for_rejected_rows(data_dir, tmp_path):
+    from churnlens import build_app
+
+    broken = tmp_path / "broken"
+    shutil.copytree(data_dir, broken)
+    orders = pd.read_csv(broken / "orders.csv", dtype=str, keep_default_na=False)
+    orders.loc[3, "amount"] = "lots"
+    orders.to_csv(broken / "orders.csv", index=False)
+    out = tmp_path / "parts"
+    result = CliRunner().invoke(build_app(), ["partition", "--data", str(broken), "--out",
+                                              str(out), "--partitions", "3"])
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(str(out))
+    assert manifest.rows_rejected["orders"] == 1
+    assert manifest.rows_read["orders"] == len(orders)
+    assert sum(p["orders"] for p in manifest.rows) + 1 == len(orders)
+    rejects = pd.read_csv(out / "rejects.csv")
+    assert rejects.iloc[0]["row"] == 5 and rejects.iloc[0]["column"] == "amount"
+
+
+# -- workers read, the driver coordinates ----------------------------------------------------
+
+
+def test_features_on_worker_processes_equal_the_local_engine(data_dir, parts_dir, client,
+                                                             tmp_path):
+    local = compute_features(read_source(str(data_dir)).dataset, as_of=AS_OF)
+    out = tmp_path / "features.parquet"
+    run = compute_partitioned_features(str(parts_dir), out=str(out), as_of=AS_OF,
+                                       client=client)
+    assert run.customers == len(local)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), local.reset_index())
+    assert not (tmp_path / "features.parquet.parts").exists()
+
+
+def test_features_command_with_the_dask_engine(data_dir, parts_dir, cluster, tmp_path):
+    from churnlens import build_app
+
+    local = compute_features(read_source(str(data_dir)).dataset, as_of=AS_OF)
+    out = tmp_path / "features.parquet"
+    result = CliRunner().invoke(build_app(), [
+        "features", "--data", str(parts_dir), "--out", str(out), "--as-of", "2026-03-01",
+        "--engine", "dask", "--scheduler", cluster.scheduler_address])
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(pd.read_parquet(out), local.reset_index())
+
+
+def test_scores_on_worker_processes_equal_the_local_engine(scorer, parts_dir, client,
+                                                           local_scores, tmp_path):
+    out = tmp_path / "scores.parquet"
+    summary = run_partitioned_batch(data=str(parts_dir), out=str(out), scorer=scorer,
+                                    model_uri="test", client=client, chunk_size=CHUNK)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(local_scores))
+    assert summary.rows_in == summary.rows_scored + summary.rows_rejected == CUSTOMERS
+    local_rejects = local_scores.with_name("scores.rejects.csv").read_text()
+    assert (tmp_path / "scores.rejects.csv").read_text() == local_rejects
+    assert not (tmp_path / "scores.parquet.parts").exists()
+
+
+def test_the_driver_never_reads_a_partition_or_a_table(scorer, parts_dir, client,
+                                                       local_scores, tmp_path, monkeypatch):
+    """The driver process cannot read data at all here; workers (other processes) can."""
+    import features.contract
+    import features.io
+    import features.partitioned
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the driver read a table")
+
+    for module, name in ((features.partitioned, "read_partition"),
+                         (features.io, "read_dataset"), (features.contract, "validate_tables")):
+        monkeypatch.setattr(module, name, forbidden)
+    gathered: list[object] = []
+    import features.cluster
+
+    original = features.cluster.run_partitions
+
+    def spy(*args, **kwargs):
+        results, failures = original(*args, **kwargs)
+        gathered.extend(results.values())
+        return results, failures
+
+    monkeypatch.setattr("serving.partitioned_batch.run_partitions", spy)
+    out = tmp_path / "scores.parquet"
+    run_partitioned_batch(data=str(parts_dir), out=str(out), scorer=scorer, model_uri="test",
+                          client=client, chunk_size=CHUNK)
+    assert len(gathered) == PARTITIONS
+    for result in gathered:
+        assert isinstance(result, ScoredPartition), type(result)
+        assert len(pickle.dumps(result)) < 2_000, "a worker sent back more than counts"
+    assert sum(r.customers for r in gathered) == CUSTOMERS
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(local_scores))
+
+
+def test_an_in_memory_fsspec_dataset(data_dir, scorer, local_scores):
+    """Partition into fsspec's memory filesystem and score from it, output there too."""
+    import fsspec
+    from distributed import Client, LocalCluster
+
+    memory = fsspec.filesystem("memory")
+    for path in data_dir.iterdir():
+        memory.pipe(f"/source/{path.name}", path.read_bytes())
+    write_partitioned(read_source("memory://source"), "memory://parts", partitions=4)
+    local = compute_features(read_source(str(data_dir)).dataset, as_of=AS_OF)
+    # memory:// lives in this process, so the workers are threads of it
+    with (LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                       dashboard_address=":0") as cluster, Client(cluster) as client):
+        compute_partitioned_features("memory://parts", out="memory://out/features.parquet",
+                                     as_of=AS_OF, client=client)
+        run_partitioned_batch(data="memory://parts", out="memory://out/scores.parquet",
+                              scorer=scorer, model_uri="test", client=client,
+                              chunk_size=CHUNK)
+    with memory.open("/out/features.parquet", "rb") as handle:
+        pd.testing.assert_frame_equal(pd.read_parquet(handle), local.reset_index())
+    with memory.open("/out/scores.parquet", "rb") as handle:
+        pd.testing.assert_frame_equal(pd.read_parquet(handle), pd.read_parquet(local_scores))
+    assert not memory.exists("/out/scores.parquet.parts")
+    memory.rm("/", recursive=True)
+
+
+# -- faults -------------------------------------------------------------------------------
+
+
+class _KillOnce(WorkerPlugin):
+    """A worker plugin that kills its worker process when partition 2 starts executing,
+    once (a marker file tells the restarted workers it has been done)."""
+
+    name = "kill-once"
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def setup(self, worker) -> None:
+        self.worker = worker
+
+    def transition(self, key, start, finish, **kwargs) -> None:
+        import os
+
+        ours = "score" in str(key) and str(key).endswith("part-00002")
+        if finish == "executing" and ours and not os.path.exists(self.marker):
+            Path(self.marker).write_text(str(os.getpid()))
+            os._exit(1)
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_leaves_complete_identical_output(scorer, parts_dir,
+                                                                   local_scores, tmp_path):
+    from distributed import Client, LocalCluster
+
+    marker = tmp_path / "killed"
+    with (LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                       dashboard_address=":0") as cluster,
+          Client(cluster, timeout=120) as client):
+        client.register_plugin(_KillOnce(str(marker)))
+        out = tmp_path / "scores.parquet"
+        summary = run_partitioned_batch(data=str(parts_dir), out=str(out), scorer=scorer,
+                                        model_uri="test", client=client, chunk_size=CHUNK)
+    assert marker.exists(), "the worker running partition 2 was not killed"
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(local_scores))
+    assert summary.rows_scored + summary.rows_rejected == CUSTOMERS
+
+
+def test_a_missing_partition_stops_the_run_and_resume_finishes_the_rest(
+        scorer, parts_dir, local_scores, tmp_path):
+    parts = _copy(parts_dir, tmp_path)
+    hidden = tmp_path / "hidden"
+    shutil.move(parts / "part-00003", hidden)
+    out = tmp_path / "scores.parquet"
+    options = {"data": str(parts), "out": str(out), "scorer": scorer, "model_uri": "test",
+               "client": None, "chunk_size": CHUNK}
+    with pytest.raises(PartitionError, match=r"partition 3 \(.*part-00003\): missing"):
+        run_partitioned_batch(**options)
+    assert not out.exists()
+    with pytest.raises(BatchError, match=r"1 of 6 partitions could not be scored.*partition 3"
+                       r".*5 finished and are kept"):
+        run_partitioned_batch(**options, resume=True)
+    assert not out.exists()
+    shutil.move(hidden, parts / "part-00003")
+    summary = run_partitioned_batch(**options, resume=True)
+    assert summary.chunks_resumed == 5
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(local_scores))
+
+
+def test_an_unreadable_partition_is_named(parts_dir, tmp_path):
+    parts = _copy(parts_dir, tmp_path)
+    (parts / "part-00001" / "orders-00000.parquet").write_bytes(b"not parquet at all")
+    manifest = read_manifest(str(parts))
+    with pytest.raises(PartitionError, match=r"partition 1 .*cannot be read"):
+        read_partition(str(parts), 1, manifest)
+
+
+def test_partitions_of_another_hash_or_count_are_refused(parts_dir, tmp_path):
+    parts = _copy(parts_dir, tmp_path)
+    manifest_path = parts / "manifest.json"
+    values = json.loads(manifest_path.read_text())
+    with pytest.raises(PartitionError, match="has 6 partitions, not 4"):
+        read_manifest(str(parts), partitions=4)
+    manifest_path.write_text(json.dumps({**values, "hash": "xxhash64"}))
+    with pytest.raises(PartitionError, match="written with hash xxhash64 version 1"):
+        read_manifest(str(parts))
+    # right manifest, wrong contents: the customers of partition 0 sit in partition 1
+    manifest_path.write_text(json.dumps(values))
+    for path in (parts / "part-00000").iterdir():
+        shutil.copy(path, parts / "part-00001" / path.name.replace("-00000", "-00001"))
+    with pytest.raises(PartitionError, match=r"partition 1 .*belongs to partition 0 under "
+                                             r"blake2b-64 mod 6"):
+        read_partition(str(parts), 1, read_manifest(str(parts)))
+    (parts / "part-00006").mkdir()
+    with pytest.raises(PartitionError, match="part-00006 exists too"):
+        read_manifest(str(parts))
+
+
+def test_a_scheduler_that_does_not_answer_is_one_line(parts_dir, tmp_path):
+    import socket
+
+    from churnlens import build_app
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = CliRunner().invoke(build_app(), [
+        "features", "--data", str(parts_dir), "--out", str(tmp_path / "f.parquet"),
+        "--engine", "dask", "--scheduler", f"tcp://127.0.0.1:{port}", "--connect-timeout", "2"])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"tcp://127.0.0.1:{port} did not answer within 2 s" in lines[0], \
+        result.output
+
+
+def test_score_command_on_a_partitioned_dataset(bundle_dir, parts_dir, local_scores, tmp_path,
+                                                monkeypatch):
+    from churnlens import build_app
+
+    monkeypatch.setenv("CHURNLENS_NO_PROGRESS", "1")
+    bundle = bundle_dir
+    out = tmp_path / "scores.parquet"
+    result = CliRunner().invoke(build_app(), [
+        "score", "--data", str(parts_dir), "--out", str(out), "--model", str(bundle),
+        "--chunk-size", str(CHUNK)])
+    assert result.exit_code == 0, result.output
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(local_scores))
