@@ -162,8 +162,8 @@ class ModelInfo(BaseModel):
     alias: str | None = Field(examples=["champion"])
     model_uri: str = Field(examples=["models:/churnlens@champion"])
     run_id: str | None = None
-    trained_at: datetime | None = None
-    loaded_at: datetime
+    trained_at: UtcDateTime | None = None
+    loaded_at: UtcDateTime
     metrics: dict[str, float | None] = Field(
         default_factory=dict, examples=[{"roc_auc": 0.83, "pr_auc": 0.61, "ece": 0.02}]
     )

@@ -123,7 +123,10 @@ def shape(value: Any) -> Any:
     if isinstance(value, int | float):
         return "number"
     if isinstance(value, str):
-        return "timestamp" if TIMESTAMP.match(value) else "string"
+        match = TIMESTAMP.match(value)
+        if match is None:
+            return "string"
+        return f"timestamp ending {match.group(2)}" if match.group(2) else "naive timestamp"
     return "null"
 
 
