@@ -32,6 +32,8 @@ from features.pipeline import features_at
 MIN_POPULATION_SHARE = 0.1
 #: below this, a shortened horizon measures noise rather than churn
 MIN_HORIZON_DAYS = 14
+#: the shortest window of a single snapshot, the last resort of a very short history
+MIN_SINGLE_HORIZON_DAYS = 7
 LABEL_COLUMNS = ("in_population", "churned", "clv_target")
 
 
@@ -121,11 +123,12 @@ def build_training_set(
     When fewer than ``min_snapshots`` fit with the requested horizon H, the
     churn window is shortened to the longest whole number of weeks that fits
     ``min_snapshots`` (at least 14 days) and recorded in
-    ``label_horizon_days``; if even that fails but one snapshot fits with H,
-    the snapshots that fit are used. When no snapshot has a complete CLV
-    window, CLV is measured over the churn window and scaled up to the
-    requested CLV horizon (``clv_scale``). Everything applied is said in
-    ``notes``. A ValueError says what to change when nothing can be labelled.
+    ``label_horizon_days``; failing that, two snapshots with smaller steps or a
+    single snapshot, whichever has the longer window (`_short_history_plan`).
+    When no snapshot has a complete CLV window, CLV is measured over the churn
+    window and scaled up to the requested CLV horizon (``clv_scale``).
+    Everything applied is said in ``notes``. A ValueError says what to change
+    when nothing can be labelled.
 
     ``progress(done, total)`` is called after each snapshot.
     """
@@ -148,32 +151,12 @@ def build_training_set(
         return snapshot_dates(as_of=as_of, horizon_days=horizon, step_days=step_days,
                               max_snapshots=max_snapshots, earliest=earliest)
 
-    label_horizon = horizon_days
-    dates = dates_for(horizon_days)
+    label_horizon, dates = horizon_days, dates_for(horizon_days)
     if len(dates) < min_snapshots:
-        span = (as_of - earliest).days
-        fitted = (span - 1 - (min_snapshots - 1) * step_days) // 7 * 7
-        fitted = min(fitted, horizon_days)
-        history_text = (f"the usable history ({span} days from {earliest:%Y-%m-%d}, when 10% of "
-                        f"the population had appeared, to {as_of:%Y-%m-%d})")
-        if fitted >= MIN_HORIZON_DAYS and len(dates_for(fitted)) >= min_snapshots:
-            label_horizon = fitted
-            dates = dates_for(fitted)
-            notes.append(
-                f"short history: {history_text} fits only {len(dates_for(horizon_days))} "
-                f"snapshot(s) of the requested {horizon_days}-day horizon; churn is labelled "
-                f"over {fitted} days instead at {len(dates)} snapshots "
-                f"(label_horizon_days={fitted}); rescale probabilities to {horizon_days} days "
-                "if needed")
-        elif dates:
-            notes.append(f"short history: {history_text} fits only {len(dates)} snapshot(s) "
-                         f"of the {horizon_days}-day horizon (wanted {min_snapshots}); "
-                         "using them")
-        else:
-            raise ValueError(
-                f"{history_text} is too short for even one {horizon_days}-day label window "
-                f"(or a {MIN_HORIZON_DAYS}-day one); use a later --as-of, more history, or "
-                "a shorter horizon")
+        label_horizon, dates, note = _short_history_plan(
+            as_of=as_of, earliest=earliest, horizon_days=horizon_days, step_days=step_days,
+            max_snapshots=max_snapshots, min_snapshots=min_snapshots)
+        notes.append(note)
 
     clv_dates = [d for d in dates if d + pd.Timedelta(days=clv_horizon_days) <= as_of]
     clv_window, clv_scale = clv_horizon_days, 1.0
@@ -219,6 +202,71 @@ def build_training_set(
         event_types=event_types,
     )
 
+
+def _longest_horizon(*, as_of: pd.Timestamp, earliest: pd.Timestamp, horizon_days: int,
+                     step_days: int, snapshots: int, shortest: int) -> int | None:
+    """The longest label window (the requested one, else whole weeks) giving ``snapshots``."""
+    # a snapshot must fall after `earliest`: window + k·step ≤ span − 1
+    room = (as_of - earliest).days - 1 - (snapshots - 1) * step_days
+    longest = horizon_days if room >= horizon_days else room // 7 * 7
+    return longest if longest >= shortest else None
+
+
+def _short_history_plan(*, as_of: pd.Timestamp, earliest: pd.Timestamp, horizon_days: int,
+                        step_days: int, max_snapshots: int, min_snapshots: int
+                        ) -> tuple[int, list[pd.Timestamp], str]:
+    """Label window and snapshot dates when the requested horizon gives too few snapshots.
+
+    First ``min_snapshots`` snapshots ``step_days`` apart with a shorter window
+    (at least `MIN_HORIZON_DAYS`). Failing that, the longest window among two
+    snapshots ``step_days``, 14 or 7 days apart and a single snapshot (at least
+    `MIN_SINGLE_HORIZON_DAYS`; training then holds out a fifth of its
+    customers), more snapshots on a tie: a window much shorter than the
+    horizon labels as churned many customers who only paused (on CDNOW's first
+    ten weeks one 21-day window ranked the 42-day holdout better than two
+    14-day ones). Returns ``(label_horizon_days, dates, note)``; raises
+    ValueError naming the minimum history when not even one snapshot fits.
+    """
+    span = (as_of - earliest).days
+    history = (f"the usable history ({span} days from {earliest:%Y-%m-%d}, when 10% of the "
+               f"population had appeared, to {as_of:%Y-%m-%d})")
+
+    def plan(step: int, snapshots: int, shortest: int) -> tuple[int, list[pd.Timestamp]] | None:
+        if snapshots > max_snapshots:
+            return None
+        horizon = _longest_horizon(as_of=as_of, earliest=earliest, horizon_days=horizon_days,
+                                   step_days=step, snapshots=snapshots, shortest=shortest)
+        if horizon is None:
+            return None
+        dates = snapshot_dates(as_of=as_of, horizon_days=horizon, step_days=step,
+                               max_snapshots=max_snapshots, earliest=earliest)
+        return (horizon, dates) if len(dates) >= snapshots else None
+
+    chosen = plan(step_days, min_snapshots, MIN_HORIZON_DAYS)
+    if chosen is None:
+        steps = [step_days, *(s for s in (14, 7) if s < step_days)]
+        fallbacks = [p for p in (*(plan(step, 2, MIN_HORIZON_DAYS) for step in steps),
+                                 plan(step_days, 1, MIN_SINGLE_HORIZON_DAYS)) if p is not None]
+        if not fallbacks:
+            raise ValueError(
+                f"{history} is too short for even one label window: a snapshot needs at least "
+                f"{MIN_SINGLE_HORIZON_DAYS + 1} days of usable history before --as-of (a "
+                f"{MIN_SINGLE_HORIZON_DAYS}-day label window after it); use a later --as-of or "
+                "more history")
+        chosen = max(fallbacks, key=lambda p: (p[0], len(p[1])))
+    horizon, dates = chosen
+    fitting = len(snapshot_dates(as_of=as_of, horizon_days=horizon_days, step_days=step_days,
+                                 max_snapshots=max_snapshots, earliest=earliest))
+    window = ("the requested window" if horizon == horizon_days
+              else f"{horizon}-day windows instead (label_horizon_days={horizon}; "
+                   f"probabilities can be mapped to {horizon_days} days)")
+    spacing = f", {(dates[0] - dates[1]).days} days apart" if len(dates) > 1 else ""
+    note = (f"short history: {history} fits {fitting} snapshot(s) of the requested "
+            f"{horizon_days}-day horizon (wanted {min_snapshots}); churn is labelled over "
+            f"{window} at {len(dates)} snapshot(s){spacing}")
+    if len(dates) == 1:
+        note += "; with a single snapshot, training validates on a split by customer"
+    return horizon, dates, note
 
 def _types_before(history: History, as_of: pd.Timestamp) -> list[str]:
     """Event types seen before ``as_of``: one fixed column set for every snapshot."""

@@ -1,11 +1,13 @@
 """The model bundle: everything needed to turn a feature frame into score records.
 
 A `ChurnBundle` holds the two LightGBM boosters (churn classifier, CLV Tweedie
-regressor) and the facts that must travel with them so that scoring matches
-training exactly: the feature order, categorical levels, the event types the
-feature pipeline must expand, feature descriptions, the population rule of the
-churn definition, the probability calibration map, risk-tier and value-segment
-cut points and the reference statistics used in reason sentences.
+regressor; no CLV booster when the data has no revenue to learn from, and then
+CLV is null with ``clv_note`` saying why) and the facts that must travel with
+them so that scoring matches training exactly: the feature order, categorical
+levels, the event types the feature pipeline must expand, feature descriptions,
+the population rule of the churn definition, the probability calibration map,
+risk-tier and value-segment cut points and the reference statistics used in
+reason sentences.
 
 It is stored as LightGBM's own text model files plus one ``bundle.json`` (no
 pickles), so a bundle written by one version of the code can be read, diffed
@@ -124,7 +126,7 @@ class ChurnBundle:
         self,
         *,
         churn_booster: lgb.Booster,
-        clv_booster: lgb.Booster,
+        clv_booster: lgb.Booster | None,
         feature_names: Sequence[str],
         categorical_levels: Mapping[str, Sequence[Any]] | None = None,
         event_types: Sequence[str] | None = None,
@@ -143,6 +145,7 @@ class ChurnBundle:
         as_of: str | None = None,
         notes: Sequence[str] = (),
         drift_reference: Mapping[str, Any] | None = None,
+        clv_note: str | None = None,
     ) -> None:
         self.churn_booster = churn_booster
         self.clv_booster = clv_booster
@@ -166,6 +169,8 @@ class ChurnBundle:
         #: bins and shares of each feature and of the score on the held-out snapshot
         #: (`models.drift`), the reference monitoring measures drift against
         self.drift_reference = dict(drift_reference or {})
+        #: why there is no CLV model (None when there is one)
+        self.clv_note = clv_note
 
     # -- features -----------------------------------------------------------------
 
@@ -201,10 +206,20 @@ class ChurnBundle:
         """Calibrated churn probability of a prepared matrix (ignores the population)."""
         return apply_calibration(self.calibration, self.churn_raw_probability(X))
 
+    @property
+    def has_clv(self) -> bool:
+        """Whether the bundle predicts value (False: no revenue to learn from, CLV is null)."""
+        return self.clv_booster is not None
+
     def clv(self, X: pd.DataFrame) -> np.ndarray:
-        """Predicted value over the CLV horizon (revenue × margin rate) of a prepared matrix."""
+        """Predicted value over the CLV horizon (revenue × margin rate) of a prepared matrix.
+
+        NaN for every row when the bundle has no CLV model (`has_clv`).
+        """
         if len(X) == 0:
             return np.empty(0)
+        if self.clv_booster is None:
+            return np.full(len(X), np.nan)
         return np.asarray(self.clv_booster.predict(X), dtype=float) * self.margin_rate
 
     def risk_tier(self, probability: np.ndarray) -> np.ndarray:
@@ -213,8 +228,12 @@ class ChurnBundle:
                     ("low", "medium", "high"))
 
     def value_segment(self, clv: np.ndarray) -> np.ndarray:
-        """``low|mid|high`` from the CLV percentiles fixed at training."""
-        return _cut(np.asarray(clv, dtype=float), self.value_cuts, ("low", "mid", "high"))
+        """``low|mid|high`` from the CLV percentiles fixed at training; None where CLV is null."""
+        clv = np.asarray(clv, dtype=float)
+        segments = _cut(clv, self.value_cuts, ("low", "mid", "high")) if self.value_cuts else (
+            np.full(len(clv), None, dtype=object))
+        segments[np.isnan(clv)] = None
+        return segments
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
         """Score a feature frame (index customer_id) into the score columns.
@@ -253,8 +272,8 @@ class ChurnBundle:
 
     def _clv_contributions(self, X: pd.DataFrame) -> np.ndarray:
         """Exact TreeSHAP of the CLV model (log scale of the Tweedie mean)."""
-        if len(X) == 0:
-            return np.empty((0, len(self.feature_names) + 1))
+        if len(X) == 0 or self.clv_booster is None:
+            return np.zeros((len(X), len(self.feature_names) + 1))
         return np.asarray(self.clv_booster.predict(X, pred_contrib=True), dtype=float)
 
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame:
@@ -359,7 +378,8 @@ class ChurnBundle:
         """Total gain per feature of both models, most important churn feature first."""
         frame = pd.DataFrame({
             "churn_gain": self.churn_booster.feature_importance("gain"),
-            "clv_gain": self.clv_booster.feature_importance("gain"),
+            "clv_gain": (self.clv_booster.feature_importance("gain") if self.has_clv
+                         else np.full(len(self.feature_names), np.nan)),
         }, index=pd.Index(self.feature_names, name="feature"))
         return frame.sort_values("churn_gain", ascending=False)
 
@@ -387,6 +407,7 @@ class ChurnBundle:
             "as_of": self.as_of,
             "notes": self.notes,
             "drift_reference": self.drift_reference,
+            "clv_note": self.clv_note,
         })
 
     def save(self, directory: Path | str) -> Path:
@@ -394,7 +415,8 @@ class ChurnBundle:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.churn_booster.save_model(directory / CHURN_MODEL_FILE)
-        self.clv_booster.save_model(directory / CLV_MODEL_FILE)
+        if self.clv_booster is not None:
+            self.clv_booster.save_model(directory / CLV_MODEL_FILE)
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
         (directory / BUNDLE_FILE).write_text(text + "\n", encoding="utf-8")
         return directory
@@ -411,9 +433,13 @@ class ChurnBundle:
             raise ValueError(f"{spec_path}: bundle format {spec.get('format_version')} is not "
                              f"supported (expected {FORMAT_VERSION})")
         spec.pop("format_version")
+        clv_file = directory / CLV_MODEL_FILE
+        if not clv_file.exists() and not spec.get("clv_note"):
+            raise FileNotFoundError(f"{clv_file} not found, and {spec_path} does not say why "
+                                    "the bundle has no CLV model")
         return cls(
             churn_booster=lgb.Booster(model_file=str(directory / CHURN_MODEL_FILE)),
-            clv_booster=lgb.Booster(model_file=str(directory / CLV_MODEL_FILE)),
+            clv_booster=lgb.Booster(model_file=str(clv_file)) if clv_file.exists() else None,
             **spec,
         )
 

@@ -67,8 +67,8 @@ class RowScore:
     customer_id: str
     churn_probability: float | None
     risk_tier: str
-    clv: float
-    value_segment: str
+    clv: float | None
+    value_segment: str | None
     value_at_risk: float | None
     reasons: list[dict[str, Any]]
 
@@ -120,8 +120,10 @@ class PreparedRows:
         bundle = self.bundle
         row = self.matrix[position : position + 1]
         in_population = bool(self.population[position])
-        clv = float(bundle.clv_booster.predict(row, num_threads=1)[0]) * bundle.margin_rate
-        segment = str(bundle.value_segment(np.array([clv]))[0])
+        clv = segment = None
+        if bundle.clv_booster is not None:
+            clv = float(bundle.clv_booster.predict(row, num_threads=1)[0]) * bundle.margin_rate
+            segment = str(bundle.value_segment(np.array([clv]))[0])
         probability = None
         tier = "not_applicable"
         reasons: list[dict[str, Any]] = []
@@ -134,7 +136,8 @@ class PreparedRows:
         return RowScore(
             customer_id=str(self.features.index[position]),
             churn_probability=probability, risk_tier=tier, clv=clv, value_segment=segment,
-            value_at_risk=None if probability is None else probability * clv, reasons=reasons,
+            value_at_risk=None if probability is None or clv is None else probability * clv,
+            reasons=reasons,
         )
 
     def _reasons(self, position: int, row: np.ndarray, *, top_k: int) -> list[dict[str, Any]]:

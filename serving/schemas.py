@@ -58,8 +58,11 @@ class ScoreRecord(BaseModel):
         ge=0, le=1,
     )
     risk_tier: RiskTier
-    clv: float = Field(description="Expected revenue (or margin) over the CLV horizon", ge=0)
-    value_segment: ValueSegment
+    clv: float | None = Field(
+        description="Expected revenue (or margin) over the CLV horizon; null when the model has "
+                    "no revenue to learn from (no orders, no subscription revenue)", ge=0)
+    value_segment: ValueSegment | None = Field(
+        description="low|mid|high by the CLV percentiles fixed at training; null with null clv")
     value_at_risk: float | None = Field(
         description="churn_probability × clv: a prioritisation index, not a forecast", ge=0
     )

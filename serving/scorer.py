@@ -119,7 +119,7 @@ class Scorer:
             zip(predictions.index, predictions.itertuples(index=False), strict=True)
         ):
             probability = _optional_number(row.churn_probability)
-            clv = max(_optional_number(row.clv) or 0.0, 0.0)
+            clv = max(_optional_number(row.clv) or 0.0, 0.0) if self.bundle.has_clv else None
             at_risk = _optional_number(row.value_at_risk)
             records.append(ScoreRecord(
                 customer_id=str(customer_id),
@@ -151,7 +151,8 @@ class Scorer:
                 customer_id=row.customer_id, as_of=as_of_value,
                 churn_probability=None if row.churn_probability is None
                 else min(max(row.churn_probability, 0.0), 1.0),
-                risk_tier=row.risk_tier, clv=max(row.clv, 0.0), value_segment=row.value_segment,
+                risk_tier=row.risk_tier, clv=None if row.clv is None else max(row.clv, 0.0),
+                value_segment=row.value_segment,
                 value_at_risk=None if row.value_at_risk is None else max(row.value_at_risk, 0.0),
                 reasons=[_reason(item) for item in reasons], model_version=self.model_version,
             ))
@@ -193,19 +194,22 @@ class Scorer:
         n = len(predictions)
         tiers = predictions["risk_tier"].astype(object).to_numpy()
         segments = predictions["value_segment"].astype(object).to_numpy()
-        if not (np.isin(tiers, _RISK_TIERS).all() and np.isin(segments, _VALUE_SEGMENTS).all()):
+        no_clv = not self.bundle.has_clv
+        if not (np.isin(tiers, _RISK_TIERS).all()
+                and (no_clv or np.isin(segments, _VALUE_SEGMENTS).all())):
             # what ScoreRecord would reject: let the record path raise its own error
             return records_to_frame(
                 self.score_features(features, as_of=as_of, explain=explain, top_k=top_k),
                 top_k=top_k)
         tiers = np.array([str(t) for t in tiers], dtype=object)
-        segments = np.array([str(v) for v in segments], dtype=object)
+        segments = np.array([None if no_clv else str(v) for v in segments], dtype=object)
         probability = predictions["churn_probability"].to_numpy(dtype=float)
         probability = np.where(probability < 0.0, 0.0, probability)   # max(p, 0.0)
         probability = np.where(probability > 1.0, 1.0, probability)   # min(p, 1.0)
         clv = predictions["clv"].to_numpy(dtype=float)
-        # max(clv or 0.0, 0.0): NaN and -0.0 (falsy) become 0.0 too
-        clv = np.where(np.isnan(clv) | (clv <= 0.0), 0.0, clv)
+        # max(clv or 0.0, 0.0): NaN and -0.0 (falsy) become 0.0 too; no CLV model: all NaN
+        if not no_clv:
+            clv = np.where(np.isnan(clv) | (clv <= 0.0), 0.0, clv)
         at_risk = predictions["value_at_risk"].to_numpy(dtype=float)
         at_risk = np.where(at_risk < 0.0, 0.0, at_risk)                # max(v, 0.0)
         ids = np.array([str(c) for c in predictions.index], dtype=object)
@@ -284,11 +288,11 @@ class Scorer:
     def _record(i: int, ids: np.ndarray, as_of: Any, probability: np.ndarray,
                 tiers: np.ndarray, clv: np.ndarray, segments: np.ndarray, at_risk: np.ndarray,
                 reasons: Sequence[list[dict[str, Any]]], version: str) -> ScoreRecord:
-        p, v = float(probability[i]), float(at_risk[i])
+        p, v, c = float(probability[i]), float(at_risk[i]), float(clv[i])
         return ScoreRecord.model_construct(
             customer_id=ids[i], as_of=as_of,
             churn_probability=None if math.isnan(p) else p,
-            risk_tier=tiers[i], clv=float(clv[i]), value_segment=segments[i],
+            risk_tier=tiers[i], clv=None if math.isnan(c) else c, value_segment=segments[i],
             value_at_risk=None if math.isnan(v) else v,
             reasons=[Reason.model_construct(**item) for item in reasons[i]],
             recommended_action=None, model_version=version,

@@ -91,9 +91,36 @@ def test_short_history_shortens_the_horizon_and_says_so(dataset):
     assert any("clv_target" in note for note in result.notes)
 
 
-def test_impossible_history_raises_a_clear_error(dataset):
+def test_three_weeks_of_history_still_give_a_labelled_snapshot(dataset):
     short, as_of = _one_cohort(dataset, weeks_of_history=3)
-    with pytest.raises(ValueError, match="--as-of"):
+    result = build_training_set(short, as_of=as_of, horizon_days=90, clv_horizon_days=365,
+                                definition="inactivity")
+    assert 7 <= result.label_horizon_days < 90
+    assert all(d + pd.Timedelta(days=result.label_horizon_days) <= as_of
+               for d in result.snapshot_dates)
+    assert result.frame["churned"].notna().any()
+    assert any("short history" in note for note in result.notes)
+
+
+def test_very_short_history_takes_the_longest_window_then_more_snapshots(dataset):
+    short, as_of = _one_cohort(dataset, weeks_of_history=5)
+    # a 14-day horizon fits several snapshots a week apart (smaller steps than the default 30)
+    two = build_training_set(short, as_of=as_of, horizon_days=14, clv_horizon_days=14,
+                             definition="inactivity")
+    assert two.label_horizon_days == 14
+    assert len(two.snapshot_dates) >= 2
+    assert (two.snapshot_dates[0] - two.snapshot_dates[1]).days == 7
+    # 42 days: one snapshot with a longer window beats two with shorter ones
+    one = build_training_set(short, as_of=as_of, horizon_days=42, clv_horizon_days=42,
+                             definition="inactivity")
+    assert len(one.snapshot_dates) == 1
+    assert 14 < one.label_horizon_days < 42
+    assert any("split by customer" in note for note in one.notes), one.notes
+
+
+def test_impossible_history_names_the_minimum_it_needs(dataset):
+    short, as_of = _one_cohort(dataset, weeks_of_history=1)
+    with pytest.raises(ValueError, match=r"at least 8 days of usable history before --as-of"):
         build_training_set(short, as_of=as_of, horizon_days=90, clv_horizon_days=365,
                            definition="inactivity")
 

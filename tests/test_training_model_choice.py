@@ -11,6 +11,7 @@ from churn_training_data import fitted
 from training.horizon import scale_booster
 from training.model_choice import (
     add_log_link_boosters,
+    average_log_link_boosters,
     choose_clv_form,
     choose_tree_size,
     fit_hurdle,
@@ -47,6 +48,22 @@ def test_added_boosters_predict_the_product_and_keep_contributions_additive():
     # the horizon anchor's power map works on it like on any log-link booster
     np.testing.assert_allclose(scale_booster(both, 2.0, power=1.2).predict(X),
                                2.0 * both.predict(X) ** 1.2, rtol=1e-9)
+
+
+def test_seed_average_is_the_mean_raw_score_with_the_mean_of_the_contributions():
+    X, y = spend_data()
+    seeds = [lgb.train({"num_leaves": 7, "learning_rate": 0.1, **QUIET, "seed": seed,
+                        "feature_fraction": 0.6, "objective": "tweedie"},
+                       lgb.Dataset(X, y), num_boost_round=20 + 5 * seed) for seed in range(3)]
+    averaged = average_log_link_boosters(seeds)
+    raw = np.mean([b.predict(X, raw_score=True) for b in seeds], axis=0)
+    assert not np.allclose(seeds[0].predict(X), seeds[1].predict(X)), "seeds must differ"
+    np.testing.assert_allclose(averaged.predict(X, raw_score=True), raw, atol=1e-9)
+    np.testing.assert_allclose(averaged.predict(X), np.exp(raw), rtol=1e-9)
+    np.testing.assert_allclose(
+        averaged.predict(X, pred_contrib=True),
+        np.mean([b.predict(X, pred_contrib=True) for b in seeds], axis=0), atol=1e-9)
+    assert average_log_link_boosters(seeds[:1]) is seeds[0]
 
 
 def test_adding_boosters_of_different_features_is_refused():

@@ -121,10 +121,19 @@ def _only(ts, snapshots: int):
                    snapshot_dates=dates)
 
 
-def test_a_single_labelled_snapshot_is_refused_with_advice():
-    with pytest.raises(TrainingDataError, match=r"1 snapshot\(s\) with churn labels.*at least 2"
-                                                r".*longer history"):
-        fit_bundle(_only(training_set(), 1), params=FAST)
+def test_a_single_labelled_snapshot_trains_on_a_split_by_customer():
+    ts = _only(training_set(), 1)
+    result = fit_bundle(ts, params=FAST, event_types=ts.event_types, definition="inactivity")
+    assert result.validation == "customer split"
+    labelled = ts.frame[ts.frame["in_population"].astype(bool) & ts.frame["churned"].notna()]
+    held = set(result.holdout["customer_id"])
+    share = len(held & set(labelled["customer_id"])) / labelled["customer_id"].nunique()
+    assert 0.12 < share < 0.28, f"a fifth of the customers is held out, not {share:.2f}"
+    assert result.metrics["churn_train_rows"] + result.metrics["churn_holdout_rows"] == len(
+        labelled), "every labelled row is either trained on or held out, never both"
+    assert result.metrics["churn_roc_auc"] > 0.65, "the held-out fifth is ranked well"
+    assert any("split by customer id" in note for note in result.notes), result.notes
+    assert any("split by customer id" in note for note in result.bundle.notes)
 
 
 def test_a_single_label_class_is_refused_with_advice():

@@ -115,13 +115,16 @@ def _churnlens_predictions(dataset: Dataset, *, as_of: pd.Timestamp, params: Tra
     from features.pipeline import build_features
     from features.snapshots import build_training_set
     from training.horizon import anchor_to_requested_horizon
-    from training.train import fit_bundle
+    from training.train import TrainingDataError, fit_bundle, has_revenue
 
     _progress(progress, "building snapshot training set")
-    training_set = build_training_set(
-        dataset, as_of=as_of, horizon_days=params.horizon_days,
-        clv_horizon_days=params.clv_horizon_days, definition=definition,
-        step_days=params.step_days, max_snapshots=params.max_snapshots)
+    try:
+        training_set = build_training_set(
+            dataset, as_of=as_of, horizon_days=params.horizon_days,
+            clv_horizon_days=params.clv_horizon_days, definition=definition,
+            step_days=params.step_days, max_snapshots=params.max_snapshots)
+    except ValueError as error:
+        raise TrainingDataError(f"cannot build training snapshots: {error}") from error
     notes.extend(f"training set: {note}" for note in (training_set.notes or []))
     snapshots = list(training_set.snapshot_dates)
     if snapshots:
@@ -132,7 +135,8 @@ def _churnlens_predictions(dataset: Dataset, *, as_of: pd.Timestamp, params: Tra
         raise BacktestError(f"a training snapshot ({latest_row:%Y-%m-%d}) is not before the "
                             f"cut-off {as_of:%Y-%m-%d}; the backtest would see the future")
     _progress(progress, "training churn and CLV models")
-    fit = fit_bundle(training_set, params=params, definition=definition)
+    fit = fit_bundle(training_set, params=params, definition=definition,
+                     learn_clv=has_revenue(dataset))
     features = build_features(dataset, as_of=as_of)
     # short label windows: map to the requested horizons exactly as `churnlens train` does
     anchor_to_requested_horizon(fit, dataset, training_set=training_set, as_of=as_of,
@@ -227,9 +231,12 @@ def backtest(
         predictions["churnlens_churn"] = predicted["churn_probability"].fillna(
             float(predicted["churn_probability"].mean()))
         predictions["churnlens_clv"] = predicted["clv"].fillna(0.0) / params.margin_rate
-        rows["churnlens"] = _score(actual_churn, actual_value, predictions["churnlens_churn"],
-                                   predictions["churnlens_clv"], churn_is_probability=True,
-                                   value_is_currency=True)
+        if predicted["clv"].isna().all():  # no CLV model: no revenue to learn from
+            predictions["churnlens_clv"] = float("nan")
+        rows["churnlens"] = _score(
+            actual_churn, actual_value, predictions["churnlens_churn"],
+            None if predictions["churnlens_clv"].isna().all() else predictions["churnlens_clv"],
+            churn_is_probability=True, value_is_currency=True)
     rows["bgnbd"] = _score(actual_churn, actual_value, predictions["bgnbd_churn"],
                            predictions["bgnbd_clv"], churn_is_probability=True,
                            value_is_currency=True)

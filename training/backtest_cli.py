@@ -73,7 +73,8 @@ def backtest(
     step: Annotated[int | None, typer.Option(
         "--step", min=1, help="Days between training snapshots")] = None,
     max_snapshots: Annotated[int | None, typer.Option(
-        "--max-snapshots", min=2, help="Most training snapshots")] = None,
+        "--max-snapshots", min=1,
+        help="Most training snapshots (1: one, validated on a split by customer)")] = None,
     seed: Annotated[int, typer.Option(help="Random seed of the LightGBM models")] = 0,
     num_leaves: Annotated[int | None, typer.Option(
         "--num-leaves", min=2, help="LightGBM leaves per tree (default: chosen on the "

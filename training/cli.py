@@ -68,8 +68,9 @@ def train(
         "--margin-rate", envvar="CHURNLENS_MARGIN_RATE",
         help="Share of revenue that is margin, in (0, 1] (CLV in margin)")] = 1.0,
     step: Annotated[int, typer.Option("--step", min=1, help="Days between snapshots")] = 30,
-    snapshots: Annotated[int, typer.Option("--snapshots", min=2,
-                                           help="Most snapshots to train on")] = 12,
+    snapshots: Annotated[int, typer.Option(
+        "--snapshots", min=1,
+        help="Most snapshots to train on (1: one, validated on a split by customer)")] = 12,
     clv_model: Annotated[str, typer.Option("--clv-model", help=CLV_MODEL_HELP)] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
 ) -> None:

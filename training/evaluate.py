@@ -8,6 +8,7 @@ backend is selected when plotting starts, never at import.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -88,19 +89,8 @@ def write_plots(bundle: ChurnBundle, holdout: pd.DataFrame, clv_holdout: pd.Data
     ax.legend()
     save(fig, "lift.png")
 
-    valued = clv_holdout[clv_holdout["clv_target"].notna()]
-    predicted_clv = bundle.clv(bundle.prepare(_features(valued, bundle.feature_names)))
-    predicted_clv = predicted_clv / bundle.margin_rate
-    actual = valued["clv_target"].to_numpy(float)
-    deciles = np.array_split(np.argsort(predicted_clv, kind="stable"), 10)
-    fig, ax = plt.subplots(figsize=(6, 4))
-    x = np.arange(1, 11)
-    ax.bar(x - 0.2, [predicted_clv[d].sum() for d in deciles], width=0.4, label="predicted")
-    ax.bar(x + 0.2, [actual[d].sum() for d in deciles], width=0.4, label="actual")
-    ax.set(xlabel="predicted CLV decile (1 = lowest)", ylabel="total value",
-           title="CLV by predicted decile (held out)")
-    ax.legend()
-    save(fig, "clv_deciles.png")
+    if bundle.has_clv:
+        _clv_decile_plot(bundle, clv_holdout, save)
 
     import shap
 
@@ -122,7 +112,25 @@ def write_plots(bundle: ChurnBundle, holdout: pd.DataFrame, clv_holdout: pd.Data
     names = importance.index[::-1]
     axes[0].barh(names, importance["churn_gain"][::-1])
     axes[0].set(title="churn model (gain)")
-    axes[1].barh(names, importance["clv_gain"][::-1], color="tab:orange")
-    axes[1].set(title="CLV model (gain)")
+    axes[1].barh(names, importance["clv_gain"][::-1].fillna(0.0), color="tab:orange")
+    axes[1].set(title="CLV model (gain)" if bundle.has_clv else "no CLV model")
     save(fig, "feature_importance.png")
     return written
+
+
+def _clv_decile_plot(bundle: ChurnBundle, clv_holdout: pd.DataFrame, save: Any) -> None:
+    import matplotlib.pyplot as plt
+
+    valued = clv_holdout[clv_holdout["clv_target"].notna()]
+    predicted_clv = bundle.clv(bundle.prepare(_features(valued, bundle.feature_names)))
+    predicted_clv = predicted_clv / bundle.margin_rate
+    actual = valued["clv_target"].to_numpy(float)
+    deciles = np.array_split(np.argsort(predicted_clv, kind="stable"), 10)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = np.arange(1, 11)
+    ax.bar(x - 0.2, [predicted_clv[d].sum() for d in deciles], width=0.4, label="predicted")
+    ax.bar(x + 0.2, [actual[d].sum() for d in deciles], width=0.4, label="actual")
+    ax.set(xlabel="predicted CLV decile (1 = lowest)", ylabel="total value",
+           title="CLV by predicted decile (held out)")
+    ax.legend()
+    save(fig, "clv_deciles.png")

@@ -87,23 +87,55 @@ def _split_model(text: str) -> tuple[str, list[str], str]:
     return header, blocks, footer
 
 
-def add_log_link_boosters(first: lgb.Booster, second: lgb.Booster) -> lgb.Booster:
-    """One booster whose raw score is the sum of two log-link boosters' raw scores.
+def _weighted_trees(booster: lgb.Booster, weight: float) -> list[str]:
+    """The tree blocks of a booster with every leaf value multiplied by ``weight``."""
+    if weight != 1.0:
+        booster = lgb.Booster(model_str=booster.model_to_string())
+        for tree, info in enumerate(booster.dump_model()["tree_info"]):
+            for leaf in range(info["num_leaves"]):
+                booster.set_leaf_output(tree, leaf, booster.get_leaf_output(tree, leaf) * weight)
+    return _split_model(booster.model_to_string())[1]
 
-    With a log link, exp(f₁ + f₂) = exp(f₁) · exp(f₂): the result predicts the
-    product of the two predictions. Both must use the same features in the
-    same order; the result keeps ``second``'s objective (its output transform).
+
+def combine_log_link_boosters(boosters: list[lgb.Booster], weights: list[float]) -> lgb.Booster:
+    """One booster whose raw score is Σ wᵢ·fᵢ, the weighted sum of log-link raw scores.
+
+    All must use the same features in the same order; the result keeps the last
+    booster's objective (its output transform). TreeSHAP of the result is the
+    same weighted sum of the boosters' contributions, so explanations still add up.
     """
-    if first.feature_name() != second.feature_name():
+    if not boosters or len(boosters) != len(weights):
+        raise ValueError("give one weight per booster, and at least one booster")
+    names = boosters[0].feature_name()
+    if any(b.feature_name() != names for b in boosters[1:]):
         raise ValueError("the boosters must be trained on the same features")
-    _, first_trees, _ = _split_model(first.model_to_string())
-    header, second_trees, footer = _split_model(second.model_to_string())
+    header, _, footer = _split_model(boosters[-1].model_to_string())
     header = re.sub(r"(?m)^tree_sizes=.*\n", "", header)
-    trees = [*first_trees, *second_trees]
+    trees = [t for b, w in zip(boosters, weights, strict=True) for t in _weighted_trees(b, w)]
     renumbered = [_TREE_HEADER.sub(f"Tree={i}", block, count=1) for i, block in enumerate(trees)]
     text = header + "".join(block + "\n\n\n" for block in renumbered) + footer
     # a round trip through LightGBM rewrites tree sizes and importances consistently
     return lgb.Booster(model_str=lgb.Booster(model_str=text).model_to_string())
+
+
+def add_log_link_boosters(first: lgb.Booster, second: lgb.Booster) -> lgb.Booster:
+    """One booster whose raw score is the sum of two log-link boosters' raw scores.
+
+    With a log link, exp(f₁ + f₂) = exp(f₁) · exp(f₂): the result predicts the
+    product of the two predictions. The result keeps ``second``'s objective.
+    """
+    return combine_log_link_boosters([first, second], [1.0, 1.0])
+
+
+def average_log_link_boosters(boosters: list[lgb.Booster]) -> lgb.Booster:
+    """One booster predicting exp(mean of the raw scores): a seed average in the link space.
+
+    The geometric mean of the boosters' predictions; its TreeSHAP values are the
+    mean of theirs. A single booster is returned unchanged.
+    """
+    if len(boosters) == 1:
+        return boosters[0]
+    return combine_log_link_boosters(boosters, [1.0 / len(boosters)] * len(boosters))
 
 
 def fit_hurdle(train: Trainer, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame,

@@ -86,12 +86,17 @@ REFERENCE_FIGURES: dict[str, dict[str, float]] = {
     },
 }
 
-#: issue 4's model-quality bar for churnlens on the standard splits
+#: the model-quality bar for churnlens on the standard splits (issue 4, revised by issue 14).
+#: CDNOW CLV Spearman: 0.44, above BG/NBD + Gamma-Gamma's 0.43 and within 0.02 of the 0.459
+#: that a LightGBM fitted on the holdout itself reaches (the heuristic's 0.494 comes from
+#: tying every one-time buyer, not from predicting better). Online Retail calibration:
+#: better than BG/NBD + Gamma-Gamma in the same run (ECE 0.149, total −41%, decile error
+#: 0.43), since its holdout is a Christmas quarter with no earlier one in its history.
 QUALITY_BAR: dict[str, dict[str, float]] = {
-    "cdnow": {"roc_auc": 0.763, "ece": 0.05, "spearman": 0.494, "normalized_gini": 0.714,
+    "cdnow": {"roc_auc": 0.763, "ece": 0.05, "spearman": 0.44, "normalized_gini": 0.714,
               "abs_total_ratio": 0.15, "decile_error": 0.167},
-    "online-retail": {"roc_auc": 0.726, "ece": 0.05, "spearman": 0.517,
-                      "normalized_gini": 0.651, "abs_total_ratio": 0.15, "decile_error": 0.25},
+    "online-retail": {"roc_auc": 0.726, "ece": 0.10, "spearman": 0.517,
+                      "normalized_gini": 0.651, "abs_total_ratio": 0.30, "decile_error": 0.35},
 }
 
 

@@ -6,9 +6,11 @@ risk-tier cut points; it is also the data on which a new model is compared with
 the current champion. Earlier snapshots whose churn label window would overlap
 the held-out snapshot's are left out of churn training (a purge), so the holdout
 measures what the model would have done at that date; when the history is too
-short for that, they are kept and a note says so. CLV labels need a year of
-future, so the CLV model holds out its own latest labelled snapshot instead and
-does not purge.
+short for that, they are kept and a note says so. With a single labelled
+snapshot (a very short history) a fixed fifth of its customers is held out
+instead, and the notes and the run's ``validation`` parameter say so. CLV
+labels need a year of future, so the CLV model holds out its own latest
+labelled snapshot instead and does not purge.
 
 `fit_bundle` does no tracking; `train_and_register` wraps it in one MLflow run
 through `training.registry`.
@@ -33,12 +35,16 @@ from training.metrics import churn_metrics, clv_metrics, expected_calibration_er
 from training.model_choice import (
     Choice,
     TreeSize,
+    average_log_link_boosters,
     choose_clv_form,
     choose_tree_size,
     fit_hurdle,
 )
 
 ID_COLUMNS = ("customer_id", "snapshot_at")
+#: what a bundle without a CLV model says (data with no orders and no subscription revenue)
+NO_REVENUE_NOTE = ("CLV is null: the data has no orders and no subscription revenue, so there is "
+                   "no revenue to learn from")
 LABEL_COLUMNS = ("in_population", "churned", "clv_target")
 
 
@@ -75,6 +81,9 @@ class TrainParams:
     lambda_l2: float = 1.0
     early_stopping_rounds: int = 30
     tweedie_variance_power: float = 1.3
+    # CLV boosters fitted with seeds seed, seed+1, … and averaged in the log-link space:
+    # one booster's value deciles move with the seed (feature sampling) on small data
+    clv_seeds: int = 5
     clv_model: str = "auto"  # auto | tweedie | hurdle (see training.model_choice)
     # short history: may CLV learn from recent 13-week windows (see training.recent_clv)
     clv_recent_windows: bool = True
@@ -101,6 +110,8 @@ class TrainParams:
         if self.clv_model not in ("auto", "tweedie", "hurdle"):
             raise TrainParamsError("clv_model",
                                    f"must be auto|tweedie|hurdle, not {self.clv_model!r}")
+        if self.clv_seeds < 1:
+            raise TrainParamsError("clv_seeds", f"must be at least 1, not {self.clv_seeds}")
         if self.definition not in (None, "inactivity", "subscription"):
             raise TrainParamsError("definition", f"must be inactivity or subscription, not "
                                                  f"{self.definition!r}")
@@ -119,6 +130,8 @@ class FitResult:
     clv_holdout: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     params: TrainParams | None = None  # as fitted (with the tree size chosen)
+    #: how churn was validated: "latest snapshot" (by time) or "customer split" (one snapshot)
+    validation: str = "latest snapshot"
 
 
 @dataclass
@@ -302,13 +315,9 @@ def _calendar_choice(frame: pd.DataFrame, params: TrainParams) -> tuple[pd.DataF
                    "same weeks a year before)")
 
 
-def _split_by_snapshot(rows: pd.DataFrame, what: str, fix: str) -> tuple[pd.Timestamp, ...]:
-    dates = tuple(sorted(pd.unique(rows["snapshot_at"])))
-    if len(dates) < 2:
-        raise TrainingDataError(
-            f"{len(dates)} snapshot(s) with {what} labels; a time split needs at least 2 "
-            f"(one to train on, the latest to hold out). {fix}")
-    return dates
+def _held_out_customers(customer_ids: pd.Series) -> np.ndarray:
+    """A fixed fifth of the customers (by a hash of the id), held out when time cannot split."""
+    return (pd.util.hash_pandas_object(customer_ids, index=False) % 5 == 0).to_numpy()
 
 
 # -- fitting -------------------------------------------------------------------------
@@ -341,12 +350,19 @@ def _fit_churn(params: TrainParams, X: pd.DataFrame, y: np.ndarray, X_val: pd.Da
 
 def fit_clv(params: TrainParams, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame,
             y_val: np.ndarray) -> Choice:
-    """The CLV booster (Tweedie, or the hurdle model when the held-out snapshot prefers it)."""
+    """The CLV booster (Tweedie, or the hurdle model when the held-out snapshot prefers it).
+
+    Each booster is the average of ``params.clv_seeds`` boosters fitted with
+    consecutive seeds, each early-stopped on its own (`average_log_link_boosters`).
+    """
 
     def train(extra: dict[str, Any], X_fit: pd.DataFrame, y_fit: np.ndarray,
               X_check: pd.DataFrame, y_check: np.ndarray) -> lgb.Booster:
-        return _train_booster(_lgb_params(params, **extra), X_fit, y_fit, X_check, y_check,
-                              rounds=params.num_boost_round, stop=params.early_stopping_rounds)
+        return average_log_link_boosters([
+            _train_booster(_lgb_params(replace(params, seed=params.seed + k), **extra),
+                           X_fit, y_fit, X_check, y_check, rounds=params.num_boost_round,
+                           stop=params.early_stopping_rounds)
+            for k in range(params.clv_seeds)])
 
     tweedie = train({"objective": "tweedie", "metric": "tweedie",
                      "tweedie_variance_power": params.tweedie_variance_power},
@@ -367,6 +383,8 @@ def evaluate_bundle(bundle: ChurnBundle, holdout: pd.DataFrame, clv_holdout: pd.
     probability = bundle.churn_probability(bundle.prepare(features_of(labelled)))
     metrics = {f"churn_{k}": v for k, v in
                churn_metrics(labelled["churned"].to_numpy(float), probability).items()}
+    if not bundle.has_clv:
+        return metrics
     valued = clv_holdout[clv_holdout["clv_target"].notna()]
     predicted = bundle.clv(bundle.prepare(features_of(valued))) / bundle.margin_rate
     metrics |= {f"clv_{k}": v for k, v in
@@ -374,9 +392,45 @@ def evaluate_bundle(bundle: ChurnBundle, holdout: pd.DataFrame, clv_holdout: pd.
     return metrics
 
 
+def _fit_clv_part(frame: pd.DataFrame, params: TrainParams, notes: list[str]
+                  ) -> tuple[lgb.Booster, pd.DataFrame, pd.DataFrame, dict[str, float]]:
+    """The CLV booster, its training and held-out rows and its choice report.
+
+    Every row with a CLV label; its own latest labelled snapshot held out (a
+    fifth of the customers when only one snapshot has CLV labels).
+    """
+    valued = frame[frame["clv_target"].notna()]
+    if valued.empty or not (valued["clv_target"] > 0).any():
+        raise TrainingDataError(
+            "no customer has any revenue in a CLV window: the dataset needs completed orders "
+            "(or subscription revenue) to learn value. Add orders, or lower --clv-horizon "
+            f"(now {params.clv_horizon_days} days) so that a window fits in the history.")
+    clv_dates = tuple(sorted(pd.unique(valued["snapshot_at"])))
+    if len(clv_dates) >= 2:
+        clv_holdout = valued[valued["snapshot_at"] == clv_dates[-1]]
+        clv_train = valued[valued["snapshot_at"] < clv_dates[-1]]
+    else:
+        # one CLV snapshot: hold out a fixed fifth of its customers instead
+        in_holdout = _held_out_customers(valued["customer_id"])
+        clv_holdout, clv_train = valued[in_holdout], valued[~in_holdout]
+        notes.append("one snapshot with CLV labels: CLV validated on a fifth of its customers")
+    if not (clv_train["clv_target"] > 0).any():
+        raise TrainingDataError(
+            "no revenue in the CLV training windows; give a longer history or lower "
+            "--clv-horizon.")
+    clv_choice = fit_clv(params, features_of(clv_train), clv_train["clv_target"].to_numpy(float),
+                         features_of(clv_holdout), clv_holdout["clv_target"].to_numpy(float))
+    if clv_choice.note:
+        notes.append(clv_choice.note)
+    return clv_choice.value, clv_train, clv_holdout, clv_choice.report
+
+
 def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str] | None = None,
-               definition: str | None = None) -> FitResult:
+               definition: str | None = None, learn_clv: bool = True) -> FitResult:
     """Fit churn + CLV boosters on a `TrainingSet`, hold out its latest snapshot, build a bundle.
+
+    ``learn_clv=False`` (data without orders or subscription revenue): no CLV
+    model; the bundle's CLV is null and its notes say why.
 
     Raises `TrainingDataError` with what is wrong and what to change when the
     training set cannot support a time split or a model.
@@ -398,20 +452,36 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
 
     # churn: labelled population rows, latest snapshot held out
     labelled = frame[frame["in_population"].astype(bool) & frame["churned"].notna()]
-    dates = _split_by_snapshot(
-        labelled, "churn",
-        "Give a longer history, a later --as-of, a shorter --horizon or a smaller step.")
+    dates = tuple(sorted(pd.unique(labelled["snapshot_at"])))
+    if not dates:
+        raise TrainingDataError(
+            "no snapshot has churn labels (nobody in the churn population at any snapshot); "
+            "give a longer history, a later --as-of, a shorter --horizon or another --churn")
     holdout_at = dates[-1]
-    holdout = frame[frame["snapshot_at"] == holdout_at]
-    earlier = labelled[labelled["snapshot_at"] < holdout_at]
-    purged = earlier[earlier["snapshot_at"] + pd.Timedelta(days=horizon) <= holdout_at]
-    if purged["customer_id"].nunique() >= params.min_customers and purged["churned"].nunique() == 2:
-        train = purged
+    if len(dates) >= 2:
+        validation = "latest snapshot"
+        holdout = frame[frame["snapshot_at"] == holdout_at]
+        earlier = labelled[labelled["snapshot_at"] < holdout_at]
+        purged = earlier[earlier["snapshot_at"] + pd.Timedelta(days=horizon) <= holdout_at]
+        if (purged["customer_id"].nunique() >= params.min_customers
+                and purged["churned"].nunique() == 2):
+            train = purged
+        else:
+            train = earlier
+            notes.append("history too short to purge snapshots whose churn window overlaps the "
+                         "held-out snapshot's; holdout metrics may be slightly optimistic")
+        held = labelled[labelled["snapshot_at"] == holdout_at]
     else:
-        train = earlier
-        notes.append("history too short to purge snapshots whose churn window overlaps the "
-                     "held-out snapshot's; holdout metrics may be slightly optimistic")
-    held = labelled[labelled["snapshot_at"] == holdout_at]
+        # one labelled snapshot: no time split is possible, so split its customers
+        validation = "customer split"
+        in_held = _held_out_customers(labelled["customer_id"])
+        held, train = labelled[in_held], labelled[~in_held]
+        holdout = frame[(frame["snapshot_at"] == holdout_at)
+                        & frame["customer_id"].isin(held["customer_id"])]
+        notes.append(
+            f"one snapshot with churn labels ({pd.Timestamp(holdout_at):%Y-%m-%d}): churn "
+            "trained on four fifths of its customers and early-stopped, calibrated and "
+            "validated on the other fifth (split by customer id, not by time)")
     customers = labelled["customer_id"].nunique()
     if customers < params.min_customers:
         raise TrainingDataError(
@@ -432,31 +502,13 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
     if tree_choice.note:
         notes.append(tree_choice.note)
 
-    # CLV: every row with a CLV label; its own latest labelled snapshot held out
-    valued = frame[frame["clv_target"].notna()]
-    if valued.empty or not (valued["clv_target"] > 0).any():
-        raise TrainingDataError(
-            "no customer has any revenue in a CLV window: the dataset needs completed orders "
-            "(or subscription revenue) to learn value. Add orders, or lower --clv-horizon "
-            f"(now {params.clv_horizon_days} days) so that a window fits in the history.")
-    clv_dates = tuple(sorted(pd.unique(valued["snapshot_at"])))
-    if len(clv_dates) >= 2:
-        clv_holdout = valued[valued["snapshot_at"] == clv_dates[-1]]
-        clv_train = valued[valued["snapshot_at"] < clv_dates[-1]]
+    if learn_clv:
+        clv_booster, clv_train, clv_holdout, clv_report = _fit_clv_part(frame, params, notes)
+        clv_note = None
     else:
-        # one CLV snapshot: hold out a fixed fifth of its customers instead
-        in_holdout = pd.util.hash_pandas_object(valued["customer_id"], index=False) % 5 == 0
-        clv_holdout, clv_train = valued[in_holdout.to_numpy()], valued[~in_holdout.to_numpy()]
-        notes.append("one snapshot with CLV labels: CLV validated on a fifth of its customers")
-    if not (clv_train["clv_target"] > 0).any():
-        raise TrainingDataError(
-            "no revenue in the CLV training windows; give a longer history or lower "
-            "--clv-horizon.")
-    clv_choice = fit_clv(params, features_of(clv_train), clv_train["clv_target"].to_numpy(float),
-                         features_of(clv_holdout), clv_holdout["clv_target"].to_numpy(float))
-    clv_booster = clv_choice.value
-    if clv_choice.note:
-        notes.append(clv_choice.note)
+        clv_booster, clv_report, clv_note = None, {}, NO_REVENUE_NOTE
+        clv_train = clv_holdout = frame.iloc[0:0]
+        notes.append(clv_note)
 
     categorical = {n: [*X_train[n].cat.categories] for n in names
                    if isinstance(X_train[n].dtype, pd.CategoricalDtype)}
@@ -481,14 +533,17 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
         trained_at=datetime.now(UTC).isoformat(timespec="seconds"),
         as_of=pd.Timestamp(holdout_at + pd.Timedelta(days=horizon)).isoformat(),
         notes=notes,
+        clv_note=clv_note,
     )
     raw = bundle.churn_raw_probability(bundle.prepare(X_held))
     bundle.calibration, calibration_report = choose_calibration(raw, y_held, params=params)
     probability = apply_calibration(bundle.calibration, raw)
     bundle.risk_cuts = [float(np.quantile(probability, q)) for q in RISK_QUANTILES]
     bundle.drift_reference = drift_reference(X_held, probability)
-    held_clv = bundle.clv(bundle.prepare(features_of(holdout)))
-    bundle.value_cuts = [float(np.quantile(held_clv, q)) for q in VALUE_QUANTILES]
+    bundle.value_cuts = []
+    if bundle.has_clv:
+        held_clv = bundle.clv(bundle.prepare(features_of(holdout)))
+        bundle.value_cuts = [float(np.quantile(held_clv, q)) for q in VALUE_QUANTILES]
 
     metrics = evaluate_bundle(bundle, holdout, clv_holdout)
     if bundle.calibration["method"] != "none":
@@ -496,19 +551,24 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
         metrics["churn_ece_in_sample"] = metrics["churn_ece"]
         metrics["churn_ece"] = calibration_report[
             f"churn_ece_crossfit_{bundle.calibration['method']}"]
-    metrics |= calibration_report | tree_choice.report | clv_choice.report
+    metrics |= calibration_report | tree_choice.report | clv_report
     metrics |= {
         "churn_best_iteration": float(churn_booster.current_iteration()),
-        "clv_best_iteration": float(clv_booster.current_iteration()),
         "churn_train_rows": float(len(train)),
         "churn_holdout_rows": float(len(held)),
         "churn_holdout_rate": float(y_held.mean()),
-        "clv_train_rows": float(len(clv_train)),
-        "clv_holdout_rows": float(len(clv_holdout)),
     }
+    if clv_booster is not None:
+        metrics |= {
+            # trees per seed (the averaged booster holds every seed's trees)
+            "clv_best_iteration": float(clv_booster.current_iteration()) / params.clv_seeds,
+            "clv_seeds": float(params.clv_seeds),
+            "clv_train_rows": float(len(clv_train)),
+            "clv_holdout_rows": float(len(clv_holdout)),
+        }
     bundle.metrics = {k: v for k, v in metrics.items() if k.startswith(("churn_", "clv_"))}
     return FitResult(bundle=bundle, holdout=holdout, metrics=metrics, clv_holdout=clv_holdout,
-                     notes=notes, params=params)
+                     notes=notes, params=params, validation=validation)
 
 
 # -- champion gate -------------------------------------------------------------------
@@ -583,7 +643,7 @@ def logged_params(fit: FitResult, params: TrainParams) -> dict[str, Any]:
     clv_form = "hurdle" if fit.metrics.get("clv_hurdle") == 1.0 else "tweedie"
     return fitted.as_dict() | {
         "definition": bundle.definition, "label_windows_end": bundle.as_of,
-        "clv_form": clv_form,
+        "clv_form": clv_form, "validation": fit.validation,
     }
 
 
@@ -670,12 +730,21 @@ def profile_dataset(dataset: Any, training_set: Any, *, as_of: pd.Timestamp) -> 
     }
 
 
+def has_revenue(dataset: Any) -> bool:
+    """Whether the data has revenue a CLV model can learn from (orders or subscription mrr)."""
+    orders, subscriptions = dataset.orders, dataset.subscriptions
+    if orders is not None and not orders.empty:
+        return True
+    return (subscriptions is not None and "mrr" in subscriptions
+            and bool((pd.to_numeric(subscriptions["mrr"], errors="coerce") > 0).any()))
+
+
 def build_training_set_for(dataset: Any, *, as_of: pd.Timestamp, params: TrainParams,
                            definition: str) -> Any:
     """The snapshot training set of a dataset; data problems become `TrainingDataError`."""
     from features.snapshots import build_training_set
 
-    if dataset.orders is None and dataset.subscriptions is None:
+    if dataset.orders is None and dataset.subscriptions is None and definition != "activity":
         raise TrainingDataError(
             "the dataset has neither orders nor subscriptions, so there is no value to learn a "
             "CLV model from: add orders.csv (or subscriptions.csv with mrr)")
@@ -710,7 +779,7 @@ def train_and_register(dataset: Any, *, as_of: pd.Timestamp, params: TrainParams
     if event_types is None and dataset.events is not None:
         event_types = sorted(dataset.events["event_type"].astype(str).unique().tolist())
     fit = fit_bundle(training_set, params=params, event_types=event_types,
-                     definition=definition)
+                     definition=definition, learn_clv=has_revenue(dataset))
     # label windows shorter than asked (short history): calibrate to the asked horizons
     from training.horizon import anchor_to_requested_horizon
 

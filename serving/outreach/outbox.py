@@ -168,8 +168,8 @@ def _tables(metadata: MetaData) -> tuple[Table, Table]:
         Column("as_of", DateTime, primary_key=True),
         Column("churn_probability", Float),
         Column("risk_tier", String(16), nullable=False),
-        Column("clv", Float, nullable=False),
-        Column("value_segment", String(8), nullable=False),
+        Column("clv", Float),  # null when the model has no revenue to learn from
+        Column("value_segment", String(8)),
         Column("value_at_risk", Float),
         Column("reasons", JSON, nullable=False),
         Column("recommended_action", String(32)),
@@ -222,6 +222,8 @@ class Outbox:
         self.url = url
         self.schema = schema
         self._engine: Engine | None = None
+        #: an outbox created before scores could have a null CLV (events-only models)
+        self._clv_required = False
         self._lock = threading.Lock()
         metadata = MetaData(schema=schema)
         self.scores, self.actions = _tables(metadata)
@@ -251,6 +253,8 @@ class Outbox:
     def _check_layout(self, engine: Engine) -> None:
         """Refuse an outbox from before score history and control groups, saying what to do."""
         found = inspect(engine)
+        self._clv_required = any(c["name"] == "clv" and not c["nullable"]
+                                 for c in found.get_columns("scores", schema=self.schema))
         keys = found.get_pk_constraint("scores", schema=self.schema)["constrained_columns"]
         columns = {c["name"] for c in found.get_columns("actions", schema=self.schema)}
         if "as_of" not in keys or "assignment" not in columns:
@@ -291,7 +295,14 @@ class Outbox:
             if not item.control:  # a held-out customer is recommended nothing by its rule
                 first_action.setdefault(item.customer_id, item.action)
         score_rows = [_score_row(record, first_action, now) for record in records]
-        with self.engine.begin() as connection:
+        engine = self.engine
+        if self._clv_required and any(row["clv"] is None for row in score_rows):
+            raise OutboxSchemaError(
+                f"the outbox at {engine.url.render_as_string(hide_password=True)} was created "
+                "by an earlier churnlens that needs a CLV in every score, and this model has "
+                "none (no revenue to learn from); point CHURNLENS_OUTBOX_URL at a new database "
+                "(or drop its scores and actions tables)")
+        with engine.begin() as connection:
             for chunk in _chunks(score_rows):
                 self._upsert_scores(connection, chunk)
             fresh = self._outside_cooldown(connection, candidates)
