@@ -155,6 +155,9 @@ def features_of_partition(number: int, *, data: str, manifest: Manifest, as_of: 
                           event_types: list[str], work: str) -> FeaturePart:
     """On a worker: read and validate partition ``number``, write its feature rows."""
     validation = read_partition(data, number, manifest)
+    if validation.dataset.customers.empty:
+        return FeaturePart(partition=number, customers=0, rows_read=validation.rows_read,
+                           rows_rejected=validation.rows_rejected, categories={}, path="")
     frame = build_features(validation.dataset, as_of=as_of, event_types=event_types)
     categories = {str(c): [str(level) for level in frame[c].cat.categories]
                   for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)}

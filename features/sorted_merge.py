@@ -113,7 +113,12 @@ def _frames(parts: Sequence[str], *, key: str,
     for table in merged_batches(parts, key=key):
         frame = table.to_pandas()
         for column, levels in (categories or {}).items():
-            frame[column] = frame[column].astype(pd.CategoricalDtype(levels))
+            # not astype: unordered dtypes with the same levels in another order compare
+            # equal, so astype would keep the order the parts happened to unify in
+            values = frame[column]
+            if not isinstance(values.dtype, pd.CategoricalDtype):
+                values = values.astype("category")
+            frame[column] = values.cat.set_categories(levels)
         yield frame
 
 

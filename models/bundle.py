@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from models.contributions import exact_contributions
-from models.explain import reason_kind, sentence_of
+from models.explain import companion_of, reason_kind, sentence_of
 from models.reasons import ReasonTable, plain, reason_table, top_features
 
 BUNDLE_FILE = "bundle.json"
@@ -179,6 +179,13 @@ class ChurnBundle:
         """What each feature means as a reason, in feature order ("other" in older bundles)."""
         return [reason_kind(self.feature_info.get(name)) for name in self.feature_names]
 
+    @property
+    def reason_companions(self) -> list[int]:
+        """Per feature, the position of the feature its sentence also reads (-1: none)."""
+        position = {name: j for j, name in enumerate(self.feature_names)}
+        return [position.get(companion_of(self.feature_info.get(name)) or "", -1)
+                for name in self.feature_names]
+
     def prepare(self, features: pd.DataFrame) -> pd.DataFrame:
         """The model matrix: training's column order, training's categorical levels.
 
@@ -298,14 +305,14 @@ class ChurnBundle:
 
     def _text_of(self, reference: Mapping[str, float]) -> Callable[[str, Any], str]:
         """``(feature, value) -> sentence``, each feature's sentence prepared once."""
-        prepared: dict[str, Callable[[Any], str]] = {}
+        prepared: dict[str, Callable[..., str]] = {}
 
-        def text_of(name: str, value: Any) -> str:
+        def text_of(name: str, value: Any, *companion: Any) -> str:
             render = prepared.get(name)
             if render is None:
                 render = prepared[name] = sentence_of(name, self.feature_info.get(name),
                                                       reference)
-            return render(value)
+            return render(value, *companion)
 
         return text_of
 
@@ -323,6 +330,7 @@ class ChurnBundle:
         if reference is None:
             reference = self.reference.get("retained_median", {})
         text_of = self._text_of(reference)
+        companions, kinds = self.reason_companions, self.reason_kinds
         features, gains = top_features(contributions, top_k)
         out: list[list[dict[str, Any]]] = []
         for i, (row_features, row_gains) in enumerate(zip(features, gains, strict=True)):
@@ -332,8 +340,10 @@ class ChurnBundle:
                     break
                 name = self.feature_names[j]
                 value = plain(value_of(i, j))
+                with_value = () if companions[j] < 0 else (plain(value_of(i, companions[j])),)
                 reasons.append({"feature": name, "value": value, "contribution": gain,
-                                "text": text_of(name, value), "kind": self.reason_kinds[j]})
+                                "text": text_of(name, value, *with_value),
+                                "kind": kinds[j]})
             out.append(reasons)
         return out
 
@@ -348,7 +358,7 @@ class ChurnBundle:
 
         return reason_table(contributions, column_values, names=self.feature_names,
                             text_of=self._text_of(reference), top_k=top_k,
-                            kinds=self.reason_kinds)
+                            kinds=self.reason_kinds, companions=self.reason_companions)
 
     def explain_table(self, features: pd.DataFrame, *, top_k: int = 5,
                       wanted: np.ndarray | None = None) -> ReasonTable:
