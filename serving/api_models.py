@@ -168,6 +168,13 @@ class ModelInfo(BaseModel):
         default_factory=dict, examples=[{"roc_auc": 0.83, "pr_auc": 0.61, "ece": 0.02}]
     )
     event_types: list[str] | None = None
+    churn_definition: dict[str, Any] | None = Field(
+        default=None, description="The churn definition the model was trained with: name, "
+        "why it was chosen, active_days and activity_events",
+        examples=[{"name": "activity", "reason": "auto: ...", "active_days": 90,
+                   "activity_events": ["session", "cart_add"]}])
+    lifecycle: dict[str, Any] | None = Field(
+        default=None, description="The lifecycle-stage thresholds stored with the model")
 
 
 class Health(BaseModel):

@@ -225,6 +225,7 @@ def gather_report(
                 "run_id": getattr(loaded, "run_id", None),
                 "trained_at": getattr(loaded, "trained_at", None),
                 "metrics": dict(getattr(loaded, "metrics", None) or {}),
+                "definition": _definition_text(getattr(loaded, "bundle", None)),
             }
             if view.model["run_id"]:
                 view.plots, plot_notes = fetch_run_plots(str(view.model["run_id"]))
@@ -609,12 +610,26 @@ def _score_histogram(scores: pd.DataFrame) -> str:
     return _png(fig)
 
 
+def _definition_text(bundle: Any) -> str:
+    """The churn definition the model was trained with, and why, for the report's reader."""
+    chosen = getattr(bundle, "churn_definition", None) or {}
+    if not chosen.get("name"):
+        return ""
+    text = f"churn definition: {chosen['name']}"
+    if chosen.get("name") == "activity":
+        text += f", active = any activity in the last {chosen.get('active_days')} days"
+    return text + (f" ({chosen['reason']})" if chosen.get("reason") else "")
+
+
+STAGE_ORDER = ("new", "active", "declining", "lapsed", "never_active")
+
+
 def _model_section(data: ReportData) -> dict[str, Any]:
     view = data.model
     section: dict[str, Any] = {"notes": list(view.notes), "model": None, "metrics": [],
                                "source": view.scores_source, "histogram": None,
                                "tiers": [], "tier_counts": [], "reasons": [], "plots": [],
-                               "as_of": ""}
+                               "as_of": "", "stage_counts": []}
     if view.model is not None:
         info = view.model
         alias = f" @{info['alias']}" if info.get("alias") else ""
@@ -623,6 +638,7 @@ def _model_section(data: ReportData) -> dict[str, Any]:
             "title": f"{info.get('name') or 'model'} version {info.get('version')}{alias}",
             "trained_at": f"{pd.Timestamp(trained):%Y-%m-%d %H:%M}" if trained else "",
             "run_id": info.get("run_id") or "",
+            "definition": info.get("definition") or "",
         }
         wanted = ("roc_auc", "pr_auc", "top_decile_lift", "ece", "brier", "spearman",
                   "normalized_gini")
@@ -661,6 +677,15 @@ def _model_section(data: ReportData) -> dict[str, Any]:
     section["tier_counts"] = [(t, _count(tiers.get(t, 0)), _pct(tiers.get(t, 0) / len(scores)))
                               for t in [*TIER_ORDER, *sorted(set(tiers.index) - set(TIER_ORDER))]
                               if t in tiers.index]
+    if "lifecycle_stage" in scores.columns:
+        stages = scores["lifecycle_stage"].dropna().astype(str).value_counts()
+        scored = scores["risk_tier"].astype(str) != "not_applicable"
+        in_population = scores.loc[scored, "lifecycle_stage"].astype(str).value_counts()
+        section["stage_counts"] = [
+            (s, _count(stages.get(s, 0)), _pct(stages.get(s, 0) / len(scores)),
+             _count(in_population.get(s, 0)))
+            for s in [*STAGE_ORDER, *sorted(set(stages.index) - set(STAGE_ORDER))]
+            if s in stages.index]
     table = risk_value_table(scores)
     total_risk = table["total_value_at_risk"].sum()
     section["tiers"] = [

@@ -31,6 +31,7 @@ UtcDateTime = Annotated[
 ]
 
 RiskTier = Literal["low", "medium", "high", "not_applicable"]
+LifecycleStage = Literal["new", "active", "declining", "lapsed", "never_active"]
 ValueSegment = Literal["low", "mid", "high"]
 
 
@@ -75,3 +76,14 @@ class ScoreRecord(BaseModel):
     reasons: list[Reason] = Field(default_factory=list)
     recommended_action: str | None = None
     model_version: str
+    lifecycle_stage: LifecycleStage | None = Field(
+        default=None,
+        description="new | active | declining | lapsed | never_active as of as_of; for "
+                    "customers outside the population it says why they are not scored",
+        examples=["active"],
+    )
+    expected_saved_value: float | None = Field(
+        default=None,
+        description="Value an outreach is expected to save (null until an uplift model "
+                    "exists)",
+    )

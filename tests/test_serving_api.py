@@ -246,7 +246,7 @@ def test_score_frame_has_the_batch_columns(scorer, dataset):
     assert list(frame.columns) == [
         "customer_id", "as_of", "churn_probability", "risk_tier", "clv", "value_segment",
         "value_at_risk", "reasons_json", "reason_1", "reason_2", "reason_3",
-        "recommended_action", "model_version"]
+        "recommended_action", "model_version", "lifecycle_stage", "expected_saved_value"]
     assert 0 < len(frame) <= 25
     low = frame[frame["risk_tier"].isin(["low", "not_applicable"])]
     assert (low["reasons_json"] == "[]").all(), "at-risk explains only medium and high tiers"
