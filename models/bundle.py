@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from models.contributions import exact_contributions
-from models.explain import reason_text
+from models.explain import reason_kind, sentence_of
 from models.reasons import ReasonTable, plain, reason_table, top_features
 
 BUNDLE_FILE = "bundle.json"
@@ -174,6 +174,11 @@ class ChurnBundle:
 
     # -- features -----------------------------------------------------------------
 
+    @property
+    def reason_kinds(self) -> list[str]:
+        """What each feature means as a reason, in feature order ("other" in older bundles)."""
+        return [reason_kind(self.feature_info.get(name)) for name in self.feature_names]
+
     def prepare(self, features: pd.DataFrame) -> pd.DataFrame:
         """The model matrix: training's column order, training's categorical levels.
 
@@ -292,8 +297,15 @@ class ChurnBundle:
         return features.loc[rows]
 
     def _text_of(self, reference: Mapping[str, float]) -> Callable[[str, Any], str]:
+        """``(feature, value) -> sentence``, each feature's sentence prepared once."""
+        prepared: dict[str, Callable[[Any], str]] = {}
+
         def text_of(name: str, value: Any) -> str:
-            return reason_text(name, value, info=self.feature_info.get(name), reference=reference)
+            render = prepared.get(name)
+            if render is None:
+                render = prepared[name] = sentence_of(name, self.feature_info.get(name),
+                                                      reference)
+            return render(value)
 
         return text_of
 
@@ -321,7 +333,7 @@ class ChurnBundle:
                 name = self.feature_names[j]
                 value = plain(value_of(i, j))
                 reasons.append({"feature": name, "value": value, "contribution": gain,
-                                "text": text_of(name, value)})
+                                "text": text_of(name, value), "kind": self.reason_kinds[j]})
             out.append(reasons)
         return out
 
@@ -335,7 +347,8 @@ class ChurnBundle:
             return features[name].to_numpy()[rows]
 
         return reason_table(contributions, column_values, names=self.feature_names,
-                            text_of=self._text_of(reference), top_k=top_k)
+                            text_of=self._text_of(reference), top_k=top_k,
+                            kinds=self.reason_kinds)
 
     def explain_table(self, features: pd.DataFrame, *, top_k: int = 5,
                       wanted: np.ndarray | None = None) -> ReasonTable:

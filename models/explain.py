@@ -6,9 +6,11 @@ the bundle knows it, the typical value among customers who stayed (the median
 over the training snapshots), e.g. "No order for 94 days; retained customers
 typically order every 21 days."
 
-Sentences are built from the feature's `FeatureInfo` (description and unit,
-stored in the bundle), so a new feature gets a readable sentence without code
-here; the templates below only make the most common reasons read naturally.
+Bundles carry each feature's sentence spec (`features.reasons`: format strings
+per case, stored with the feature's entry in ``bundle.json``), and
+`render_sentence` fills it in: this module knows no feature by name for them.
+Bundles trained before sentence specs existed fall back to the name-based
+templates below and to a sentence built from the feature's description.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 import functools
 import math
 import re
-from collections.abc import Callable, Mapping
+import string
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 #: reference statistics one feature's sentence may draw on besides its own
@@ -221,11 +224,17 @@ def reason_text(name: str, value: Any, *, info: Mapping[str, Any] | None = None,
                 reference: Reference | None = None) -> str:
     """One sentence explaining why ``name`` = ``value`` raises this customer's churn risk.
 
-    ``info`` is the feature's description/unit (a `FeatureInfo` as a dict);
-    ``reference`` maps feature names to their typical value among retained
-    customers.
+    ``info`` is the feature's entry in the bundle (description, unit and, in
+    bundles that have them, the sentence spec); ``reference`` maps feature
+    names to their typical value among retained customers. Many values of one
+    feature: `sentence_of`.
     """
-    reference = reference or {}
+    return sentence_of(name, info, reference or {})(value)
+
+
+def _legacy_text(name: str, value: Any, *, info: Mapping[str, Any] | None,
+                 reference: Reference) -> str:
+    """The sentence of a bundle trained before sentence specs: name templates, else generic."""
     numeric = isinstance(value, int | float) and not isinstance(value, bool)
     template = _template(name) if numeric and math.isfinite(float(value)) else None
     if template is not None:
@@ -233,3 +242,151 @@ def reason_text(name: str, value: Any, *, info: Mapping[str, Any] | None = None,
         if sentence:
             return sentence
     return _generic(name, info or {}, value, _typical(reference, name))
+
+
+def reason_kind(info: Mapping[str, Any] | None) -> str:
+    """What a reason means (`features.reasons.REASON_KINDS`); "other" for older bundles."""
+    return str((info or {}).get("reason_kind") or "other")
+
+
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")
+_MONTH_STARTS = (1, 32, 60, 91, 121, 152, 182, 213, 244, 274, 305, 335)
+
+
+def _day_of_year(value: float) -> str:
+    day = min(max(round(value), 1), 365)
+    month = max(i for i, start in enumerate(_MONTH_STARTS) if start <= day)
+    into = day - _MONTH_STARTS[month]
+    return f"{('early', 'mid', 'late')[min(into // 10, 2)]} {_MONTHS[month]}"
+
+
+def _short(value: float, digits: int) -> str:
+    text = f"{value:,.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def _unit(value: float, one: str, many: str, digits: int = 0) -> str:
+    shown = _short(value, digits)
+    return f"{shown} {one if shown == '1' else many}"
+
+
+FORMATS: dict[str, Callable[[float], str]] = {
+    "number": lambda v: _short(v, 2),
+    "count": lambda v: _short(v, 1),
+    "rate": lambda v: _short(v, 2),
+    "days": lambda v: _unit(v, "day", "days"),
+    "months": lambda v: _unit(v, "month", "months", 1),
+    "money": _money,
+    "percent": _pct,
+    "multiple": lambda v: f"{v:.1f} times",
+    "flag": lambda v: "yes" if v >= 0.5 else "no",
+    "day_of_year": _day_of_year,
+}
+
+
+def _times(value: float) -> str:
+    shown = _short(value, 1)
+    return {"1": "once", "2": "twice"}.get(shown, f"{shown} times")
+
+
+def _counted_noun(value: float, noun: Sequence[str], digits: int = 1) -> str:
+    shown = _short(value, digits)
+    return f"{shown} {noun[0] if shown == '1' else noun[1]}"
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
+class Sentence:
+    """A feature's sentence spec (`features.reasons`) made ready for one reference.
+
+    Batch scoring renders a sentence for every distinct value of every reason
+    feature, so what does not depend on the value (the format, the typical
+    clause, the level clauses, the placeholders each case uses) is worked out
+    once here and `render` fills in only what the value's case needs.
+    """
+
+    def __init__(self, spec: Mapping[str, Any], *, typical: float | None = None,
+                 levels: Mapping[str, float] | None = None, overall: float | None = None
+                 ) -> None:
+        self.text_only = spec.get("format") == "text"
+        self.fmt = FORMATS.get(str(spec.get("format", "number")), FORMATS["number"])
+        self.noun = tuple(spec.get("noun") or ("", ""))
+        self.digits = 2 if spec.get("format") == "rate" else 1
+        self.missing = _finish(str(spec["missing"]))
+        self.some = str(spec["some"])
+        self.clause = ""
+        if typical is not None and spec.get("typical"):
+            self.clause = str(spec["typical"]).format(typical=self.fmt(typical))
+        self.cases = {case: _parsed(str(spec.get(case) or spec["some"]))
+                      for case in ("zero", "one", "negative", "some")}
+        self.level_clauses: dict[str, str] = {}
+        if spec.get("levels") and levels and overall:
+            for level, rate in levels.items():
+                compare = ("more often" if rate > overall * 1.05 else
+                           "less often" if rate < overall * 0.95 else "about as often as others")
+                self.level_clauses[level] = "; " + str(spec["levels"]).format(
+                    level_compare=compare, level_rate=_pct(rate), overall_rate=_pct(overall))
+
+    def render(self, value: Any) -> str:
+        """The sentence for one value (missing, a category level or a number)."""
+        if _missing(value):
+            return self.missing
+        if isinstance(value, str) or self.text_only:
+            level = str(value)
+            return _finish(self.some.format(value=level.replace("_", " "))
+                           + self.level_clauses.get(level, ""))
+        number = float(value)
+        case = ("zero" if number == 0 else "one" if number == 1 else
+                "negative" if number < 0 else "some")
+        template, names = self.cases[case]
+        fields = {name: _FIELDS[name](self, number) for name in names}
+        return _finish(template.format(**fields) + self.clause)
+
+
+_FIELDS: dict[str, Callable[[Sentence, float], str]] = {
+    "value": lambda s, v: s.fmt(v),
+    "abs": lambda s, v: s.fmt(abs(v)),
+    "times": lambda s, v: _times(v),
+    "abs_times": lambda s, v: _times(abs(v)),
+    "count": lambda s, v: _counted_noun(v, s.noun, s.digits),
+    "abs_count": lambda s, v: _counted_noun(abs(v), s.noun),
+    "abs_noun": lambda s, v: _counted_noun(abs(v), s.noun).split(" ", 1)[-1],
+}
+
+
+def _parsed(template: str) -> tuple[str, tuple[str, ...]]:
+    names = tuple(name for _, name, _, _ in string.Formatter().parse(template) if name)
+    unknown = sorted(set(names) - set(_FIELDS))
+    if unknown:
+        raise ValueError(f"sentence {template!r}: unknown placeholder(s) {unknown}")
+    return template, names
+
+
+def render_sentence(spec: Mapping[str, Any], value: Any, *, typical: float | None = None,
+                    levels: Mapping[str, float] | None = None,
+                    overall: float | None = None) -> str:
+    """Fill a feature's sentence spec for one value (see `Sentence`).
+
+    The case is chosen by the value (missing, zero, one, negative, any other);
+    the typical-value clause is added when ``typical`` is known, the level
+    clause of a category when its churn rate among training customers is.
+    """
+    return Sentence(spec, typical=typical, levels=levels, overall=overall).render(value)
+
+
+def sentence_of(name: str, info: Mapping[str, Any] | None, reference: Reference
+                ) -> Callable[[Any], str]:
+    """``value -> sentence`` for one feature: the bundle's spec, or the older fallback."""
+    if info and info.get("sentence"):
+        spec = info["sentence"]
+        return Sentence(spec, typical=_typical(reference, spec.get("typical_of", name)),
+                        levels=info.get("level_churn_rate"),
+                        overall=info.get("churn_rate")).render
+    return functools.partial(_legacy_text, name, info=info, reference=reference)
+
+
+def _finish(text: str) -> str:
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")

@@ -60,7 +60,8 @@ class ReasonTable:
 
     ``feature`` holds feature positions in ``names`` (-1: no reason in that
     slot); ``value``, ``contribution`` and ``text`` the reason's value,
-    contribution and sentence. ``rows()`` gives the reasons as dicts, ``json()``
+    contribution and sentence; ``kinds`` what each feature means as a reason
+    (aligned with ``names``). ``rows()`` gives the reasons as dicts, ``json()``
     the same as JSON text, one string per customer.
     """
 
@@ -71,25 +72,27 @@ class ReasonTable:
     text: np.ndarray
     json_head: np.ndarray
     json_tail: np.ndarray
+    kinds: tuple[str, ...] = ()
 
     @classmethod
-    def empty(cls, customers: int, names: Sequence[str]) -> ReasonTable:
+    def empty(cls, customers: int, names: Sequence[str],
+              kinds: Sequence[str] | None = None) -> ReasonTable:
         """No reasons for any of ``customers`` (nothing explained)."""
         blank = np.empty((customers, 0), dtype=object)
         return cls(names=tuple(names), feature=np.empty((customers, 0), dtype=np.int64),
                    value=blank, contribution=np.empty((customers, 0)), text=blank,
-                   json_head=blank, json_tail=blank)
+                   json_head=blank, json_tail=blank, kinds=_kinds(names, kinds))
 
     def rows(self) -> list[list[dict[str, Any]]]:
-        """``[{feature, value, contribution, text}, ...]`` per customer, strongest first."""
+        """``[{feature, value, contribution, text, kind}, ...]`` per customer, strongest first."""
         out: list[list[dict[str, Any]]] = []
-        names = self.names
+        names, kinds = self.names, _kinds(self.names, self.kinds)
         for features, values, gains, texts in zip(
             self.feature.tolist(), self.value.tolist(), self.contribution.tolist(),
             self.text.tolist(), strict=True,
         ):
             out.append([
-                {"feature": names[j], "value": v, "contribution": g, "text": t}
+                {"feature": names[j], "value": v, "contribution": g, "text": t, "kind": kinds[j]}
                 for j, v, g, t in zip(features, values, gains, texts, strict=True) if j >= 0
             ])
         return out
@@ -113,6 +116,11 @@ class ReasonTable:
         texts[some] = "[" + joined[some] + "]"
         return texts
 
+    def kinds_wanted(self, wanted: Sequence[str]) -> np.ndarray:
+        """Per feature position: is its reason kind one of ``wanted``?"""
+        return np.isin(np.array(_kinds(self.names, self.kinds), dtype=object),
+                       np.array(list(wanted), dtype=object))
+
     def matches(self, feature_wanted: np.ndarray, within: int) -> np.ndarray:
         """Per customer: is a feature with ``feature_wanted[j]`` among the top ``within``?"""
         top = self.feature[:, :within]
@@ -121,9 +129,13 @@ class ReasonTable:
 
 def reason_table(
     contributions: np.ndarray, column_values: ColumnValues, *, names: Sequence[str],
-    text_of: TextOf, top_k: int,
+    text_of: TextOf, top_k: int, kinds: Sequence[str] | None = None,
 ) -> ReasonTable:
-    """The top-k reasons of every row of ``contributions`` (see `ReasonTable`)."""
+    """The top-k reasons of every row of ``contributions`` (see `ReasonTable`).
+
+    ``kinds`` gives each feature's reason kind (default "other" for all).
+    """
+    kinds = _kinds(names, kinds)
     feature, gain = top_features(contributions, top_k)
     shape = feature.shape
     value = np.full(shape, None, dtype=object)
@@ -142,10 +154,20 @@ def reason_table(
         head[rows, slots] = _objects([
             f'{{"feature": {name_json}, "value": {_json_value(v)}, '
             '"contribution": ' for v in values])[codes]
+        kind_json = encode_basestring(kinds[j])
         tail[rows, slots] = _objects([
-            f', "text": {encode_basestring(s)}}}' for s in sentences])[codes]
+            f', "text": {encode_basestring(s)}, "kind": {kind_json}}}' for s in sentences])[codes]
     return ReasonTable(names=tuple(names), feature=feature, value=value, contribution=gain,
-                       text=text, json_head=head, json_tail=tail)
+                       text=text, json_head=head, json_tail=tail, kinds=kinds)
+
+
+def _kinds(names: Sequence[str], kinds: Sequence[str] | None) -> tuple[str, ...]:
+    """Each feature's reason kind; "other" for all when a bundle has none."""
+    if not kinds:
+        return ("other",) * len(names)
+    if len(kinds) != len(names):
+        raise ValueError(f"{len(kinds)} reason kinds for {len(names)} features")
+    return tuple(kinds)
 
 
 def _json_value(value: float | str | None) -> str:

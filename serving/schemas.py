@@ -28,6 +28,12 @@ class Reason(BaseModel):
     text: str = Field(
         examples=["No order for 94 days; retained customers typically order every 21 days."]
     )
+    kind: str = Field(
+        default="other",
+        description="What the reason means, from a fixed vocabulary (order_gap, visit_gap, "
+                    "support_contact, returns, ...; see docs/outreach.md); rules select on it",
+        examples=["order_gap"],
+    )
 
 
 class ScoreRecord(BaseModel):

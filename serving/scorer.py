@@ -39,7 +39,8 @@ BATCH_TAIL_COLUMNS = ("recommended_action", "model_version")
 
 def _reason(item: dict[str, Any]) -> Reason:
     return Reason(feature=str(item["feature"]), value=plain(item["value"]),
-                  contribution=float(item["contribution"]), text=str(item["text"]))
+                  contribution=float(item["contribution"]), text=str(item["text"]),
+                  kind=str(item.get("kind", "other")))
 
 
 def _optional_number(value: Any) -> float | None:
@@ -262,7 +263,8 @@ class Scorer:
         if explain == "at-risk":
             wanted &= np.isin(tiers, list(AT_RISK_TIERS))
         if explain == "none" or not wanted.any():
-            return ReasonTable.empty(len(features), self.bundle.feature_names)
+            return ReasonTable.empty(len(features), self.bundle.feature_names,
+                                    self.bundle.reason_kinds)
         return self.bundle.explain_table(features, top_k=top_k, wanted=wanted)
 
     def _recommend_rows(

@@ -165,11 +165,12 @@ def score_record(customer_id: str, **changes: object):
         "value_at_risk": 518.4,
         "reasons": [
             Reason(feature="days_since_last_order", value=94.0, contribution=0.9,
-                   text="No order for 94 days; retained customers typically order every 21 days."),
+                   text="No order for 94 days; retained customers typically order every 21 days.",
+                   kind="order_gap"),
             Reason(feature="return_rate_365d", value=0.4, contribution=0.3,
-                   text="40% of orders returned in the last year."),
+                   text="40% of orders returned in the last year.", kind="returns"),
             Reason(feature="tenure_days", value=800.0, contribution=-0.2,
-                   text="A customer for 800 days."),
+                   text="A customer for 800 days.", kind="tenure"),
         ],
         "model_version": "7",
     }

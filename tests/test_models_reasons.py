@@ -6,10 +6,12 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from models.reasons import ReasonTable, plain, reason_table, top_features
 
 NAMES = ("days_since_last_order", "return_rate", "channel", "orders_90d")
+KINDS = ("order_gap", "returns", "attribute", "order_frequency")
 
 
 def _text_of(name, value):
@@ -36,7 +38,7 @@ def _expected(contributions, frame, top_k):
                 break
             value = plain(frame.iloc[i, j])
             reasons.append({"feature": NAMES[j], "value": value, "contribution": float(row[j]),
-                            "text": _text_of(NAMES[j], value)})
+                            "text": _text_of(NAMES[j], value), "kind": KINDS[j]})
         rows.append(reasons)
     return rows
 
@@ -51,7 +53,8 @@ def test_table_rows_and_json_match_the_per_customer_definition():
     def column_values(j, rows):
         return frame.iloc[:, j].to_numpy()[rows]
 
-    table = reason_table(contributions, column_values, names=NAMES, text_of=_text_of, top_k=3)
+    table = reason_table(contributions, column_values, names=NAMES, text_of=_text_of, top_k=3,
+                         kinds=KINDS)
     expected = _expected(contributions, frame, 3)
     assert table.rows() == expected
     assert table.json().tolist() == [json.dumps(r, ensure_ascii=False) for r in expected]
@@ -80,6 +83,20 @@ def test_top_features_are_a_prefix_and_matches_reads_the_top_slots():
     empty = ReasonTable.empty(2, NAMES)
     assert empty.rows() == [[], []] and empty.json().tolist() == ["[]", "[]"]
     assert empty.matches(wanted, 3).tolist() == [False, False]
+
+
+def test_reasons_without_kinds_are_other_and_kinds_must_fit_the_names():
+    contributions = np.array([[0.3, -0.1, 0.2, 0.0, 9.0]])
+    table = reason_table(contributions, lambda j, rows: np.zeros(len(rows)), names=NAMES,
+                         text_of=_text_of, top_k=3)
+    assert [r["kind"] for r in table.rows()[0]] == ["other", "other"]
+    kinded = reason_table(contributions, lambda j, rows: np.zeros(len(rows)), names=NAMES,
+                          text_of=_text_of, top_k=3, kinds=KINDS)
+    assert kinded.kinds_wanted(["attribute"]).tolist() == [False, False, True, False]
+    assert kinded.matches(kinded.kinds_wanted(["attribute"]), 2).tolist() == [True]
+    with pytest.raises(ValueError, match="3 reason kinds for 4 features"):
+        reason_table(contributions, lambda j, rows: np.zeros(len(rows)), names=NAMES,
+                     text_of=_text_of, top_k=3, kinds=KINDS[:3])
 
 
 def test_plain_values_are_what_the_api_reason_carries():

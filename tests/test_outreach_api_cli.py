@@ -91,8 +91,9 @@ def invoke(*args: str):
 
 
 def test_cli_list_deliver_dead_and_retry(outbox, cli_env):
+    gap_only = [reason for reason in score_record("x").reasons if reason.kind != "returns"]
     records, actions = load_rules(None).recommend([
-        score_record("c1"), score_record("c2", value_segment="low")])
+        score_record("c1"), score_record("c2", value_segment="low", reasons=gap_only)])
     outbox.record_scores(records, actions)
     outbox.record_scores([], triggered(1, "https://crm.invalid/hook", rule="crm", prefix="w"))
 

@@ -61,19 +61,29 @@ def scored(customers: int, *, as_of: datetime = datetime(2024, 5, 1), **changes:
     )
 
 
+def medium_risk(as_of: datetime):
+    """Three customers with an order gap (reactivation, 21-day cooldown) and three with
+    returns among their top reasons (experience follow-up, 45 days)."""
+    rules = load_rules(None)
+    gap_only = [reason for reason in score_record("x").reasons if reason.kind != "returns"]
+    medium = {"value_segment": "mid", "risk_tier": "medium", "churn_probability": 0.4,
+              "as_of": as_of}
+    return rules.recommend(
+        [score_record(f"c{i}", **medium, reasons=gap_only) for i in range(3)]
+        + [score_record(f"r{i}", **medium) for i in range(3)])
+
+
 def test_scores_and_actions_are_written_once_per_cooldown_window(outbox):
-    records, actions = scored(3, value_segment="mid", risk_tier="medium", churn_probability=0.4)
+    records, actions = medium_risk(datetime(2024, 5, 1))
     first = outbox.record_scores(records, actions)
-    assert (first.scores, first.actions_created, first.actions_skipped) == (3, 6, 0)
+    assert (first.scores, first.actions_created, first.actions_skipped) == (6, 6, 0)
     again = outbox.record_scores(records, actions)
     assert (again.actions_created, again.actions_skipped) == (0, 6), "re-scoring is idempotent"
     # a week later: still inside both cooldowns (21 and 45 days)
-    records, actions = scored(3, as_of=datetime(2024, 5, 8), value_segment="mid",
-                              risk_tier="medium", churn_probability=0.4)
+    records, actions = medium_risk(datetime(2024, 5, 8))
     assert outbox.record_scores(records, actions).actions_created == 0
     # 22 days later the 21-day reactivation cooldown has passed, the 45-day one has not
-    records, actions = scored(3, as_of=datetime(2024, 5, 23), value_segment="mid",
-                              risk_tier="medium", churn_probability=0.4)
+    records, actions = medium_risk(datetime(2024, 5, 23))
     later = outbox.record_scores(records, actions)
     assert later.actions_created == 3
     assert outbox.status_counts()["pending"] == 9

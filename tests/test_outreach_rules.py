@@ -25,35 +25,70 @@ def rules_with(**fields: object) -> str:
     return RULE + lines
 
 
+def _reasons(*kinds: str) -> list[Reason]:
+    """Reasons of the given kinds, strongest first (the feature names say nothing)."""
+    return [Reason(feature=f"feature_{i}", value=1.0, contribution=1.0 - i / 10,
+                   text=f"{kind} sentence.", kind=kind) for i, kind in enumerate(kinds)]
+
+
 def test_default_rules_load_and_follow_retention_practice():
     rules = load_rules(None)
     names = [rule.name for rule in rules.rules]
-    assert names[:2] == ["success-call", "win-back"]
+    assert names[:3] == ["success-call", "experience-follow-up", "win-back"]
     assert all(rule.channel.startswith("file:") for rule in rules.rules), "offline by default"
 
-    valuable = score_record("c1", value_segment="high", risk_tier="high")
-    assert [a.action for a in rules.evaluate(valuable)] == ["success_call"], "stop: true"
-    cheap = score_record("c2", value_segment="low", risk_tier="high")
-    assert [a.action for a in rules.evaluate(cheap)] == ["win_back_offer"]
-    dormant = score_record("c3", value_segment="mid", risk_tier="medium", churn_probability=0.4)
-    assert [a.action for a in rules.evaluate(dormant)] == [
-        "reactivation_email", "experience_follow_up"]
-    happy = score_record("c4", risk_tier="low", churn_probability=0.05, reasons=[])
-    assert [a.action for a in rules.evaluate(happy)] == ["upgrade_nudge"]
-    outside = score_record("c5", risk_tier="not_applicable", churn_probability=None,
-                           value_at_risk=None, reasons=[])
-    assert rules.evaluate(outside) == []
+    def actions(**changes: object) -> list[str]:
+        return [a.action for a in rules.evaluate(score_record("c", **changes))]
+
+    assert actions(value_segment="high", risk_tier="high") == ["success_call"], "stop: true"
+    assert actions(value_segment="low", reasons=_reasons("order_gap", "tenure")) == [
+        "win_back_offer"]
+    assert actions(value_segment="low") == ["experience_follow_up"], (
+        "returns among the top reasons: ask what went wrong, no discount")
+    medium = {"value_segment": "mid", "risk_tier": "medium", "churn_probability": 0.4}
+    assert actions(**medium, reasons=_reasons("order_gap", "spend")) == ["reactivation_email"]
+    assert actions(**medium, reasons=_reasons("tenure", "visit_gap")) == ["reactivation_email"]
+    assert actions(**medium, reasons=_reasons("order_gap", "support_contact")) == [
+        "experience_follow_up"], "no 'we miss you' e-mail to someone who contacted support"
+    assert actions(**medium, reasons=_reasons("support_contact", "tenure")) == [
+        "experience_follow_up"]
+    assert actions(**medium, reasons=_reasons("engagement_drop", "spend", "tenure")) == [], (
+        "no order or visit gap: no reactivation e-mail")
+    assert actions(**medium, reasons=_reasons("spend", "tenure", "attribute", "order_gap")) == [
+        ], "the gap must be among the top three reasons"
+    assert actions(risk_tier="low", churn_probability=0.05, reasons=[]) == ["upgrade_nudge"]
+    assert actions(risk_tier="not_applicable", churn_probability=None, value_at_risk=None,
+                   reasons=[]) == []
 
 
 def test_the_first_matching_rule_is_the_recommendation():
     rules = load_rules(None)
     records, triggered = rules.recommend([
-        score_record("a", value_segment="mid", risk_tier="medium", churn_probability=0.4),
+        score_record("a", value_segment="mid", risk_tier="medium", churn_probability=0.4,
+                     reasons=_reasons("order_gap")),
         score_record("b", risk_tier="low", value_segment="low", reasons=[]),
+        score_record("c", risk_tier="low", value_segment="high", churn_probability=0.1),
     ])
-    assert records[0].recommended_action == "reactivation_email"
-    assert records[1].recommended_action is None
-    assert [t.customer_id for t in triggered] == ["a", "a"]
+    assert [r.recommended_action for r in records] == [
+        "reactivation_email", None, "upgrade_nudge"]
+    assert [t.customer_id for t in triggered] == ["a", "c"]
+
+
+def test_kinds_and_names_select_together_and_unknown_kinds_are_refused():
+    rules = parse_rules(rules_with(
+        top_reasons="{features: ['return*'], kinds: [visit_gap], within: 2}"))
+    assert len(rules.evaluate(score_record("c"))) == 1, "return_rate_365d by name"
+    assert len(rules.evaluate(score_record("c", reasons=_reasons("tenure", "visit_gap")))) == 1
+    assert rules.evaluate(score_record("c", reasons=_reasons("tenure", "spend"))) == []
+    only_exclusion = parse_rules(rules_with(top_reasons="{exclude_kinds: [returns]}"))
+    assert only_exclusion.evaluate(score_record("c")) == []
+    assert len(only_exclusion.evaluate(score_record("c", reasons=_reasons("tenure")))) == 1
+    with pytest.raises(RulesError) as error:
+        parse_rules(rules_with(top_reasons="{kinds: [order_gaps]}"))
+    assert "rule 'win-back' field 'top_reasons.kinds': unknown reason kind(s) ['order_gaps']" \
+        in str(error.value) and "order_gap, visit_gap" in str(error.value)
+    with pytest.raises(RulesError, match="give features, kinds or exclude_kinds"):
+        parse_rules(rules_with(top_reasons="{within: 2}"))
 
 
 def test_top_reasons_count_only_reasons_that_raise_the_risk():
@@ -177,6 +212,9 @@ rules:
   - {name: by-reason, risk_tiers: [high, medium], action: experience_follow_up,
      channel: "file:a.jsonl", cooldown_days: 5,
      top_reasons: {features: ["*return*"], within: 2}}
+  - {name: by-kind, risk_tiers: [low, medium], action: reactivation_email,
+     channel: "file:d.jsonl", cooldown_days: 5,
+     top_reasons: {kinds: [order_gap], exclude_kinds: [support_contact], within: 2}}
   - {name: valuable, min_clv: 50, max_value_at_risk: 40, action: success_call,
      channel: "file:b.jsonl", cooldown_days: 5}
   - {name: likely, min_churn_probability: 0.6, value_segments: [low, mid],
@@ -184,7 +222,9 @@ rules:
 """)
     rng = np.random.default_rng(11)
     n = 500
-    names = ("days_since_last_order", "return_rate", "returned_orders_90d", "orders_90d")
+    names = ("days_since_last_order", "return_rate", "returned_orders_90d", "orders_90d",
+             "days_since_last_support_ticket")
+    kinds = ("order_gap", "returns", "returns", "order_frequency", "support_contact")
     tier = rng.choice(["low", "medium", "high", "not_applicable"], n).astype(object)
     segment = rng.choice(["low", "mid", "high"], n).astype(object)
     probability = np.where(tier == "not_applicable", np.nan, rng.uniform(0, 1, n))
@@ -192,7 +232,7 @@ rules:
     at_risk = probability * clv
     contributions = rng.normal(size=(n, len(names) + 1))
     table = reason_table(contributions, lambda j, rows: np.ones(len(rows)), names=names,
-                         text_of=lambda name, value: f"{name}.", top_k=3)
+                         text_of=lambda name, value: f"{name}.", top_k=3, kinds=kinds)
     got = rules.first_actions(risk_tier=tier, value_segment=segment,
                               churn_probability=probability, clv=clv, value_at_risk=at_risk,
                               reasons=table)
@@ -206,4 +246,4 @@ rules:
         triggered = rules.evaluate(record)
         expected.append(triggered[0].action if triggered else None)
     assert got.tolist() == expected
-    assert len(set(expected)) == 4, "every rule and no rule each decide some customers"
+    assert len(set(expected)) == 5, "every rule and no rule each decide some customers"

@@ -29,6 +29,8 @@ import numpy as np
 import pandas as pd
 
 from features.calendar import calendar_applies, without_calendar
+from features.pipeline import describe_feature
+from features.reasons import reason_spec
 from models.bundle import RISK_QUANTILES, VALUE_QUANTILES, ChurnBundle, apply_calibration
 from models.drift import drift_reference
 from training.metrics import churn_metrics, clv_metrics, expected_calibration_error
@@ -253,26 +255,27 @@ def choose_calibration(raw: np.ndarray, y: np.ndarray, *, params: TrainParams
     return _CALIBRATORS[method](raw, y), report
 
 
-def _feature_info(names: list[str], frame: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Description and unit of each feature from the feature pipeline (fallback: the name)."""
-    try:
-        from features.pipeline import describe_feature
-    except ImportError:  # pragma: no cover - the pipeline ships with the package
-        describe_feature = None
+def _feature_info(names: list[str], frame: pd.DataFrame, churned: np.ndarray
+                  ) -> dict[str, dict[str, Any]]:
+    """Each feature's entry in the bundle: description, unit, reason kind and sentence spec.
+
+    Categories also carry the churn rate of each level among the training rows
+    (and overall), so a sentence can say "customers from that channel churn
+    more often" only when they do.
+    """
     out: dict[str, dict[str, Any]] = {}
+    churned = np.asarray(churned, dtype=float)
     for name in names:
-        info = None
-        if describe_feature is not None:
-            try:
-                described = describe_feature(
-                    name, categorical=isinstance(frame[name].dtype, pd.CategoricalDtype))
-                info = {k: getattr(described, k) for k in ("name", "description", "unit", "kind")}
-            except (KeyError, ValueError):
-                info = None
-        if info is None:
-            categorical = isinstance(frame[name].dtype, pd.CategoricalDtype)
-            info = {"name": name, "description": name.replace("_", " "),
-                    "unit": "category" if categorical else "", "kind": "attribute"}
+        categorical = isinstance(frame[name].dtype, pd.CategoricalDtype)
+        described = describe_feature(name, categorical=categorical)
+        info: dict[str, Any] = {k: getattr(described, k)
+                                for k in ("name", "description", "unit", "kind")}
+        info["reason_kind"], info["sentence"] = reason_spec(described, categorical=categorical)
+        if categorical and len(churned):
+            rates = pd.Series(churned, index=frame.index).groupby(
+                frame[name], observed=True).mean()
+            info["level_churn_rate"] = {str(level): float(rate) for level, rate in rates.items()}
+            info["churn_rate"] = float(churned.mean())
         out[name] = info
     return out
 
@@ -565,7 +568,7 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
         feature_names=names,
         categorical_levels=categorical,
         event_types=event_types,
-        feature_info=_feature_info(names, X_train),
+        feature_info=_feature_info(names, X_train, y_train),
         population_rule=_population_rule(all_features, frame["in_population"], definition),
         horizon_days=horizon,
         clv_horizon_days=int(getattr(training_set, "clv_horizon_days", params.clv_horizon_days)),

@@ -24,6 +24,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from features.reasons import REASON_KINDS
 from models.reasons import ReasonTable
 from serving.outreach.webhooks import expand_channel
 from serving.schemas import RiskTier, ScoreRecord, ValueSegment
@@ -61,19 +62,57 @@ class RulesError(ValueError):
 
 
 class TopReasons(BaseModel):
-    """Condition on the reasons behind a score: one of ``features`` among the top ``within``."""
+    """Condition on the reasons behind a score, among the top ``within``.
+
+    A reason counts when its feature is one of ``features`` or its kind one of
+    ``kinds`` (what the reason means, shipped with the model: see
+    `REASON_KINDS`); the rule matches when a counted reason is among the top
+    ``within`` and no reason of ``exclude_kinds`` is.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
-    features: list[str] = Field(
-        min_length=1,
+    features: list[str] | None = Field(
+        default=None, min_length=1,
         description="Feature names or shell patterns such as 'return*' or '*unclaimed*'",
+    )
+    kinds: list[str] | None = Field(
+        default=None, min_length=1,
+        description="Reason kinds such as order_gap or visit_gap (see docs/outreach.md)",
+    )
+    exclude_kinds: list[str] | None = Field(
+        default=None, min_length=1,
+        description="Reason kinds that rule the customer out when among the top reasons",
     )
     within: int = Field(default=3, ge=1, le=50)
 
+    @field_validator("kinds", "exclude_kinds")
+    @classmethod
+    def _known_kinds(cls, value: list[str] | None) -> list[str] | None:
+        unknown = [kind for kind in value or [] if kind not in REASON_KINDS]
+        if unknown:
+            raise ValueError(f"unknown reason kind(s) {unknown}; known kinds: "
+                             f"{', '.join(REASON_KINDS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _something_to_match(self) -> TopReasons:
+        if self.features is None and self.kinds is None and self.exclude_kinds is None:
+            raise ValueError("give features, kinds or exclude_kinds")
+        return self
+
     def names(self, feature: str) -> bool:
         """Whether ``feature`` is one of ``features`` (a name or a matching pattern)."""
-        return any(fnmatch.fnmatchcase(feature, pattern) for pattern in self.features)
+        return any(fnmatch.fnmatchcase(feature, pattern) for pattern in self.features or ())
+
+    def counts(self, feature: str, kind: str) -> bool:
+        """Whether a reason on ``feature`` of ``kind`` is one this condition looks for."""
+        return self.names(feature) or kind in (self.kinds or ())
+
+    @property
+    def looks_for_some(self) -> bool:
+        """False when only ``exclude_kinds`` is given (any reasons will do)."""
+        return self.features is not None or self.kinds is not None
 
 
 class Rule(BaseModel):
@@ -351,9 +390,7 @@ class RuleSet:
         for rule in self.rules:
             hit = undecided & rule.score_mask(**scores)
             if rule.top_reasons is not None and hit.any():
-                wanted = np.array([rule.top_reasons.names(name) for name in reasons.names],
-                                  dtype=bool)
-                hit &= reasons.matches(wanted, rule.top_reasons.within)
+                hit &= _reason_table_match(reasons, rule.top_reasons)
             held = np.zeros(len(hit), dtype=bool)
             if rule.control_share > 0 and customer_ids is not None and as_of is not None:
                 period = epoch_day(as_of) // rule.cooldown_days
@@ -468,8 +505,24 @@ def _churn_reasons(record: ScoreRecord) -> list[Any]:
 
 
 def _reasons_match(record: ScoreRecord, condition: TopReasons) -> bool:
-    top = [reason.feature for reason in _churn_reasons(record)[: condition.within]]
-    return any(condition.names(feature) for feature in top)
+    top = _churn_reasons(record)[: condition.within]
+    if any(reason.kind in (condition.exclude_kinds or ()) for reason in top):
+        return False
+    return not condition.looks_for_some or any(
+        condition.counts(reason.feature, reason.kind) for reason in top)
+
+
+def _reason_table_match(reasons: ReasonTable, condition: TopReasons) -> np.ndarray:
+    """`_reasons_match` for every customer of a reason table at once."""
+    kinds = reasons.kinds or ("other",) * len(reasons.names)
+    ok = np.ones(len(reasons.feature), dtype=bool)
+    if condition.looks_for_some:
+        wanted = np.array([condition.counts(name, kind)
+                           for name, kind in zip(reasons.names, kinds, strict=True)], dtype=bool)
+        ok &= reasons.matches(wanted, condition.within)
+    if condition.exclude_kinds:
+        ok &= ~reasons.matches(reasons.kinds_wanted(condition.exclude_kinds), condition.within)
+    return ok
 
 
 def _template_values(rule: Rule, record: ScoreRecord) -> dict[str, Any]:
