@@ -16,7 +16,11 @@ Then, each step in a fresh process (so that peak RSS is its own):
   workers themselves), against the largest partition's size on disk and in memory.
 - at the smallest size, ``score`` with the local engine (2 worker processes, the default
   on this machine) on the same customers as one plain Parquet dataset, and the check that
-  both outputs are identical row for row; the throughput ratio dask / local.
+  both outputs are identical row for row; the throughput ratio dask / local, as medians
+  of ``--repeats`` alternating runs (the machine is shared, so single runs are noisy).
+
+Peak RSS is each process's own VmHWM (the dataset is built in a child process too, so the
+parent never holds it).
 
     nice -n 10 .venv/bin/python bench/dask_scale_bench.py --sizes 250000,2000000
 """
@@ -111,6 +115,11 @@ def partition_memory_mb(parts: Path, number: int) -> float:
 
 
 def _peak_mb() -> float:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: Linux carries that across exec, so
+    a child would report its parent's peak if that was higher."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024)
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
@@ -130,16 +139,18 @@ def step_dask(parts: Path, out: Path, bundle: Path, chunk_size: int) -> dict:
     scorer = _scorer(bundle)
     started = time.perf_counter()
     with dask_client(None, workers=2) as client:
+        ready = time.perf_counter()
         summary = run_partitioned_batch(data=str(parts), out=str(out), scorer=scorer,
                                         model_uri=str(bundle), client=client,
                                         chunk_size=chunk_size)
-        workers = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+        workers = client.run(_peak_mb)
     seconds = time.perf_counter() - started
     return {"engine": "dask", "seconds": round(seconds, 1),
             "customers_per_s": round(summary.rows_scored / seconds),
+            "cluster_start_s": round(ready - started, 1),
             "rows_scored": summary.rows_scored, "rows_rejected": summary.rows_rejected,
             "driver_peak_rss_mb": _peak_mb(),
-            "worker_peak_rss_mb": sorted(round(kb / 1024) for kb in workers.values())}
+            "worker_peak_rss_mb": sorted(workers.values())}
 
 
 def step_local(data: Path, out: Path, bundle: Path, chunk_size: int) -> dict:
@@ -165,6 +176,17 @@ def child(*arguments: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _median_run(runs: list[dict]) -> dict:
+    """Median customers/s and peaks over repeated runs."""
+    import statistics
+
+    median = {key: statistics.median(r[key] for r in runs)
+              for key in ("seconds", "customers_per_s", "driver_peak_rss_mb")}
+    if "worker_peak_rss_mb" in runs[0]:
+        median["worker_peak_rss_mb"] = max(max(r["worker_peak_rss_mb"]) for r in runs)
+    return median
+
+
 def identical(first: Path, second: Path) -> bool:
     import pandas as pd
 
@@ -184,11 +206,21 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=25_000)
     parser.add_argument("--work", type=Path, default=Path("/tmp/churnlens-dask-scale-bench"))
     parser.add_argument("--bundle", type=Path, default=None)
-    parser.add_argument("--step", choices=["dask", "local"], help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each engine at the smallest size (alternating; medians)")
+    parser.add_argument("--step", choices=["dask", "local", "build"], help=argparse.SUPPRESS)
+    parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
+    if args.step == "build":
+        info = build(args.work, args.base, args.size, args.per_partition, plain=args.plain)
+        info["largest_partition"]["memory_mb"] = partition_memory_mb(
+            args.work / f"parts-{args.size}", info["largest_partition"]["number"])
+        print(json.dumps(info))
+        return
     if args.step:
         run = step_dask if args.step == "dask" else step_local
         print(json.dumps(run(args.data, args.out, args.bundle, args.chunk_size)))
@@ -203,27 +235,36 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     report: dict[str, object] = {"bundle": str(bundle), "sizes": {}}
     for size in sizes:
-        info = build(args.work, args.base, size, args.per_partition, plain=size == sizes[0])
-        info["largest_partition"]["memory_mb"] = partition_memory_mb(
-            args.work / f"parts-{size}", info["largest_partition"]["number"])
+        # built in a child too: this process stays small, so its children's peaks are theirs
+        info = child("--step", "build", "--work", str(args.work), "--base", str(args.base),
+                     "--size", str(size), "--per-partition", str(args.per_partition),
+                     *(["--plain"] if size == sizes[0] else []))
         print(f"dataset {size:,}: {json.dumps(info)}", flush=True)
         common = ["--bundle", str(bundle), "--chunk-size", str(args.chunk_size)]
         dask_out = args.work / f"scores-dask-{size}.parquet"
-        result = child("--step", "dask", "--data", str(args.work / f"parts-{size}"),
-                       "--out", str(dask_out), *common)
-        print(f"score --engine dask, {size:,}: {json.dumps(result)}", flush=True)
-        entry = {"dataset": info, "dask": result}
-        if size == sizes[0]:
-            local_out = args.work / f"scores-local-{size}.parquet"
+        local_out = args.work / f"scores-local-{size}.parquet"
+        runs: dict[str, list[dict]] = {"dask": [], "local": []}
+        repeats = args.repeats if size == sizes[0] else 1
+        for _ in range(repeats):
+            result = child("--step", "dask", "--data", str(args.work / f"parts-{size}"),
+                           "--out", str(dask_out), *common)
+            runs["dask"].append(result)
+            print(f"score --engine dask, {size:,}: {json.dumps(result)}", flush=True)
+            if size != sizes[0]:
+                continue
             local = child("--step", "local", "--data", str(args.work / f"plain-{size}"),
                           "--out", str(local_out), *common)
+            runs["local"].append(local)
             print(f"score --engine local, {size:,}: {json.dumps(local)}", flush=True)
-            entry["local"] = local
+        entry: dict[str, object] = {"dataset": info, "runs": runs,
+                                    "dask": _median_run(runs["dask"])}
+        if runs["local"]:
+            entry["local"] = _median_run(runs["local"])
             entry["identical"] = identical(dask_out, local_out)
-            entry["dask_vs_local"] = round(result["customers_per_s"] / local["customers_per_s"],
-                                           2)
-            print(f"identical output: {entry['identical']}; dask / local customers/s: "
-                  f"{entry['dask_vs_local']}", flush=True)
+            entry["dask_vs_local"] = round(entry["dask"]["customers_per_s"]
+                                           / entry["local"]["customers_per_s"], 2)
+            print(f"identical output: {entry['identical']}; dask / local customers/s "
+                  f"(medians of {repeats}): {entry['dask_vs_local']}", flush=True)
             local_out.unlink()
         dask_out.unlink()
         report["sizes"][size] = entry

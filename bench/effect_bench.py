@@ -35,14 +35,8 @@ def _invoke(runner, app, args: list[str]) -> None:
         raise SystemExit(f"churnlens {' '.join(args)} failed:\n{result.output}")
 
 
-def one_seed(root: Path, seed: int, *, customers: int, runner, app) -> list[dict[str, object]]:
-    from features.history import History
-    from features.io import read_dataset
-    from serving.monitoring.effect import measure_effects
-    from serving.monitoring.tracking import RegisteredBundles
-    from serving.outreach.outbox import Outbox
-    from serving.outreach.rules import load_rules
-
+def build_seed(root: Path, seed: int, *, customers: int, runner, app) -> tuple[Path, str]:
+    """Generate, score with outreach (the champion), replay: the seed's folder and outbox."""
     folder = root / f"seed-{seed}"
     outbox = f"sqlite:///{folder / 'outbox.db'}"
     world = ["generate", "--customers", str(customers), "--seed", str(seed), "--end",
@@ -52,6 +46,37 @@ def one_seed(root: Path, seed: int, *, customers: int, runner, app) -> list[dict
                           "--out", str(folder / "scores.parquet"), "--outreach", "--workers",
                           "1", "--outbox-url", outbox, "--rules", str(RULES)])
     _invoke(runner, app, [*world, "--out", str(folder / "replayed"), "--outreach-from", outbox])
+    return folder, outbox
+
+
+def train_champion(root: Path, *, customers: int, runner, app) -> None:
+    """Point MLflow at ``root`` and register one churn model trained as of `ACTED_ON`."""
+    import mlflow
+
+    from features.io import read_dataset
+    from training.train import TrainParams, train_and_register
+
+    os.chdir(root)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
+    mlflow.set_tracking_uri(uri)
+    _invoke(runner, app, ["generate", "--customers", str(customers), "--seed", "999",
+                          "--end", END.isoformat(), "--kind", "ecommerce", "--out",
+                          str(root / "training")])
+    train_and_register(read_dataset(root / "training").dataset, as_of=pd.Timestamp(ACTED_ON),
+                       params=TrainParams(num_boost_round=100, num_threads=1, seed=0))
+
+
+def one_seed(root: Path, seed: int, *, customers: int, runner, app) -> list[dict[str, object]]:
+    from features.history import History
+    from features.io import read_dataset
+    from serving.monitoring.effect import measure_effects
+    from serving.monitoring.tracking import RegisteredBundles
+    from serving.outreach.outbox import Outbox
+    from serving.outreach.rules import load_rules
+
+    folder, outbox = build_seed(root, seed, customers=customers, runner=runner, app=app)
     truth = pd.read_csv(folder / "replayed" / "outreach_truth.csv")
     costs = {rule.name: rule.cost for rule in load_rules(RULES).rules}
     store = Outbox(outbox)
@@ -78,27 +103,14 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=3000)
     args = parser.parse_args()
 
-    import mlflow
     from typer.testing import CliRunner
 
     from churnlens import build_app
-    from features.io import read_dataset
-    from training.train import TrainParams, train_and_register
 
     with tempfile.TemporaryDirectory(prefix="churnlens-effect-bench-") as folder:
         root = Path(folder)
-        os.chdir(root)
-        uri = f"sqlite:///{root / 'mlflow.db'}"
-        os.environ["MLFLOW_TRACKING_URI"] = uri
-        os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-        mlflow.set_tracking_uri(uri)
         runner, app = CliRunner(), build_app()
-        _invoke(runner, app, ["generate", "--customers", str(args.customers), "--seed", "999",
-                              "--end", END.isoformat(), "--kind", "ecommerce", "--out",
-                              str(root / "training")])
-        train_and_register(read_dataset(root / "training").dataset,
-                           as_of=pd.Timestamp(ACTED_ON),
-                           params=TrainParams(num_boost_round=100, num_threads=1, seed=0))
+        train_champion(root, customers=args.customers, runner=runner, app=app)
         rows = []
         for seed in range(1, args.seeds + 1):
             found = one_seed(root, seed, customers=args.customers, runner=runner, app=app)

@@ -16,6 +16,9 @@ noun alone, singular or plural as ``{abs}`` needs), ``{times}``/
 ``{abs_times}`` ("once", "twice", "3 times"), ``{typical}`` (the value among
 retained customers, of this feature or of ``typical_of``), and for categories
 ``{level_rate}``, ``{overall_rate}`` and ``{level_compare}`` ("more often").
+A change reads a companion feature named by ``with`` (this month's count beside
+the change against last month): ``some_with``/``negative_with``/``zero_with``
+may use ``{with_count}``, ``{with_value}`` and ``{before_value}``.
 """
 
 from __future__ import annotations
@@ -171,8 +174,23 @@ def _event_total(slug: str, window: str | None) -> Spec:
     return _spec("{count} in all", fmt="count", zero=never, missing=never, noun=(one, many))
 
 
+def _with(spec: Spec, companion: str, *, some: str, negative: str, zero: str) -> Spec:
+    """``spec`` reading ``companion`` too: the recent count beside a change, for example."""
+    return {**spec, "with": companion, "some_with": some, "negative_with": negative,
+            "zero_with": zero}
+
+
 def _event_change(slug: str, window: str | None) -> Spec:
     one, many, _, _ = _words(slug)
+    w = EVENT_TREND_WINDOW
+    recent = f"{{with_count}} in the last {w} days"
+    return _with(_event_change_alone(one, many), f"{slug}_events_{w}d",
+                 some=f"{recent}, up from {{before_value}} in the {w} days before",
+                 negative=f"{recent}, down from {{before_value}} in the {w} days before",
+                 zero=f"{recent}, as many as in the {w} days before")
+
+
+def _event_change_alone(one: str, many: str) -> Spec:
     w = EVENT_TREND_WINDOW
     return _spec(f"{{abs}} more {{abs_noun}} in the last {w} days than in the {w} days before",
                  negative=f"{{abs}} fewer {{abs_noun}} in the last {w} days than in the {w} days "
@@ -267,12 +285,17 @@ def _order_specs() -> dict[str, tuple[str, Spec]]:
             typical_of="mean_days_between_orders")),
         "days_since_first_order": ("tenure", _spec(
             "First ordered {value} ago", fmt="days", missing="Has never ordered")),
-        f"completed_orders_change_{w}d": ("order_frequency", _spec(
+        f"completed_orders_change_{w}d": ("order_frequency", _with(_spec(
             f"{{abs}} more {{abs_noun}} in the last {w} days than in the {w} days before",
             negative=f"{{abs}} fewer {{abs_noun}} in the last {w} days than in the {w} days before",
             zero=f"As many orders in the last {w} days as in the {w} days before",
             fmt="count", missing="No order on record to compare", typical=None,
-            noun=("order", "orders"))),
+            noun=("order", "orders")), f"completed_orders_{w}d",
+            some=f"{{with_count}} in the last {w} days, up from {{before_value}} in the {w} days "
+            "before",
+            negative=f"{{with_count}} in the last {w} days, down from {{before_value}} in the "
+            f"{w} days before",
+            zero=f"{{with_count}} in the last {w} days, as many as in the {w} days before")),
         "avg_order_value": ("spend", _spec(
             "Spends {value} per order on average", fmt="money", zero="Spends nothing per order",
             missing="No completed order to average")),
@@ -357,11 +380,14 @@ def _subscription_specs() -> dict[str, tuple[str, Spec]]:
         "current_mrr": ("subscription", _spec(
             "Pays {value} a month", fmt="money", zero="Pays nothing a month",
             missing="No subscription on record")),
-        f"mrr_change_{d}d": ("price_change", _spec(
+        f"mrr_change_{d}d": ("price_change", _with(_spec(
             f"Pays {{abs}} a month more than {d} days ago",
             negative=f"Pays {{abs}} a month less than {d} days ago",
             zero=f"Pays the same as {d} days ago", fmt="money",
-            missing="No subscription on record", typical=None)),
+            missing="No subscription on record", typical=None), "current_mrr",
+            some=f"Pays {{with_value}} a month, up from {{before_value}} {d} days ago",
+            negative=f"Pays {{with_value}} a month, down from {{before_value}} {d} days ago",
+            zero=f"Pays {{with_value}} a month, as {d} days ago")),
         "current_plan": ("subscription", _category_spec(
             "On the {value} plan", "No current plan", "customers on that plan")),
         "subscription_months": ("subscription", _spec(

@@ -25,7 +25,7 @@ import pandas as pd
 
 from features.dataset import Dataset
 from features.history import NEVER, History
-from features.labels import Definition, check_definition, labels_at
+from features.labels import Definition, activity_type_codes, check_definition, labels_at
 from features.pipeline import features_at
 
 #: a snapshot needs at least this share of the population seen by ``as_of``
@@ -58,6 +58,9 @@ class TrainingSet:
     clv_scale: float = 1.0
     definition: str = "inactivity"
     event_types: list[str] = field(default_factory=list)
+    #: the ``activity`` definition's window and event types (None: the defaults)
+    active_days: int | None = None
+    activity_events: list[str] | None = None
 
     @property
     def feature_columns(self) -> list[str]:
@@ -77,30 +80,33 @@ def snapshot_dates(*, as_of: pd.Timestamp, horizon_days: int, step_days: int,
     return dates
 
 
-def population_entry(history: History, definition: Definition) -> np.ndarray:
+def population_entry(history: History, definition: Definition, *,
+                     activity_events: Sequence[str] | None = None) -> np.ndarray:
     """When each customer first enters the population (ns; `NEVER` = never)."""
-    if definition == "inactivity":
-        orders = history.orders
-        first = np.full(history.n_customers, NEVER, dtype=np.int64)
-        if orders is not None:
-            rows = np.flatnonzero(orders.completed)
-            np.minimum.at(first, orders.code[rows], orders.t[rows])
-        return first
     first = np.full(history.n_customers, NEVER, dtype=np.int64)
+    orders = history.orders
+    if definition in ("inactivity", "activity") and orders is not None:
+        rows = np.flatnonzero(orders.completed)
+        np.minimum.at(first, orders.code[rows], orders.t[rows])
     subs = history.subscriptions
-    if subs is not None:
+    if definition in ("subscription", "activity") and subs is not None:
         np.minimum.at(first, subs["code"].to_numpy(), subs["started"].to_numpy())
+    events = history.events
+    if definition == "activity" and events is not None:
+        rows = np.flatnonzero(np.isin(events.type, activity_type_codes(history,
+                                                                       activity_events)))
+        np.minimum.at(first, events.code[rows], events.t[rows])
     return first
 
 
-def usable_from(history: History, *, definition: Definition,
-                as_of: pd.Timestamp) -> pd.Timestamp | None:
+def usable_from(history: History, *, definition: Definition, as_of: pd.Timestamp,
+                activity_events: Sequence[str] | None = None) -> pd.Timestamp | None:
     """The earliest date by which enough of the population exists to learn from.
 
     That is the date when `MIN_POPULATION_SHARE` of the customers who enter
     the population before ``as_of`` have entered it; None when nobody does.
     """
-    entry = population_entry(history, definition)
+    entry = population_entry(history, definition, activity_events=activity_events)
     limit = int(pd.Timestamp(as_of).as_unit("ns").value)
     entered = np.sort(entry[entry < limit])
     if not len(entered):
@@ -115,6 +121,7 @@ def build_training_set(
     max_snapshots: int = 12, min_snapshots: int = 3, margin_rate: float = 1.0,
     event_types: Sequence[str] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    active_days: int | None = None, activity_events: Sequence[str] | None = None,
 ) -> TrainingSet:
     """Features and labels at several snapshot dates whose label windows end by ``as_of``.
 
@@ -130,7 +137,9 @@ def build_training_set(
     Everything applied is said in ``notes``. A ValueError says what to change
     when nothing can be labelled.
 
-    ``progress(done, total)`` is called after each snapshot.
+    ``progress(done, total)`` is called after each snapshot. ``active_days``
+    and ``activity_events`` are the ``activity`` definition's settings
+    (`features.labels.label_customers`).
     """
     check_definition(definition)
     if step_days <= 0 or max_snapshots <= 0 or horizon_days <= 0 or clv_horizon_days <= 0:
@@ -138,12 +147,17 @@ def build_training_set(
                          "must be positive")
     as_of = pd.Timestamp(as_of)
     history = History(dataset)
-    earliest = usable_from(history, definition=definition, as_of=as_of)
+    earliest = usable_from(history, definition=definition, as_of=as_of,
+                           activity_events=activity_events)
     if earliest is None:
-        population = ("customers with a completed order" if definition == "inactivity"
-                      else "customers with a subscription")
-        raise ValueError(f"no {population} before {as_of:%Y-%m-%d}, so no training label "
-                         "is possible; use a later --as-of or another churn definition")
+        population = {"inactivity": "customers with a completed order",
+                      "subscription": "customers with a subscription",
+                      "activity": "customers with any activity (a completed order, an "
+                                  "activity event or a subscription)"}[definition]
+        raise ValueError(f"the {definition} churn definition leaves nobody in the population: "
+                         f"no {population} before {as_of:%Y-%m-%d}, so no training label is "
+                         "possible; choose another --churn (or --activity-events) or a later "
+                         "--as-of")
     notes: list[str] = []
     min_snapshots = max(1, min(min_snapshots, max_snapshots))
 
@@ -183,7 +197,8 @@ def build_training_set(
         features = features_at(history, as_of=date, event_types=event_types)
         labels = labels_at(history, as_of=date, horizon_days=label_horizon,
                            clv_horizon_days=clv_window, definition=definition,
-                           margin_rate=margin_rate)
+                           margin_rate=margin_rate, active_days=active_days,
+                           activity_events=activity_events)
         if date not in clv_dates:
             labels["clv_target"] = np.nan
         else:
@@ -199,7 +214,8 @@ def build_training_set(
         frame=frame, snapshot_dates=dates, notes=notes, label_horizon_days=label_horizon,
         horizon_days=horizon_days, clv_horizon_days=clv_horizon_days,
         clv_label_horizon_days=clv_window, clv_scale=clv_scale, definition=definition,
-        event_types=event_types,
+        event_types=event_types, active_days=active_days,
+        activity_events=None if activity_events is None else list(activity_events),
     )
 
 

@@ -32,8 +32,10 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.lifecycle import LifecycleRules, lifecycle_rules, lifecycle_stages
+from features.pipeline import event_slug
 from models.contributions import exact_contributions
-from models.explain import reason_kind, sentence_of
+from models.explain import companion_of, reason_kind, sentence_of
 from models.reasons import ReasonTable, plain, reason_table, top_features
 
 BUNDLE_FILE = "bundle.json"
@@ -46,7 +48,7 @@ RISK_QUANTILES = (0.5, 0.8)
 #: share of held-out customers below the mid and the high value cut
 VALUE_QUANTILES = (0.5, 0.8)
 SCORE_COLUMNS = ("in_population", "churn_probability", "risk_tier", "clv", "value_segment",
-                 "value_at_risk")
+                 "value_at_risk", "lifecycle_stage")
 
 
 class NotFittedError(RuntimeError):
@@ -78,11 +80,25 @@ def population_mask(features: pd.DataFrame, rule: Mapping[str, Any]) -> pd.Serie
     ``rule`` is ``{"feature": name, "test": "positive"|"notna"|"all"}``: e.g. the
     inactivity population is "has a completed order before as_of", i.e. a
     completed-order count > 0; the subscription population is "has an active
-    subscription at as_of".
+    subscription at as_of". The activity population is ``{"test": "recent",
+    "recency": [days-since columns], "flags": [running flags], "within_days": A}``:
+    any of the days-since columns at most A, or any flag positive.
     """
     test = rule.get("test", "all")
     if test == "all":
         return pd.Series(True, index=features.index)
+    if test == "recent":
+        mask = np.zeros(len(features), dtype=bool)
+        within = float(rule["within_days"])
+        for name in rule.get("recency", []):
+            if name in features.columns:
+                values = pd.to_numeric(features[name], errors="coerce").to_numpy(dtype=float)
+                mask |= values <= within
+        for name in rule.get("flags", []):
+            if name in features.columns:
+                values = pd.to_numeric(features[name], errors="coerce").to_numpy(dtype=float)
+                mask |= values > 0
+        return pd.Series(mask, index=features.index)
     column = features.get(rule["feature"])
     if column is None:
         return pd.Series(False, index=features.index)
@@ -145,6 +161,8 @@ class ChurnBundle:
         as_of: str | None = None,
         notes: Sequence[str] = (),
         drift_reference: Mapping[str, Any] | None = None,
+        churn_definition: Mapping[str, Any] | None = None,
+        lifecycle: Mapping[str, Any] | None = None,
         clv_note: str | None = None,
     ) -> None:
         self.churn_booster = churn_booster
@@ -169,6 +187,16 @@ class ChurnBundle:
         #: bins and shares of each feature and of the score on the held-out snapshot
         #: (`models.drift`), the reference monitoring measures drift against
         self.drift_reference = dict(drift_reference or {})
+        #: the resolved churn definition: name, why it was chosen, activity window and
+        #: event types (`features.definition.ChurnDefinition.as_dict`)
+        self.churn_definition = dict(churn_definition or {
+            "name": definition, "reason": "", "active_days": int(horizon_days),
+            "activity_events": []})
+        #: the lifecycle stage thresholds (`features.lifecycle.LifecycleRules.as_dict`);
+        #: bundles from before stages get the definition's defaults
+        self.lifecycle = dict(lifecycle or lifecycle_rules(
+            definition, activity_slugs=[event_slug(t) for t in self.event_types or []],
+            active_days=int(horizon_days), new_days=int(horizon_days)).as_dict())
         #: why there is no CLV model (None when there is one)
         self.clv_note = clv_note
 
@@ -178,6 +206,13 @@ class ChurnBundle:
     def reason_kinds(self) -> list[str]:
         """What each feature means as a reason, in feature order ("other" in older bundles)."""
         return [reason_kind(self.feature_info.get(name)) for name in self.feature_names]
+
+    @property
+    def reason_companions(self) -> list[int]:
+        """Per feature, the position of the feature its sentence also reads (-1: none)."""
+        position = {name: j for j, name in enumerate(self.feature_names)}
+        return [position.get(companion_of(self.feature_info.get(name)) or "", -1)
+                for name in self.feature_names]
 
     def prepare(self, features: pd.DataFrame) -> pd.DataFrame:
         """The model matrix: training's column order, training's categorical levels.
@@ -198,6 +233,21 @@ class ChurnBundle:
     def in_population(self, features: pd.DataFrame) -> pd.Series:
         """True for customers the churn definition applies to (see `population_mask`)."""
         return population_mask(features, self.population_rule)
+
+    def label_settings(self) -> dict[str, Any]:
+        """The churn definition's labelling keywords (`features.labels.labels_at`), so that
+        outcomes are judged by the definition the model was trained with."""
+        settings: dict[str, Any] = {"definition": self.definition}
+        if self.definition == "activity":
+            settings["active_days"] = int(self.churn_definition.get("active_days")
+                                          or self.horizon_days)
+            settings["activity_events"] = list(self.churn_definition.get("activity_events")
+                                               or [])
+        return settings
+
+    def lifecycle_stage(self, features: pd.DataFrame) -> np.ndarray:
+        """Each customer's lifecycle stage (`features.lifecycle`), with the stored thresholds."""
+        return lifecycle_stages(features, LifecycleRules.from_dict(self.lifecycle))
 
     # -- scoring ------------------------------------------------------------------
 
@@ -262,6 +312,7 @@ class ChurnBundle:
                 "clv": clv,
                 "value_segment": self.value_segment(clv),
                 "value_at_risk": probability * clv,
+                "lifecycle_stage": self.lifecycle_stage(features),
             },
             index=features.index,
         )
@@ -298,14 +349,14 @@ class ChurnBundle:
 
     def _text_of(self, reference: Mapping[str, float]) -> Callable[[str, Any], str]:
         """``(feature, value) -> sentence``, each feature's sentence prepared once."""
-        prepared: dict[str, Callable[[Any], str]] = {}
+        prepared: dict[str, Callable[..., str]] = {}
 
-        def text_of(name: str, value: Any) -> str:
+        def text_of(name: str, value: Any, *companion: Any) -> str:
             render = prepared.get(name)
             if render is None:
                 render = prepared[name] = sentence_of(name, self.feature_info.get(name),
                                                       reference)
-            return render(value)
+            return render(value, *companion)
 
         return text_of
 
@@ -323,6 +374,7 @@ class ChurnBundle:
         if reference is None:
             reference = self.reference.get("retained_median", {})
         text_of = self._text_of(reference)
+        companions, kinds = self.reason_companions, self.reason_kinds
         features, gains = top_features(contributions, top_k)
         out: list[list[dict[str, Any]]] = []
         for i, (row_features, row_gains) in enumerate(zip(features, gains, strict=True)):
@@ -332,8 +384,10 @@ class ChurnBundle:
                     break
                 name = self.feature_names[j]
                 value = plain(value_of(i, j))
+                with_value = () if companions[j] < 0 else (plain(value_of(i, companions[j])),)
                 reasons.append({"feature": name, "value": value, "contribution": gain,
-                                "text": text_of(name, value), "kind": self.reason_kinds[j]})
+                                "text": text_of(name, value, *with_value),
+                                "kind": kinds[j]})
             out.append(reasons)
         return out
 
@@ -348,7 +402,7 @@ class ChurnBundle:
 
         return reason_table(contributions, column_values, names=self.feature_names,
                             text_of=self._text_of(reference), top_k=top_k,
-                            kinds=self.reason_kinds)
+                            kinds=self.reason_kinds, companions=self.reason_companions)
 
     def explain_table(self, features: pd.DataFrame, *, top_k: int = 5,
                       wanted: np.ndarray | None = None) -> ReasonTable:
@@ -420,6 +474,8 @@ class ChurnBundle:
             "as_of": self.as_of,
             "notes": self.notes,
             "drift_reference": self.drift_reference,
+            "churn_definition": self.churn_definition,
+            "lifecycle": self.lifecycle,
             "clv_note": self.clv_note,
         })
 

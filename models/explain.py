@@ -322,6 +322,10 @@ class Sentence:
             self.clause = str(spec["typical"]).format(typical=self.fmt(typical))
         self.cases = {case: _parsed(str(spec.get(case) or spec["some"]))
                       for case in ("zero", "one", "negative", "some")}
+        #: the cases' wording when the companion feature's value is known
+        self.with_cases = {case: _parsed(str(spec.get(f"{case}_with") or spec["some_with"]))
+                           for case in ("zero", "one", "negative", "some")
+                           if spec.get("some_with")}
         self.level_clauses: dict[str, str] = {}
         if spec.get("levels") and levels and overall:
             for level, rate in levels.items():
@@ -330,8 +334,12 @@ class Sentence:
                 self.level_clauses[level] = "; " + str(spec["levels"]).format(
                     level_compare=compare, level_rate=_pct(rate), overall_rate=_pct(overall))
 
-    def render(self, value: Any) -> str:
-        """The sentence for one value (missing, a category level or a number)."""
+    def render(self, value: Any, companion: Any = None) -> str:
+        """The sentence for one value (missing, a category level or a number).
+
+        ``companion`` is the value of the feature named by the spec's ``with``
+        (this month's count beside a change), when the spec reads one.
+        """
         if _missing(value):
             return self.missing
         if isinstance(value, str) or self.text_only:
@@ -341,8 +349,14 @@ class Sentence:
         number = float(value)
         case = ("zero" if number == 0 else "one" if number == 1 else
                 "negative" if number < 0 else "some")
-        template, names = self.cases[case]
-        fields = {name: _FIELDS[name](self, number) for name in names}
+        if self.with_cases and not _missing(companion) and not isinstance(companion, str):
+            template, names = self.with_cases[case]
+            other = float(companion)
+            fields = {name: _WITH_FIELDS[name](self, number, other) if name in _WITH_FIELDS
+                      else _FIELDS[name](self, number) for name in names}
+        else:
+            template, names = self.cases[case]
+            fields = {name: _FIELDS[name](self, number) for name in names}
         return _finish(template.format(**fields) + self.clause)
 
 
@@ -357,9 +371,18 @@ _FIELDS: dict[str, Callable[[Sentence, float], str]] = {
 }
 
 
+#: placeholders about the companion feature: its value, and the value before the change
+#: (a change is the companion's value minus the value it is compared with)
+_WITH_FIELDS: dict[str, Callable[[Sentence, float, float], str]] = {
+    "with_value": lambda s, v, c: s.fmt(c),
+    "with_count": lambda s, v, c: _counted_noun(c, s.noun) if c != 0 else f"no {s.noun[1]}",
+    "before_value": lambda s, v, c: s.fmt(c - v),
+}
+
+
 def _parsed(template: str) -> tuple[str, tuple[str, ...]]:
     names = tuple(name for _, name, _, _ in string.Formatter().parse(template) if name)
-    unknown = sorted(set(names) - set(_FIELDS))
+    unknown = sorted(set(names) - set(_FIELDS) - set(_WITH_FIELDS))
     if unknown:
         raise ValueError(f"sentence {template!r}: unknown placeholder(s) {unknown}")
     return template, names
@@ -386,6 +409,12 @@ def sentence_of(name: str, info: Mapping[str, Any] | None, reference: Reference
                         levels=info.get("level_churn_rate"),
                         overall=info.get("churn_rate")).render
     return functools.partial(_legacy_text, name, info=info, reference=reference)
+
+
+def companion_of(info: Mapping[str, Any] | None) -> str | None:
+    """The feature whose value a feature's sentence also reads (its spec's ``with``)."""
+    spec = (info or {}).get("sentence") or {}
+    return spec.get("with") if spec.get("some_with") else None
 
 
 def _finish(text: str) -> str:

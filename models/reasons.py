@@ -21,8 +21,9 @@ import pandas as pd
 
 #: the values of feature ``j`` at row positions ``rows`` (a 1-d array, any dtype)
 ColumnValues = Callable[[int, np.ndarray], np.ndarray]
-#: the sentence for feature ``name`` at ``value``
-TextOf = Callable[[str, Any], str]
+#: the sentence for feature ``name`` at ``value`` (and, for features whose sentence reads
+#: a companion feature, at the companion's value: ``text_of(name, value, companion)``)
+TextOf = Callable[..., str]
 
 
 def plain(value: Any) -> float | str | None:
@@ -130,10 +131,14 @@ class ReasonTable:
 def reason_table(
     contributions: np.ndarray, column_values: ColumnValues, *, names: Sequence[str],
     text_of: TextOf, top_k: int, kinds: Sequence[str] | None = None,
+    companions: Sequence[int] | None = None,
 ) -> ReasonTable:
     """The top-k reasons of every row of ``contributions`` (see `ReasonTable`).
 
-    ``kinds`` gives each feature's reason kind (default "other" for all).
+    ``kinds`` gives each feature's reason kind (default "other" for all);
+    ``companions`` the position of the feature whose value its sentence also
+    reads (-1: none), e.g. this month's count beside a month-on-month change:
+    such sentences are formatted once per distinct pair of values.
     """
     kinds = _kinds(names, kinds)
     feature, gain = top_features(contributions, top_k)
@@ -148,15 +153,24 @@ def reason_table(
         name = names[j]
         name_json = encode_basestring(name)
         values = [plain(v) for v in distinct]
-        sentences = [text_of(name, v) for v in values]
+        companion = companions[j] if companions else -1
+        if companion < 0:
+            text_codes, sentences = codes, [text_of(name, v) for v in values]
+        else:
+            other_codes, other = _distinct(np.asarray(column_values(companion, rows)))
+            text_codes, pairs = pd.factorize(codes.astype(np.int64) * len(other) + other_codes)
+            others = [plain(v) for v in other]
+            sentences = [text_of(name, values[p // len(other)], others[p % len(other)])
+                         for p in pairs.tolist()]
         value[rows, slots] = _objects(values)[codes]
-        text[rows, slots] = _objects(sentences)[codes]
+        text[rows, slots] = _objects(sentences)[text_codes]
         head[rows, slots] = _objects([
             f'{{"feature": {name_json}, "value": {_json_value(v)}, '
             '"contribution": ' for v in values])[codes]
         kind_json = encode_basestring(kinds[j])
         tail[rows, slots] = _objects([
-            f', "text": {encode_basestring(s)}, "kind": {kind_json}}}' for s in sentences])[codes]
+            f', "text": {encode_basestring(s)}, "kind": {kind_json}}}'
+            for s in sentences])[text_codes]
     return ReasonTable(names=tuple(names), feature=feature, value=value, contribution=gain,
                        text=text, json_head=head, json_tail=tail, kinds=kinds)
 

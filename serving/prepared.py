@@ -71,6 +71,7 @@ class RowScore:
     value_segment: str | None
     value_at_risk: float | None
     reasons: list[dict[str, Any]]
+    lifecycle_stage: str | None = None
 
 
 def model_matrix(prepared: pd.DataFrame) -> np.ndarray:
@@ -99,6 +100,7 @@ class PreparedRows:
         self.features = features
         self.matrix = model_matrix(bundle.prepare(features))
         self.population = bundle.in_population(features).to_numpy(dtype=bool)
+        self.stages = bundle.lifecycle_stage(features)
         self.positions = {str(customer_id): i for i, customer_id in enumerate(features.index)}
         self._calibrate = apply_calibration
         self._names = list(bundle.feature_names)
@@ -137,7 +139,7 @@ class PreparedRows:
             customer_id=str(self.features.index[position]),
             churn_probability=probability, risk_tier=tier, clv=clv, value_segment=segment,
             value_at_risk=None if probability is None or clv is None else probability * clv,
-            reasons=reasons,
+            reasons=reasons, lifecycle_stage=str(self.stages[position]),
         )
 
     def _reasons(self, position: int, row: np.ndarray, *, top_k: int) -> list[dict[str, Any]]:
@@ -163,6 +165,8 @@ class PreparedRows:
         for i, position in enumerate(sample):
             got = self.score(int(position), explain=True, top_k=top_k)
             want = expected.iloc[i]
+            if got.lifecycle_stage != want["lifecycle_stage"]:
+                return f"row {position}: stage {got.lifecycle_stage} != {want['lifecycle_stage']}"
             if got.risk_tier != want["risk_tier"] or got.value_segment != want["value_segment"]:
                 return f"row {position}: tier/segment {got.risk_tier}/{got.value_segment} " \
                        f"!= {want['risk_tier']}/{want['value_segment']}"

@@ -225,6 +225,7 @@ def gather_report(
                 "run_id": getattr(loaded, "run_id", None),
                 "trained_at": getattr(loaded, "trained_at", None),
                 "metrics": dict(getattr(loaded, "metrics", None) or {}),
+                "definition": _definition_text(getattr(loaded, "bundle", None)),
             }
             if view.model["run_id"]:
                 view.plots, plot_notes = fetch_run_plots(str(view.model["run_id"]))
@@ -315,21 +316,43 @@ def _png(fig: Figure) -> str:
 
 
 def _style(ax: Any, *, percent: bool = False) -> None:
-    from matplotlib.ticker import PercentFormatter
-
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(axis="y", alpha=0.3)
     if percent:
-        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        _percent_ticks(ax)
     ax.tick_params(labelsize=9)
+
+
+def _percent_ticks(ax: Any) -> None:
+    """Ticks at round percentages (1, 2 or 5 × a power of ten), labelled with just the
+    decimals their spacing needs: "2%, 4%, 6%" or "0.5%, 1.0%", never 12.5% shown as 13%."""
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 5, 10], min_n_ticks=4))
+    ticks = ax.get_yticks()
+    spacing = 100 * float(np.min(np.diff(ticks))) if len(ticks) > 1 else 1.0
+    decimals = max(0, math.ceil(-math.log10(spacing) - 1e-9)) if spacing > 0 else 0
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=decimals))
 
 
 def _line_chart(series: dict[str, pd.Series], *, title: str, percent: bool = True,
                 reference: float | None = None) -> str:
-    """Monthly lines on positional x (month labels set by hand: cheaper than date axes)."""
+    """A monthly line chart as a PNG (see `_line_figure`)."""
+    return _png(_line_figure(series, title=title, percent=percent, reference=reference))
+
+
+def _line_figure(series: dict[str, pd.Series], *, title: str, percent: bool = True,
+                 reference: float | None = None) -> Figure:
+    """Monthly lines on positional x (month labels set by hand: cheaper than date axes).
+
+    With several lines the legend sits in a row under the axes, where it can cover none.
+    """
     months = sorted(set().union(*(set(values.index) for values in series.values())))
     positions = np.arange(len(months))
-    fig = _figure()
+    several = len(series) > 1
+    fig = _figure(height=3.3 if several else 2.9)
+    if several:
+        fig.subplots_adjust(bottom=0.27)
     ax = fig.add_subplot()
     for label, values in series.items():
         ax.plot(positions, values.reindex(months).to_numpy(dtype=float), marker="o",
@@ -340,9 +363,10 @@ def _line_chart(series: dict[str, pd.Series], *, title: str, percent: bool = Tru
         ax.axhline(reference, color="grey", linewidth=0.8, linestyle="--")
     ax.set_title(title, fontsize=11, loc="left")
     _style(ax, percent=percent)
-    if len(series) > 1:
-        ax.legend(fontsize=9, frameon=False)
-    return _png(fig)
+    if several:
+        ax.legend(fontsize=9, frameon=False, loc="upper center", ncols=len(series),
+                  bbox_to_anchor=(0.5, -0.12))
+    return fig
 
 
 # --------------------------------------------------------------------------- sections
@@ -586,12 +610,26 @@ def _score_histogram(scores: pd.DataFrame) -> str:
     return _png(fig)
 
 
+def _definition_text(bundle: Any) -> str:
+    """The churn definition the model was trained with, and why, for the report's reader."""
+    chosen = getattr(bundle, "churn_definition", None) or {}
+    if not chosen.get("name"):
+        return ""
+    text = f"churn definition: {chosen['name']}"
+    if chosen.get("name") == "activity":
+        text += f", active = any activity in the last {chosen.get('active_days')} days"
+    return text + (f" ({chosen['reason']})" if chosen.get("reason") else "")
+
+
+STAGE_ORDER = ("new", "active", "declining", "lapsed", "never_active")
+
+
 def _model_section(data: ReportData) -> dict[str, Any]:
     view = data.model
     section: dict[str, Any] = {"notes": list(view.notes), "model": None, "metrics": [],
                                "source": view.scores_source, "histogram": None,
                                "tiers": [], "tier_counts": [], "reasons": [], "plots": [],
-                               "as_of": ""}
+                               "as_of": "", "stage_counts": []}
     if view.model is not None:
         info = view.model
         alias = f" @{info['alias']}" if info.get("alias") else ""
@@ -600,6 +638,7 @@ def _model_section(data: ReportData) -> dict[str, Any]:
             "title": f"{info.get('name') or 'model'} version {info.get('version')}{alias}",
             "trained_at": f"{pd.Timestamp(trained):%Y-%m-%d %H:%M}" if trained else "",
             "run_id": info.get("run_id") or "",
+            "definition": info.get("definition") or "",
         }
         wanted = ("roc_auc", "pr_auc", "top_decile_lift", "ece", "brier", "spearman",
                   "normalized_gini")
@@ -638,6 +677,15 @@ def _model_section(data: ReportData) -> dict[str, Any]:
     section["tier_counts"] = [(t, _count(tiers.get(t, 0)), _pct(tiers.get(t, 0) / len(scores)))
                               for t in [*TIER_ORDER, *sorted(set(tiers.index) - set(TIER_ORDER))]
                               if t in tiers.index]
+    if "lifecycle_stage" in scores.columns:
+        stages = scores["lifecycle_stage"].dropna().astype(str).value_counts()
+        scored = scores["risk_tier"].astype(str) != "not_applicable"
+        in_population = scores.loc[scored, "lifecycle_stage"].astype(str).value_counts()
+        section["stage_counts"] = [
+            (s, _count(stages.get(s, 0)), _pct(stages.get(s, 0) / len(scores)),
+             _count(in_population.get(s, 0)))
+            for s in [*STAGE_ORDER, *sorted(set(stages.index) - set(STAGE_ORDER))]
+            if s in stages.index]
     table = risk_value_table(scores)
     total_risk = table["total_value_at_risk"].sum()
     section["tiers"] = [

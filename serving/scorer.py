@@ -1,4 +1,4 @@
-"""The one scorer behind the API and batch scoring (DESIGN §1: no training/serving skew).
+"""The one scorer behind the API and batch scoring (no training/serving skew).
 
 Features come from `features.pipeline.build_features` with the event types the
 model was trained on, so a customer scored by the API, by ``churnlens score``
@@ -34,7 +34,8 @@ AT_RISK_TIERS = frozenset({"high", "medium"})
 
 BATCH_COLUMNS = ("customer_id", "as_of", "churn_probability", "risk_tier", "clv",
                  "value_segment", "value_at_risk", "reasons_json")
-BATCH_TAIL_COLUMNS = ("recommended_action", "model_version")
+BATCH_TAIL_COLUMNS = ("recommended_action", "model_version", "lifecycle_stage",
+                      "expected_saved_value")
 
 
 def _reason(item: dict[str, Any]) -> Reason:
@@ -132,6 +133,7 @@ class Scorer:
                 value_at_risk=None if at_risk is None else max(at_risk, 0.0),
                 reasons=reasons.get(position, []),
                 model_version=version,
+                lifecycle_stage=row.lifecycle_stage,
             ))
         self._recommend(records, features)
         return records
@@ -156,6 +158,7 @@ class Scorer:
                 value_segment=row.value_segment,
                 value_at_risk=None if row.value_at_risk is None else max(row.value_at_risk, 0.0),
                 reasons=[_reason(item) for item in reasons], model_version=self.model_version,
+                lifecycle_stage=row.lifecycle_stage,
             ))
         self._recommend(records, lambda i: rows.row_features(positions[i]))
         return records
@@ -164,11 +167,12 @@ class Scorer:
         self, dataset: Dataset, *, as_of: pd.Timestamp, explain: Explain = "all", top_k: int = 5,
         customer_ids: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        """Batch rows: the score record with reasons flattened (DESIGN §10).
+        """Batch rows: the score record with reasons flattened.
 
         Columns: customer_id, as_of, churn_probability, risk_tier, clv,
         value_segment, value_at_risk, reasons_json, reason_1..reason_K (the
-        sentences), recommended_action, model_version.
+        sentences), recommended_action, model_version, lifecycle_stage,
+        expected_saved_value.
         """
         features = self.features(dataset, as_of=as_of, customer_ids=customer_ids)
         return self.batch_rows(features, as_of=as_of, explain=explain, top_k=top_k)
@@ -214,6 +218,7 @@ class Scorer:
         at_risk = predictions["value_at_risk"].to_numpy(dtype=float)
         at_risk = np.where(at_risk < 0.0, 0.0, at_risk)                # max(v, 0.0)
         ids = np.array([str(c) for c in predictions.index], dtype=object)
+        stages = predictions["lifecycle_stage"].astype(object).to_numpy()
         as_of_value = pd.Timestamp(as_of).to_pydatetime()
         version = self.model_version
 
@@ -228,12 +233,13 @@ class Scorer:
             actions = self._recommend_rows(
                 features, ids=ids, as_of=as_of_value, probability=probability, tiers=tiers,
                 clv=clv, segments=segments, at_risk=at_risk, reasons=table, version=version,
+                stages=stages,
             )
         elif self.rules is not None:
             actions = self.rules.first_actions(
                 risk_tier=tiers, value_segment=segments, churn_probability=probability,
                 clv=clv, value_at_risk=at_risk, reasons=table, customer_ids=ids,
-                as_of=as_of_value)
+                as_of=as_of_value, lifecycle_stage=stages)
 
         columns: dict[str, Any] = {
             "customer_id": ids,
@@ -249,9 +255,11 @@ class Scorer:
             columns[f"reason_{k + 1}"] = texts[:, k]
         columns["recommended_action"] = actions
         columns["model_version"] = np.full(n, version, dtype=object)
+        columns["lifecycle_stage"] = stages
+        columns["expected_saved_value"] = np.full(n, None, dtype=object)
         frame = pd.DataFrame(columns)
         frame["as_of"] = pd.to_datetime(frame["as_of"])
-        for column in ("churn_probability", "clv", "value_at_risk"):
+        for column in ("churn_probability", "clv", "value_at_risk", "expected_saved_value"):
             frame[column] = frame[column].astype("float64")
         return frame
 
@@ -270,7 +278,7 @@ class Scorer:
     def _recommend_rows(
         self, features: pd.DataFrame, *, ids: np.ndarray, as_of: Any, probability: np.ndarray,
         tiers: np.ndarray, clv: np.ndarray, segments: np.ndarray, at_risk: np.ndarray,
-        reasons: ReasonTable, version: str,
+        reasons: ReasonTable, version: str, stages: np.ndarray,
     ) -> np.ndarray:
         """``recommended_action`` per row through score records, as `_recommend` sets it.
 
@@ -280,7 +288,8 @@ class Scorer:
         """
         rows = reasons.rows()
         records = [
-            self._record(i, ids, as_of, probability, tiers, clv, segments, at_risk, rows, version)
+            self._record(i, ids, as_of, probability, tiers, clv, segments, at_risk, rows, version,
+                         stages)
             for i in range(len(ids))
         ]
         self._recommend(records, features)
@@ -289,7 +298,8 @@ class Scorer:
     @staticmethod
     def _record(i: int, ids: np.ndarray, as_of: Any, probability: np.ndarray,
                 tiers: np.ndarray, clv: np.ndarray, segments: np.ndarray, at_risk: np.ndarray,
-                reasons: Sequence[list[dict[str, Any]]], version: str) -> ScoreRecord:
+                reasons: Sequence[list[dict[str, Any]]], version: str,
+                stages: np.ndarray) -> ScoreRecord:
         p, v, c = float(probability[i]), float(at_risk[i]), float(clv[i])
         return ScoreRecord.model_construct(
             customer_id=ids[i], as_of=as_of,
@@ -297,7 +307,8 @@ class Scorer:
             risk_tier=tiers[i], clv=None if math.isnan(c) else c, value_segment=segments[i],
             value_at_risk=None if math.isnan(v) else v,
             reasons=[Reason.model_construct(**item) for item in reasons[i]],
-            recommended_action=None, model_version=version,
+            recommended_action=None, model_version=version, lifecycle_stage=stages[i],
+            expected_saved_value=None,
         )
 
     def _reasons(
@@ -358,6 +369,6 @@ def records_to_frame(records: Sequence[ScoreRecord], *, top_k: int = 5) -> pd.Da
     columns = [*BATCH_COLUMNS, *reason_columns, *BATCH_TAIL_COLUMNS]
     frame = pd.DataFrame(rows, columns=columns)
     frame["as_of"] = pd.to_datetime(frame["as_of"])
-    for column in ("churn_probability", "clv", "value_at_risk"):
+    for column in ("churn_probability", "clv", "value_at_risk", "expected_saved_value"):
         frame[column] = frame[column].astype("float64")
     return frame

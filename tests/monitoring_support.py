@@ -11,7 +11,7 @@ Scores are written by the real ``churnlens score --outreach`` into SQLite outbox
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
 
@@ -73,8 +73,10 @@ def build_world(root: Path, *, customers: int = 1500, seed: int = 5) -> Monitore
     generate_dataset(customers=customers, seed=seed, end=END, kind="ecommerce",
                      session_shift=(SHIFT_DAY, 0.5)).write(shifted)
     dataset = read_dataset(plain).dataset
+    # the world's truths (outcomes from orders, the simulated outreach) are those of a
+    # purchase log: the inactivity definition, not what --churn auto picks with app events
     trained = train_and_register(dataset, as_of=pd.Timestamp(TRAIN_AS_OF),
-                                 params=tiny_params(seed))
+                                 params=replace(tiny_params(seed), definition="inactivity"))
     world = MonitoredWorld(root=root, plain=plain, shifted=shifted,
                            tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
                            version=str(trained.version))

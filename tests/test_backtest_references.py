@@ -15,7 +15,9 @@ from training.realdata import QUALITY_BAR
 from training.train import TrainParams
 
 AS_OF = pd.Timestamp("2024-03-01")
-PARAMS = dataclasses.replace(TrainParams(), horizon_days=60, clv_horizon_days=60)
+# a purchase log's mechanics: the inactivity definition that BG/NBD also describes
+PARAMS = dataclasses.replace(TrainParams(definition="inactivity"), horizon_days=60,
+                             clv_horizon_days=60)
 
 
 @pytest.fixture(scope="module")

@@ -68,7 +68,8 @@ def test_command_scores_everyone_and_accounts_for_every_row(bundle_dir, data_dir
     assert list(frame.columns) == [
         "customer_id", "as_of", "churn_probability", "risk_tier", "clv", "value_segment",
         "value_at_risk", "reasons_json", "reason_1", "reason_2", "reason_3",
-        "recommended_action", "model_version",
+        "recommended_action", "model_version", "lifecycle_stage",
+        "expected_saved_value",
     ]
     rejects = pd.read_csv(output_paths(out)[0])
     assert f"rows in {CUSTOMERS:,} = rows scored {len(frame):,} + rows rejected " \

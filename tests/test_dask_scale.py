@@ -20,6 +20,7 @@ import pytest
 from distributed.diagnostics.plugin import WorkerPlugin
 from typer.testing import CliRunner
 
+from features.contract import validate_tables
 from features.engine import compute_features, compute_partitioned_features
 from features.generate import generate_dataset
 from features.partitioned import (
@@ -249,6 +250,21 @@ def test_an_in_memory_fsspec_dataset(data_dir, scorer, local_scores):
         pd.testing.assert_frame_equal(pd.read_parquet(handle), pd.read_parquet(local_scores))
     assert not memory.exists("/out/scores.parquet.parts")
     memory.rm("/", recursive=True)
+
+
+def test_partitions_without_customers_are_fine(tmp_path):
+    from features_fixtures import AS_OF as TINY_AS_OF
+    from features_fixtures import tiny_tables
+
+    tiny = validate_tables(tiny_tables())
+    write_partitioned(tiny, str(tmp_path / "parts"), partitions=16)
+    manifest = read_manifest(str(tmp_path / "parts"))
+    assert sum(1 for part in manifest.rows if part["customers"] == 0) >= 8
+    out = tmp_path / "features.parquet"
+    compute_partitioned_features(str(tmp_path / "parts"), out=str(out), as_of=TINY_AS_OF,
+                                 client=None)
+    local = compute_features(tiny.dataset, as_of=TINY_AS_OF)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), local.reset_index())
 
 
 # -- faults -------------------------------------------------------------------------------

@@ -52,8 +52,8 @@ def test_short_horizon_sees_less():
 
 
 def test_default_definition():
-    assert default_definition(tiny_dataset()) == "subscription"
-    assert default_definition(tiny_dataset(subscriptions=True)) == "inactivity"
+    assert default_definition(tiny_dataset()) == "activity", "orders, events, subscriptions"
+    assert default_definition(tiny_dataset(subscriptions=True)) == "activity", "orders, events"
 
 
 def test_unknown_definition_is_refused():

@@ -39,7 +39,7 @@ def test_predict_follows_the_population_rule_and_cut_points(fit, features):
     scores = bundle.predict(features)
     labels = fit.holdout.set_index("customer_id")
     assert list(scores.columns) == ["in_population", "churn_probability", "risk_tier", "clv",
-                                    "value_segment", "value_at_risk"]
+                                    "value_segment", "value_at_risk", "lifecycle_stage"]
     assert scores.index.equals(features.index)
     np.testing.assert_array_equal(scores["in_population"].to_numpy(),
                                   labels["in_population"].astype(bool).to_numpy(),

@@ -61,6 +61,30 @@ def test_table_rows_and_json_match_the_per_customer_definition():
     assert table.rows()[:40] == [[]] * 40 and (table.json()[:40] == "[]").all()
 
 
+def test_sentences_that_read_a_companion_are_formatted_per_pair_of_values():
+    rng = np.random.default_rng(5)
+    frame = _frame(rng, 300)
+    contributions = rng.normal(size=(300, len(NAMES) + 1))
+    companions = (3, -1, -1, -1)  # days_since_last_order's sentence also reads orders_90d
+
+    def column_values(j, rows):
+        return frame.iloc[:, j].to_numpy()[rows]
+
+    def text_of(name, value, *companion):
+        return _text_of(name, value) + (f" with {companion[0]!r}" if companion else "")
+
+    table = reason_table(contributions, column_values, names=NAMES, text_of=text_of, top_k=3,
+                         kinds=KINDS, companions=companions)
+    expected = _expected(contributions, frame, 3)
+    for i, reasons in enumerate(expected):
+        for reason in reasons:
+            if reason["feature"] == NAMES[0]:
+                reason["text"] += f" with {plain(frame.iloc[i, 3])!r}"
+    assert table.rows() == expected
+    assert table.json().tolist() == [json.dumps(r, ensure_ascii=False) for r in expected]
+    assert any(" with " in r["text"] for rs in expected for r in rs)
+
+
 def test_negative_zero_and_zero_keep_their_own_text():
     frame = pd.DataFrame({name: [0.0, -0.0, 0.0] for name in NAMES})
     contributions = np.array([[0.0, 1.0, 0.0, 0.0, 0.5]] * 3)

@@ -22,7 +22,6 @@ from serving.outreach.relay import Relay
 from serving.outreach.rules import load_rules
 from serving.outreach.settings import OutreachSettings
 from serving.outreach.webhooks import new_secret
-from serving.schemas import ScoreRecord
 
 POSTGRES_URL = os.environ.get("CHURNLENS_TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(
@@ -95,12 +94,6 @@ def test_scores_and_actions_are_written_once_per_cooldown_window(outbox):
                       ("experience-follow-up", "pending"): 3}
 
 
-class _Staged(ScoreRecord):
-    """A score record with a lifecycle stage (whether or not the shared record has one yet)."""
-
-    lifecycle_stage: str | None = None
-
-
 def test_every_score_is_kept_and_the_latest_is_found(outbox):
     outbox.record_scores([score_record("c1", churn_probability=0.5, as_of=datetime(2024, 5, 2))])
     outbox.record_scores([score_record("c1", churn_probability=0.9, as_of=datetime(2024, 5, 1))])
@@ -111,7 +104,7 @@ def test_every_score_is_kept_and_the_latest_is_found(outbox):
         "days_since_last_order")
     # the same date scored again (same model version) replaces that one score
     staged = score_record("c1", churn_probability=0.6, as_of=datetime(2024, 5, 3))
-    outbox.record_scores([_Staged(**staged.model_dump(), lifecycle_stage="declining")])
+    outbox.record_scores([staged.model_copy(update={"lifecycle_stage": "declining"})])
     outbox.record_scores([score_record("c1", churn_probability=0.2, as_of=datetime(2024, 5, 3),
                                        model_version="8")])
     history = outbox.score_history()

@@ -34,7 +34,8 @@ def _reasons(*kinds: str) -> list[Reason]:
 def test_default_rules_load_and_follow_retention_practice():
     rules = load_rules(None)
     names = [rule.name for rule in rules.rules]
-    assert names[:3] == ["success-call", "experience-follow-up", "win-back"]
+    assert names[:4] == ["success-call", "experience-follow-up", "onboarding-nudge",
+                         "win-back"]
     assert all(rule.channel.startswith("file:") for rule in rules.rules), "offline by default"
 
     def actions(**changes: object) -> list[str]:

@@ -17,7 +17,7 @@ from features.generate import generate_dataset
 from features.pipeline import build_features, describe_feature
 from features.reasons import REASON_KINDS, reason_spec
 from models.bundle import BUNDLE_FILE, ChurnBundle
-from models.explain import reason_text
+from models.explain import companion_of, reason_text, sentence_of
 
 #: wording of the feature catalog, not of people
 MECHANICAL = ("Sum of the values", "minus those", "Customer attribute", "divided by",
@@ -49,9 +49,15 @@ def _check_every_feature(frame: pd.DataFrame, info: dict[str, dict], reference: 
                          ) -> None:
     problems = []
     for name in frame.columns:
+        render = sentence_of(name, info[name], reference)
+        companion = companion_of(info[name])
+        others = [None] if companion is None else [
+            None, 0.0, 1.0, reference.get(companion, 5.0), 12.0]
         for value in _values_to_try(frame, name, reference):
-            text = reason_text(name, value, info=info[name], reference=reference)
-            problems += [f"{name}={value!r}: {text!r} {p}" for p in _sentence_problems(name, text)]
+            for other in others:
+                text = render(value) if other is None else render(value, other)
+                problems += [f"{name}={value!r} (with {other!r}): {text!r} {p}"
+                             for p in _sentence_problems(name, text)]
     assert not problems, "\n".join(problems[:40])
 
 
@@ -94,18 +100,26 @@ def test_every_feature_family_of_a_mixed_business_has_a_sentence_and_a_kind():
 
 def test_sentences_say_what_the_issue_asked_for():
     def say(name: str, value: object, reference: dict[str, float] | None = None,
-            **extra: object) -> str:
+            *companion: float, **extra: object) -> str:
         categorical = isinstance(value, str)
         _, sentence = reason_spec(describe_feature(name, categorical=categorical),
                                   categorical=categorical)
-        return reason_text(name, value, info={"sentence": sentence, **extra},
-                           reference=reference or {})
+        render = sentence_of(name, {"sentence": sentence, **extra}, reference or {})
+        return render(value, *companion)
 
     assert say("session_events_90d", 0.0, {"session_events_90d": 12.0}) == (
         "No session in the last 90 days, against 12 for a typical retained customer.")
     assert say("cart_add_events_30d", 3.0) == "3 cart adds in the last 30 days."
     assert say("cart_add_events_change_30d", -6.0) == (
         "6 fewer cart adds in the last 30 days than in the 30 days before.")
+    assert say("cart_add_events_change_30d", -6.0, None, 3.0) == (
+        "3 cart adds in the last 30 days, down from 9 in the 30 days before.")
+    assert say("session_events_change_30d", -2.0, None, 0.0) == (
+        "No sessions in the last 30 days, down from 2 in the 30 days before.")
+    assert say("completed_orders_change_90d", 1.0, None, 1.0) == (
+        "1 order in the last 90 days, up from 0 in the 90 days before.")
+    assert say("mrr_change_90d", -30.0, None, 19.0) == (
+        "Pays 19.00 a month, down from 49.00 90 days ago.")
     assert say("support_ticket_events_change_30d", 1.0) == (
         "1 more support ticket in the last 30 days than in the 30 days before.")
     assert say("acquisition_channel", "social", level_churn_rate={"social": 0.31},

@@ -1,4 +1,4 @@
-"""Backtest: train on the past, score the future, compare with the references (DESIGN §11).
+"""Backtest: train on the past, score the future, compare with the references (docs/backtest.md).
 
 The churnlens model is trained exactly as ``churnlens train --as-of T`` would
 train it (snapshots whose label windows end by T, so no row at or after the
@@ -21,11 +21,12 @@ currency amount, so they are left empty (NaN) for them.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 
 from features.dataset import Dataset
+from features.definition import ChurnDefinition
 from training.metrics import churn_metrics, clv_metrics
 from training.reference import (
     WEEK_DAYS,
@@ -110,7 +111,9 @@ def _score(actual_churn: pd.Series, actual_value: pd.Series, churn: pd.Series | 
 
 def _churnlens_predictions(dataset: Dataset, *, as_of: pd.Timestamp, params: TrainParams,
                            definition: str, notes: list[str],
-                           progress: Callable[[str], None] | None) -> tuple[pd.DataFrame, dict]:
+                           progress: Callable[[str], None] | None,
+                           churn_definition: ChurnDefinition | None = None,
+                           ) -> tuple[pd.DataFrame, dict]:
     """Train on snapshots before the cut-off and predict for everyone known at it."""
     from features.pipeline import build_features
     from features.snapshots import build_training_set
@@ -122,7 +125,8 @@ def _churnlens_predictions(dataset: Dataset, *, as_of: pd.Timestamp, params: Tra
         training_set = build_training_set(
             dataset, as_of=as_of, horizon_days=params.horizon_days,
             clv_horizon_days=params.clv_horizon_days, definition=definition,
-            step_days=params.step_days, max_snapshots=params.max_snapshots)
+            step_days=params.step_days, max_snapshots=params.max_snapshots,
+            **_activity_settings(churn_definition))
     except ValueError as error:
         raise TrainingDataError(f"cannot build training snapshots: {error}") from error
     notes.extend(f"training set: {note}" for note in (training_set.notes or []))
@@ -136,7 +140,7 @@ def _churnlens_predictions(dataset: Dataset, *, as_of: pd.Timestamp, params: Tra
                             f"cut-off {as_of:%Y-%m-%d}; the backtest would see the future")
     _progress(progress, "training churn and CLV models")
     fit = fit_bundle(training_set, params=params, definition=definition,
-                     learn_clv=has_revenue(dataset))
+                     learn_clv=has_revenue(dataset), churn_definition=churn_definition)
     features = build_features(dataset, as_of=as_of)
     # short label windows: map to the requested horizons exactly as `churnlens train` does
     anchor_to_requested_horizon(fit, dataset, training_set=training_set, as_of=as_of,
@@ -145,6 +149,13 @@ def _churnlens_predictions(dataset: Dataset, *, as_of: pd.Timestamp, params: Tra
     _progress(progress, "scoring customers at the cut-off")
     predicted = fit.bundle.predict(features)
     return predicted, fit.metrics
+
+
+def _activity_settings(chosen: ChurnDefinition | None) -> dict[str, object]:
+    """The labelling settings of a resolved definition (none: the defaults)."""
+    if chosen is None:
+        return {}
+    return {"active_days": chosen.active_days, "activity_events": list(chosen.activity_events)}
 
 
 def backtest(
@@ -167,18 +178,21 @@ def backtest(
     ``"week"`` (lifetimes with ``freq="W"``, as those figures were measured) or
     per ``"day"`` (Fader, Hardie & Lee).
     """
-    from features.labels import default_definition, label_customers
+    from features.labels import label_customers
+    from training.train import choose_definition
 
     params = params or TrainParams()
     as_of = pd.Timestamp(as_of)
-    definition = definition or params.definition or default_definition(dataset)
+    chosen = choose_definition(dataset, replace(params,
+                                                definition=definition or params.definition))
+    definition = chosen.name
     _check_window(dataset, as_of, params.horizon_days, params.clv_horizon_days)
-    notes: list[str] = []
+    notes: list[str] = [f"churn definition {definition}: {chosen.reason}"]
 
     _progress(progress, "labelling what happened after the cut-off")
     labels = label_customers(dataset, as_of=as_of, horizon_days=params.horizon_days,
                              clv_horizon_days=params.clv_horizon_days, definition=definition,
-                             margin_rate=params.margin_rate)
+                             margin_rate=params.margin_rate, **_activity_settings(chosen))
     population = labels[labels["in_population"].astype(bool) & labels["churned"].notna()]
     if population.empty or population["churned"].nunique() < 2:
         raise BacktestError(
@@ -222,7 +236,7 @@ def backtest(
     if include_churnlens:
         predicted, training_metrics = _churnlens_predictions(
             dataset, as_of=as_of, params=params, definition=definition, notes=notes,
-            progress=progress)
+            progress=progress, churn_definition=chosen)
         predicted = predicted.reindex(ids)
         unscored = int(predicted["churn_probability"].isna().sum())
         if unscored:

@@ -10,7 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from training.cli import CLV_MODEL_HELP, train_params
+from training.cli import (
+    ACTIVE_DAYS_HELP,
+    ACTIVITY_EVENTS_HELP,
+    CHURN_HELP,
+    CLV_MODEL_HELP,
+    train_params,
+)
 
 app = typer.Typer(no_args_is_help=True)
 console = Console()
@@ -32,7 +38,7 @@ def _load(data: str, data_dir: Path | None):
         try:
             loaded = load_source(data, data_dir=data_dir)
         except (OSError, ValueError) as error:
-            console.print(f"[red]error:[/red] {error}")
+            console.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
             raise typer.Exit(2) from error
         return loaded.dataset, name, loaded.notes
     if not Path(data).is_dir():
@@ -67,9 +73,11 @@ def backtest(
     clv_horizon: Annotated[int | None, typer.Option(
         "--clv-horizon", min=1, help="CLV window in days (default: the churn window, so CLV "
         "is the holdout spend)")] = None,
-    churn: Annotated[str | None, typer.Option(
-        "--churn", help="Churn definition: inactivity | subscription (default: subscription "
-        "when there are subscriptions)")] = None,
+    churn: Annotated[str, typer.Option("--churn", help=CHURN_HELP)] = "auto",
+    active_days: Annotated[int | None, typer.Option(
+        "--active-days", help=ACTIVE_DAYS_HELP)] = None,
+    activity_events: Annotated[str | None, typer.Option(
+        "--activity-events", help=ACTIVITY_EVENTS_HELP)] = None,
     step: Annotated[int | None, typer.Option(
         "--step", min=1, help="Days between training snapshots")] = None,
     max_snapshots: Annotated[int | None, typer.Option(
@@ -100,6 +108,7 @@ def backtest(
     import pandas as pd
 
     from features.cli import parse_as_of
+    from features.definition import parse_event_list
     from training.backtest import BacktestError
     from training.backtest import backtest as run
     from training.realdata import REFERENCE_FIGURES, STANDARD_SPLITS
@@ -108,7 +117,10 @@ def backtest(
     if reference_period not in ("week", "day"):
         raise typer.BadParameter(f"{reference_period!r}: expected week or day",
                                  param_hint="--reference-period")
-    settings: dict[str, object] = {"definition": churn, "clv_model": clv_model, "seed": seed}
+    events = parse_event_list(activity_events)
+    settings: dict[str, object] = {
+        "definition": churn, "clv_model": clv_model, "seed": seed, "active_days": active_days,
+        "activity_events": None if events is None else tuple(events)}
     if step is not None:
         settings["step_days"] = step
     if max_snapshots is not None:

@@ -18,7 +18,15 @@ app = typer.Typer(no_args_is_help=True)
 console = Console(soft_wrap=True)  # a wrapped line breaks copied ids and paths
 
 #: the flag that sets each `TrainParams` field a command exposes, for error messages
-FLAGS = {"definition": "--churn", "margin_rate": "--margin-rate", "clv_model": "--clv-model"}
+FLAGS = {"definition": "--churn", "margin_rate": "--margin-rate", "clv_model": "--clv-model",
+         "active_days": "--active-days", "activity_events": "--activity-events"}
+CHURN_HELP = ("Churn definition: auto | inactivity | subscription | activity. auto picks "
+              "inactivity for orders only, subscription for subscriptions only, activity when "
+              "there are events or several kinds of history")
+ACTIVE_DAYS_HELP = ("activity definition: days of activity before T that put a customer in "
+                    "the population (default: the horizon)")
+ACTIVITY_EVENTS_HELP = ("activity definition: comma-separated event types that count as "
+                        "activity (default: every type but passive ones such as email_open)")
 CLV_MODEL_HELP = ("CLV model: auto (chosen on the held-out training snapshot) | tweedie | "
                   "hurdle")
 
@@ -61,9 +69,11 @@ def train(
         "--horizon", min=7, help="Churn horizon in days")] = 90,
     clv_horizon: Annotated[int, typer.Option(
         "--clv-horizon", min=7, help="CLV horizon in days")] = 365,
-    churn: Annotated[str | None, typer.Option(
-        "--churn", help="inactivity | subscription; default subscription when the dataset has "
-                        "subscriptions")] = None,
+    churn: Annotated[str, typer.Option("--churn", help=CHURN_HELP)] = "auto",
+    active_days: Annotated[int | None, typer.Option(
+        "--active-days", help=ACTIVE_DAYS_HELP)] = None,
+    activity_events: Annotated[str | None, typer.Option(
+        "--activity-events", help=ACTIVITY_EVENTS_HELP)] = None,
     margin_rate: Annotated[float, typer.Option(
         "--margin-rate", envvar="CHURNLENS_MARGIN_RATE",
         help="Share of revenue that is margin, in (0, 1] (CLV in margin)")] = 1.0,
@@ -76,11 +86,14 @@ def train(
 ) -> None:
     """Train churn + CLV models, log an MLflow run, register it and apply the champion gate."""
     from features.cli import load_or_exit, parse_as_of
+    from features.definition import parse_event_list
     from training.train import TrainingDataError, train_and_register
 
+    events = parse_event_list(activity_events)
     params = train_params(horizon_days=horizon, clv_horizon_days=clv_horizon, definition=churn,
                           margin_rate=margin_rate, step_days=step, max_snapshots=snapshots,
-                          clv_model=clv_model, seed=seed)
+                          clv_model=clv_model, seed=seed, active_days=active_days,
+                          activity_events=None if events is None else tuple(events))
     _quiet_mlflow()
     dataset = load_or_exit(data).dataset
     cutoff = parse_as_of(as_of, default=dataset.default_as_of)
@@ -91,6 +104,8 @@ def train(
     except TrainingDataError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from error
+    console.print(f"churn definition: {result.definition} ({result.definition_reason})",
+                  highlight=False)
     console.print(_metrics_table(result.metrics))
     for note in result.notes:
         console.print(f"note: {note}", highlight=False)

@@ -29,9 +29,23 @@ import numpy as np
 import pandas as pd
 
 from features.calendar import calendar_applies, without_calendar
-from features.pipeline import describe_feature
+from features.definition import (
+    CHOICES,
+    ChurnDefinition,
+    DefinitionError,
+    activity_population_rule,
+    resolve_definition,
+)
+from features.lifecycle import lifecycle_rules
+from features.pipeline import describe_feature, event_slug
 from features.reasons import reason_spec
-from models.bundle import RISK_QUANTILES, VALUE_QUANTILES, ChurnBundle, apply_calibration
+from models.bundle import (
+    RISK_QUANTILES,
+    VALUE_QUANTILES,
+    ChurnBundle,
+    apply_calibration,
+    population_mask,
+)
 from models.drift import drift_reference
 from training.metrics import churn_metrics, clv_metrics, expected_calibration_error
 from training.model_choice import (
@@ -69,7 +83,11 @@ class TrainParams:
 
     horizon_days: int = 90
     clv_horizon_days: int = 365
-    definition: str | None = None  # None: subscription when there are subscriptions
+    definition: str | None = None  # None or auto: features.definition.auto_definition
+    # the activity definition's window (None: the horizon) and event types (None: every
+    # type but the passive ones, features.definition.PASSIVE_EVENT_TYPES)
+    active_days: int | None = None
+    activity_events: tuple[str, ...] | None = None
     step_days: int = 30
     max_snapshots: int = 12
     num_boost_round: int = 400
@@ -119,9 +137,12 @@ class TrainParams:
                                    f"must be auto|tweedie|hurdle, not {self.clv_model!r}")
         if self.clv_seeds < 1:
             raise TrainParamsError("clv_seeds", f"must be at least 1, not {self.clv_seeds}")
-        if self.definition not in (None, "inactivity", "subscription"):
-            raise TrainParamsError("definition", f"must be inactivity or subscription, not "
+        if self.definition not in (None, *CHOICES):
+            raise TrainParamsError("definition", f"must be {' | '.join(CHOICES)}, not "
                                                  f"{self.definition!r}")
+        if self.active_days is not None and self.active_days <= 0:
+            raise TrainParamsError("active_days", f"must be a positive number of days, not "
+                                                  f"{self.active_days}")
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -151,6 +172,8 @@ class TrainResult:
     reason: str
     metrics: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    definition: str = ""
+    definition_reason: str = ""
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -280,15 +303,26 @@ def _feature_info(names: list[str], frame: pd.DataFrame, churned: np.ndarray
     return out
 
 
-def _population_rule(features: pd.DataFrame, in_population: pd.Series, definition: str
-                     ) -> dict[str, Any]:
+def _population_rule(features: pd.DataFrame, in_population: pd.Series, definition: str,
+                     churn_definition: ChurnDefinition | None = None) -> dict[str, Any]:
     """The feature test that reproduces the labels' population on every training row.
 
-    Named candidates come first (a completed-order count for inactivity, an
-    active-subscription flag for subscription); otherwise any numeric feature
-    whose "> 0" or "is recorded" test matches the population exactly.
+    Activity: any activity recency within ``active_days`` or a running
+    subscription (checked against the labels). Otherwise named candidates come
+    first (a completed-order count for inactivity, an active-subscription flag
+    for subscription), then any numeric feature whose "> 0" or "is recorded"
+    test matches the population exactly.
     """
     target = in_population.astype(bool).to_numpy()
+    if definition == "activity" and churn_definition is not None:
+        rule = activity_population_rule(churn_definition)
+        mismatched = int((population_mask(features, rule).to_numpy() != target).sum())
+        if mismatched:
+            raise TrainingDataError(
+                f"the activity population rule disagrees with the labels on {mismatched} "
+                "training row(s); this is a bug in churnlens (features and labels must read "
+                "the same activity)")
+        return rule
     if target.all():
         return {"test": "all"}
     preferred = ("completed_orders_total",) if definition == "inactivity" else ("is_subscribed",)
@@ -465,11 +499,14 @@ def _fit_clv_part(frame: pd.DataFrame, params: TrainParams, notes: list[str], *,
 
 
 def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str] | None = None,
-               definition: str | None = None, learn_clv: bool = True) -> FitResult:
+               definition: str | None = None, learn_clv: bool = True,
+               churn_definition: ChurnDefinition | None = None) -> FitResult:
     """Fit churn + CLV boosters on a `TrainingSet`, hold out its latest snapshot, build a bundle.
 
     ``learn_clv=False`` (data without orders or subscription revenue): no CLV
-    model; the bundle's CLV is null and its notes say why.
+    model; the bundle's CLV is null and its notes say why. ``churn_definition``
+    (the resolved definition, with its reason) is stored in the bundle; without
+    it one is made from ``definition`` and the training set's activity settings.
 
     Raises `TrainingDataError` with what is wrong and what to change when the
     training set cannot support a time split or a model.
@@ -480,9 +517,14 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
     if calendar_note:
         notes.append(calendar_note)
     horizon = int(getattr(training_set, "label_horizon_days", params.horizon_days))
-    definition = definition or params.definition or "inactivity"
+    if churn_definition is not None:
+        definition = churn_definition.name
+    definition = definition if definition not in (None, "auto") else (
+        getattr(training_set, "definition", None) or "inactivity")
     if event_types is None:
         event_types = getattr(training_set, "event_types", None)
+    if churn_definition is None:
+        churn_definition = _definition_of(training_set, definition, params, event_types)
     names = feature_columns(frame)
     if frame.empty or not names:
         raise TrainingDataError(
@@ -569,10 +611,15 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
         categorical_levels=categorical,
         event_types=event_types,
         feature_info=_feature_info(names, X_train, y_train),
-        population_rule=_population_rule(all_features, frame["in_population"], definition),
+        population_rule=_population_rule(all_features, frame["in_population"], definition,
+                                         churn_definition),
         horizon_days=horizon,
         clv_horizon_days=int(getattr(training_set, "clv_horizon_days", params.clv_horizon_days)),
         definition=definition,
+        churn_definition=churn_definition.as_dict(),
+        lifecycle=lifecycle_rules(
+            definition, activity_slugs=[event_slug(t) for t in churn_definition.activity_events],
+            active_days=churn_definition.active_days, new_days=params.horizon_days).as_dict(),
         margin_rate=params.margin_rate,
         reference={
             "retained_median": _medians(X_train[y_train == 0]),
@@ -618,6 +665,20 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
     bundle.metrics = {k: v for k, v in metrics.items() if k.startswith(("churn_", "clv_"))}
     return FitResult(bundle=bundle, holdout=holdout, metrics=metrics, clv_holdout=clv_holdout,
                      notes=notes, params=params, validation=validation)
+
+
+def _definition_of(training_set: Any, definition: str, params: TrainParams,
+                   event_types: list[str] | None) -> ChurnDefinition:
+    """The `ChurnDefinition` a training set was labelled with (when the caller has none)."""
+    from features.definition import PASSIVE_EVENT_TYPES
+
+    activity = getattr(training_set, "activity_events", None) or params.activity_events
+    if activity is None:
+        activity = [t for t in event_types or [] if t not in PASSIVE_EVENT_TYPES]
+    active_days = (getattr(training_set, "active_days", None) or params.active_days
+                   or params.horizon_days)
+    return ChurnDefinition(name=definition, reason=f"{definition} (given)",
+                           active_days=int(active_days), activity_events=tuple(activity))
 
 
 # -- champion gate -------------------------------------------------------------------
@@ -690,9 +751,13 @@ def logged_params(fit: FitResult, params: TrainParams) -> dict[str, Any]:
     fitted = fit.params or params
     bundle = fit.bundle
     clv_form = "hurdle" if fit.metrics.get("clv_hurdle") == 1.0 else "tweedie"
+    chosen = bundle.churn_definition
     return fitted.as_dict() | {
         "definition": bundle.definition, "label_windows_end": bundle.as_of,
         "clv_form": clv_form, "validation": fit.validation,
+        "definition_requested": params.definition or "auto",
+        "active_days": chosen.get("active_days"),
+        "activity_events": ",".join(chosen.get("activity_events") or []) or "none",
     }
 
 
@@ -723,7 +788,10 @@ def register_fit(fit: FitResult, *, params: TrainParams, dataset_profile: Mappin
         registry.log_dict(dict(dataset_profile), "dataset_profile.json")
         registry.set_tags({f"dataset.{k}": v for k, v in dataset_profile.items()
                            if not isinstance(v, dict | list)}
-                          | {"notes": " | ".join(fit.notes) or "none"})
+                          | {"notes": " | ".join(fit.notes) or "none",
+                             "churn_definition": bundle.definition,
+                             "churn_definition.reason":
+                                 bundle.churn_definition.get("reason") or "given"})
         registry.log_metrics(fit.metrics)
         plots = write_plots(bundle, fit.holdout, fit.clv_holdout, Path(tmp) / "plots",
                             seed=params.seed)
@@ -759,7 +827,9 @@ def register_fit(fit: FitResult, *, params: TrainParams, dataset_profile: Mappin
         registry.tag_version(version, {"champion_gate": ("promoted: " if promoted else
                                                          "not promoted: ") + reason})
     return TrainResult(run_id=run_id, version=version, promoted=promoted, reason=reason,
-                       metrics=dict(fit.metrics), notes=list(fit.notes))
+                       metrics=dict(fit.metrics), notes=list(fit.notes),
+                       definition=bundle.definition,
+                       definition_reason=str(bundle.churn_definition.get("reason", "")))
 
 
 def profile_dataset(dataset: Any, training_set: Any, *, as_of: pd.Timestamp) -> dict[str, Any]:
@@ -779,6 +849,20 @@ def profile_dataset(dataset: Any, training_set: Any, *, as_of: pd.Timestamp) -> 
     }
 
 
+def choose_definition(dataset: Any, params: TrainParams) -> ChurnDefinition:
+    """The churn definition ``params`` ask for on this dataset (``auto`` resolved).
+
+    A setting that cannot apply (an activity event type no event has) is a
+    `TrainingDataError` naming the flag.
+    """
+    try:
+        return resolve_definition(
+            dataset, requested=params.definition, horizon_days=params.horizon_days,
+            active_days=params.active_days, activity_events=params.activity_events)
+    except DefinitionError as error:
+        raise TrainingDataError(str(error)) from error
+
+
 def has_revenue(dataset: Any) -> bool:
     """Whether the data has revenue a CLV model can learn from (orders or subscription mrr)."""
     orders, subscriptions = dataset.orders, dataset.subscriptions
@@ -789,7 +873,8 @@ def has_revenue(dataset: Any) -> bool:
 
 
 def build_training_set_for(dataset: Any, *, as_of: pd.Timestamp, params: TrainParams,
-                           definition: str) -> Any:
+                           definition: str,
+                           churn_definition: ChurnDefinition | None = None) -> Any:
     """The snapshot training set of a dataset; data problems become `TrainingDataError`."""
     from features.snapshots import build_training_set
 
@@ -805,7 +890,10 @@ def build_training_set_for(dataset: Any, *, as_of: pd.Timestamp, params: TrainPa
         return build_training_set(
             dataset, as_of=as_of, horizon_days=params.horizon_days,
             clv_horizon_days=params.clv_horizon_days, definition=definition,
-            step_days=params.step_days, max_snapshots=params.max_snapshots)
+            step_days=params.step_days, max_snapshots=params.max_snapshots,
+            active_days=churn_definition.active_days if churn_definition else params.active_days,
+            activity_events=(churn_definition.activity_events if churn_definition
+                             else params.activity_events))
     except TrainingDataError:
         raise
     except ValueError as error:
@@ -819,16 +907,16 @@ def train_and_register(dataset: Any, *, as_of: pd.Timestamp, params: TrainParams
     Every data problem is raised as `TrainingDataError` before anything is logged
     or registered.
     """
-    from features.labels import default_definition
-
-    definition = params.definition or default_definition(dataset)
+    chosen = choose_definition(dataset, params)
+    definition = chosen.name
     training_set = build_training_set_for(dataset, as_of=as_of, params=params,
-                                          definition=definition)
+                                          definition=definition, churn_definition=chosen)
     event_types = getattr(training_set, "event_types", None)
     if event_types is None and dataset.events is not None:
         event_types = sorted(dataset.events["event_type"].astype(str).unique().tolist())
     fit = fit_bundle(training_set, params=params, event_types=event_types,
-                     definition=definition, learn_clv=has_revenue(dataset))
+                     definition=definition, learn_clv=has_revenue(dataset),
+                     churn_definition=chosen)
     # label windows shorter than asked (short history): calibrate to the asked horizons
     from training.horizon import anchor_to_requested_horizon
 

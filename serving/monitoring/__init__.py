@@ -6,5 +6,6 @@
 - `verdict`: whether to retrain, and why, from the two above;
 - `monitor`: the run that puts them together (`churnlens monitor`);
 - `effect`: treated against control for each outreach rule (`churnlens outreach effect`);
-- `store`, `tracking`, `prometheus`: where results go (the outbox database, MLflow, /metrics).
+- `store`, `tracking`, `prometheus`: where results go (the outbox database, MLflow, /metrics);
+- `cli`: the ``churnlens monitor`` command; `report_view`: the report's section.
 """

@@ -42,7 +42,9 @@ def print_result(result: MonitorResult) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(soft_wrap=True, highlight=False)
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console = Console(width=200, highlight=False)
     quality = Table(title=f"Did the scores come true? (outcomes known by {result.as_of.date()})")
     for column in ("model version", "scoring week", "scores", "outcomes", "churn rate",
                    "ROC AUC", "PR AUC", "top-decile lift", "ECE", "CLV predicted",

@@ -110,7 +110,7 @@ def action_outcomes(history: History, actions: pd.DataFrame, *, as_of: pd.Timest
             mask = ready["as_of"] == moment
             labels = labels_at(history, as_of=pd.Timestamp(moment), horizon_days=horizon,
                                clv_horizon_days=horizon,
-                               definition=bundle.definition,  # type: ignore[arg-type]
+                               **bundle.label_settings(),
                                margin_rate=1.0)
             ids = ready.loc[mask, "customer_id"]
             ready.loc[mask, "churned"] = labels["churned"].reindex(ids).to_numpy()

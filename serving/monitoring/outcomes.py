@@ -42,7 +42,7 @@ def realized_outcomes(history: History, scores: pd.DataFrame, *, bundle: ChurnBu
         labels = labels_at(history, as_of=pd.Timestamp(moment),
                            horizon_days=bundle.horizon_days,
                            clv_horizon_days=bundle.clv_horizon_days,
-                           definition=bundle.definition,  # type: ignore[arg-type]
+                           **bundle.label_settings(),
                            margin_rate=bundle.margin_rate)
         ids = out.loc[rows, "customer_id"]
         out.loc[rows, "churned"] = labels["churned"].reindex(ids).to_numpy()

@@ -27,10 +27,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from features.reasons import REASON_KINDS
 from models.reasons import ReasonTable
 from serving.outreach.webhooks import expand_channel
-from serving.schemas import RiskTier, ScoreRecord, ValueSegment
+from serving.schemas import LifecycleStage, RiskTier, ScoreRecord, ValueSegment, utc_text
 
 Action = Literal[
-    "win_back_offer", "success_call", "reactivation_email", "experience_follow_up", "upgrade_nudge"
+    "win_back_offer", "success_call", "reactivation_email", "experience_follow_up",
+    "upgrade_nudge", "onboarding_nudge",
 ]
 ACTIONS: tuple[str, ...] = Action.__args__  # type: ignore[attr-defined]
 
@@ -38,7 +39,7 @@ ACTIONS: tuple[str, ...] = Action.__args__  # type: ignore[attr-defined]
 TEMPLATE_FIELDS = (
     "customer_id", "as_of", "churn_probability", "risk_tier", "clv", "value_segment",
     "value_at_risk", "model_version", "rule", "action", "reasons", "reason_texts",
-    "top_reason", "top_reason_feature",
+    "top_reason", "top_reason_feature", "lifecycle_stage",
 )
 #: keys every webhook's ``data`` carries; a payload template may not shadow them
 RESERVED_PAYLOAD_KEYS = ("action_id", "action", "rule", "customer_id")
@@ -124,6 +125,7 @@ class Rule(BaseModel):
     description: str = ""
     risk_tiers: list[RiskTier] | None = None
     value_segments: list[ValueSegment] | None = None
+    lifecycle_stages: list[LifecycleStage] | None = None
     min_churn_probability: float | None = None
     max_churn_probability: float | None = None
     min_clv: float | None = None
@@ -182,7 +184,7 @@ class Rule(BaseModel):
             raise ValueError("must be a finite number of at least 0")
         return value
 
-    @field_validator("risk_tiers", "value_segments")
+    @field_validator("risk_tiers", "value_segments", "lifecycle_stages")
     @classmethod
     def _not_empty(cls, value: list[str] | None) -> list[str] | None:
         if value is not None and not value:
@@ -240,9 +242,14 @@ class Rule(BaseModel):
 
     def score_mask(self, *, risk_tier: np.ndarray, value_segment: np.ndarray,
                    churn_probability: np.ndarray, clv: np.ndarray,
-                   value_at_risk: np.ndarray) -> np.ndarray:
+                   value_at_risk: np.ndarray,
+                   lifecycle_stage: np.ndarray | None = None) -> np.ndarray:
         """`matches` without the reasons condition, for many customers at once (NaN = missing)."""
         ok = np.ones(len(risk_tier), dtype=bool)
+        if self.lifecycle_stages is not None:
+            stages = (np.full(len(risk_tier), None, dtype=object) if lifecycle_stage is None
+                      else np.asarray(lifecycle_stage, dtype=object))
+            ok &= np.isin(stages, np.array(self.lifecycle_stages, dtype=object))
         if self.risk_tiers is not None:
             ok &= np.isin(risk_tier, np.array(self.risk_tiers, dtype=object))
         if self.value_segments is not None:
@@ -267,6 +274,9 @@ class Rule(BaseModel):
         if self.risk_tiers is not None and record.risk_tier not in self.risk_tiers:
             return False
         if self.value_segments is not None and record.value_segment not in self.value_segments:
+            return False
+        if (self.lifecycle_stages is not None
+                and getattr(record, "lifecycle_stage", None) not in self.lifecycle_stages):
             return False
         if not _within(record.churn_probability, self.min_churn_probability,
                        self.max_churn_probability):
@@ -373,7 +383,7 @@ class RuleSet:
         self, *, risk_tier: np.ndarray, value_segment: np.ndarray,
         churn_probability: np.ndarray, clv: np.ndarray, value_at_risk: np.ndarray,
         reasons: ReasonTable, customer_ids: np.ndarray | None = None,
-        as_of: datetime | None = None,
+        as_of: datetime | None = None, lifecycle_stage: np.ndarray | None = None,
     ) -> np.ndarray:
         """The recommended action per customer, column-wise (None where no rule matches).
 
@@ -384,7 +394,7 @@ class RuleSet:
         """
         scores = {"risk_tier": risk_tier, "value_segment": value_segment,
                   "churn_probability": churn_probability, "clv": clv,
-                  "value_at_risk": value_at_risk}
+                  "value_at_risk": value_at_risk, "lifecycle_stage": lifecycle_stage}
         actions = np.full(len(risk_tier), None, dtype=object)
         undecided = np.ones(len(risk_tier), dtype=bool)
         for rule in self.rules:
@@ -529,7 +539,7 @@ def _template_values(rule: Rule, record: ScoreRecord) -> dict[str, Any]:
     reasons = _churn_reasons(record)
     return {
         "customer_id": record.customer_id,
-        "as_of": to_naive_utc(record.as_of).isoformat(),
+        "as_of": utc_text(record.as_of),
         "churn_probability": record.churn_probability,
         "risk_tier": record.risk_tier,
         "clv": record.clv,
@@ -542,6 +552,7 @@ def _template_values(rule: Rule, record: ScoreRecord) -> dict[str, Any]:
         "reason_texts": [reason.text for reason in reasons],
         "top_reason": reasons[0].text if reasons else None,
         "top_reason_feature": reasons[0].feature if reasons else None,
+        "lifecycle_stage": getattr(record, "lifecycle_stage", None),
     }
 
 

@@ -43,4 +43,6 @@ def model_info(state: StateDep, holder: HolderDep) -> ModelInfo:
         loaded_at=state.loaded_at,
         metrics={str(k): _finite(v) for k, v in (loaded.metrics or {}).items()},
         event_types=list(event_types) if event_types is not None else None,
+        churn_definition=getattr(loaded.bundle, "churn_definition", None),
+        lifecycle=getattr(loaded.bundle, "lifecycle", None),
     )
