@@ -1,4 +1,4 @@
-"""The `churnlens` command: composes the sub-apps each package exposes (DESIGN §10)."""
+"""The `churnlens` command: composes the sub-apps each package exposes."""
 
 from __future__ import annotations
 

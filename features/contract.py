@@ -1,4 +1,4 @@
-"""The data contract (DESIGN §2): validate raw tables into a `Dataset`.
+"""The data contract (docs/data.md): validate raw tables into a `Dataset`.
 
 Rows that cannot be used are not dropped silently: each becomes a reject with
 the file, row, column, offending value and reason, and every table accounts

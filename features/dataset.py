@@ -72,7 +72,7 @@ class Dataset:
         return max(stamps) if stamps else None
 
     def default_as_of(self) -> pd.Timestamp:
-        """DESIGN §10: the day after the latest timestamp in the dataset."""
+        """The default ``--as-of``: the day after the latest timestamp in the dataset."""
         latest = self.latest_timestamp()
         if latest is None:
             raise ValueError("the dataset has no dated rows, so there is no default as-of date")

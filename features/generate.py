@@ -147,7 +147,7 @@ HAZARD_WINDOW_DAYS = 90
 
 @dataclass(frozen=True)
 class GeneratedData:
-    """The generated tables (data contract of DESIGN §2) plus the ground truth.
+    """The generated tables (the data contract of docs/data.md) plus the ground truth.
 
     ``ground_truth`` has one row per customer: ``customer_id``, ``churned_at``
     (NaT when the customer had not churned by the end), ``churn_cause`` (one of

@@ -1,7 +1,7 @@
 """Reading and writing files: the one module of `features` that touches disk.
 
 A dataset directory holds ``NAME.csv`` or ``NAME.parquet`` for the four table
-names of DESIGN §2; any other file (``ground_truth.csv``, rejects) is ignored.
+names of the data contract; any other file (``ground_truth.csv``, rejects) is ignored.
 """
 
 from __future__ import annotations

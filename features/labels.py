@@ -1,4 +1,4 @@
-"""Churn and value labels after a date T (DESIGN §3), over the window [T, T + H).
+"""Churn and value labels after a date T (docs/features.md, Labels), over the window [T, T + H).
 
 - ``inactivity``: the population is customers with a completed order before T;
   a customer is churned when they make no completed order in [T, T + H).

@@ -1,4 +1,4 @@
-"""Point-in-time customer features as of a date T (DESIGN §4).
+"""Point-in-time customer features as of a date T (docs/features.md).
 
 `build_features(dataset, as_of=T)` returns one row per customer known at T and
 one column per feature, computed only from rows strictly before T. The same

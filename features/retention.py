@@ -1,6 +1,6 @@
 """Retention metrics as the business measures them, per calendar month.
 
-These are the numbers a retention manager already tracks (DESIGN intro): churn
+These are the numbers a retention manager already tracks: churn
 rate = customers lost in a period / customers at its start, MRR churn and net
 revenue retention for subscriptions, repeat-purchase rate, average order value
 of returning customers, return / cancellation / unclaimed-parcel rates, and a
@@ -9,7 +9,7 @@ cohort retention matrix. Every function is pure: a `Dataset` and an explicit
 only calendar months that ended by ``as_of`` are reported, so a half-finished
 month never looks like a collapse.
 
-Rules, in the words of DESIGN §3:
+Rules (the churn definitions of docs/features.md, per month):
 
 - **inactivity** churn: a customer is *active* on day t when they placed a
   completed order in the ``horizon_days`` before t, i.e. in [t − H, t).

@@ -1,7 +1,7 @@
 """Request and response bodies of the HTTP API other than the score record.
 
 A score request carries customers' histories as four JSON lists, the same
-tables (and columns) as a dataset directory (DESIGN §2). Types and ranges are
+tables (and columns) as a dataset directory (docs/data.md). Types and ranges are
 checked here so malformed input answers 422 naming the field; the data
 contract (`features.contract.validate_tables`) then checks the rows together
 (unknown customer ids, duplicates, end before start).
@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from features.contract import MAX_ID_LENGTH
-from serving.schemas import DEFAULT_TOP_K, MAX_TOP_K, ScoreRecord
+from serving.schemas import DEFAULT_TOP_K, MAX_TOP_K, ScoreRecord, UtcDateTime
 
 EARLIEST = datetime(1970, 1, 1)
 LATEST = datetime(2200, 1, 1)
@@ -150,7 +150,7 @@ class ScoreResponse(BaseModel):
     """Scores of the customers in a request, in the request's order."""
 
     model_version: str
-    as_of: datetime
+    as_of: UtcDateTime
     scores: list[ScoreRecord]
 
 
@@ -162,8 +162,8 @@ class ModelInfo(BaseModel):
     alias: str | None = Field(examples=["champion"])
     model_uri: str = Field(examples=["models:/churnlens@champion"])
     run_id: str | None = None
-    trained_at: datetime | None = None
-    loaded_at: datetime
+    trained_at: UtcDateTime | None = None
+    loaded_at: UtcDateTime
     metrics: dict[str, float | None] = Field(
         default_factory=dict, examples=[{"roc_auc": 0.83, "pr_auc": 0.61, "ece": 0.02}]
     )

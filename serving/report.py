@@ -316,21 +316,43 @@ def _png(fig: Figure) -> str:
 
 
 def _style(ax: Any, *, percent: bool = False) -> None:
-    from matplotlib.ticker import PercentFormatter
-
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(axis="y", alpha=0.3)
     if percent:
-        ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        _percent_ticks(ax)
     ax.tick_params(labelsize=9)
+
+
+def _percent_ticks(ax: Any) -> None:
+    """Ticks at round percentages (1, 2 or 5 × a power of ten), labelled with just the
+    decimals their spacing needs: "2%, 4%, 6%" or "0.5%, 1.0%", never 12.5% shown as 13%."""
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    ax.yaxis.set_major_locator(MaxNLocator(nbins=6, steps=[1, 2, 5, 10], min_n_ticks=4))
+    ticks = ax.get_yticks()
+    spacing = 100 * float(np.min(np.diff(ticks))) if len(ticks) > 1 else 1.0
+    decimals = max(0, math.ceil(-math.log10(spacing) - 1e-9)) if spacing > 0 else 0
+    ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=decimals))
 
 
 def _line_chart(series: dict[str, pd.Series], *, title: str, percent: bool = True,
                 reference: float | None = None) -> str:
-    """Monthly lines on positional x (month labels set by hand: cheaper than date axes)."""
+    """A monthly line chart as a PNG (see `_line_figure`)."""
+    return _png(_line_figure(series, title=title, percent=percent, reference=reference))
+
+
+def _line_figure(series: dict[str, pd.Series], *, title: str, percent: bool = True,
+                 reference: float | None = None) -> Figure:
+    """Monthly lines on positional x (month labels set by hand: cheaper than date axes).
+
+    With several lines the legend sits in a row under the axes, where it can cover none.
+    """
     months = sorted(set().union(*(set(values.index) for values in series.values())))
     positions = np.arange(len(months))
-    fig = _figure()
+    several = len(series) > 1
+    fig = _figure(height=3.3 if several else 2.9)
+    if several:
+        fig.subplots_adjust(bottom=0.27)
     ax = fig.add_subplot()
     for label, values in series.items():
         ax.plot(positions, values.reindex(months).to_numpy(dtype=float), marker="o",
@@ -341,9 +363,10 @@ def _line_chart(series: dict[str, pd.Series], *, title: str, percent: bool = Tru
         ax.axhline(reference, color="grey", linewidth=0.8, linestyle="--")
     ax.set_title(title, fontsize=11, loc="left")
     _style(ax, percent=percent)
-    if len(series) > 1:
-        ax.legend(fontsize=9, frameon=False)
-    return _png(fig)
+    if several:
+        ax.legend(fontsize=9, frameon=False, loc="upper center", ncols=len(series),
+                  bbox_to_anchor=(0.5, -0.12))
+    return fig
 
 
 # --------------------------------------------------------------------------- sections

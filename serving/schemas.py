@@ -1,16 +1,34 @@
-"""The score record (DESIGN §10): one shape for the API and the batch output."""
+"""The score record: one shape for the API and the batch output."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PlainSerializer, WithJsonSchema
 
 #: reasons per score: the default and the most a request may ask for, for the API and
 #: for batch scoring alike
 DEFAULT_TOP_K = 5
 MAX_TOP_K = 20
+
+def utc_text(moment: datetime) -> str:
+    """The one text form of a timestamp churnlens shows: ISO 8601 in UTC with a ``Z``.
+
+    Naive datetimes are UTC inside churnlens; aware ones are converted.
+    """
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment.isoformat() + "Z"
+
+
+#: a datetime that JSON shows as `utc_text` (API responses, webhook payloads)
+UtcDateTime = Annotated[
+    datetime,
+    PlainSerializer(utc_text, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time",
+                    "examples": ["2024-06-01T00:00:00Z"]}, mode="serialization"),
+]
 
 RiskTier = Literal["low", "medium", "high", "not_applicable"]
 LifecycleStage = Literal["new", "active", "declining", "lapsed", "never_active"]
@@ -41,7 +59,7 @@ class ScoreRecord(BaseModel):
     """What churnlens knows about one customer as of a date."""
 
     customer_id: str
-    as_of: datetime
+    as_of: UtcDateTime
     churn_probability: float | None = Field(
         description="Probability of churning within the horizon; null outside the population",
         ge=0, le=1,

@@ -1,4 +1,4 @@
-"""The one scorer behind the API and batch scoring (DESIGN §1: no training/serving skew).
+"""The one scorer behind the API and batch scoring (no training/serving skew).
 
 Features come from `features.pipeline.build_features` with the event types the
 model was trained on, so a customer scored by the API, by ``churnlens score``
@@ -167,7 +167,7 @@ class Scorer:
         self, dataset: Dataset, *, as_of: pd.Timestamp, explain: Explain = "all", top_k: int = 5,
         customer_ids: Sequence[str] | None = None,
     ) -> pd.DataFrame:
-        """Batch rows: the score record with reasons flattened (DESIGN §10).
+        """Batch rows: the score record with reasons flattened.
 
         Columns: customer_id, as_of, churn_probability, risk_tier, clv,
         value_segment, value_at_risk, reasons_json, reason_1..reason_K (the

@@ -1,4 +1,4 @@
-"""Settings of the scoring service (DESIGN §10), read once from the environment.
+"""Settings of the scoring service, read once from the environment.
 
 Every setting has the ``CHURNLENS_`` prefix and is validated at start-up, so a
 bad value stops the server with a message naming the setting instead of a

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from churnlens import build_app
 
 ROOT = Path(__file__).resolve().parents[1]
-DESIGN_COMMANDS = {"demo", "generate", "validate", "features", "train", "backtest", "promote",
-                   "score", "serve", "outreach", "report", "apikey"}
+DOCUMENTED_COMMANDS = {"demo", "generate", "validate", "features", "train", "backtest", "promote",
+                       "score", "serve", "outreach", "report", "apikey"}
 
 
 def test_every_file_the_dockerfile_copies_exists():
@@ -47,7 +47,8 @@ def test_console_script_offers_every_design_command():
     result = CliRunner().invoke(build_app(), ["--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
     listed = set(re.findall(r"│ (\w+)\s", result.output))
-    assert listed >= DESIGN_COMMANDS, f"missing commands: {sorted(DESIGN_COMMANDS - listed)}"
+    missing = sorted(DOCUMENTED_COMMANDS - listed)
+    assert not missing, f"missing commands: {missing}"
 
 
 def test_ci_runs_the_readme_test_command():

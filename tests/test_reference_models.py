@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.realdata import default_data_dir, load_cdnow
+from training.realdata import default_data_dir, load_cdnow, source_path
 from training.reference import (
     BetaGeoModel,
     BuyTillYouDie,
@@ -28,7 +28,7 @@ CALIBRATION_END = pd.Timestamp("1997-10-01")  # calibration 1997-01-01 .. 1997-0
 
 @pytest.fixture(scope="module")
 def cdnow_sample_summary() -> pd.DataFrame:
-    path = default_data_dir() / "cdnow_sample.txt"
+    path = source_path("cdnow-sample")
     if not path.exists():
         pytest.skip(f"{path} is not available")
     return purchase_summary(load_cdnow(path).dataset.orders, as_of=CALIBRATION_END)

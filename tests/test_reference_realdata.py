@@ -5,13 +5,13 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from training.realdata import STANDARD_SPLITS, default_data_dir, load_source
+from training.realdata import STANDARD_SPLITS, default_data_dir, load_source, source_path
 
 
 def _need(name: str) -> None:
-    files = {"cdnow": "cdnow_master.txt", "online-retail": "online_retail.csv.gz"}
-    if not (default_data_dir() / files[name]).exists():
-        pytest.skip(f"{files[name]} is not in {default_data_dir()}")
+    if not source_path(name).exists():
+        pytest.skip(f"{source_path(name).name} is not in {default_data_dir()} (README: "
+                    "Getting the real data)")
 
 
 def test_cdnow_master_has_every_customer_and_row():

@@ -111,6 +111,7 @@ def test_score_by_id_matches_the_batch_scorer(client, scored_customer):
     assert 0 < len(record["reasons"]) <= 5
     assert record["value_at_risk"] == pytest.approx(record["churn_probability"] * record["clv"])
     assert all(r["text"] for r in record["reasons"])
+    assert record["as_of"].endswith("T00:00:00Z"), "by id, as_of reads like every timestamp"
 
 
 def test_score_by_id_explain_false_and_top_k(client, scored_customer):
@@ -170,6 +171,8 @@ def test_score_by_history_without_as_of_uses_now(client, dataset, scored_custome
     assert answer.status_code == 200, answer.text
     served_as_of = pd.Timestamp(answer.json()["as_of"])
     assert served_as_of.tzinfo is not None, "timestamps on the wire carry their UTC offset"
+    assert answer.json()["as_of"].endswith("Z") and answer.json()["scores"][0]["as_of"] \
+        == answer.json()["as_of"]
     assert abs(served_as_of - pd.Timestamp.now("UTC")) < pd.Timedelta("1min")
 
 

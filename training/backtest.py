@@ -1,4 +1,4 @@
-"""Backtest: train on the past, score the future, compare with the references (DESIGN §11).
+"""Backtest: train on the past, score the future, compare with the references (docs/backtest.md).
 
 The churnlens model is trained exactly as ``churnlens train --as-of T`` would
 train it (snapshots whose label windows end by T, so no row at or after the

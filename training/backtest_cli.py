@@ -38,7 +38,7 @@ def _load(data: str, data_dir: Path | None):
         try:
             loaded = load_source(data, data_dir=data_dir)
         except (OSError, ValueError) as error:
-            console.print(f"[red]error:[/red] {error}")
+            console.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
             raise typer.Exit(2) from error
         return loaded.dataset, name, loaded.notes
     if not Path(data).is_dir():

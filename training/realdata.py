@@ -1,8 +1,9 @@
-"""Real public purchase logs as churnlens datasets, for backtests (DESIGN §11).
+"""Real public purchase logs as churnlens datasets, for backtests (docs/backtest.md).
 
-The files live outside the repository (``../shared/data`` from the project
-root, see its README); they are read, never copied. Each loader turns one file
-into a validated `features.dataset.Dataset` and says what it did to the rows.
+The files live outside the repository (``../shared/data`` beside the project
+folder, or any path given as ``NAME:PATH``); they are read, never copied. Where
+each comes from is in `SOURCES`. Each loader turns one file into a validated
+`features.dataset.Dataset` and says what it did to the rows.
 
 - CDNOW (master or the 1/10 sample): one order per line, completed, ``items`` =
   number of CDs. Orders have no id in the file; the id is the customer id plus
@@ -35,6 +36,21 @@ SOURCE_FILES = {
     "cdnow-sample": "cdnow_sample.txt",
     "online-retail": "online_retail.csv.gz",
 }
+#: the name a file has when downloaded from its public source (also looked for)
+DOWNLOAD_NAMES = {
+    "cdnow": "CDNOW_master.txt",
+    "cdnow-sample": "CDNOW_sample.txt",
+}
+#: where each file comes from, for a user who does not have it yet
+SOURCES = {
+    "cdnow": "CDNOW_master.txt from Bruce Hardie's datasets page, "
+             "https://www.brucehardie.com/datasets/ (in CDNOW_master.zip)",
+    "cdnow-sample": "CDNOW_sample.txt from Bruce Hardie's datasets page, "
+                    "https://www.brucehardie.com/datasets/ (in CDNOW_sample.zip)",
+    "online-retail": "the UCI Machine Learning Repository's Online Retail dataset (352), "
+                     "https://archive.ics.uci.edu/dataset/352/online+retail, converted "
+                     "from Excel to CSV as docs/backtest.md shows",
+}
 
 
 @dataclass(frozen=True)
@@ -46,14 +62,14 @@ class BacktestSplit:
     horizon_days: int
 
 
-#: the splits of ../shared/data/README.md (holdout to the last day, inclusive)
+#: the standard splits (holdout to the last day, inclusive)
 STANDARD_SPLITS = {
     "cdnow": BacktestSplit(pd.Timestamp("1997-10-01"), 273),  # to 1998-06-30, 39 weeks
     "cdnow-sample": BacktestSplit(pd.Timestamp("1997-10-01"), 273),
     "online-retail": BacktestSplit(pd.Timestamp("2011-09-01"), 100),  # to 2011-12-09
 }
 
-#: figures of ../shared/data/README.md, measured with lifetimes 0.11.3
+#: reference figures of the standard splits, measured with lifetimes 0.11.3
 REFERENCE_FIGURES: dict[str, dict[str, float]] = {
     "cdnow": {
         "churn_rate": 0.701, "bgnbd_roc_auc": 0.768, "recency_roc_auc": 0.759,
@@ -114,19 +130,23 @@ def _validated(name: str, customers: pd.DataFrame, orders: pd.DataFrame) -> Data
 
 
 def load_cdnow(path: Path | str) -> RealData:
-    """Load CDNOW master (with header) or the 1/10 sample (no header, extra id column)."""
+    """Load CDNOW master (4 columns, with or without a header line) or the 1/10 sample
+    (5 columns: an extra id column).
+
+    Bruce Hardie's download has no header; the copy shipped with ``lifetimes`` has one.
+    """
     path = Path(path)
     with path.open() as handle:
         first_line = handle.readline()
     has_header = "customer_id" in first_line
     fields = first_line.split()
-    if has_header:
+    if has_header or len(fields) == 4:
         names = ["customer_id", "date", "items", "amount"]
     elif len(fields) == 5:
         names = ["customer_id", "sample_customer_id", "date", "items", "amount"]
     else:
-        raise ValueError(f"{path}: expected 4 columns with a header (master) or 5 without "
-                         f"(sample), found {len(fields)} fields on the first line")
+        raise ValueError(f"{path}: expected 4 columns (master) or 5 (sample), found "
+                         f"{len(fields)} fields on the first line")
     raw = pd.read_csv(path, sep=r"\s+", header=0 if has_header else None, names=names,
                       dtype={"customer_id": str, "date": str})
     ordered_at = pd.to_datetime(raw["date"], format="%Y%m%d", errors="coerce")
@@ -210,6 +230,16 @@ def load_online_retail(path: Path | str) -> RealData:
     return RealData("online-retail", dataset, rows_read, notes, counts)
 
 
+def source_path(name: str, *, data_dir: Path | None = None) -> Path:
+    """Where a real dataset's file is in ``data_dir`` (default `default_data_dir`): its
+    name in `SOURCE_FILES`, else the name it is downloaded under; the former if neither
+    exists."""
+    folder = data_dir or default_data_dir()
+    path = folder / SOURCE_FILES[name]
+    downloaded = folder / DOWNLOAD_NAMES.get(name, SOURCE_FILES[name])
+    return downloaded if not path.exists() and downloaded.exists() else path
+
+
 def load_source(spec: str, *, data_dir: Path | None = None) -> RealData:
     """Load a real dataset by name (``cdnow``, ``cdnow-sample``, ``online-retail``,
     resolved in ``data_dir``) or as ``NAME:PATH`` for a copy elsewhere."""
@@ -217,9 +247,11 @@ def load_source(spec: str, *, data_dir: Path | None = None) -> RealData:
     if name not in SOURCE_FILES:
         raise ValueError(f"unknown real dataset {name!r}; expected one of "
                          f"{', '.join(SOURCE_FILES)} (optionally NAME:PATH)")
-    path = Path(location) if location else (data_dir or default_data_dir()) / SOURCE_FILES[name]
+    path = Path(location) if location else source_path(name, data_dir=data_dir)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: not found (the {name} file of ../shared/data)")
+        raise FileNotFoundError(
+            f"{path}: not found. Get {SOURCES[name]}, and save it as {path} "
+            f"(or pass --data {name}:PATH)")
     loaded = load_online_retail(path) if name == "online-retail" else load_cdnow(path)
     loaded.name = name
     return loaded

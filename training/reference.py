@@ -1,4 +1,4 @@
-"""Reference models the backtest measures churnlens against (DESIGN §11).
+"""Reference models the backtest measures churnlens against (docs/backtest.md).
 
 - BG/NBD (Fader, Hardie & Lee 2005, "Counting your customers the easy way") for
   who is still buying, and the Gamma-Gamma spend model (Fader, Hardie & Lee
@@ -6,8 +6,8 @@
   fitted here by maximum likelihood with scipy. Own implementation because
   ``lifetimes`` does not run on pandas 3 / numpy 2; it reproduces the published
   CDNOW estimates (see tests/test_reference_models.py) and follows lifetimes
-  0.11.3's conventions (time scaling, penalizer) so the figures in
-  ``../shared/data/README.md`` are comparable.
+  0.11.3's conventions (time scaling, penalizer) so that its figures compare with
+  the reference figures of the standard splits (docs/backtest.md).
 - A recency-only churn ranking and a spend × frequency / recency value
   heuristic: what a CRM analyst would do without any model.
 

@@ -8,7 +8,6 @@ settings; tests override :func:`get_outbox`.
 
 from __future__ import annotations
 
-from datetime import datetime
 from functools import lru_cache
 from typing import Annotated, Any, Literal
 
@@ -24,6 +23,7 @@ from serving.outreach.outbox import (
     ActionStateError,
     Outbox,
 )
+from serving.schemas import UtcDateTime
 
 router = APIRouter(tags=["outreach"])
 
@@ -40,16 +40,16 @@ class ActionOut(BaseModel):
     attempts: int
     why: list[str] = Field(description="The top reasons behind the score that triggered it")
     payload: dict[str, Any]
-    as_of: datetime
+    as_of: UtcDateTime
     model_version: str
-    next_attempt_at: datetime | None = Field(
+    next_attempt_at: UtcDateTime | None = Field(
         description="When pending: the next attempt; when delivering: the lease end"
     )
     last_error: str | None
     last_status_code: int | None
-    created_at: datetime
-    delivered_at: datetime | None
-    acknowledged_at: datetime | None
+    created_at: UtcDateTime
+    delivered_at: UtcDateTime | None
+    acknowledged_at: UtcDateTime | None
     assignment: Literal["treated", "control"] = Field(
         default="treated", description="control: held out to measure the effect, never sent"
     )

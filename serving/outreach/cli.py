@@ -13,6 +13,7 @@ import typer
 from sqlalchemy.exc import SQLAlchemyError
 
 from serving.redact import database_problem, masked_url
+from serving.schemas import utc_text
 
 if TYPE_CHECKING:
     from serving.outreach.outbox import ActionRow, Outbox
@@ -79,13 +80,14 @@ def _table(rows: list[ActionRow], *, title: str, errors: bool = False) -> None:
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)
-    for name in ("action id", "customer", "rule", "action", "status", "attempts"):
-        table.add_column(name, no_wrap=name in ("action id", "customer"))
+    for name in ("action id", "customer", "as of (UTC)", "rule", "action", "status",
+                 "attempts"):
+        table.add_column(name, no_wrap=name in ("action id", "customer", "as of (UTC)"))
     table.add_column("last error" if errors else "why (top reasons)", overflow="fold")
     for row in rows:
         detail = (row.last_error or "") if errors else "; ".join(row.why[:3])
-        table.add_row(row.id, row.customer_id, row.rule, row.action, row.status,
-                      str(row.attempts), detail)
+        table.add_row(row.id, row.customer_id, utc_text(row.as_of), row.rule, row.action,
+                      row.status, str(row.attempts), detail)
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze ids into 80 columns
         console = Console(width=200)

@@ -2,7 +2,7 @@
 
 The transactional outbox pattern: scoring writes its actions to a table in the
 same transaction as the scores, and a relay delivers them afterwards, so an
-action is never lost between "scored" and "sent". Tables (DESIGN §10):
+action is never lost between "scored" and "sent". Tables:
 
 - ``scores``: every score written, one per (customer, model version, as_of),
   so that monitoring can later check each prediction against what happened;
@@ -56,7 +56,7 @@ from sqlalchemy.pool import StaticPool
 from features.contract import MAX_ID_LENGTH
 from serving.outreach.rules import TriggeredAction, to_naive_utc
 from serving.redact import masked_url
-from serving.schemas import ScoreRecord
+from serving.schemas import ScoreRecord, utc_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -117,7 +117,7 @@ class ActionRow:
         """
         return {
             "type": f"outreach.{self.action}",
-            "timestamp": self.created_at.isoformat() + "Z",
+            "timestamp": utc_text(self.created_at),
             "data": {
                 "action_id": self.id,
                 "action": self.action,

@@ -43,6 +43,7 @@ from serving.outreach.webhooks import (
     sign_headers,
 )
 from serving.redact import database_problem
+from serving.schemas import utc_text
 
 try:  # POSIX advisory locks keep two relays from interleaving one JSONL sink
     import fcntl
@@ -304,7 +305,7 @@ class Relay:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "a+", encoding="utf-8") as sink, _locked(sink):
             present = self._ids_in(path, sink)
-            now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+            now = utc_text(datetime.now(UTC))
             lines = []
             for action in actions:
                 if action.webhook_id in present:

@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from features.reasons import REASON_KINDS
 from models.reasons import ReasonTable
 from serving.outreach.webhooks import expand_channel
-from serving.schemas import LifecycleStage, RiskTier, ScoreRecord, ValueSegment
+from serving.schemas import LifecycleStage, RiskTier, ScoreRecord, ValueSegment, utc_text
 
 Action = Literal[
     "win_back_offer", "success_call", "reactivation_email", "experience_follow_up",
@@ -539,7 +539,7 @@ def _template_values(rule: Rule, record: ScoreRecord) -> dict[str, Any]:
     reasons = _churn_reasons(record)
     return {
         "customer_id": record.customer_id,
-        "as_of": to_naive_utc(record.as_of).isoformat(),
+        "as_of": utc_text(record.as_of),
         "churn_probability": record.churn_probability,
         "risk_tier": record.risk_tier,
         "clv": record.clv,

@@ -62,20 +62,11 @@ async def score_customer(
                             f"unknown customer_id {customer_id!r}: no history before "
                             f"{state.as_of:%Y-%m-%d} in the configured dataset")
     metrics.observe_scores([record])
-    return for_http(record)
-
-
-def utc(moment: datetime) -> datetime:
-    """Naive UTC (churnlens inside) to aware UTC: RFC 3339 on the wire, with the offset."""
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def for_http(record: ScoreRecord) -> ScoreRecord:
-    return record.model_copy(update={"as_of": utc(record.as_of)})
+    return record
 
 
 def _request_tables(body: ScoreRequest) -> dict[str, pd.DataFrame]:
-    """The request's lists as raw tables with the dataset's columns (DESIGN §2)."""
+    """The request's lists as raw tables with the dataset's columns (docs/data.md)."""
     tables: dict[str, pd.DataFrame] = {}
     for name in TABLES:
         required, optional = TABLE_COLUMNS[name]
@@ -152,5 +143,5 @@ def score_customers(
     by_id = {record.customer_id: record for record in records}
     ordered = [by_id[customer_id] for customer_id in ids]
     metrics.observe_scores(ordered)
-    return ScoreResponse(model_version=state.version, as_of=utc(as_of.to_pydatetime()),
-                         scores=[for_http(record) for record in ordered])
+    return ScoreResponse(model_version=state.version, as_of=as_of.to_pydatetime(),
+                         scores=ordered)
