@@ -49,7 +49,8 @@ def season_in_data(orders: pd.DataFrame) -> float:
     return float(daily[peak].mean() / daily[~peak].mean())
 
 
-def run(customers: int, seeds: list[int], max_snapshots: int) -> str:
+def run(customers: int, seeds: list[int], max_snapshots: int, *, season_weight: float = 0.0,
+        season_early_stopping: bool = False) -> str:
     lines = ["| data seed | model | churn ROC AUC | churn ECE | CLV Spearman | CLV Gini | "
              "CLV total vs actual | CLV decile error | targets |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -61,7 +62,9 @@ def run(customers: int, seeds: list[int], max_snapshots: int) -> str:
         dataset = validate_tables(generated.tables).dataset
         ratio = season_in_data(generated.tables["orders"])
         base = TrainParams(horizon_days=HORIZON, clv_horizon_days=HORIZON,
-                           definition="inactivity", max_snapshots=max_snapshots)
+                           definition="inactivity", max_snapshots=max_snapshots,
+                           season_weight=season_weight,
+                           season_early_stopping=season_early_stopping)
         for label, calendar in (("churnlens with calendar inputs", True),
                                 ("churnlens without calendar inputs", False)):
             params = dataclasses.replace(base, calendar_inputs=calendar)
@@ -96,9 +99,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--customers", type=int, default=6000)
     parser.add_argument("--seeds", default="0,1,2", help="generator seeds, comma-separated")
     parser.add_argument("--max-snapshots", type=int, default=TrainParams().max_snapshots)
+    parser.add_argument("--season-weight", type=float, default=TrainParams().season_weight,
+                        help="extra weight of same-season snapshots (calendar inputs only)")
+    parser.add_argument("--season-early-stopping", action="store_true",
+                        help="early-stop CLV on the same season one year before")
     args = parser.parse_args(argv)
     np.seterr(all="ignore")
-    report = run(args.customers, [int(s) for s in args.seeds.split(",")], args.max_snapshots)
+    report = run(args.customers, [int(s) for s in args.seeds.split(",")], args.max_snapshots,
+                 season_weight=args.season_weight,
+                 season_early_stopping=args.season_early_stopping)
     sys.stdout.write(report)
     return 0
 

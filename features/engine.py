@@ -23,7 +23,7 @@ from fsspec.core import url_to_fs
 from features.dataset import ACTIVITY_TABLES, Dataset
 from features.partitioned import Manifest, read_manifest, read_partition
 from features.pipeline import build_features, event_types_before
-from features.sorted_merge import write_merged, write_part
+from features.sorted_merge import part_row_group, write_merged, write_part
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -152,7 +152,7 @@ class FeatureRun:
 
 
 def features_of_partition(number: int, *, data: str, manifest: Manifest, as_of: pd.Timestamp,
-                          event_types: list[str], work: str) -> FeaturePart:
+                          event_types: list[str], work: str, row_group: int) -> FeaturePart:
     """On a worker: read and validate partition ``number``, write its feature rows."""
     validation = read_partition(data, number, manifest)
     if validation.dataset.customers.empty:
@@ -162,7 +162,7 @@ def features_of_partition(number: int, *, data: str, manifest: Manifest, as_of: 
     categories = {str(c): [str(level) for level in frame[c].cat.categories]
                   for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)}
     path = posixpath.join(work, f"features-{number:05d}.parquet")
-    write_part(frame.reset_index(), path)
+    write_part(frame.reset_index(), path, row_group=row_group)
     return FeaturePart(partition=number, customers=len(frame), rows_read=validation.rows_read,
                        rows_rejected=validation.rows_rejected, categories=categories, path=path)
 
@@ -189,7 +189,8 @@ def compute_partitioned_features(
     parts, _ = run_partitions(
         features_of_partition, range(manifest.partitions), client=client, name="features",
         progress=progress, data=data, manifest=manifest, as_of=as_of,
-        event_types=manifest.event_types_before(as_of), work=work)
+        event_types=manifest.event_types_before(as_of), work=work,
+        row_group=part_row_group(manifest.partitions))
     ordered = [parts[k] for k in sorted(parts)]
     written = [p for p in ordered if p.customers]
     if not written:

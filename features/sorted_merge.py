@@ -21,9 +21,16 @@ import pyarrow.parquet as pq
 
 #: rows held across all parts at once while merging (split between the parts), so the
 #: driver's memory depends on neither the customer base nor the number of partitions
-BUFFER_ROWS = 65_536
-#: rows per Parquet row group of a part: a reader decodes a row group at a time
-PART_ROW_GROUP = 4096
+BUFFER_ROWS = 32_768
+
+
+def part_row_group(parts: int, buffer_rows: int = BUFFER_ROWS) -> int:
+    """Rows per Parquet row group of each part when ``parts`` parts will be merged.
+
+    A reader decodes a whole row group at a time, so the parts' row groups must shrink
+    as their number grows, or the merge would hold ``parts`` x row group rows.
+    """
+    return max(128, buffer_rows // max(1, parts))
 
 
 def _fs(url: str) -> tuple[Any, str]:
@@ -39,7 +46,7 @@ def merged_batches(parts: Sequence[str], *, key: str,
     Each round takes from every part the rows up to the smallest "last key in buffer"
     among the parts not yet exhausted, so everything emitted precedes what is left.
     """
-    batch_rows = max(256, buffer_rows // max(1, len(parts)))
+    batch_rows = part_row_group(len(parts), buffer_rows)
     readers: list[Iterator[pa.RecordBatch]] = []
     for part in parts:
         fs, path = _fs(part)
@@ -73,12 +80,13 @@ def merged_batches(parts: Sequence[str], *, key: str,
         yield merged.take(pc.sort_indices(merged, sort_keys=[(key, "ascending")]))
 
 
-def write_part(frame: pd.DataFrame, url: str) -> None:
-    """Write a sorted part for `merged_batches` (small row groups), whole or not at all."""
+def write_part(frame: pd.DataFrame, url: str, *, row_group: int) -> None:
+    """Write a sorted part for `merged_batches` (row groups of `part_row_group` rows),
+    whole or not at all."""
     fs, path = _fs(url)
     temp = f"{path}.{uuid.uuid4().hex[:8]}.tmp"
     with fs.open(temp, "wb") as handle:
-        frame.to_parquet(handle, index=False, row_group_size=PART_ROW_GROUP)
+        frame.to_parquet(handle, index=False, row_group_size=row_group)
     fs.mv(temp, path)
 
 

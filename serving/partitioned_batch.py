@@ -27,7 +27,7 @@ import pandas as pd
 
 from features.cluster import PartitionFailure, run_partitions
 from features.partitioned import REJECTS_NAME, Manifest, read_manifest, read_partition
-from features.sorted_merge import merged_batches, write_merged, write_part
+from features.sorted_merge import merged_batches, part_row_group, write_merged, write_part
 from serving.batch import (
     MANIFEST,
     BatchError,
@@ -71,7 +71,7 @@ def part_path(work: str, number: int, kind: str) -> str:
 
 def score_partition(number: int, *, scorer: Scorer, data: str, manifest: Manifest,
                     as_of: pd.Timestamp, explain: Explain, top_k: int, chunk_size: int,
-                    work: str, columns: list[str]) -> ScoredPartition:
+                    work: str, columns: list[str], row_group: int) -> ScoredPartition:
     """On a worker: read, validate and score partition ``number``; write its parts.
 
     Rejects are written before rows: a partition counts as finished once its rows exist.
@@ -90,9 +90,10 @@ def score_partition(number: int, *, scorer: Scorer, data: str, manifest: Manifes
     scored = (pd.concat(rows, ignore_index=True) if rows
               else _normalise(pd.DataFrame(columns=columns), columns))
     rejected = _rejects_frame(pd.concat(rejects, ignore_index=True) if rejects else [])
-    write_part(_rejects_frame(input_rejects), part_path(work, number, "input-rejects"))
-    write_part(rejected, part_path(work, number, "rejects"))
-    write_part(scored, part_path(work, number, "rows"))
+    write_part(_rejects_frame(input_rejects), part_path(work, number, "input-rejects"),
+               row_group=row_group)
+    write_part(rejected, part_path(work, number, "rejects"), row_group=row_group)
+    write_part(scored, part_path(work, number, "rows"), row_group=row_group)
     return ScoredPartition(
         partition=number, customers=sum(len(c) for c in chunks), rows_scored=len(scored),
         rows_rejected=len(rejected),
@@ -185,7 +186,8 @@ def run_partitioned_batch(
         if progress is not None else None,
         weights=[manifest.rows[k].get("customers", 0) for k in todo],
         scorer=shared, data=data, manifest=manifest, as_of=as_of, explain=explain,
-        top_k=top_k, chunk_size=chunk_size, work=work, columns=columns)
+        top_k=top_k, chunk_size=chunk_size, work=work, columns=columns,
+        row_group=part_row_group(manifest.partitions))
     if failures:
         raise BatchError(_failure_message(failures, finished=len(finished) + len(results),
                                           partitions=manifest.partitions))

@@ -1,6 +1,9 @@
-"""Shared fixtures: tests run in a temporary working directory (MLflow store, outbox)."""
+"""Shared fixtures: a temporary working directory, a saved bundle, its scorer, generated data."""
 
 from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -19,3 +22,37 @@ def demo_run(tmp_path_factory):
     from first_hour_support import run_demo
 
     return run_demo(tmp_path_factory.mktemp("first-hour"))
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(tmp_path_factory) -> Path:
+    """The fast test bundle (ecommerce, inactivity churn) saved as a model directory."""
+    from churn_training_data import fitted
+
+    directory = tmp_path_factory.mktemp("bundle")
+    fitted().bundle.save(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def scorer(bundle_dir):
+    """A scorer of ``bundle_dir`` with the built-in rules."""
+    from models.loading import load_model
+    from serving.outreach.rules import load_rules
+    from serving.scorer import Scorer
+
+    return Scorer(load_model(str(bundle_dir)), rules=load_rules(None))
+
+
+@pytest.fixture(scope="session")
+def generated_ecommerce(tmp_path_factory):
+    """Writes a generated ecommerce dataset (5 orders, 20 events each) as CSV files."""
+    from features.generate import generate_dataset
+
+    def write(*, customers: int, seed: int) -> Path:
+        directory = tmp_path_factory.mktemp("data")
+        generate_dataset(customers=customers, seed=seed, end=date(2026, 6, 30), kind="ecommerce",
+                         orders_per_customer=5, events_per_customer=20).write(directory, fmt="csv")
+        return directory
+
+    return write

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from pathlib import Path
 
 import pandas as pd
@@ -16,31 +15,8 @@ CHUNK = 100
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory) -> Path:
-    from churn_training_data import fitted
-
-    directory = tmp_path_factory.mktemp("bundle")
-    fitted().bundle.save(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    from features.generate import generate_dataset
-
-    directory = tmp_path_factory.mktemp("data")
-    generate_dataset(customers=CUSTOMERS, seed=21, end=date(2026, 6, 30), kind="ecommerce",
-                     orders_per_customer=5, events_per_customer=20).write(directory, fmt="csv")
-    return directory
-
-
-@pytest.fixture(scope="module")
-def scorer(bundle_dir):
-    from models.loading import load_model
-    from serving.outreach.rules import load_rules
-    from serving.scorer import Scorer
-
-    return Scorer(load_model(str(bundle_dir)), rules=load_rules(None))
+def data_dir(generated_ecommerce) -> Path:
+    return generated_ecommerce(customers=CUSTOMERS, seed=21)
 
 
 def _run(scorer, data_dir, out, **kwargs):

@@ -73,24 +73,6 @@ def client(cluster):
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory) -> Path:
-    from churn_training_data import fitted
-
-    directory = tmp_path_factory.mktemp("scale-bundle")
-    fitted().bundle.save(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def scorer(bundle_dir):
-    from models.loading import load_model
-    from serving.outreach.rules import load_rules
-    from serving.scorer import Scorer
-
-    return Scorer(load_model(str(bundle_dir)), rules=load_rules(None))
-
-
-@pytest.fixture(scope="module")
 def local_scores(scorer, data_dir, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("scale-local") / "scores.parquet"
     run_batch(data=data_dir, out=out, scorer=scorer, model_uri="test", chunk_size=CHUNK,

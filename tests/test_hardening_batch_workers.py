@@ -17,7 +17,6 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
 
 import pytest
@@ -35,22 +34,8 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory) -> Path:
-    from churn_training_data import fitted
-
-    directory = tmp_path_factory.mktemp("bundle")
-    fitted().bundle.save(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    from features.generate import generate_dataset
-
-    directory = tmp_path_factory.mktemp("data")
-    generate_dataset(customers=CUSTOMERS, seed=5, end=date(2026, 6, 30), kind="ecommerce",
-                     orders_per_customer=5, events_per_customer=20).write(directory, fmt="csv")
-    return directory
+def data_dir(generated_ecommerce) -> Path:
+    return generated_ecommerce(customers=CUSTOMERS, seed=5)
 
 
 def _score(bundle_dir: Path, data_dir: Path, out: Path, *extra: str, workers: int = 2

@@ -113,3 +113,17 @@ def test_fit_records_its_choices():
     assert set(m) >= {"tree_size_auc_15l20m", "tree_size_auc_3l50m", "clv_hurdle"}
     with pytest.raises(ValueError, match="clv_model"):
         TrainParams(clv_model="ziln")
+
+
+def test_season_weights_favour_the_same_day_of_the_year():
+    from training.train import season_weights
+
+    cut_off = pd.Timestamp("2025-10-01")
+    snapshots = pd.Series(pd.to_datetime(["2024-10-01", "2024-11-15", "2025-07-03",
+                                          "2025-04-01", "2023-10-02"]))
+    weights = season_weights(snapshots, season_of=cut_off, weight=2.0)
+    assert weights[0] == pytest.approx(3.0), "a year before: full extra weight"
+    assert 1.0 < weights[1] < weights[0], "six weeks off: part of it"
+    assert weights[2] == pytest.approx(1.0, abs=0.05), "90 days away: almost none"
+    assert weights[3] == pytest.approx(1.0), "half a year away: none"
+    assert weights[4] == pytest.approx(3.0, abs=0.01), "two years before: the same season"

@@ -139,15 +139,20 @@ def average_log_link_boosters(boosters: list[lgb.Booster]) -> lgb.Booster:
 
 
 def fit_hurdle(train: Trainer, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame,
-               y_val: np.ndarray) -> lgb.Booster | None:
-    """P(any purchase) × E[spend | purchase] as one booster; None when too few buyers."""
+               y_val: np.ndarray, *, weight: np.ndarray | None = None) -> lgb.Booster | None:
+    """P(any purchase) × E[spend | purchase] as one booster; None when too few buyers.
+
+    ``weight``: training-row weights (passed to ``train`` only when given).
+    """
     bought, bought_val = y > 0, y_val > 0
     if bought.sum() < 2 or bought_val.sum() < 2 or bought.all():
         return None
+    weighted = () if weight is None else (weight,)
     purchase = train({"objective": "poisson", "metric": "poisson"},
-                     X, bought.astype(float), X_val, bought_val.astype(float))
+                     X, bought.astype(float), X_val, bought_val.astype(float), *weighted)
+    weighted = () if weight is None else (weight[bought],)
     spend = train({"objective": "gamma", "metric": "gamma"},
-                  X[bought], y[bought], X_val[bought_val], y_val[bought_val])
+                  X[bought], y[bought], X_val[bought_val], y_val[bought_val], *weighted)
     return add_log_link_boosters(purchase, spend)
 
 

@@ -111,6 +111,11 @@ class TrainParams:
     # calendar inputs (features.calendar) when the history covers the same season a year
     # before the held-out snapshot; False: never
     calendar_inputs: bool = True
+    # with calendar inputs: extra weight of training snapshots in the same season as the
+    # cut-off (1 + season_weight at the same day of the year, 1 a quarter or more away), and
+    # CLV early-stopped on the snapshot of the same season a year before (not the latest)
+    season_weight: float = 0.0
+    season_early_stopping: bool = False
     # one thread by default: training sets are small (customers × snapshots) and OpenMP
     # threads on shared cores cost more than they gain; 0 = all cores
     num_threads: int = 1
@@ -200,8 +205,9 @@ def _lgb_params(params: TrainParams, **extra: Any) -> dict[str, Any]:
 
 
 def _train_booster(params: dict[str, Any], X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame,
-                   y_val: np.ndarray, *, rounds: int, stop: int) -> lgb.Booster:
-    train = lgb.Dataset(X, label=y, free_raw_data=False)
+                   y_val: np.ndarray, *, rounds: int, stop: int,
+                   weight: np.ndarray | None = None) -> lgb.Booster:
+    train = lgb.Dataset(X, label=y, weight=weight, free_raw_data=False)
     valid = lgb.Dataset(X_val, label=y_val, reference=train, free_raw_data=False)
     booster = lgb.train(params, train, num_boost_round=rounds, valid_sets=[valid],
                         callbacks=[lgb.early_stopping(stop, verbose=False)])
@@ -361,7 +367,8 @@ def _held_out_customers(customer_ids: pd.Series) -> np.ndarray:
 
 
 def _fit_churn(params: TrainParams, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame,
-               y_val: np.ndarray) -> tuple[lgb.Booster, TrainParams, Choice]:
+               y_val: np.ndarray, *, weight: np.ndarray | None = None
+               ) -> tuple[lgb.Booster, TrainParams, Choice]:
     """The churn booster of the tree size the held-out snapshot chooses, and the params with it."""
     from sklearn.metrics import roc_auc_score
 
@@ -373,7 +380,8 @@ def _fit_churn(params: TrainParams, X: pd.DataFrame, y: np.ndarray, X_val: pd.Da
     def held_out_auc(size: TreeSize) -> float:
         boosters[size] = _train_booster(
             _lgb_params(sized(size), objective="binary", metric="binary_logloss"),
-            X, y, X_val, y_val, rounds=params.num_boost_round, stop=params.early_stopping_rounds)
+            X, y, X_val, y_val, rounds=params.num_boost_round, stop=params.early_stopping_rounds,
+            weight=weight)
         return float(roc_auc_score(y_val, boosters[size].predict(X_val)))
 
     default = (params.num_leaves, params.min_data_in_leaf)
@@ -386,7 +394,7 @@ def _fit_churn(params: TrainParams, X: pd.DataFrame, y: np.ndarray, X_val: pd.Da
 
 
 def fit_clv(params: TrainParams, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame,
-            y_val: np.ndarray) -> Choice:
+            y_val: np.ndarray, *, weight: np.ndarray | None = None) -> Choice:
     """The CLV booster (Tweedie, or the hurdle model when the held-out snapshot prefers it).
 
     Each booster is the average of ``params.clv_seeds`` boosters fitted with
@@ -394,17 +402,19 @@ def fit_clv(params: TrainParams, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataF
     """
 
     def train(extra: dict[str, Any], X_fit: pd.DataFrame, y_fit: np.ndarray,
-              X_check: pd.DataFrame, y_check: np.ndarray) -> lgb.Booster:
+              X_check: pd.DataFrame, y_check: np.ndarray,
+              weight_fit: np.ndarray | None = None) -> lgb.Booster:
         return average_log_link_boosters([
             _train_booster(_lgb_params(replace(params, seed=params.seed + k), **extra),
                            X_fit, y_fit, X_check, y_check, rounds=params.num_boost_round,
-                           stop=params.early_stopping_rounds)
+                           stop=params.early_stopping_rounds, weight=weight_fit)
             for k in range(params.clv_seeds)])
 
     tweedie = train({"objective": "tweedie", "metric": "tweedie",
                      "tweedie_variance_power": params.tweedie_variance_power},
-                    X, y, X_val, y_val)
-    hurdle = None if params.clv_model == "tweedie" else fit_hurdle(train, X, y, X_val, y_val)
+                    X, y, X_val, y_val, weight)
+    hurdle = (None if params.clv_model == "tweedie"
+              else fit_hurdle(train, X, y, X_val, y_val, weight=weight))
     return choose_clv_form(tweedie, hurdle, X_val, y_val, form=params.clv_model)
 
 
@@ -429,12 +439,26 @@ def evaluate_bundle(bundle: ChurnBundle, holdout: pd.DataFrame, clv_holdout: pd.
     return metrics
 
 
-def _fit_clv_part(frame: pd.DataFrame, params: TrainParams, notes: list[str]
+def season_weights(snapshots: pd.Series, *, season_of: pd.Timestamp, weight: float
+                   ) -> np.ndarray:
+    """1 + ``weight``·max(0, cos(2π·d/365)) per row, d = days between the rows' snapshot
+    and ``season_of`` on the yearly cycle: full weight at the same day of the year,
+    none a quarter or more away."""
+    days = (pd.Timestamp(season_of) - pd.to_datetime(snapshots)).dt.days.to_numpy() % 365
+    distance = np.minimum(days, 365 - days)
+    return 1.0 + weight * np.maximum(0.0, np.cos(2 * np.pi * distance / 365))
+
+
+def _fit_clv_part(frame: pd.DataFrame, params: TrainParams, notes: list[str], *,
+                  season_of: pd.Timestamp | None = None
                   ) -> tuple[lgb.Booster, pd.DataFrame, pd.DataFrame, dict[str, float]]:
     """The CLV booster, its training and held-out rows and its choice report.
 
     Every row with a CLV label; its own latest labelled snapshot held out (a
-    fifth of the customers when only one snapshot has CLV labels).
+    fifth of the customers when only one snapshot has CLV labels). With
+    ``season_of`` (calendar inputs in use) the season options of ``params``
+    apply: snapshot weights, and early stopping on the snapshot nearest the
+    same day one year before ``season_of``.
     """
     valued = frame[frame["clv_target"].notna()]
     if valued.empty or not (valued["clv_target"] > 0).any():
@@ -443,7 +467,14 @@ def _fit_clv_part(frame: pd.DataFrame, params: TrainParams, notes: list[str]
             "(or subscription revenue) to learn value. Add orders, or lower --clv-horizon "
             f"(now {params.clv_horizon_days} days) so that a window fits in the history.")
     clv_dates = tuple(sorted(pd.unique(valued["snapshot_at"])))
-    if len(clv_dates) >= 2:
+    if len(clv_dates) >= 2 and season_of is not None and params.season_early_stopping:
+        year_before = pd.Timestamp(season_of) - pd.Timedelta(days=365)
+        held_at = min(clv_dates, key=lambda d: abs((pd.Timestamp(d) - year_before).days))
+        clv_holdout = valued[valued["snapshot_at"] == held_at]
+        clv_train = valued[valued["snapshot_at"] != held_at]
+        notes.append(f"CLV early-stopped on the snapshot of the same season one year before "
+                     f"({pd.Timestamp(held_at):%Y-%m-%d}), not on the latest")
+    elif len(clv_dates) >= 2:
         clv_holdout = valued[valued["snapshot_at"] == clv_dates[-1]]
         clv_train = valued[valued["snapshot_at"] < clv_dates[-1]]
     else:
@@ -455,8 +486,13 @@ def _fit_clv_part(frame: pd.DataFrame, params: TrainParams, notes: list[str]
         raise TrainingDataError(
             "no revenue in the CLV training windows; give a longer history or lower "
             "--clv-horizon.")
+    weight = None
+    if season_of is not None and params.season_weight > 0:
+        weight = season_weights(clv_train["snapshot_at"], season_of=season_of,
+                                weight=params.season_weight)
     clv_choice = fit_clv(params, features_of(clv_train), clv_train["clv_target"].to_numpy(float),
-                         features_of(clv_holdout), clv_holdout["clv_target"].to_numpy(float))
+                         features_of(clv_holdout), clv_holdout["clv_target"].to_numpy(float),
+                         weight=weight)
     if clv_choice.note:
         notes.append(clv_choice.note)
     return clv_choice.value, clv_train, clv_holdout, clv_choice.report
@@ -543,12 +579,22 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
 
     X_train, y_train = features_of(train), train["churned"].to_numpy(float)
     X_held, y_held = features_of(held), held["churned"].to_numpy(float)
-    churn_booster, params, tree_choice = _fit_churn(params, X_train, y_train, X_held, y_held)
+    # calendar inputs in use: the season the model will score is the one after the holdout
+    season_of = (pd.Timestamp(holdout_at) + pd.Timedelta(days=horizon)) if calendar_note else None
+    churn_weight = None
+    if season_of is not None and params.season_weight > 0:
+        churn_weight = season_weights(train["snapshot_at"], season_of=season_of,
+                                      weight=params.season_weight)
+        notes.append(f"training snapshots weighted by season: up to {1 + params.season_weight:g}×"
+                     f" for those at the same day of the year as {season_of:%Y-%m-%d}")
+    churn_booster, params, tree_choice = _fit_churn(params, X_train, y_train, X_held, y_held,
+                                                    weight=churn_weight)
     if tree_choice.note:
         notes.append(tree_choice.note)
 
     if learn_clv:
-        clv_booster, clv_train, clv_holdout, clv_report = _fit_clv_part(frame, params, notes)
+        clv_booster, clv_train, clv_holdout, clv_report = _fit_clv_part(
+            frame, params, notes, season_of=season_of)
         clv_note = None
     else:
         clv_booster, clv_report, clv_note = None, {}, NO_REVENUE_NOTE
