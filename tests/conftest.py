@@ -13,7 +13,24 @@ def in_tmp_cwd(tmp_path, monkeypatch):
     """Run a test in a fresh working directory so default stores land there."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    return tmp_path
+    _forget_mlflow_stores()
+    yield tmp_path
+    _forget_mlflow_stores()
+
+
+def _forget_mlflow_stores() -> None:
+    """MLflow caches stores and engines per URI: a relative `sqlite:///mlflow.db` opened in
+    an earlier test's folder would otherwise be reused here."""
+    from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore as TrackingStore
+    from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
+    from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
+
+    TrackingStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    ModelRegistryStoreRegistry._get_store_with_resolved_uri.cache_clear()
+    for store in (TrackingStore, RegistryStore):
+        for uri in [uri for uri in store._engine_map if uri.startswith("sqlite:///mlflow.db")]:
+            store._engine_map.pop(uri).dispose()
 
 
 @pytest.fixture(scope="session")

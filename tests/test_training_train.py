@@ -180,6 +180,9 @@ def test_champion_gate_rule():
     assert not promoted and "worse by more than 0.002" in reason
     promoted, reason = champion_gate(dict(champion), champion)
     assert not promoted and "not better" in reason
+    no_clv = {"churn_roc_auc": 0.80}
+    promoted, reason = champion_gate({"churn_roc_auc": 0.81, "clv_spearman": 0.5}, no_clv)
+    assert promoted and "CLV Spearman 0.5000 vs none" in reason
     assert not champion_gate({"churn_roc_auc": np.nan, "clv_spearman": 0.9}, champion)[0]
 
 

@@ -690,6 +690,11 @@ GATE_RULE = (
 )
 
 
+def _figure(value: float | None) -> str:
+    """A metric for a message; a model without CLV has no CLV figure."""
+    return "none" if value is None else f"{value:.4f}"
+
+
 def champion_gate(challenger: Mapping[str, float], champion: Mapping[str, float] | None, *,
                   tolerance: float = 0.002) -> tuple[bool, str]:
     """Decide whether the challenger replaces the champion; return (promote, reason).
@@ -705,7 +710,7 @@ def champion_gate(challenger: Mapping[str, float], champion: Mapping[str, float]
     if champion_auc is None or not np.isfinite(champion_auc):
         return True, "champion has no churn ROC AUC on this holdout"
     figures = (f"churn ROC AUC {auc:.4f} vs champion {champion_auc:.4f}, "
-               f"CLV Spearman {rho:.4f} vs {champion_rho:.4f}")
+               f"CLV Spearman {_figure(rho)} vs {_figure(champion_rho)}")
     if auc < champion_auc - tolerance:
         return False, f"churn ROC AUC worse by more than {tolerance} ({figures})"
     better_rho = (rho is not None and np.isfinite(rho)
