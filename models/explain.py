@@ -285,6 +285,11 @@ FORMATS: dict[str, Callable[[float], str]] = {
 }
 
 
+#: the decimals each format shows: a value that shows as 0 or 1 reads as the zero or one case
+#: ("Subscription ended today", not "ended 0 days ago")
+SHOWN_DIGITS: dict[str, int] = {"days": 0, "months": 1, "count": 1}
+
+
 def _times(value: float) -> str:
     shown = _short(value, 1)
     return {"1": "once", "2": "twice"}.get(shown, f"{shown} times")
@@ -315,6 +320,7 @@ class Sentence:
         self.fmt = FORMATS.get(str(spec.get("format", "number")), FORMATS["number"])
         self.noun = tuple(spec.get("noun") or ("", ""))
         self.digits = 2 if spec.get("format") == "rate" else 1
+        self.shown_digits = SHOWN_DIGITS.get(str(spec.get("format")))
         self.missing = _finish(str(spec["missing"]))
         self.some = str(spec["some"])
         self.clause = ""
@@ -347,7 +353,8 @@ class Sentence:
             return _finish(self.some.format(value=level.replace("_", " "))
                            + self.level_clauses.get(level, ""))
         number = float(value)
-        case = ("zero" if number == 0 else "one" if number == 1 else
+        shown = number if self.shown_digits is None else round(number, self.shown_digits)
+        case = ("zero" if shown == 0 else "one" if shown == 1 else
                 "negative" if number < 0 else "some")
         if self.with_cases and not _missing(companion) and not isinstance(companion, str):
             template, names = self.with_cases[case]

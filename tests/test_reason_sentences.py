@@ -136,6 +136,8 @@ def test_sentences_say_what_the_issue_asked_for():
     assert say("completed_orders_90d", 1.0) == "Ordered once in the last 90 days."
     assert say("days_since_last_support_ticket", 5.0) == "Last contacted support 5 days ago."
     assert say("subscription_downgrades", 2.0) == "Moved to a cheaper plan twice."
+    assert say("days_since_subscription_ended", 0.02) == "Subscription ended today."
+    assert say("days_since_subscription_ended", 0.7) == "Subscription ended 1 day ago."
     assert say("day_of_year", 280.0) == "The time of year (early October) weighs on the risk."
 
 
