@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint typecheck bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/hadolint Dockerfile
+
+# not yet in .ci/run: it does not pass today (figures in the notes of issue 15)
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy features training models serving
 
 clean:
 	rm -rf $(VENV) churnlens-demo mlflow.db mlartifacts outbox.db

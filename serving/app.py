@@ -26,7 +26,7 @@ from serving.middleware import (
     MetricsMiddleware,
     validation_error_response,
 )
-from serving.model_holder import ModelHolder
+from serving.model_holder import ModelHolder, Pause
 from serving.monitoring.prometheus import MonitoringCollector
 from serving.outreach.outbox import Outbox
 from serving.outreach.relay import RelayHandle, start_relay_in_background
@@ -67,7 +67,7 @@ async def _load_and_follow(holder: ModelHolder, settings: Settings) -> None:
     try:
         holder.dataset = await asyncio.to_thread(_read_dataset, settings)
     except Exception as error:
-        holder.last_error = f"reading CHURNLENS_DATA={masked_url(settings.data)} failed: {error}"
+        holder.fail(f"reading CHURNLENS_DATA={masked_url(settings.data)} failed: {error}")
         logger.error("%s", holder.last_error)
         return
     await holder.follow(poll_seconds=settings.model_poll_seconds)
@@ -95,8 +95,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await asyncio.to_thread(relay.stop)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the scoring service; ``settings`` overrides the environment (tests)."""
+def create_app(settings: Settings | None = None, *, pause: Pause = asyncio.sleep) -> FastAPI:
+    """Build the scoring service; ``settings`` overrides the environment (tests).
+
+    ``pause`` is what the model holder awaits between registry polls (tests
+    pass one they release by hand).
+    """
     resolved = settings or get_settings()
     # /docs and /redoc load Swagger UI and ReDoc from files installed with churnlens,
     # never from a CDN, so they work on a machine without internet access
@@ -116,7 +120,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics.registry.register(MonitoringCollector(resolved.outbox_url))
     app.state.metrics = metrics
     app.state.holder = ModelHolder(model_uri=resolved.model_uri, top_k=resolved.top_k,
-                                   metrics=metrics)
+                                   metrics=metrics, pause=pause)
     for router in (scores.router, model.router, actions.router, health.router):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_error_response)

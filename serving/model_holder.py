@@ -7,6 +7,11 @@ and uses it to the end, so a swap (one attribute assignment, atomic in Python)
 never changes the model under a request in flight. A new state is built and
 warmed in a worker thread before it is swapped in; if that fails, the old one
 keeps serving.
+
+The holder polls the registry on an injectable clock (``pause``: what it
+awaits between two polls), so tests move the alias and let exactly one poll
+happen instead of sleeping; ``settled`` is set once the first load has
+succeeded or failed.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -33,6 +39,10 @@ if TYPE_CHECKING:
     from serving.outreach.rules import RuleSet
 
 logger = logging.getLogger(__name__)
+
+
+#: what the holder awaits between two registry polls, given the seconds to wait
+Pause = Callable[[float], Awaitable[None]]
 
 
 class ModelNotReadyError(RuntimeError):
@@ -139,6 +149,7 @@ class ModelHolder:
     def __init__(
         self, *, model_uri: str, dataset: Dataset | None = None, rules: RuleSet | None = None,
         outbox: Outbox | None = None, top_k: int = 5, metrics: ServiceMetrics | None = None,
+        pause: Pause = asyncio.sleep,
     ) -> None:
         self.model_uri = model_uri
         self.dataset = dataset
@@ -149,6 +160,9 @@ class ModelHolder:
         self._state: ServingState | None = None
         self.last_error: str | None = None
         self._swap_lock = threading.Lock()
+        self._pause = pause  # injectable, so tests decide when the next poll happens
+        #: set once the first load has either succeeded or failed (``last_error``)
+        self.settled = threading.Event()
 
     @property
     def state(self) -> ServingState | None:
@@ -198,6 +212,11 @@ class ModelHolder:
         self.load()
         return True
 
+    def fail(self, problem: str) -> None:
+        """Record why no model can be loaded (shown, redacted, by /readyz)."""
+        self.last_error = problem
+        self.settled.set()
+
     async def follow(self, *, poll_seconds: float) -> None:
         """Load the model, then poll the registry forever (cancel the task to stop)."""
         while True:
@@ -208,6 +227,7 @@ class ModelHolder:
             except Exception as error:
                 self.last_error = self.last_error or f"{type(error).__name__}: {error}"
                 logger.warning("model refresh from %s failed: %s", self.model_uri, error)
+            self.settled.set()
             if poll_seconds <= 0 and self._state is not None:
                 return
-            await asyncio.sleep(poll_seconds if poll_seconds > 0 else 5.0)
+            await self._pause(poll_seconds if poll_seconds > 0 else 5.0)

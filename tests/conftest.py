@@ -1,8 +1,11 @@
-"""Shared fixtures: a temporary working directory, a saved bundle, its scorer, generated data."""
+"""Shared fixtures: a temporary working directory, a saved bundle, its scorer, generated data,
+and the clocks that tests drive by hand (the relay's, the model holder's registry polls)."""
 
 from __future__ import annotations
 
-from datetime import date
+import asyncio
+import threading
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -73,3 +76,88 @@ def generated_ecommerce(tmp_path_factory):
         return directory
 
     return write
+
+
+class ManualClock:
+    """A relay clock that moves only when the test moves it (``Relay(clock=...)``)."""
+
+    def __init__(self) -> None:
+        from serving.outreach.outbox import utcnow
+
+        # a minute ahead, so actions recorded during the test are due at once
+        self.now = utcnow() + timedelta(minutes=1)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> datetime:
+        self.now += timedelta(seconds=seconds)
+        return self.now
+
+    def advance_to(self, moment: datetime) -> datetime:
+        self.now = max(self.now, moment)
+        return self.now
+
+
+@pytest.fixture
+def relay_clock() -> ManualClock:
+    """The clock a test's relay runs on: retries fall due when the test advances it."""
+    return ManualClock()
+
+
+@pytest.fixture
+def settle(relay_clock):
+    """Run a relay on ``relay_clock`` until no action is pending or delivering.
+
+    Between passes the clock jumps to the latest scheduled retry, so a retry
+    schedule of hours settles in a few passes and no test waits for it.
+    """
+
+    def run(relay, outbox, *, passes: int = 50) -> None:
+        assert relay._clock is relay_clock, "build the relay with clock=relay_clock"
+        for _ in range(passes):
+            relay.drain()
+            pending = outbox.list_actions(status="pending", limit=100_000)
+            if not pending and outbox.status_counts()["delivering"] == 0:
+                return
+            relay_clock.advance_to(max(row.next_attempt_at for row in pending))
+        raise AssertionError(f"actions did not settle in {passes} passes: "
+                             f"{outbox.status_counts()}")
+
+    return run
+
+
+class ManualPolls:
+    """The model holder's pause between registry polls, released by the test.
+
+    ``poll()`` lets exactly one registry poll happen and returns once it is done
+    (the holder is paused again), so a test moves the alias and knows when the
+    server has followed it, without sleeping.
+    """
+
+    def __init__(self) -> None:
+        self._paused = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._release: asyncio.Event | None = None
+
+    async def pause(self, _seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._release = asyncio.Event()
+        self._paused.set()
+        await self._release.wait()
+
+    def wait_paused(self, *, timeout: float = 120.0) -> None:
+        assert self._paused.wait(timeout), "the model holder never paused between polls"
+
+    def poll(self, *, timeout: float = 120.0) -> None:
+        self.wait_paused(timeout=timeout)
+        self._paused.clear()
+        assert self._loop is not None and self._release is not None
+        self._loop.call_soon_threadsafe(self._release.set)
+        assert self._paused.wait(timeout), "the registry poll did not finish"
+
+
+@pytest.fixture
+def manual_polls() -> ManualPolls:
+    """Pass ``manual_polls.pause`` to ``create_app(pause=...)``; ``poll()`` runs one poll."""
+    return ManualPolls()

@@ -7,15 +7,13 @@ signature verified, and answers according to the request path:
 - ``/status/NNN`` → always NNN
 - ``/fail-first/N/NNN`` → NNN for the first N requests of each webhook-id, then 200
 - ``/retry-after/S`` → 429 with ``Retry-After: S`` on the first request of each id, then 200
-- ``/slow/SECONDS`` → waits, then 200
-
-Run as a script (``python tests/outreach_support.py PORT [SECRET]``) it serves
-until killed and prints only a count per second of requests (for the benchmark).
+- ``/hold`` → holds the request until the test calls ``release()`` (or stops the
+  receiver), then 200: a receiver as slow as the test needs, without sleeping.
+  ``wait_held(n)`` returns once ``n`` requests are being held.
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections import Counter
@@ -49,6 +47,9 @@ class Receiver:
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._released = threading.Event()
+        self._held = 0
+        self._changed = threading.Condition(self._lock)
 
     def url(self, path: str = "/ok") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -87,7 +88,18 @@ class Receiver:
         self._thread.start()
         return self
 
+    def release(self) -> None:
+        """Answer every held request, and every later ``/hold`` request at once."""
+        self._released.set()
+
+    def wait_held(self, n: int, *, timeout: float = 60.0) -> None:
+        """Return once ``n`` requests are held (the timeout only guards a broken test)."""
+        with self._changed:
+            assert self._changed.wait_for(lambda: self._held >= n, timeout), (
+                f"{self._held} requests held, expected {n}")
+
     def stop(self) -> None:
+        self._released.set()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -116,8 +128,11 @@ class Receiver:
             return (int(parts[2]) if seen <= int(parts[1]) else 200), {}
         if parts[0] == "retry-after":
             return (429, {"Retry-After": parts[1]}) if seen == 1 else (200, {})
-        if parts[0] == "slow":
-            time.sleep(float(parts[1]))
+        if parts[0] == "hold":
+            with self._changed:
+                self._held += 1
+                self._changed.notify_all()
+            self._released.wait()
         return 200, {}
 
     def ids(self, path: str | None = None) -> Counter[str]:
@@ -127,26 +142,6 @@ class Receiver:
     def for_id(self, webhook_id: str) -> list[Received]:
         with self._lock:
             return [r for r in self.received if r.webhook_id == webhook_id]
-
-
-def main() -> None:
-    port = int(sys.argv[1])
-    secret = sys.argv[2] if len(sys.argv) > 2 else None
-    receiver = Receiver(secret=secret, port=port, record=False).start()
-    last = 0
-    try:
-        while True:
-            time.sleep(0.5)
-            if receiver.count != last:
-                last = receiver.count
-                sys.stdout.write(f"{last}\n")
-                sys.stdout.flush()
-    except KeyboardInterrupt:
-        receiver.stop()
-
-
-if __name__ == "__main__":
-    main()
 
 
 def score_record(customer_id: str, **changes: object):
@@ -193,16 +188,3 @@ def triggered(n: int, channel: str, *, rule: str = "win-back", prefix: str = "c"
         )
         for i in range(n)
     ]
-
-
-def settle(relay, outbox, *, timeout: float = 20.0) -> None:
-    """Run the relay until no action is pending or delivering (or fail after ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        relay.drain()
-        counts = outbox.status_counts()
-        if counts["pending"] == 0 and counts["delivering"] == 0:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"actions did not settle within {timeout}s: {counts}")
-        time.sleep(0.01)

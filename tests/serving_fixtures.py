@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -93,16 +92,13 @@ def trained_registry(base: Path):
         yield registry
 
 
-def wait_ready(client, *, timeout: float = 60.0) -> dict:
-    """Poll /readyz until the model is loaded and warmed."""
-    deadline = time.monotonic() + timeout
-    answer = None
-    while time.monotonic() < deadline:
-        answer = client.get("/readyz")
-        if answer.status_code == 200:
-            return answer.json()
-        time.sleep(0.05)
-    raise AssertionError(f"not ready after {timeout} s: {answer.text if answer else None}")
+def wait_ready(app, *, timeout: float = 120.0):
+    """The app's serving state once its first model load has settled (the timeout only
+    guards a broken test; nothing is polled)."""
+    holder = app.state.holder
+    assert holder.settled.wait(timeout), f"the model did not load within {timeout} s"
+    assert holder.state is not None, f"no model is serving: {holder.last_error}"
+    return holder.state
 
 
 def free_port() -> int:
@@ -114,24 +110,30 @@ def free_port() -> int:
 
 
 @contextmanager
-def running_server(app, *, timeout: float = 30.0):
-    """Serve ``app`` with real uvicorn on 127.0.0.1 in a thread; yield its base URL."""
+def running_server(app, *, timeout: float = 60.0):
+    """Serve ``app`` with real uvicorn on 127.0.0.1 in a thread; yield its base URL once its
+    model has loaded.
+
+    The socket listens before uvicorn starts, so a first request waits in the
+    backlog instead of finding nothing there.
+    """
+    import socket
     import threading
 
     import uvicorn
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
-    thread = threading.Thread(target=server.run, name="uvicorn-test", daemon=True)
+    listening = socket.socket()
+    listening.bind(("127.0.0.1", 0))
+    listening.listen(128)
+    port = listening.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]},
+                              name="uvicorn-test", daemon=True)
     thread.start()
-    deadline = time.monotonic() + timeout
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise AssertionError("uvicorn did not start")
-        time.sleep(0.02)
     try:
+        wait_ready(app)
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout)
+        listening.close()

@@ -18,7 +18,7 @@ import pytest
 from hardening_support import BACKENDS, Raw, encode, minimal_body, outbox_url, strict_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry, wait_ready
+from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry
 
 from features.contract import MAX_ID_LENGTH
 from serving.settings import Settings
@@ -42,7 +42,6 @@ def server(request, tmp_path_factory):
         with running_server(create_app(app_settings)) as base:
             limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
             with httpx.Client(base_url=base, limits=limits, timeout=30) as client:
-                wait_ready(client)
                 yield base, client
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import itertools
 from collections import Counter
 
-import httpx
 import pytest
 import schemathesis
 from hardening_support import BACKENDS, outbox_url, strict_json
@@ -24,7 +23,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry, wait_ready
+from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry
 
 from serving.settings import Settings
 
@@ -46,8 +45,6 @@ def base_url(request, tmp_path_factory):
         app_settings = Settings(data=registry.data, api_keys=[API_DIGEST], model_poll_seconds=0,
                                 outbox_url=url, max_batch_size=5, max_body_bytes=64 * 1024)
         with running_server(create_app(app_settings)) as base:
-            with httpx.Client(base_url=base) as client:
-                wait_ready(client)
             yield base
 
 

@@ -14,7 +14,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -22,7 +21,7 @@ import pandas as pd
 import pytest
 from hardening_support import BACKENDS, outbox_url
 from outreach_support import Receiver
-from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry, wait_ready
+from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry
 
 from serving.outreach.webhooks import new_secret
 from serving.redact import masked_url
@@ -88,7 +87,6 @@ def test_no_response_output_or_log_holds_a_secret(secret_url, tmp_path, tmp_path
                          ["customer_id"].head(5))
         with running_server(create_app(app_settings)) as base, \
                 httpx.Client(base_url=base, headers=AUTH) as client:
-            wait_ready(client)
             answers = [client.get(f"/v1/customers/{c}/score") for c in customers]
             assert any(a.status_code == 200 for a in answers), [a.text for a in answers]
             actions = client.get("/v1/actions")
@@ -141,9 +139,7 @@ def test_readyz_names_no_path_or_address(tmp_path):
     app = create_app(Settings(data=hidden, api_keys=[API_DIGEST], model_poll_seconds=0,
                               outbox_url=f"sqlite:///{tmp_path / 'outbox.db'}"))
     with TestClient(app) as client:
-        deadline = time.monotonic() + 30
-        while app.state.holder.last_error is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert app.state.holder.settled.wait(120), "reading the dataset never finished"
         answer = client.get("/readyz")
     assert answer.status_code == 503
     detail = answer.json()["detail"]

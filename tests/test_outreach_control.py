@@ -7,7 +7,7 @@ import sys
 from datetime import datetime
 
 import pytest
-from outreach_support import Receiver, score_record, settle
+from outreach_support import Receiver, score_record
 from test_outreach_delivery import SECRET, fast_settings
 
 from serving.outreach.outbox import ActionStateError, Outbox
@@ -82,7 +82,7 @@ def test_built_in_rules_hold_out_ten_percent_and_have_costs():
     assert rules.named("renamed-long-ago") is None
 
 
-def test_control_actions_never_reach_the_webhook(tmp_path):
+def test_control_actions_never_reach_the_webhook(tmp_path, relay_clock, settle):
     receiver = Receiver(secret=SECRET).start()
     outbox = Outbox(f"sqlite:///{tmp_path / 'outbox.db'}")
     try:
@@ -94,7 +94,7 @@ def test_control_actions_never_reach_the_webhook(tmp_path):
         control = {a.customer_id for a in actions if a.control}
         treated = {a.customer_id for a in actions if not a.control}
         assert 15 < len(control) < 45, "about half held out"
-        with Relay(outbox, settings=fast_settings(outbox.url)) as relay:
+        with Relay(outbox, settings=fast_settings(outbox.url), clock=relay_clock) as relay:
             settle(relay, outbox)
             assert relay.drain().claimed == 0, "nothing left to claim"
         sent = {r.body for r in receiver.received}

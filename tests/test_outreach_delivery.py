@@ -1,19 +1,22 @@
-"""Relay reliability: real HTTP on 127.0.0.1, real relay processes, a real SQLite outbox."""
+"""Relay reliability: real HTTP on 127.0.0.1, real relay processes, a real SQLite outbox.
+
+Time is the test's: relays run on `relay_clock` (retries fall due when the test
+advances it) and the receiver's ``/hold`` path keeps requests in flight until the
+test releases them, so no assertion depends on how fast this machine is.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import threading
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from outreach_support import Receiver, settle, triggered
+from outreach_support import Receiver, triggered
 from standardwebhooks import WebhookVerificationError
 
 from serving.outreach.outbox import Outbox, utcnow
@@ -61,14 +64,6 @@ def start_relay_process(env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def wait_for(condition, *, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
-
-
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -110,7 +105,9 @@ def test_retry_after_is_honoured_on_the_relays_clock(outbox, receiver):
     assert receiver.ids() == {action.webhook_id: 2}
 
 
-def test_each_receiver_answer_leaves_the_action_in_the_right_state(outbox, receiver):
+def test_each_receiver_answer_leaves_the_action_in_the_right_state(
+    outbox, receiver, relay_clock, settle
+):
     closed = f"http://127.0.0.1:{free_port()}/ok"
     cases = {
         "ok": receiver.url("/ok"),
@@ -119,12 +116,12 @@ def test_each_receiver_answer_leaves_the_action_in_the_right_state(outbox, recei
         "rate-limited": receiver.url("/retry-after/1"),
         "gone": receiver.url("/status/410"),
         "bad-request": receiver.url("/status/400"),
-        "slow": receiver.url("/slow/1"),
+        "slow": receiver.url("/hold"),  # never answered in time: the request times out
         "refused": closed,
     }
     for name, url in cases.items():
         outbox.record_scores([], triggered(1, url, rule=name, prefix=f"{name}-"))
-    with Relay(outbox, settings=fast_settings(outbox.url)) as relay:
+    with Relay(outbox, settings=fast_settings(outbox.url), clock=relay_clock) as relay:
         settle(relay, outbox)
     state = {row.rule: row for row in outbox.list_actions(limit=100)}
 
@@ -157,64 +154,64 @@ def test_each_receiver_answer_leaves_the_action_in_the_right_state(outbox, recei
         "server-error", "gone", "bad-request", "slow", "refused"}
 
 
-@pytest.mark.slow
-def test_receiver_down_then_up_delivers_everything_exactly_once(outbox):
+def test_receiver_down_then_up_delivers_everything_exactly_once(outbox, relay_clock):
+    """Retries against a closed port stay pending; once the receiver is up, each id lands once."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}/ok"
-    outbox.record_scores([], triggered(40, url))
-    env = relay_env(outbox.url, CHURNLENS_RETRY_MAX_ATTEMPTS="60",
-                    CHURNLENS_RETRY_BACKOFF_BASE_SECONDS="0.05",
-                    CHURNLENS_RETRY_BACKOFF_MAX_SECONDS="0.2")
-    process = start_relay_process(env)
-    try:
-        wait_for(lambda: outbox.status_counts()["pending"] == 40
-                 and max(r.attempts for r in outbox.list_actions(limit=1000)) >= 2,
-                 timeout=15, what="the relay to fail against the missing receiver")
-        assert outbox.status_counts()["delivered"] == 0
+    outbox.record_scores([], triggered(40, f"http://127.0.0.1:{port}/ok"))
+    settings = fast_settings(outbox.url, retry_max_attempts=60, retry_backoff_base_seconds=30,
+                             retry_backoff_max_seconds=600)
+    with Relay(outbox, settings=settings, clock=relay_clock) as relay:
+        for attempt in (1, 2, 3):
+            report = relay.drain()
+            assert (report.claimed, report.retried, report.delivered) == (40, 40, 0)
+            rows = outbox.list_actions(limit=1000)
+            assert {(row.status, row.attempts) for row in rows} == {("pending", attempt)}
+            assert relay.drain().claimed == 0, "nothing is due before its backoff has passed"
+            relay_clock.advance_to(max(row.next_attempt_at for row in rows))
         receiver = Receiver(secret=SECRET, port=port).start()
         try:
-            wait_for(lambda: outbox.status_counts()["delivered"] == 40, timeout=15,
-                     what="every action to be delivered once the receiver is up")
+            assert relay.drain().delivered == 40
             ids = receiver.ids()
         finally:
             receiver.stop()
-    finally:
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=10)
-    assert process.returncode == 0, err
+    assert outbox.status_counts()["delivered"] == 40
     expected = {row.webhook_id for row in outbox.list_actions(limit=1000)}
     assert set(ids) == expected, "every action reached the receiver"
     assert max(ids.values()) == 1, f"no action delivered twice: {ids.most_common(3)}"
-    assert "delivered 40" in out
 
 
 @pytest.mark.slow
-def test_relay_killed_mid_batch_loses_nothing_and_redelivers_with_the_same_id(outbox, receiver):
-    outbox.record_scores([], triggered(60, receiver.url("/slow/0.1")))
-    # a batch of 10 at concurrency 2 takes ~0.5 s; the lease (3 s) outlives it
+def test_relay_killed_mid_batch_loses_nothing_and_redelivers_with_the_same_id(
+    outbox, receiver, relay_clock
+):
+    outbox.record_scores([], triggered(60, receiver.url("/hold")))
+    # requests wait on the receiver until the test releases them: the kill lands mid-batch
     env = relay_env(outbox.url, CHURNLENS_RELAY_BATCH_SIZE="10", CHURNLENS_RELAY_CONCURRENCY="2",
-                    CHURNLENS_RELAY_LEASE_SECONDS="3")
+                    CHURNLENS_REQUEST_TIMEOUT_SECONDS="600", CHURNLENS_RELAY_LEASE_SECONDS="3600")
     first = start_relay_process(env)
-    wait_for(lambda: receiver.count >= 5, timeout=15, what="the first deliveries")
-    first.kill()  # SIGKILL: no cleanup, the claimed batch stays 'delivering'
-    first.wait(timeout=10)
-    before_kill = set(receiver.ids())
-    stranded = outbox.status_counts()["delivering"]
-    assert stranded > 0, "the kill should land while a batch is claimed"
-
-    second = start_relay_process(env)
     try:
-        wait_for(lambda: outbox.status_counts()["delivered"] == 60, timeout=120,
-                 what="the restarted relay to deliver everything")
+        receiver.wait_held(2)  # both of its connections are waiting on the receiver
     finally:
-        second.send_signal(signal.SIGTERM)
-        second.communicate(timeout=10)
+        first.kill()  # SIGKILL: no cleanup, the claimed batch stays 'delivering'
+        first.wait(timeout=60)
+    sent_by_the_killed_relay = set(receiver.ids())
+    assert len(sent_by_the_killed_relay) == 2
+    assert outbox.status_counts()["delivering"] == 10, "the killed relay's batch stays claimed"
+    receiver.release()
+
+    with Relay(outbox, settings=fast_settings(outbox.url)) as relay:
+        assert relay.drain().delivered == 50, "the other actions go out at once"
+    assert outbox.status_counts()["delivering"] == 10, "a claimed batch waits for its lease"
+
+    relay_clock.advance(3600)  # the killed relay's lease has run out
+    with Relay(outbox, settings=fast_settings(outbox.url), clock=relay_clock) as relay:
+        assert relay.drain().delivered == 10, "the next relay takes the stranded batch over"
     ids = receiver.ids()
     expected = {row.webhook_id for row in outbox.list_actions(limit=1000)}
     assert set(ids) == expected, "no action lost"
     duplicates = {webhook_id for webhook_id, n in ids.items() if n > 1}
-    assert duplicates, "deliveries the killed relay made but never recorded are redelivered"
-    assert duplicates <= before_kill, "only actions the receiver already had arrive twice"
+    assert duplicates == sent_by_the_killed_relay, (
+        "exactly the deliveries the killed relay made but never recorded arrive twice")
     assert max(ids.values()) == 2
     for webhook_id in duplicates:
         bodies = {r.body for r in receiver.for_id(webhook_id)}
@@ -245,9 +242,11 @@ def test_two_relays_on_one_sqlite_outbox_deliver_each_action_once(outbox, receiv
     assert sum(r.delivered for r in reports) == 200
 
 
-def test_signatures_verify_and_tampering_or_a_stale_timestamp_fails(outbox, receiver):
+def test_signatures_verify_and_tampering_or_a_stale_timestamp_fails(
+    outbox, receiver, relay_clock, settle
+):
     outbox.record_scores([], triggered(1, receiver.url("/ok")))
-    with Relay(outbox, settings=fast_settings(outbox.url)) as relay:
+    with Relay(outbox, settings=fast_settings(outbox.url), clock=relay_clock) as relay:
         settle(relay, outbox)
     (delivery,) = receiver.received
     assert delivery.verified
@@ -270,10 +269,12 @@ def test_signatures_verify_and_tampering_or_a_stale_timestamp_fails(outbox, rece
         verify(new_secret(), delivery.body, delivery.headers)
 
 
-def test_file_sink_appends_one_line_per_action_and_skips_ids_already_written(outbox, tmp_path):
+def test_file_sink_appends_one_line_per_action_and_skips_ids_already_written(
+    outbox, tmp_path, relay_clock, settle
+):
     outbox.record_scores([], triggered(5, "file:sinks/actions.jsonl"))
     settings = fast_settings(outbox.url, webhook_secret=None, sink_dir=tmp_path)
-    with Relay(outbox, settings=settings) as relay:
+    with Relay(outbox, settings=settings, clock=relay_clock) as relay:
         settle(relay, outbox)
         sink = tmp_path / "sinks" / "actions.jsonl"
         lines = [json.loads(line) for line in sink.read_text().splitlines()]
@@ -281,7 +282,7 @@ def test_file_sink_appends_one_line_per_action_and_skips_ids_already_written(out
         # a crash after the write but before the outbox update: the rerun must not duplicate
         with outbox.engine.begin() as connection:
             connection.execute(outbox.actions.update().values(status="pending",
-                                                              next_attempt_at=utcnow()))
+                                                              next_attempt_at=relay_clock()))
         relay._sink_ids.clear()  # as after a restart: the relay must read the file again
         report = relay.drain()
         assert report.delivered == 5
@@ -301,20 +302,32 @@ def test_without_a_secret_webhooks_wait_and_files_go_out(outbox, receiver, tmp_p
 
 
 def test_background_relay_delivers_and_stops(outbox, receiver):
-    handle = start_relay_in_background(fast_settings(outbox.url), outbox=outbox)
+    """Due actions go out on the first pass, and actions recorded later on the next one."""
+    passes = threading.Semaphore(0)
+
+    def pause(stop: threading.Event, seconds: float) -> None:
+        passes.release()  # one pass finished
+        stop.wait(seconds)
+
+    outbox.record_scores([], triggered(3, receiver.url("/ok")))
+    handle = start_relay_in_background(fast_settings(outbox.url), outbox=outbox, pause=pause)
     try:
-        outbox.record_scores([], triggered(3, receiver.url("/ok")))
-        wait_for(lambda: outbox.status_counts()["delivered"] == 3, timeout=10,
-                 what="the background relay to deliver")
+        assert passes.acquire(timeout=60), "the background relay never finished a pass"
+        assert outbox.status_counts()["delivered"] == 3
+        outbox.record_scores([], triggered(2, receiver.url("/ok"), prefix="later-"))
+        # the pass that ends second from now started after the new actions were recorded
+        assert passes.acquire(timeout=60) and passes.acquire(timeout=60)
+        assert outbox.status_counts()["delivered"] == 5
     finally:
-        handle.stop(timeout=10)
+        handle.stop(timeout=60)
     assert not handle.running
-    assert handle.report.delivered == 3
+    assert handle.report.delivered == 5
 
 
 def test_retry_after_accepts_seconds_and_http_dates():
     assert retry_after_seconds("7") == 7.0
-    soon = (datetime.now(UTC) + timedelta(seconds=30)).strftime("%a, %d %b %Y %H:%M:%S GMT")
-    assert 25 <= retry_after_seconds(soon) <= 31
+    now = datetime(2024, 5, 1, 12, 0, 0)
+    assert retry_after_seconds("Wed, 01 May 2024 12:00:30 GMT", now=now) == 30.0
+    assert retry_after_seconds("Wed, 01 May 2024 11:00:00 GMT", now=now) == 0.0, "past: now"
     assert retry_after_seconds("tomorrow-ish") is None
     assert retry_after_seconds(None) is None

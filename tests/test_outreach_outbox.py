@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime, timedelta
 
 import pytest
-from outreach_support import Receiver, score_record, settle, triggered
+from outreach_support import Receiver, score_record, triggered
 from sqlalchemy import create_engine, text
 
 from serving.outreach.outbox import (
@@ -199,17 +199,19 @@ def test_acknowledged_actions_are_not_delivered(outbox):
 
 @needs_postgres
 @pytest.mark.postgres
-def test_two_relays_on_one_postgres_outbox_deliver_each_action_exactly_once(postgres_schema):
+def test_two_relays_on_one_postgres_outbox_deliver_each_action_exactly_once(
+    postgres_schema, relay_clock, settle
+):
     secret = new_secret()
     receiver = Receiver(secret=secret).start()
     setup = Outbox(POSTGRES_URL, schema=postgres_schema)
     try:
-        # a slightly slow receiver keeps the first relay busy long enough for the
-        # second to claim batches too, however the threads are scheduled
-        setup.record_scores([], triggered(300, receiver.url("/slow/0.02")))
+        # the receiver holds every request until both relays have theirs in flight
+        # (4 each at concurrency 4: one relay alone can never hold 8), so both take part
+        setup.record_scores([], triggered(300, receiver.url("/hold")))
         settings = OutreachSettings(
             outbox_url=POSTGRES_URL, webhook_secret=secret, relay_batch_size=10,
-            relay_concurrency=4, request_timeout_seconds=5, relay_lease_seconds=30,
+            relay_concurrency=4, request_timeout_seconds=120, relay_lease_seconds=600,
             retry_backoff_base_seconds=0.01, retry_backoff_max_seconds=0.02,
         )
         reports = []
@@ -230,9 +232,11 @@ def test_two_relays_on_one_postgres_outbox_deliver_each_action_exactly_once(post
         threads = [threading.Thread(target=run) for _ in range(2)]
         for thread in threads:
             thread.start()
+        receiver.wait_held(8)
+        receiver.release()
         for thread in threads:
             thread.join(120)
-        with Relay(setup, settings=settings) as relay:
+        with Relay(setup, settings=settings, clock=relay_clock) as relay:
             settle(relay, setup)
         ids = receiver.ids()
         assert setup.status_counts()["delivered"] == 300

@@ -36,7 +36,7 @@ def client(registry, settings):
     from serving.app import create_app
 
     with TestClient(create_app(settings)) as test_client:
-        wait_ready(test_client)
+        wait_ready(test_client.app)
         yield test_client
 
 

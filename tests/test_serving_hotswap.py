@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
-import time
 
 import httpx
 import pytest
-from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry, wait_ready
+from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry
 
 from serving.settings import Settings
 
@@ -30,54 +30,66 @@ def _second_version(first: str) -> str:
     return register(source.source, run_id=source.run_id)
 
 
-def test_alias_move_swaps_the_model_without_failing_a_request(registry):
+def test_alias_move_swaps_the_model_without_failing_a_request(registry, manual_polls):
+    """Requests keep going while the registry poll swaps the model; none fails or goes back.
+
+    The server polls the registry only when the test says so (``manual_polls``), and
+    each client thread makes requests before and after the swap, counted, not timed.
+    """
     from features.io import read_dataset
     from serving.app import create_app
     from training.registry import promote
 
-    settings = Settings(data=registry.data, api_keys=[API_DIGEST], model_poll_seconds=0.2,
+    settings = Settings(data=registry.data, api_keys=[API_DIGEST], model_poll_seconds=30,
                         outreach_enabled=False)
     dataset = read_dataset(registry.data).dataset
     customer_ids = list(dataset.orders["customer_id"].unique()[:20])
     outcomes: list[list[tuple[int, str | None]]] = [[], []]
-    stop = threading.Event()
+    warmed = [threading.Event() for _ in outcomes]  # 20 requests done before the move
+    finished = [threading.Event() for _ in outcomes]  # 20 requests done after the swap
+    swapped = threading.Event()
+    app = create_app(settings, pause=manual_polls.pause)
 
-    with running_server(create_app(settings)) as base_url:
-        with httpx.Client(base_url=base_url, timeout=30) as probe:
-            assert wait_ready(probe)["model_version"] == registry.version
+    with running_server(app) as base_url:
+        assert app.state.holder.current().version == registry.version
+        manual_polls.wait_paused()  # the start-up load is done; the next poll is ours
 
-        def hammer(results: list[tuple[int, str | None]]) -> None:
-            with httpx.Client(base_url=base_url, headers=AUTH, timeout=30) as client:
-                i = 0
-                while not stop.is_set():
+        def hammer(results: list[tuple[int, str | None]], warm: threading.Event,
+                   done: threading.Event) -> None:
+            after = 0
+            with httpx.Client(base_url=base_url, headers=AUTH, timeout=60) as client:
+                for i in itertools.count():
+                    seen_swap = swapped.is_set()  # read before the request is sent
                     customer_id = customer_ids[i % len(customer_ids)]
-                    i += 1
                     try:
                         answer = client.get(f"/v1/customers/{customer_id}/score")
-                        version = answer.json().get("model_version")
-                        results.append((answer.status_code, version))
+                        results.append((answer.status_code, answer.json().get("model_version")))
                     except httpx.HTTPError as error:
                         results.append((0, repr(error)))
+                    if i + 1 >= 20:
+                        warm.set()
+                    after += seen_swap
+                    if after >= 20:
+                        done.set()
+                        return
 
-        threads = [threading.Thread(target=hammer, args=(r,)) for r in outcomes]
+        threads = [threading.Thread(target=hammer, args=args, daemon=True)
+                   for args in zip(outcomes, warmed, finished, strict=True)]
         for thread in threads:
             thread.start()
         try:
-            time.sleep(0.5)
+            assert all(event.wait(120) for event in warmed), "clients never got going"
             new_version = _second_version(registry.version)
             promote(new_version, reason="hot swap test")
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                if any(r and r[-1][1] == new_version for r in outcomes):
-                    break
-                time.sleep(0.05)
-            time.sleep(0.5)  # keep requests going after the swap
+            manual_polls.poll()  # one registry poll: it sees the moved alias and swaps
+            swapped.set()
+            assert all(event.wait(120) for event in finished), "clients stopped after the swap"
         finally:
-            stop.set()
+            swapped.set()
             for thread in threads:
-                thread.join(30)
+                thread.join(120)
             promote(registry.version, reason="restore the shared test champion")
-        with httpx.Client(base_url=base_url, headers=AUTH, timeout=30) as client:
+        with httpx.Client(base_url=base_url, headers=AUTH, timeout=60) as client:
             served = client.get("/v1/model").json()["version"]
             metrics = client.get("/metrics").text
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import itertools
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
@@ -21,7 +20,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry, wait_ready
+from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry
 
 from serving.settings import Settings
 
@@ -43,8 +42,6 @@ def base_url(tmp_path_factory):
             max_batch_size=5, max_body_bytes=64 * 1024,
         )
         with running_server(create_app(app_settings)) as url:
-            with httpx.Client(base_url=url) as client:
-                wait_ready(client)
             yield url
 
 

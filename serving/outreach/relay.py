@@ -14,6 +14,10 @@ If a relay is killed mid-batch its lease expires and another relay (or the
 same one restarted) takes the actions over. They carry the same ``webhook-id``,
 so a receiver that already got one can drop the duplicate. Several relays may
 share one PostgreSQL outbox: claims use ``FOR UPDATE SKIP LOCKED``.
+
+Time is injected: ``clock`` says what "now" is for claims, leases and retry
+schedules, and ``pause`` is how an idle relay waits for the next poll, so
+tests move time forward instead of waiting for it.
 """
 
 from __future__ import annotations
@@ -86,6 +90,11 @@ class RelayReport:
             self.dead += 1
 
 
+def wait_unless_stopped(stop: threading.Event, seconds: float) -> None:
+    """An idle relay's pause between polls; ends early when the relay is stopped."""
+    stop.wait(seconds)
+
+
 class Relay:
     """Delivers due outbox actions; safe to run as several processes on one outbox."""
 
@@ -97,9 +106,11 @@ class Relay:
         client: httpx.Client | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], datetime] = utcnow,
+        pause: Callable[[threading.Event, float], None] = wait_unless_stopped,
     ) -> None:
         self.outbox = outbox
         self._clock = clock  # injectable, so retry schedules are tested without waiting
+        self._pause = pause
         self.settings = settings
         self._client = client
         self._owns_client = client is None
@@ -207,7 +218,7 @@ class Relay:
                                self.settings.relay_poll_seconds, problem)
                 total.errors.append(f"relay pass failed: {problem}")
                 del total.errors[:-20]
-            stop.wait(self.settings.relay_poll_seconds)
+            self._pause(stop, self.settings.relay_poll_seconds)
         return total
 
     # -- webhooks ---------------------------------------------------------------------
@@ -236,7 +247,7 @@ class Relay:
             return Outcome(action.id, token, "delivered", status_code=code)
         summary = f"HTTP {code} from the receiver"
         if code == 429:
-            wait = retry_after_seconds(response.headers.get("retry-after"))
+            wait = retry_after_seconds(response.headers.get("retry-after"), now=self._clock())
             if wait is not None:
                 wait = min(wait, self.settings.retry_after_max_seconds)
             return self._retry(action, token, summary, status_code=code, wait=wait)
@@ -334,8 +345,9 @@ class Relay:
         return ids
 
 
-def retry_after_seconds(value: str | None) -> float | None:
-    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date)."""
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds a ``Retry-After`` header asks for (delta-seconds or an HTTP date after ``now``,
+    naive UTC like the outbox's timestamps; default the current time)."""
     if not value:
         return None
     value = value.strip()
@@ -347,7 +359,8 @@ def retry_after_seconds(value: str | None) -> float | None:
         return None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+    current = (now or utcnow()).replace(tzinfo=UTC)
+    return max(0.0, (moment - current).total_seconds())
 
 
 @contextlib.contextmanager
@@ -385,10 +398,11 @@ class RelayHandle:
 
 
 def start_relay_in_background(
-    settings: OutreachSettings, *, outbox: Outbox | None = None
+    settings: OutreachSettings, *, outbox: Outbox | None = None,
+    pause: Callable[[threading.Event, float], None] = wait_unless_stopped,
 ) -> RelayHandle:
     """Start a relay thread that delivers until ``handle.stop()``; for the API lifespan."""
-    relay = Relay(outbox or Outbox(settings.outbox_url), settings=settings)
+    relay = Relay(outbox or Outbox(settings.outbox_url), settings=settings, pause=pause)
     stop = threading.Event()
     handle: RelayHandle
 
