@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.business import BusinessSeason
 from features.dataset import Dataset
 from features.history import NEVER, History
 from features.labels import Definition, activity_type_codes, check_definition, labels_at
@@ -61,6 +62,9 @@ class TrainingSet:
     #: the ``activity`` definition's window and event types (None: the defaults)
     active_days: int | None = None
     activity_events: list[str] | None = None
+    #: the business's weekly activity before ``as_of`` (`features.business`), which the
+    #: snapshots' business-season columns were computed from; shipped in the bundle
+    business_season: BusinessSeason | None = None
 
     @property
     def feature_columns(self) -> list[str]:
@@ -193,8 +197,9 @@ def build_training_set(
     event_types = list(event_types or [])
     rows = [int(history.known_at(int(d.as_unit("ns").value)).sum()) for d in dates]
     stacker = _SnapshotStacker(total_rows=sum(rows))
+    business = BusinessSeason.from_history(history, as_of=as_of)
     for done, date in enumerate(dates, start=1):
-        features = features_at(history, as_of=date, event_types=event_types)
+        features = features_at(history, as_of=date, event_types=event_types, business=business)
         labels = labels_at(history, as_of=date, horizon_days=label_horizon,
                            clv_horizon_days=clv_window, definition=definition,
                            margin_rate=margin_rate, active_days=active_days,
@@ -216,6 +221,7 @@ def build_training_set(
         clv_label_horizon_days=clv_window, clv_scale=clv_scale, definition=definition,
         event_types=event_types, active_days=active_days,
         activity_events=None if activity_events is None else list(activity_events),
+        business_season=business,
     )
 
 

@@ -32,6 +32,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.business import BUSINESS_FEATURES, BusinessSeason
 from features.lifecycle import LifecycleRules, lifecycle_rules, lifecycle_stages
 from features.pipeline import event_slug
 from models.contributions import exact_contributions
@@ -164,6 +165,7 @@ class ChurnBundle:
         churn_definition: Mapping[str, Any] | None = None,
         lifecycle: Mapping[str, Any] | None = None,
         clv_note: str | None = None,
+        business_season: Mapping[str, Any] | None = None,
     ) -> None:
         self.churn_booster = churn_booster
         self.clv_booster = clv_booster
@@ -199,6 +201,9 @@ class ChurnBundle:
             active_days=int(horizon_days), new_days=int(horizon_days)).as_dict())
         #: why there is no CLV model (None when there is one)
         self.clv_note = clv_note
+        #: the business's weekly activity before the cut-off (`features.business`), from
+        #: which `prepare` fills the business-season columns by the day of the year of T
+        self.business_season = dict(business_season) if business_season else None
 
     # -- features -----------------------------------------------------------------
 
@@ -219,7 +224,10 @@ class ChurnBundle:
 
         Missing feature columns (e.g. an event type absent from this data) become
         NaN, extra columns are dropped, unseen category levels become missing.
+        The business-season columns, which a chunk of customers cannot compute,
+        come from the series stored at training (`features.business`).
         """
+        features = self._with_business_season(features)
         frame = features.reindex(columns=self.feature_names)
         for name in self.feature_names:
             if name in self.categorical_levels:
@@ -229,6 +237,16 @@ class ChurnBundle:
             else:
                 frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
         return frame
+
+    def _with_business_season(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``features`` plus the business-season columns the model uses and they lack."""
+        wanted = [n for n in BUSINESS_FEATURES
+                  if n in self.feature_names and n not in features.columns]
+        if not wanted or not self.business_season or "day_of_year" not in features.columns:
+            return features
+        days = pd.to_numeric(features["day_of_year"], errors="coerce").to_numpy(dtype=float)
+        values = BusinessSeason.from_dict(self.business_season).values_for(days)
+        return features.assign(**{n: values[n] for n in wanted})
 
     def in_population(self, features: pd.DataFrame) -> pd.Series:
         """True for customers the churn definition applies to (see `population_mask`)."""
@@ -477,6 +495,7 @@ class ChurnBundle:
             "churn_definition": self.churn_definition,
             "lifecycle": self.lifecycle,
             "clv_note": self.clv_note,
+            "business_season": self.business_season,
         })
 
     def save(self, directory: Path | str) -> Path:

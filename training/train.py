@@ -28,6 +28,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.business import BUSINESS_FEATURES
 from features.calendar import calendar_applies, without_calendar
 from features.definition import (
     CHOICES,
@@ -354,8 +355,29 @@ def _calendar_choice(frame: pd.DataFrame, params: TrainParams) -> tuple[pd.DataF
     if not params.calendar_inputs or not calendar_applies(latest):
         return without_calendar(frame), ""
     return frame, ("calendar inputs used: the history covers the same season one year before "
-                   "the held-out snapshot (day of the year, the customer's activity in the "
-                   "same weeks a year before)")
+                   "the held-out snapshot (day of the year, the customer's and the business's "
+                   "activity in the same weeks a year before)")
+
+
+def _business_season(training_set: Any, names: list[str]) -> dict[str, Any] | None:
+    """The business's weekly series for the bundle, when the model uses its columns."""
+    season = getattr(training_set, "business_season", None)
+    if season is None or not any(n in BUSINESS_FEATURES for n in names):
+        return None
+    return season.as_dict()
+
+
+def _blank_business(X: pd.DataFrame) -> pd.DataFrame:
+    """``X`` with the business-season columns missing: they are CLV inputs only.
+
+    Constant across the customers of a snapshot, they tell the churn trees which
+    snapshot a row is from (base rates by date) more than how a customer
+    behaves; churn is already calibrated on seasonal data without them. A column
+    that is missing in every training row is never split on, so the churn
+    booster ignores whatever value it gets when scoring.
+    """
+    present = [n for n in BUSINESS_FEATURES if n in X.columns]
+    return X.assign(**{n: np.nan for n in present}) if present else X
 
 
 def _held_out_customers(customer_ids: pd.Series) -> np.ndarray:
@@ -587,8 +609,9 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
                                       weight=params.season_weight)
         notes.append(f"training snapshots weighted by season: up to {1 + params.season_weight:g}×"
                      f" for those at the same day of the year as {season_of:%Y-%m-%d}")
-    churn_booster, params, tree_choice = _fit_churn(params, X_train, y_train, X_held, y_held,
-                                                    weight=churn_weight)
+    churn_booster, params, tree_choice = _fit_churn(
+        params, _blank_business(X_train), y_train, _blank_business(X_held), y_held,
+        weight=churn_weight)
     if tree_choice.note:
         notes.append(tree_choice.note)
 
@@ -630,6 +653,7 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
         as_of=pd.Timestamp(holdout_at + pd.Timedelta(days=horizon)).isoformat(),
         notes=notes,
         clv_note=clv_note,
+        business_season=_business_season(training_set, names),
     )
     raw = bundle.churn_raw_probability(bundle.prepare(X_held))
     bundle.calibration, calibration_report = choose_calibration(raw, y_held, params=params)
