@@ -19,7 +19,11 @@ console = Console(soft_wrap=True)  # a wrapped line breaks copied ids and paths
 
 #: the flag that sets each `TrainParams` field a command exposes, for error messages
 FLAGS = {"definition": "--churn", "margin_rate": "--margin-rate", "clv_model": "--clv-model",
-         "active_days": "--active-days", "activity_events": "--activity-events"}
+         "active_days": "--active-days", "activity_events": "--activity-events",
+         "new_days": "--new-days", "declining_window_days": "--declining-window",
+         "declining_ratio": "--declining-ratio",
+         "declining_min_activity": "--declining-min-activity",
+         "declining_min_days": "--declining-min-days"}
 CHURN_HELP = ("Churn definition: auto | inactivity | subscription | activity. auto picks "
               "inactivity for orders only, subscription for subscriptions only, activity when "
               "there are events or several kinds of history")
@@ -83,6 +87,22 @@ def train(
         help="Most snapshots to train on (1: one, validated on a split by customer)")] = 12,
     clv_model: Annotated[str, typer.Option("--clv-model", help=CLV_MODEL_HELP)] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    new_days: Annotated[int | None, typer.Option(
+        "--new-days", help="lifecycle: a customer is `new` for this many days after sign-up or "
+                           "first activity (default: the horizon)")] = None,
+    declining_window: Annotated[int, typer.Option(
+        "--declining-window", help="lifecycle: `declining` compares the activity of this "
+                                   "window (30, 90 or 365 days) with the customer's earlier "
+                                   "rate")] = 90,
+    declining_ratio: Annotated[float, typer.Option(
+        "--declining-ratio", help="lifecycle: `declining` below this share of the earlier "
+                                  "rate, in (0, 1]")] = 0.5,
+    declining_min_activity: Annotated[int, typer.Option(
+        "--declining-min-activity", help="lifecycle: earlier activities needed to judge a "
+                                         "decline")] = 4,
+    declining_min_days: Annotated[int, typer.Option(
+        "--declining-min-days", help="lifecycle: days of tenure before the window needed to "
+                                     "judge a decline")] = 60,
 ) -> None:
     """Train churn + CLV models, log an MLflow run, register it and apply the champion gate."""
     from features.cli import load_or_exit, parse_as_of
@@ -93,7 +113,11 @@ def train(
     params = train_params(horizon_days=horizon, clv_horizon_days=clv_horizon, definition=churn,
                           margin_rate=margin_rate, step_days=step, max_snapshots=snapshots,
                           clv_model=clv_model, seed=seed, active_days=active_days,
-                          activity_events=None if events is None else tuple(events))
+                          activity_events=None if events is None else tuple(events),
+                          new_days=new_days, declining_window_days=declining_window,
+                          declining_ratio=declining_ratio,
+                          declining_min_activity=declining_min_activity,
+                          declining_min_days=declining_min_days)
     _quiet_mlflow()
     dataset = load_or_exit(data).dataset
     cutoff = parse_as_of(as_of, default=dataset.default_as_of)

@@ -37,7 +37,7 @@ from features.definition import (
     activity_population_rule,
     resolve_definition,
 )
-from features.lifecycle import lifecycle_rules
+from features.lifecycle import LifecycleSettingError, check_thresholds, lifecycle_rules
 from features.pipeline import describe_feature, event_slug
 from features.reasons import reason_spec
 from models.bundle import (
@@ -109,6 +109,15 @@ class TrainParams:
     # short history: may CLV learn from recent 13-week windows (see training.recent_clv)
     clv_recent_windows: bool = True
     seed: int = 0
+    # lifecycle stages (features.lifecycle): `new` for at most new_days (None: the horizon);
+    # `declining` when activity in the last declining_window_days runs below
+    # declining_ratio x the customer's own earlier rate, judged with at least
+    # declining_min_activity earlier activities over declining_min_days days
+    new_days: int | None = None
+    declining_window_days: int = 90
+    declining_ratio: float = 0.5
+    declining_min_activity: int = 4
+    declining_min_days: int = 60
     # calendar inputs (features.calendar) when the history covers the same season a year
     # before the held-out snapshot; False: never
     calendar_inputs: bool = True
@@ -141,6 +150,16 @@ class TrainParams:
         if self.definition not in (None, *CHOICES):
             raise TrainParamsError("definition", f"must be {' | '.join(CHOICES)}, not "
                                                  f"{self.definition!r}")
+        try:
+            check_thresholds(new_days=self.new_days, recent_days=self.declining_window_days,
+                             declining_ratio=self.declining_ratio,
+                             min_earlier_activity=self.declining_min_activity,
+                             min_earlier_days=self.declining_min_days)
+        except LifecycleSettingError as error:
+            field_name = {"recent_days": "declining_window_days",
+                          "min_earlier_activity": "declining_min_activity",
+                          "min_earlier_days": "declining_min_days"}.get(error.field, error.field)
+            raise TrainParamsError(field_name, error.problem) from error
         if self.active_days is not None and self.active_days <= 0:
             raise TrainParamsError("active_days", f"must be a positive number of days, not "
                                                   f"{self.active_days}")
@@ -642,7 +661,11 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
         churn_definition=churn_definition.as_dict(),
         lifecycle=lifecycle_rules(
             definition, activity_slugs=[event_slug(t) for t in churn_definition.activity_events],
-            active_days=churn_definition.active_days, new_days=params.horizon_days).as_dict(),
+            active_days=churn_definition.active_days,
+            new_days=params.horizon_days if params.new_days is None else params.new_days,
+            recent_days=params.declining_window_days, declining_ratio=params.declining_ratio,
+            min_earlier_activity=params.declining_min_activity,
+            min_earlier_days=params.declining_min_days).as_dict(),
         margin_rate=params.margin_rate,
         reference={
             "retained_median": _medians(X_train[y_train == 0]),
@@ -659,7 +682,9 @@ def fit_bundle(training_set: Any, *, params: TrainParams, event_types: list[str]
     bundle.calibration, calibration_report = choose_calibration(raw, y_held, params=params)
     probability = apply_calibration(bundle.calibration, raw)
     bundle.risk_cuts = [float(np.quantile(probability, q)) for q in RISK_QUANTILES]
-    bundle.drift_reference = drift_reference(X_held, probability)
+    # the business-season column is one value per date (like day_of_year): no distribution
+    bundle.drift_reference = drift_reference(
+        X_held.drop(columns=[n for n in BUSINESS_FEATURES if n in X_held.columns]), probability)
     bundle.value_cuts = []
     if bundle.has_clv:
         held_clv = bundle.clv(bundle.prepare(features_of(holdout)))
