@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from serving.auth import parse_key_entry
 from serving.schemas import DEFAULT_TOP_K, MAX_TOP_K
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -47,7 +48,8 @@ class Settings(BaseSettings):
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated SHA-256 hex digests of the API keys CRM clients send",
+        description="Comma-separated SHA-256 hex digests of the API keys CRM clients send; "
+        "DIGEST:score or DIGEST:ingest limits a key to reading scores or writing history",
     )
     allow_anonymous: bool = Field(
         default=False,
@@ -86,12 +88,16 @@ class Settings(BaseSettings):
     @field_validator("api_keys")
     @classmethod
     def _digests_only(cls, value: list[str]) -> list[str]:
-        for position, digest in enumerate(value, start=1):
+        for position, entry in enumerate(value, start=1):
+            try:
+                digest, _ = parse_key_entry(entry)
+            except ValueError as error:
+                raise ValueError(f"CHURNLENS_API_KEYS entry {position}: {error}") from None
             if not _SHA256_HEX.match(digest):
                 raise ValueError(
                     f"CHURNLENS_API_KEYS entry {position} is not a SHA-256 hex digest "
-                    "(64 hex characters); store digests, not keys: "
-                    "`churnlens apikey new` prints both"
+                    "(64 hex characters, optionally followed by :score or :ingest); "
+                    "store digests, not keys: `churnlens apikey new` prints both"
                 )
         return value
 
