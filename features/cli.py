@@ -16,17 +16,20 @@ from features.io import read_dataset, write_table
 app = typer.Typer(no_args_is_help=True)
 console = Console()
 
-DataOption = Annotated[
-    Path, typer.Option("--data", help="Dataset directory (CSV or Parquet tables)")
-]
+DATA_HELP = ("Dataset directory (CSV or Parquet tables), or a database URL "
+             "(sqlite:///live.db, postgresql+psycopg://…)")
+DataOption = Annotated[str, typer.Option("--data", help=DATA_HELP)]
+TablesOption = Annotated[Path | None, typer.Option(
+    "--tables", envvar="CHURNLENS_TABLES",
+    help="YAML mapping of the contract tables and columns onto an existing database schema")]
 
 
-def load_or_exit(data: Path) -> ValidationResult:
+def load_or_exit(data: Path | str, tables: Path | None = None) -> ValidationResult:
     """Read a dataset for a command; a contract error becomes a one-line message and exit 2."""
     try:
-        return read_dataset(data)
+        return read_dataset(data, tables=tables)
     except DataContractError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from error
 
 
@@ -57,6 +60,7 @@ def print_summary(result: ValidationResult) -> None:
 @app.command()
 def validate(
     data: DataOption,
+    tables: TablesOption = None,
     rejects: Annotated[Path, typer.Option(
         help="Where to write rejected rows (.csv or .parquet)")] = Path("rejects.csv"),
     strict: Annotated[bool, typer.Option(help="Exit 1 when any row is rejected")] = False,
@@ -65,7 +69,7 @@ def validate(
     if rejects.suffix not in (".csv", ".parquet"):
         raise typer.BadParameter("must end in .csv or .parquet", param_hint="--rejects")
     try:
-        result = read_dataset(data)
+        result = read_dataset(data, tables=tables)
     except DataContractError as error:
         # one line, however long: scripts and people grep for it
         console.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
