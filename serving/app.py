@@ -19,6 +19,7 @@ from fastapi import Depends, FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 
+from features.database import is_database_url
 from serving.metrics import ServiceMetrics
 from serving.middleware import (
     ApiKeyMiddleware,
@@ -61,8 +62,11 @@ def _outreach(settings: Settings) -> tuple[Any, Any]:
 
 
 def _read_dataset(settings: Settings) -> Any:
-    """The dataset for scoring by id (read once; it is read-only while serving)."""
-    if settings.data is None:
+    """The dataset for scoring by id (read once; it is read-only while serving).
+
+    A database is not read here: `serving.live` prepares it and keeps it fresh.
+    """
+    if settings.data is None or is_database_url(settings.data):
         return None
     from features.io import read_dataset
 
@@ -71,6 +75,30 @@ def _read_dataset(settings: Settings) -> Any:
         logger.warning("CHURNLENS_DATA=%s: %d rows rejected by the data contract",
                        masked_url(settings.data), len(result.rejects))
     return result.dataset
+
+
+def _start_live(app: FastAPI, holder: ModelHolder, settings: Settings) -> Any:
+    """On a database source: keep the day's features fresh and rescore changed customers."""
+    live = getattr(app.state, "live_scores", None)
+    if live is None:
+        return None
+    from serving.live.rescore import LiveLoop, Rescorer
+
+    rescorer = Rescorer(live, top_k=settings.top_k) if holder.outbox is not None else None
+    loop = LiveLoop(holder, live, rescorer, poll_seconds=settings.live_poll_seconds)
+    app.state.rescorer = rescorer
+    app.state.on_ingest = loop.wake()
+    loop.start()
+    return loop
+
+
+def _live_store(settings: Settings) -> Any:
+    """The database of record when CHURNLENS_DATA is a database URL (no I/O until used)."""
+    if settings.data is None or not is_database_url(settings.data):
+        return None
+    from serving.ingest.store import LiveStore
+
+    return LiveStore(str(settings.data))
 
 
 async def _load_and_follow(holder: ModelHolder, settings: Settings) -> None:
@@ -102,19 +130,24 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     holder.rules, holder.outbox = _outreach(settings)
     task = asyncio.create_task(_load_and_follow(holder, settings), name="churnlens-model")
     relay = _start_relay(app, settings)
+    live = _start_live(app, holder, settings)
     try:
         yield
     finally:
+        if live is not None:
+            await live.stop()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         if relay is not None and hasattr(relay, "stop"):
             await asyncio.to_thread(relay.stop)
+        if app.state.live_store is not None:
+            app.state.live_store.close()
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the scoring service; ``settings`` overrides the environment (tests)."""
-    from serving.routes import health, model, scores
+    from serving.routes import health, ingest, model, scores
     from serving.routes.deps import AUTH_RESPONSES, require_api_key
 
     resolved = settings or get_settings()
@@ -136,9 +169,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if monitoring is not None:  # the last `churnlens monitor` run's figures, read at scrape
         metrics.registry.register(monitoring.MonitoringCollector(resolved.outbox_url))
     app.state.metrics = metrics
+    app.state.live_store = _live_store(resolved)
+    app.state.live_scores = None
+    app.state.rescorer = None
+    if app.state.live_store is not None:
+        from serving.live.fresh import LiveScores
+
+        app.state.live_scores = LiveScores(app.state.live_store)
     app.state.holder = ModelHolder(model_uri=resolved.model_uri, top_k=resolved.top_k,
                                    metrics=metrics)
     app.include_router(scores.router)
+    app.include_router(ingest.router)
     app.include_router(model.router)
     app.include_router(health.router)
     outreach_api = _optional_module("serving.outreach.api")

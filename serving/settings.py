@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from features.database import is_database_url
 from serving.auth import parse_key_entry
 from serving.schemas import DEFAULT_TOP_K, MAX_TOP_K
 
@@ -27,9 +28,11 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CHURNLENS_", extra="ignore")
 
-    data: Path | None = Field(
+    data: Path | str | None = Field(
         default=None,
-        description="Dataset directory for scoring customers by id (GET /v1/customers/{id}/score)",
+        description="Dataset directory, or database URL (sqlite:///live.db, "
+        "postgresql+psycopg://…), for scoring customers by id; a database also takes "
+        "ingestion (POST /v1/customers|orders|events|subscriptions)",
     )
     model_uri: str = Field(
         default="models:/churnlens@champion",
@@ -75,6 +78,19 @@ class Settings(BaseSettings):
         default=False,
         description="Run the outbox relay (webhook delivery) inside the API process",
     )
+    ingest_max_rows: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Most rows in one ingestion request"
+    )
+    live_poll_seconds: float = Field(
+        default=1.0, gt=0, le=3600,
+        description="On a database source: how often to look for customers another server "
+        "worker changed (to rescore them for outreach) and whether the day turned",
+    )
+    ingest_future_tolerance_seconds: float = Field(
+        default=300.0, ge=0,
+        description="How far after the server's clock an ingested row may be stamped "
+        "(clock skew between the CRM and the server); later rows are refused",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -114,10 +130,13 @@ class Settings(BaseSettings):
 
     @field_validator("data")
     @classmethod
-    def _data_is_directory(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_dir():
-            raise ValueError(f"CHURNLENS_DATA={value} is not a directory")
-        return value
+    def _data_is_directory(cls, value: Path | str | None) -> Path | str | None:
+        if value is None or is_database_url(value):
+            return value
+        if not Path(value).is_dir():
+            raise ValueError(f"CHURNLENS_DATA={value} is neither a directory nor a database "
+                             "URL (sqlite:///live.db, postgresql+psycopg://…)")
+        return Path(value)
 
     @field_validator("rules")
     @classmethod
