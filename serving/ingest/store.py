@@ -333,9 +333,9 @@ class LiveStore:
         ids = sorted(set(customer_ids))
         if not ids:
             return {}
-        table = self.schema().customer_changes
         found: dict[str, datetime] = {}
         try:
+            table = self.schema().customer_changes
             with self.engine.connect() as connection:
                 for chunk in _chunks(ids):
                     query = select(table.c.customer_id, table.c.changed_at).where(
@@ -347,8 +347,8 @@ class LiveStore:
 
     def changed_since(self, since: datetime | None) -> dict[str, datetime | None]:
         """Customers stamped at or after ``since`` (None: all), with their stamps."""
-        table = self.schema().customer_changes
         try:
+            table = self.schema().customer_changes
             with self.engine.connect() as connection:
                 query = select(table.c.customer_id, table.c.changed_at)
                 if since is not None:
