@@ -16,6 +16,9 @@ Steps, in one run so both databases meet the same machine state:
      Side by side, the **reference**: the same batches written straight into the
      events table (SQLAlchemy ``executemany``, no HTTP, no validation, no
      change stamps), so the ratio is what the API's checks and bookkeeping cost;
+   - **scores by id** with top-5 reasons, open loop at ``--rate``/s: quiet, then
+     while ``--events-rate`` events/s are ingested (the target on PostgreSQL:
+     p99 ≤ 25 ms at 100 req/s under 500 events/s, on a quiet machine);
    - **freshness**: a rule that fires for every scored customer; for
      ``--probes`` customers one at a time, one event is ingested and the time
      from the 2xx to the customer's action in the outbox is measured (the
@@ -45,7 +48,7 @@ from urllib.parse import quote
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from serving_bench import free_port, prepare, stop, wait_until
+from serving_bench import free_port, prepare, steady, stop, wait_until
 
 VENV_BIN = Path(sys.executable).parent
 API_KEY = "clk_live_bench_0123456789abcdef"
@@ -145,6 +148,44 @@ def reference_rate(url: str, customers: list[str], *, duration: float) -> dict:
     return {"events_per_s": written / elapsed}
 
 
+def by_id(base: str, customers: list[str], *, rate: float, duration: float) -> dict:
+    """Open-loop scores by id with top-5 reasons at a steady rate; latency from the due time."""
+    import asyncio
+
+    paths = [f"/v1/customers/{c}/score?explain=true&top_k=5" for c in customers]
+    sent, errors, latencies = asyncio.run(steady(paths, base=base, rate=rate,
+                                                 duration=duration, method="GET", headers=AUTH))
+    return {"sent": sent, "errors": errors, "p50_ms": statistics.median(latencies),
+            "p99_ms": percentile(latencies, 0.99)}
+
+
+def by_id_under_ingest(base: str, customers: list[str], *, rate: float, events_per_s: float,
+                       duration: float) -> dict:
+    """Scores by id while a steady stream of events is ingested (batches of 100)."""
+    stop_at = time.perf_counter() + duration
+    ingested = [0]
+
+    def feeder() -> None:
+        rng = random.Random(17)
+        interval = BATCH / events_per_s
+        due = time.perf_counter()
+        with httpx.Client(base_url=base, headers=AUTH, timeout=60) as http:
+            while time.perf_counter() < stop_at:
+                answer = http.post("/v1/events", json=event_batch(customers, rng))
+                if answer.status_code == 200:
+                    ingested[0] += answer.json()["inserted"]
+                due += interval
+                time.sleep(max(0.0, due - time.perf_counter()))
+
+    thread = threading.Thread(target=feeder)
+    started = time.perf_counter()
+    thread.start()
+    figures = by_id(base, customers, rate=rate, duration=duration)
+    thread.join()
+    figures["ingested_events_per_s"] = ingested[0] / (time.perf_counter() - started)
+    return figures
+
+
 def freshness(base: str, outbox_url: str, customers: list[str], *, probes: int) -> dict:
     """Ingest one event per customer; time from the 2xx to its action in the outbox."""
     from sqlalchemy import create_engine, text
@@ -232,10 +273,14 @@ def bench_database(label: str, url: str, *, workdir: Path, env: dict[str, str],
         rest = [c for c in customers if c not in set(probes)]
         fresh = freshness(base, outbox_url, probes, probes=args.probes)
         api = ingest_rate(base, rest, clients=args.clients, duration=args.duration)
+        quiet = by_id(base, rest, rate=args.rate, duration=args.duration)
+        loaded = by_id_under_ingest(base, rest, rate=args.rate, events_per_s=args.events_rate,
+                                    duration=args.duration)
     finally:
         stop(server)
     reference = reference_rate(url, rest, duration=args.duration)
-    return {"database": label, "ingest": api, "reference": reference, "freshness": fresh}
+    return {"database": label, "ingest": api, "reference": reference, "freshness": fresh,
+            "by_id_quiet": quiet, "by_id_under_ingest": loaded}
 
 
 def main() -> None:
@@ -246,6 +291,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--probes", type=int, default=100)
+    parser.add_argument("--rate", type=float, default=100.0, help="scores by id per second")
+    parser.add_argument("--events-rate", type=float, default=500.0,
+                        help="events per second ingested while scoring by id")
     args = parser.parse_args()
 
     workdir = args.workdir.resolve()
@@ -283,6 +331,16 @@ def main() -> None:
               f"{api['p99_ms']:.0f} | {ref['events_per_s']:,.0f} | "
               f"{api['events_per_s'] / ref['events_per_s']:.2f} | {fresh['median_s']:.2f} | "
               f"{fresh['p99_s']:.2f} |")
+    print(f"\nScores by id with top-5 reasons, open loop at {args.rate:g}/s for "
+          f"{args.duration:g} s, latency from each request's due time (ms):\n")
+    print(f"| database | quiet p50 / p99 | while ingesting ~{args.events_rate:g} events/s: "
+          "p50 / p99 | events/s reached | errors |")
+    print("|---|---|---|---|---|")
+    for row in results:
+        quiet, loaded = row["by_id_quiet"], row["by_id_under_ingest"]
+        print(f"| {row['database']} | {quiet['p50_ms']:.1f} / {quiet['p99_ms']:.1f} | "
+              f"{loaded['p50_ms']:.1f} / {loaded['p99_ms']:.1f} | "
+              f"{loaded['ingested_events_per_s']:,.0f} | {quiet['errors'] + loaded['errors']} |")
     (workdir / "live_bench.json").write_text(json.dumps(results, indent=2))
 
 
