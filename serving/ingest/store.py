@@ -314,7 +314,7 @@ class LiveStore:
                 table.c.customer_id.in_(chunk))
             if connection.dialect.name == "postgresql":
                 query = query.with_for_update()
-            previous.update(dict(connection.execute(query).tuples().all()))
+            previous.update({c: t for c, t in connection.execute(query)})
         rows = []
         for customer_id in customers:
             last = previous.get(customer_id)
@@ -340,7 +340,7 @@ class LiveStore:
                 for chunk in _chunks(ids):
                     query = select(table.c.customer_id, table.c.changed_at).where(
                         table.c.customer_id.in_(chunk))
-                    found.update(dict(connection.execute(query).tuples().all()))
+                    found.update({c: t for c, t in connection.execute(query)})
         except SQLAlchemyError as error:
             raise DatabaseUnavailableError(database_problem(error)) from error
         return found
@@ -353,7 +353,7 @@ class LiveStore:
                 query = select(table.c.customer_id, table.c.changed_at)
                 if since is not None:
                     query = query.where(table.c.changed_at >= since)
-                return dict(connection.execute(query).tuples().all())
+                return {c: t for c, t in connection.execute(query)}
         except SQLAlchemyError as error:
             raise DatabaseUnavailableError(database_problem(error)) from error
 

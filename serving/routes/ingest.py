@@ -14,6 +14,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
+from serving.api_models import ErrorDetail
 from serving.ingest.rows import (
     CustomerRows,
     EventRows,
@@ -34,9 +35,14 @@ from serving.settings import Settings
 router = APIRouter(prefix="/v1", tags=["ingest"], dependencies=[Depends(require_api_key)],
                    responses={
                        **AUTH_RESPONSES,
-                       404: {"description": "The server has no database source (CHURNLENS_DATA "
+                       404: {"model": ErrorDetail,
+                             "description": "The server has no database source (CHURNLENS_DATA "
                              "is a directory or unset)"},
-                       503: {"description": "The database cannot be reached; nothing was written"},
+                       400: {"model": ErrorDetail,
+                             "description": "Body is not decodable (not UTF-8)"},
+                       413: {"model": ErrorDetail, "description": "Request body too large"},
+                       503: {"model": ErrorDetail,
+                             "description": "The database cannot be reached; nothing was written"},
                    })
 
 
