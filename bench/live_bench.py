@@ -159,6 +159,19 @@ def by_id(base: str, customers: list[str], *, rate: float, duration: float) -> d
             "p99_ms": percentile(latencies, 0.99)}
 
 
+def settled(outbox_url: str, *, quiet_for: float = 5.0) -> None:
+    """Wait until start-up rescoring (customers stamped by the load) stops writing scores."""
+    last, since = -1, time.perf_counter()
+    while time.perf_counter() - since < quiet_for:
+        try:
+            count = _count(outbox_url, "scores")
+        except Exception:  # the outbox creates its tables on first write
+            count = 0
+        if count != last:
+            last, since = count, time.perf_counter()
+        time.sleep(0.5)
+
+
 def eventually_prepared(base: str, customers: list[str]) -> None:
     """Warm-up: wait until the day's matrix answers (a first pass over the scored customers)."""
     with httpx.Client(base_url=base, headers=AUTH, timeout=120) as http:
@@ -208,13 +221,14 @@ def freshness(base: str, outbox_url: str, customers: list[str], *, probes: int) 
             answer = http.post("/v1/events", json=body)
             answer.raise_for_status()
             acknowledged = time.perf_counter()
+            committed = answer.json()["committed_at"].rstrip("Z").replace("T", " ")
             deadline = acknowledged + 30
             while time.perf_counter() < deadline:
                 try:
                     with engine.connect() as connection:
                         found = connection.execute(
-                            text("SELECT 1 FROM scores WHERE customer_id = :c"),
-                            {"c": customer}).first()
+                            text("SELECT 1 FROM scores WHERE customer_id = :c "
+                                 "AND scored_at >= :t"), {"c": customer, "t": committed}).first()
                 except OperationalError:  # the outbox creates its tables on first write
                     found = None
                 if found:
@@ -279,6 +293,7 @@ def bench_database(label: str, url: str, *, workdir: Path, env: dict[str, str],
     base = f"http://127.0.0.1:{port}"
     try:
         wait_until(f"{base}/readyz", timeout=1800, process=server, in_a_row=3)
+        settled(outbox_url)
         rng = random.Random(5)
         shuffled = rng.sample(customers, len(customers))
         # disjoint groups: scored by id (their rows stay prepared), written to, probed

@@ -11,8 +11,8 @@ back through `features.db_source`. Keys make writes idempotent:
 - ``events``: ``event_key``: the row's optional ``event_id``, else a hash of
   its fields (`event_keys`), so a replayed row never duplicates;
 - ``subscriptions``: ``subscription_key``: optional ``subscription_id``, else a
-  hash of customer, start and plan (`subscription_keys`); ``ended_at`` may
-  change later;
+  hash of customer and start (`subscription_keys`); ``ended_at``, ``plan``
+  and ``mrr`` may change later;
 - ``customer_changes``: one row per customer with the time its history last
   changed, so a server can refresh only the customers changed since it looked.
 
@@ -237,6 +237,5 @@ def event_keys(events: pd.DataFrame) -> pd.Series:
 
 def subscription_keys(subscriptions: pd.DataFrame) -> pd.Series:
     """The key of each validated subscription row: ``subscription_id``, else a hash of
-    customer_id, started_at and plan (``ended_at`` and ``mrr`` may change later)."""
-    return _given_or_hashed(subscriptions, "subscription_id",
-                            ["customer_id", "started_at", "plan"])
+    customer_id and started_at (``ended_at``, ``plan`` and ``mrr`` may change later)."""
+    return _given_or_hashed(subscriptions, "subscription_id", ["customer_id", "started_at"])

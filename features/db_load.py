@@ -133,6 +133,22 @@ def _sqlite_rows(table: pa.Table) -> Iterator[list[tuple]]:
         yield list(zip(*columns, strict=True))
 
 
+def _copy(connection: Connection, table: Table, rows: pd.DataFrame) -> None:
+    """Bulk-write ``rows`` into ``table``: COPY on PostgreSQL, executemany elsewhere."""
+    arrow = _arrow(rows)
+    names = ", ".join(f'"{name}"' for name in rows.columns)
+    if connection.dialect.name == "postgresql":
+        cursor = connection.connection.driver_connection.cursor()
+        with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN (FORMAT csv)') as copy:
+            for block in _csv_blocks(arrow):
+                copy.write(block)
+    else:
+        marks = ", ".join("?" for _ in rows.columns)
+        statement = f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})'
+        for batch in _sqlite_rows(arrow):
+            connection.exec_driver_sql(statement, batch)
+
+
 def _stage(connection: Connection, target: Table, rows: pd.DataFrame) -> Table:
     """A temporary table shaped like ``rows`` (the target's types), filled with them."""
     stage = Table(f"churnlens_stage_{target.name}", MetaData(),
@@ -140,26 +156,35 @@ def _stage(connection: Connection, target: Table, rows: pd.DataFrame) -> Table:
                   prefixes=["TEMPORARY"])
     stage.drop(connection, checkfirst=True)
     stage.create(connection)
-    arrow = _arrow(rows)
-    names = ", ".join(f'"{name}"' for name in rows.columns)
-    if connection.dialect.name == "postgresql":
-        cursor = connection.connection.driver_connection.cursor()
-        with cursor.copy(f'COPY "{stage.name}" ({names}) FROM STDIN (FORMAT csv)') as copy:
-            for block in _csv_blocks(arrow):
-                copy.write(block)
-    else:
-        marks = ", ".join("?" for _ in rows.columns)
-        statement = f'INSERT INTO "{stage.name}" ({names}) VALUES ({marks})'
-        for batch in _sqlite_rows(arrow):
-            connection.exec_driver_sql(statement, batch)
+    _copy(connection, stage, rows)
     return stage
+
+
+def _stamp_all(connection: Connection, schema: ContractSchema, target: Table, *,
+               now: datetime) -> None:
+    """Every customer with a row in ``target`` changed ``now`` (after a load into it empty)."""
+    changed = select(target.c.customer_id, literal(now, DateTime)).where(true()).distinct()
+    stamp = upsert(connection, schema.customer_changes).from_select(
+        ["customer_id", "changed_at"], changed)
+    connection.execute(stamp.on_conflict_do_update(
+        index_elements=["customer_id"], set_={"changed_at": stamp.excluded.changed_at}))
 
 
 def _insert_new(connection: Connection, schema: ContractSchema, name: str,
                 rows: pd.DataFrame, *, now: datetime) -> int:
-    """Stage ``rows``, stamp the customers they add history to, insert the new ones."""
+    """Stage ``rows``, stamp the customers they add history to, insert the new ones.
+
+    An empty table (a first load, or --replace) takes the rows straight, with no
+    staging, when its keys are unique (the contract rejects repeated order and
+    customer ids; a given ``event_id`` may still repeat, and is then staged).
+    """
     target = schema.table(name)
     key = KEY_COLUMN[name]
+    empty = not connection.execute(select(exists().select_from(target))).scalar_one()
+    if empty and rows[key].is_unique:
+        _copy(connection, target, rows)
+        _stamp_all(connection, schema, target, now=now)
+        return len(rows)
     stage = _stage(connection, target, rows)
     is_new = ~exists().where(target.c[key] == stage.c[key])
     changed = select(stage.c.customer_id, literal(now, DateTime)).where(is_new).distinct()

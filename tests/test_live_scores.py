@@ -201,9 +201,9 @@ def test_a_returned_order_reaches_the_crm_webhook_without_a_batch_run(own_databa
     from models.loading import load_model
     from serving.outreach.outbox import Outbox
     from serving.outreach.relay import start_relay_in_background
-    from serving.outreach.settings import OutreachSettings
     from serving.outreach.webhooks import new_secret
     from serving.scorer import Scorer
+    from serving.settings import OutreachSettings
 
     registry, url = own_database
     scorer = Scorer(load_model("models:/churnlens@champion"))
