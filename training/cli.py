@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from training.train import TrainParams
+    from training.params import TrainParams
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(soft_wrap=True)  # a wrapped line breaks copied ids and paths
@@ -38,7 +38,7 @@ def _quiet_mlflow() -> None:
 
 def train_params(**settings: Any) -> TrainParams:
     """`TrainParams` from command-line settings; a bad value is reported against its flag."""
-    from training.train import TrainParams, TrainParamsError
+    from training.params import TrainParams, TrainParamsError
 
     try:
         return TrainParams(**settings)
@@ -87,7 +87,8 @@ def train(
     """Train churn + CLV models, log an MLflow run, register it and apply the champion gate."""
     from features.cli import load_or_exit, parse_as_of
     from features.definition import parse_event_list
-    from training.train import TrainingDataError, train_and_register
+    from training.params import TrainingDataError
+    from training.run import train_and_register
 
     events = parse_event_list(activity_events)
     params = train_params(horizon_days=horizon, clv_horizon_days=clv_horizon, definition=churn,
