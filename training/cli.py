@@ -14,7 +14,7 @@ from rich.table import Table
 from features.cli import DataOption, TablesOption
 
 if TYPE_CHECKING:
-    from training.train import TrainParams
+    from training.params import TrainParams
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(soft_wrap=True)  # a wrapped line breaks copied ids and paths
@@ -40,7 +40,7 @@ def _quiet_mlflow() -> None:
 
 def train_params(**settings: Any) -> TrainParams:
     """`TrainParams` from command-line settings; a bad value is reported against its flag."""
-    from training.train import TrainParams, TrainParamsError
+    from training.params import TrainParams, TrainParamsError
 
     try:
         return TrainParams(**settings)
@@ -91,7 +91,8 @@ def train(
     from features.cli import load_or_exit, parse_as_of, source_label
     from features.database import is_database_url
     from features.definition import parse_event_list
-    from training.train import TrainingDataError, train_and_register
+    from training.params import TrainingDataError
+    from training.run import train_and_register
 
     events = parse_event_list(activity_events)
     params = train_params(horizon_days=horizon, clv_horizon_days=clv_horizon, definition=churn,
