@@ -52,10 +52,6 @@ SCORE_COLUMNS = ("in_population", "churn_probability", "risk_tier", "clv", "valu
                  "value_at_risk", "lifecycle_stage")
 
 
-class NotFittedError(RuntimeError):
-    """A bundle was used before its boosters were set."""
-
-
 def apply_calibration(calibration: Mapping[str, Any] | None, raw: np.ndarray) -> np.ndarray:
     """Map raw churn probabilities through a stored calibration map.
 
@@ -134,7 +130,7 @@ def _jsonable(value: Any) -> Any:
 class ChurnBundle:
     """Churn + CLV models with their feature spec, cut points and reason texts.
 
-    Built by `training.train.fit_bundle`; read back with `ChurnBundle.load`.
+    Built by `training.fit.fit_bundle`; read back with `ChurnBundle.load`.
     Scoring needs a feature frame from `features.pipeline.build_features`
     computed with ``event_types=bundle.event_types``.
     """

@@ -29,7 +29,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.bundle import NotFittedError
+from models.errors import NotFittedError
 
 _PARAMS = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 7,
            "min_data_in_leaf": 20, "feature_fraction": 0.9, "lambda_l2": 1.0, "verbose": -1}

@@ -13,7 +13,8 @@ from typer.testing import CliRunner
 
 from churnlens import build_app
 from features.lifecycle import LifecycleSettingError, lifecycle_rules, lifecycle_stages
-from training.train import TrainParams, TrainParamsError, fit_bundle
+from training.fit import fit_bundle
+from training.params import TrainParams, TrainParamsError
 
 
 def frame() -> pd.DataFrame:

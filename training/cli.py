@@ -11,8 +11,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from features.cli import DataOption, TablesOption
+
 if TYPE_CHECKING:
-    from training.train import TrainParams
+    from training.params import TrainParams
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(soft_wrap=True)  # a wrapped line breaks copied ids and paths
@@ -42,7 +44,7 @@ def _quiet_mlflow() -> None:
 
 def train_params(**settings: Any) -> TrainParams:
     """`TrainParams` from command-line settings; a bad value is reported against its flag."""
-    from training.train import TrainParams, TrainParamsError
+    from training.params import TrainParams, TrainParamsError
 
     try:
         return TrainParams(**settings)
@@ -65,7 +67,7 @@ def _metrics_table(metrics: dict[str, float]) -> Table:
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Option("--data", help="Dataset directory (CSV or Parquet tables)")],
+    data: DataOption,
     as_of: Annotated[str | None, typer.Option(
         "--as-of", help="Label windows end by this date, YYYY-MM-DD; default the day after the "
                         "latest row")] = None,
@@ -103,11 +105,14 @@ def train(
     declining_min_days: Annotated[int, typer.Option(
         "--declining-min-days", help="lifecycle: days of tenure before the window needed to "
                                      "judge a decline")] = 60,
+    tables: TablesOption = None,
 ) -> None:
     """Train churn + CLV models, log an MLflow run, register it and apply the champion gate."""
-    from features.cli import load_or_exit, parse_as_of
+    from features.cli import load_or_exit, parse_as_of, source_label
+    from features.database import is_database_url
     from features.definition import parse_event_list
-    from training.train import TrainingDataError, train_and_register
+    from training.params import TrainingDataError
+    from training.run import train_and_register
 
     events = parse_event_list(activity_events)
     params = train_params(horizon_days=horizon, clv_horizon_days=clv_horizon, definition=churn,
@@ -119,12 +124,13 @@ def train(
                           declining_min_activity=declining_min_activity,
                           declining_min_days=declining_min_days)
     _quiet_mlflow()
-    dataset = load_or_exit(data).dataset
+    dataset = load_or_exit(data, tables).dataset
+    source = source_label(data) if is_database_url(data) else str(Path(data).resolve())
     cutoff = parse_as_of(as_of, default=dataset.default_as_of)
     try:
         with console.status(f"training on snapshots up to {cutoff:%Y-%m-%d}"):
             result = train_and_register(dataset, as_of=cutoff, params=params,
-                                        dataset_profile={"source": str(data.resolve())})
+                                        dataset_profile={"source": source})
     except TrainingDataError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from error
