@@ -1,0 +1,104 @@
+"""Uplift models in the bundle and `min_expected_saved_value` in rules (fast, no MLflow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from churn_training_data import fitted, holdout_features
+
+from models.bundle import ChurnBundle
+from models.reasons import ReasonTable
+from models.uplift import RuleUplift, XLearnerUplift
+from serving.outreach.rules import RulesError, parse_rules
+from training.fit import rebuilt
+
+
+def rule_uplift(bundle: ChurnBundle, features: pd.DataFrame, *, on_churn_model: bool
+                ) -> RuleUplift:
+    """An X-learner on the bundle's matrix: the action helps customers with few orders."""
+    X = bundle.prepare(features)
+    rng = np.random.default_rng(0)
+    treated = rng.random(len(X)) < 0.5
+    helped = np.nan_to_num(X["completed_orders_total"].to_numpy(float)) <= 2
+    churned = (rng.random(len(X)) < 0.5 - 0.3 * (helped & treated)).astype(float)
+    baseline = bundle.churn_probability(X) if on_churn_model else None
+    model = XLearnerUplift(num_boost_round=30).fit(X, treated, churned, baseline=baseline)
+    return RuleUplift(rule="win-back", action="win_back_offer", method="x-learner",
+                      estimator=model, uses_baseline=on_churn_model,
+                      figures={"treated": float(treated.sum())})
+
+
+@pytest.mark.parametrize("on_churn_model", [False, True])
+def test_uplift_models_ship_in_the_bundle_and_score_the_same_after_loading(tmp_path,
+                                                                          on_churn_model):
+    fit = fitted()
+    features = holdout_features(fit)
+    model = rule_uplift(fit.bundle, features, on_churn_model=on_churn_model)
+    bundle = rebuilt(fit.bundle, uplift=(model,))
+    assert fit.bundle.uplift == (), "rebuilding leaves the fitted bundle as it was"
+    loaded = ChurnBundle.load(bundle.save(tmp_path / "bundle"))
+    X = bundle.prepare(features)
+    probability = bundle.churn_probability(X)
+    before = bundle.churn_reductions(X, churn_probability=probability)
+    after = loaded.churn_reductions(loaded.prepare(features), churn_probability=probability)
+    assert set(after) == {"win-back"}
+    np.testing.assert_array_equal(before["win-back"], after["win-back"])
+    assert loaded.to_dict()["uplift"][0]["figures"] == {"treated": model.figures["treated"]}
+    few_orders = np.nan_to_num(X["completed_orders_total"].to_numpy(float)) <= 2
+    estimate = after["win-back"]
+    assert estimate[few_orders].mean() > estimate[~few_orders].mean() + 0.1, (
+        "the stored model still finds whom the action helps")
+    pd.testing.assert_frame_equal(loaded.predict(features), fit.bundle.predict(features))
+
+
+def test_a_bundle_without_uplift_estimates_nothing(tmp_path):
+    fit = fitted()
+    loaded = ChurnBundle.load(fit.bundle.save(tmp_path / "bundle"))
+    X = loaded.prepare(holdout_features(fit))
+    assert loaded.uplift == ()
+    assert loaded.churn_reductions(X, churn_probability=loaded.churn_probability(X)) == {}
+
+
+RULES = """
+rules:
+  - name: call-if-it-pays
+    min_expected_saved_value: 20
+    action: success_call
+    channel: file:calls.jsonl
+    cooldown_days: 30
+    cost: 5
+  - name: email-everyone
+    action: reactivation_email
+    channel: file:emails.jsonl
+    cooldown_days: 30
+"""
+
+
+def test_min_expected_saved_value_selects_on_the_rules_own_estimate():
+    rules = parse_rules(RULES)
+    n = 4
+    columns = {"risk_tier": np.array(["high"] * n, dtype=object),
+               "value_segment": np.array(["high"] * n, dtype=object),
+               "churn_probability": np.full(n, 0.5), "clv": np.array([100.0, 100, 100, 100]),
+               "value_at_risk": np.full(n, 50.0)}
+    reasons = ReasonTable.empty(n, ["x"], ["other"])
+    reductions = {"call-if-it-pays": np.array([0.5, 0.2, 0.25, np.nan])}
+    saved = rules.saved_values(reductions, columns["clv"])
+    np.testing.assert_allclose(saved["call-if-it-pays"], [45.0, 15.0, 20.0, np.nan])
+    assert "email-everyone" not in saved, "a rule without an uplift model has no estimate"
+    chosen = rules.first_rules(**columns, reasons=reasons, saved_values=saved)
+    assert chosen.tolist() == ["call-if-it-pays", "email-everyone", "call-if-it-pays",
+                               "email-everyone"], "at least 20 saved; a missing estimate fails"
+    actions = rules.first_actions(**columns, reasons=reasons, saved_values=saved)
+    assert actions.tolist() == ["success_call", "reactivation_email", "success_call",
+                                "reactivation_email"]
+    nothing = rules.first_rules(**columns, reasons=reasons)
+    assert nothing.tolist() == ["email-everyone"] * n, (
+        "without an uplift model the rule that asks for saved value never fires")
+
+
+def test_min_expected_saved_value_must_be_a_number():
+    with pytest.raises(RulesError, match="min_expected_saved_value"):
+        parse_rules(RULES.replace("min_expected_saved_value: 20", "min_expected_saved_value: .nan"))
+    assert parse_rules(RULES.replace("20", "-5")).rules[0].min_expected_saved_value == -5
