@@ -102,3 +102,14 @@ def test_min_expected_saved_value_must_be_a_number():
     with pytest.raises(RulesError, match="min_expected_saved_value"):
         parse_rules(RULES.replace("min_expected_saved_value: 20", "min_expected_saved_value: .nan"))
     assert parse_rules(RULES.replace("20", "-5")).rules[0].min_expected_saved_value == -5
+
+
+def test_the_gate_promotes_new_uplift_models_only_when_churn_is_not_worse():
+    from training.gate import champion_gate
+
+    same = {"churn_roc_auc": 0.80, "clv_spearman": 0.5}
+    promoted, reason = champion_gate(same, same, new_uplift_rules=["win-back"])
+    assert promoted and "uplift models for win-back" in reason
+    assert not champion_gate(same, same)[0], "an identical model without news is not promoted"
+    worse = {"churn_roc_auc": 0.79, "clv_spearman": 0.6}
+    assert not champion_gate(worse, same, new_uplift_rules=["win-back"])[0]
