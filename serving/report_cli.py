@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from models import DEFAULT_MODEL_URI
+from serving.settings import DEFAULT_OUTBOX_URL
 
-DEFAULT_MODEL_URI = "models:/churnlens@champion"
+app = typer.Typer(no_args_is_help=True)
 
 
 @app.command()
@@ -26,7 +27,7 @@ def report(
         help="Reuse a batch score file from `churnlens score` instead of scoring again")] = None,
     outbox: Annotated[str, typer.Option(
         "--outbox", envvar="CHURNLENS_OUTBOX_URL",
-        help="Outreach outbox (SQLAlchemy URL)")] = "sqlite:///outbox.db",
+        help="Outreach outbox (SQLAlchemy URL)")] = DEFAULT_OUTBOX_URL,
     as_of: Annotated[str | None, typer.Option(
         "--as-of", help="Use rows before this date, YYYY-MM-DD; default the day after the "
                         "latest row")] = None,

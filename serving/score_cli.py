@@ -9,7 +9,9 @@ from typing import Annotated
 
 import typer
 
+from models import DEFAULT_MODEL_URI
 from serving.schemas import DEFAULT_TOP_K, MAX_TOP_K
+from serving.settings import DEFAULT_OUTBOX_URL
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -26,7 +28,7 @@ def score(
              "after the latest timestamp in the data")] = None,
     model: Annotated[str, typer.Option(
         help="Model URI or bundle directory", envvar="CHURNLENS_MODEL_URI")
-    ] = "models:/churnlens@champion",
+    ] = DEFAULT_MODEL_URI,
     top_k: Annotated[int, typer.Option(min=1, max=MAX_TOP_K, help="Reasons per customer")
                      ] = DEFAULT_TOP_K,
     explain: Annotated[str, typer.Option(
@@ -48,7 +50,7 @@ def score(
         help="Outreach rules YAML (default: the built-in set)", envvar="CHURNLENS_RULES",
         exists=True, dir_okay=False)] = None,
     outbox_url: Annotated[str, typer.Option(
-        help="Outbox database URL", envvar="CHURNLENS_OUTBOX_URL")] = "sqlite:///outbox.db",
+        help="Outbox database URL", envvar="CHURNLENS_OUTBOX_URL")] = DEFAULT_OUTBOX_URL,
     connect_timeout: Annotated[float, typer.Option(
         min=0.1, help="Seconds to wait for the Dask scheduler to answer")] = 10.0,
 ) -> None:

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from serving.settings import DEFAULT_OUTBOX_URL
+
 if TYPE_CHECKING:
     from serving.monitoring.monitor import MonitorResult
 
@@ -86,7 +88,7 @@ def monitor(
                         "day after the latest row")] = None,
     outbox: Annotated[str, typer.Option(
         "--outbox", envvar="CHURNLENS_OUTBOX_URL",
-        help="Outbox holding the score history (SQLAlchemy URL)")] = "sqlite:///outbox.db",
+        help="Outbox holding the score history (SQLAlchemy URL)")] = DEFAULT_OUTBOX_URL,
     drift_window_days: Annotated[int, typer.Option(
         min=1, help="Drift is measured on the latest scores of this many last days")] = 30,
     mlflow_log: Annotated[bool, typer.Option(
@@ -110,8 +112,8 @@ def monitor(
         use_tracking_store,
     )
     from serving.outreach.outbox import Outbox
-    from serving.outreach.settings import OutreachSettingsError, load_outreach_settings
     from serving.redact import database_problem, masked_url
+    from serving.settings import OutreachSettings, SettingsError, load_settings
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     dataset = load_or_exit(data).dataset
@@ -127,8 +129,8 @@ def monitor(
 
     tracking_uri = mlflow.get_tracking_uri()
     try:
-        retention_days = load_outreach_settings(outbox_url=outbox).score_retention_days
-    except OutreachSettingsError as error:
+        retention_days = load_settings(OutreachSettings, outbox_url=outbox).score_retention_days
+    except SettingsError as error:
         raise _fail(str(error)) from None
     store = Outbox(outbox)
     try:
