@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from features.cli import TablesOption
 from serving.settings import DEFAULT_OUTBOX_URL
 
 if TYPE_CHECKING:
@@ -81,8 +81,9 @@ def print_result(result: MonitorResult) -> None:
 
 @app.command()
 def monitor(
-    data: Annotated[Path, typer.Option("--data", envvar="CHURNLENS_DATA",
-                                       help="Dataset directory: what happened after the scores")],
+    data: Annotated[str, typer.Option(
+        "--data", envvar="CHURNLENS_DATA",
+        help="Dataset directory or database URL: what happened after the scores")],
     as_of: Annotated[str | None, typer.Option(
         "--as-of", help="Judge with what was known before this date, YYYY-MM-DD; default the "
                         "day after the latest row")] = None,
@@ -93,6 +94,7 @@ def monitor(
         min=1, help="Drift is measured on the latest scores of this many last days")] = 30,
     mlflow_log: Annotated[bool, typer.Option(
         "--mlflow/--no-mlflow", help="Log a monitoring run to MLflow")] = True,
+    tables: TablesOption = None,
 ) -> None:
     """Check stored scores against what happened, measure drift, say whether to retrain.
 
@@ -116,7 +118,7 @@ def monitor(
     from serving.settings import OutreachSettings, SettingsError, load_settings
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    dataset = load_or_exit(data).dataset
+    dataset = load_or_exit(data, tables).dataset
     when = parse_as_of(as_of, default=dataset.default_as_of)
     if missing_store(outbox) is not None:
         raise _fail(f"no outbox at {masked_url(outbox)} (no such file): score customers with "

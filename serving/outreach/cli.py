@@ -219,8 +219,9 @@ def prune(outbox: OutboxOption = None) -> None:
 @app.command()
 @outbox_errors_in_one_line
 def effect(
-    data: Annotated[Path, typer.Option("--data", envvar="CHURNLENS_DATA",
-                                       help="Dataset directory: what happened after the actions")],
+    data: Annotated[str, typer.Option(
+        "--data", envvar="CHURNLENS_DATA",
+        help="Dataset directory or database URL: what happened after the actions")],
     rule: Annotated[str | None, typer.Option(help="Only this rule")] = None,
     as_of: Annotated[str | None, typer.Option(
         "--as-of", help="Judge with what was known before this date, YYYY-MM-DD; default the "
