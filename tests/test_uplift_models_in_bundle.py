@@ -113,3 +113,51 @@ def test_the_gate_promotes_new_uplift_models_only_when_churn_is_not_worse():
     assert not champion_gate(same, same)[0], "an identical model without news is not promoted"
     worse = {"churn_roc_auc": 0.79, "clv_spearman": 0.6}
     assert not champion_gate(worse, same, new_uplift_rules=["win-back"])[0]
+
+
+SCORING_RULES = """
+rules:
+  - name: win-back
+    min_expected_saved_value: 0
+    action: win_back_offer
+    channel: file:offers.jsonl
+    cooldown_days: 30
+    cost: 2
+  - name: email-everyone
+    action: reactivation_email
+    channel: file:emails.jsonl
+    cooldown_days: 30
+"""
+
+
+def test_scores_carry_the_expected_saved_value_of_the_rule_that_recommends():
+    from models.loading import LoadedModel
+    from serving.scorer import Scorer, records_to_frame
+
+    fit = fitted()
+    features = holdout_features(fit).head(300)
+    bundle = rebuilt(fit.bundle, uplift=(rule_uplift(fit.bundle, holdout_features(fit),
+                                                     on_churn_model=True),))
+    loaded = LoadedModel(bundle=bundle, name="churnlens", version="1", alias=None, run_id=None,
+                         trained_at=None)
+    scorer = Scorer(loaded, rules=parse_rules(SCORING_RULES))
+    as_of = fit.holdout["snapshot_at"].max()
+    records = scorer.score_features(features, as_of=as_of, explain="none")
+    X = bundle.prepare(features)
+    reduction = bundle.churn_reductions(X, churn_probability=bundle.churn_probability(X))
+    expected = reduction["win-back"] * np.array([r.clv or 0.0 for r in records]) - 2
+    for record, value in zip(records, expected, strict=True):
+        if record.recommended_action == "win_back_offer":
+            assert record.expected_saved_value == pytest.approx(value) and value >= 0
+        else:
+            assert record.recommended_action == "reactivation_email"
+            assert record.expected_saved_value is None, "the e-mail rule has no uplift model"
+    offered = sum(r.recommended_action == "win_back_offer" for r in records)
+    assert 0 < offered < len(records)
+    batch = scorer.batch_rows(features, as_of=as_of, explain="none")
+    pd.testing.assert_frame_equal(batch, records_to_frame(records))
+    plain = Scorer(LoadedModel(bundle=fit.bundle, name="churnlens", version="1", alias=None,
+                               run_id=None, trained_at=None), rules=parse_rules(SCORING_RULES))
+    assert all(r.expected_saved_value is None and r.recommended_action == "reactivation_email"
+               for r in plain.score_features(features, as_of=as_of, explain="none")), (
+        "null until an uplift model exists, and the rule asking for it does not fire")
