@@ -378,14 +378,15 @@ class Scorer:
             features_of = features
         triggered_all: list[Any] = []
         for i, record in enumerate(records):
-            values = {name: _optional_number(column[i]) for name, column in (saved or {}).items()}
+            estimates = {name: _optional_number(column[i])
+                         for name, column in (saved or {}).items()}
             triggered = (self.rules.evaluate(record, features=features_of(i),
-                                             saved_values=values)
-                         if values else self.rules.evaluate(record, features=features_of(i)))
+                                             saved_values=estimates)
+                         if estimates else self.rules.evaluate(record, features=features_of(i)))
             if triggered:
                 record.recommended_action = recommended_action(triggered)
                 rule = recommending_rule(triggered)
-                record.expected_saved_value = None if rule is None else values.get(rule)
+                record.expected_saved_value = None if rule is None else estimates.get(rule)
                 triggered_all.extend(triggered)
         if self.outbox is not None:
             self.outbox.record_scores(records, triggered_all)
