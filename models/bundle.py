@@ -38,6 +38,7 @@ from features.pipeline import event_slug
 from models.contributions import exact_contributions
 from models.explain import companion_of, reason_kind, sentence_of
 from models.reasons import ReasonTable, plain, reason_table, top_features
+from models.uplift import RuleUplift, churn_reductions
 
 BUNDLE_FILE = "bundle.json"
 CHURN_MODEL_FILE = "churn_model.txt"
@@ -162,6 +163,7 @@ class ChurnBundle:
         lifecycle: Mapping[str, Any] | None = None,
         clv_note: str | None = None,
         business_season: Mapping[str, Any] | None = None,
+        uplift: Sequence[RuleUplift] = (),
     ) -> None:
         self.churn_booster = churn_booster
         self.clv_booster = clv_booster
@@ -200,6 +202,8 @@ class ChurnBundle:
         #: the business's weekly activity before the cut-off (`features.business`), from
         #: which `prepare` fills the business-season columns by the day of the year of T
         self.business_season = dict(business_season) if business_season else None
+        #: uplift models of outreach rules' actions (`churnlens train --uplift`); none yet: ()
+        self.uplift = tuple(uplift)
 
     # -- features -----------------------------------------------------------------
 
@@ -290,6 +294,12 @@ class ChurnBundle:
         if self.clv_booster is None:
             return np.full(len(X), np.nan)
         return np.asarray(self.clv_booster.predict(X), dtype=float) * self.margin_rate
+
+    def churn_reductions(self, X: pd.DataFrame, *, churn_probability: np.ndarray
+                         ) -> dict[str, np.ndarray]:
+        """Per outreach rule with an uplift model, the estimated churn reduction its action
+        brings each row of a prepared matrix (empty without uplift models)."""
+        return churn_reductions(self.uplift, X, churn_probability=churn_probability)
 
     def risk_tier(self, probability: np.ndarray) -> np.ndarray:
         """``low|medium|high`` from the cut points fixed at training."""
@@ -492,6 +502,7 @@ class ChurnBundle:
             "lifecycle": self.lifecycle,
             "clv_note": self.clv_note,
             "business_season": self.business_season,
+            "uplift": [model.spec() for model in self.uplift],
         })
 
     def save(self, directory: Path | str) -> Path:
@@ -501,6 +512,8 @@ class ChurnBundle:
         self.churn_booster.save_model(directory / CHURN_MODEL_FILE)
         if self.clv_booster is not None:
             self.clv_booster.save_model(directory / CLV_MODEL_FILE)
+        for model in self.uplift:
+            model.save(directory)
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
         (directory / BUNDLE_FILE).write_text(text + "\n", encoding="utf-8")
         return directory
@@ -521,6 +534,7 @@ class ChurnBundle:
         if not clv_file.exists() and not spec.get("clv_note"):
             raise FileNotFoundError(f"{clv_file} not found, and {spec_path} does not say why "
                                     "the bundle has no CLV model")
+        spec["uplift"] = [RuleUplift.load(directory, part) for part in spec.get("uplift") or []]
         return cls(
             churn_booster=lgb.Booster(model_file=str(directory / CHURN_MODEL_FILE)),
             clv_booster=lgb.Booster(model_file=str(clv_file)) if clv_file.exists() else None,

@@ -33,6 +33,9 @@ ACTIVE_DAYS_HELP = ("activity definition: days of activity before T that put a c
                     "the population (default: the horizon)")
 ACTIVITY_EVENTS_HELP = ("activity definition: comma-separated event types that count as "
                         "activity (default: every type but passive ones such as email_open)")
+UPLIFT_HELP = ("Also fit an uplift model per outreach rule from the outbox's treated and "
+               "control outcomes whose horizon has passed by --as-of; scores then carry "
+               "expected_saved_value")
 CLV_MODEL_HELP = ("CLV model: auto (chosen on the held-out training snapshot) | tweedie | "
                   "hurdle")
 
@@ -106,13 +109,20 @@ def train(
         "--declining-min-days", help="lifecycle: days of tenure before the window needed to "
                                      "judge a decline")] = 60,
     tables: TablesOption = None,
+    uplift: Annotated[bool, typer.Option("--uplift", help=UPLIFT_HELP)] = False,
+    outbox_url: Annotated[str, typer.Option(
+        "--outbox-url", envvar="CHURNLENS_OUTBOX_URL",
+        help="Outbox whose matured actions --uplift learns from (SQLAlchemy URL)")
+    ] = "sqlite:///outbox.db",
 ) -> None:
     """Train churn + CLV models, log an MLflow run, register it and apply the champion gate."""
     from features.cli import load_or_exit, parse_as_of, source_label
     from features.database import is_database_url
     from features.definition import parse_event_list
+    from training.outcomes import OutboxReadError, read_actions
     from training.params import TrainingDataError
     from training.run import train_and_register
+    from training.uplift import UpliftDataError
 
     events = parse_event_list(activity_events)
     params = train_params(horizon_days=horizon, clv_horizon_days=clv_horizon, definition=churn,
@@ -128,10 +138,12 @@ def train(
     source = source_label(data) if is_database_url(data) else str(Path(data).resolve())
     cutoff = parse_as_of(as_of, default=dataset.default_as_of)
     try:
+        actions = read_actions(outbox_url) if uplift else None
         with console.status(f"training on snapshots up to {cutoff:%Y-%m-%d}"):
             result = train_and_register(dataset, as_of=cutoff, params=params,
-                                        dataset_profile={"source": source})
-    except TrainingDataError as error:
+                                        dataset_profile={"source": source},
+                                        uplift_actions=actions)
+    except (TrainingDataError, OutboxReadError, UpliftDataError) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from error
     console.print(f"churn definition: {result.definition} ({result.definition_reason})",

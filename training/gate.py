@@ -6,14 +6,14 @@ the rule is logged with every run, so a promotion can be explained later.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 GATE_RULE = (
     "promote when there is no champion, or when on the same held-out snapshot the challenger's "
     "churn ROC AUC is at most {tol} below the champion's AND it is better on churn ROC AUC or on "
-    "CLV Spearman"
+    "CLV Spearman, or it brings uplift models for outreach rules the champion has none for"
 )
 
 
@@ -23,10 +23,14 @@ def _figure(value: float | None) -> str:
 
 
 def champion_gate(challenger: Mapping[str, float], champion: Mapping[str, float] | None, *,
-                  tolerance: float = 0.002) -> tuple[bool, str]:
+                  tolerance: float = 0.002, new_uplift_rules: Sequence[str] = ()
+                  ) -> tuple[bool, str]:
     """Decide whether the challenger replaces the champion; return (promote, reason).
 
     Both metric dicts must come from `evaluate_bundle` on the same held-out rows.
+    ``new_uplift_rules``: outreach rules the challenger has an uplift model of and
+    the champion has not (retraining with ``--uplift`` on the same data keeps
+    churn and CLV as they were, and must still reach serving).
     """
     if champion is None:
         return True, "no champion yet"
@@ -44,4 +48,7 @@ def champion_gate(challenger: Mapping[str, float], champion: Mapping[str, float]
                   and (champion_rho is None or not np.isfinite(champion_rho) or rho > champion_rho))
     if auc > champion_auc or better_rho:
         return True, f"better than the champion ({figures})"
+    if new_uplift_rules:
+        return True, (f"uplift models for {', '.join(new_uplift_rules)}, which the champion "
+                      f"has none for, and not worse ({figures})")
     return False, f"not better than the champion on either ({figures})"

@@ -7,23 +7,30 @@ Every MLflow call goes through `training.registry`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from features.dataset import Dataset
+from features.history import History
 from features.snapshots import features_of
 from models.bundle import ChurnBundle
 from training import registry
 from training.data import build_training_set_for, choose_definition, has_revenue, profile_dataset
 from training.evaluate import evaluate_bundle, write_plots
-from training.fit import FitResult, fit_bundle
+from training.fit import FitResult, fit_bundle, rebuilt
 from training.gate import GATE_RULE, champion_gate
 from training.horizon import anchor_to_requested_horizon
 from training.params import TrainParams
+from training.uplift import (
+    UPLIFT_METHOD,
+    UPLIFT_ON_CHURN_MODEL,
+    fit_uplift,
+    matured_outcomes,
+)
 
 
 @dataclass(frozen=True)
@@ -48,18 +55,30 @@ def _input_example(fit: FitResult, rows: int = 5) -> pd.DataFrame:
     return example
 
 
-def _score_champion(fit: FitResult) -> tuple[str | None, dict[str, float] | None, str | None]:
-    """Evaluate the current champion on this run's holdout: (version, metrics, problem)."""
+@dataclass(frozen=True)
+class _Champion:
+    """The current champion as the gate sees it (all None: there is none)."""
+
+    version: str | None = None
+    metrics: dict[str, float] | None = None
+    problem: str | None = None
+    uplift_rules: frozenset[str] = frozenset()
+
+
+def _score_champion(fit: FitResult) -> _Champion:
+    """Evaluate the current champion on this run's holdout."""
     version = registry.champion_version()
     if version is None:
-        return None, None, None
+        return _Champion()
     try:
         with registry.temporary_directory() as tmp:
             champion = ChurnBundle.load(registry.download_bundle(version, Path(tmp)))
-        return version, evaluate_bundle(champion, holdout=fit.holdout,
-                                                  clv_holdout=fit.clv_holdout), None
+        metrics = evaluate_bundle(champion, holdout=fit.holdout, clv_holdout=fit.clv_holdout)
+        return _Champion(version, metrics,
+                         uplift_rules=frozenset(model.rule for model in champion.uplift))
     except Exception as error:
-        return version, None, f"champion v{version} could not be scored on this holdout: {error}"
+        return _Champion(version, problem=f"champion v{version} could not be scored on this "
+                                          f"holdout: {error}")
 
 
 def logged_params(fit: FitResult, params: TrainParams) -> dict[str, Any]:
@@ -118,12 +137,15 @@ def register_fit(fit: FitResult, *, params: TrainParams, dataset_profile: Mappin
         model_uri = registry.log_bundle_model(bundle_dir, input_example=example,
                                               output_example=output)
 
-        champion_version, champion_metrics, problem = _score_champion(fit)
-        if problem:
-            promoted, reason = False, problem
+        champion = _score_champion(fit)
+        champion_version, champion_metrics = champion.version, champion.metrics
+        if champion.problem:
+            promoted, reason = False, champion.problem
         else:
-            promoted, reason = champion_gate(fit.metrics, champion_metrics,
-                                             tolerance=params.gate_auc_tolerance)
+            promoted, reason = champion_gate(
+                fit.metrics, champion_metrics, tolerance=params.gate_auc_tolerance,
+                new_uplift_rules=sorted({model.rule for model in bundle.uplift}
+                                        - champion.uplift_rules))
         if champion_metrics:
             registry.log_metrics({f"champion_{k}": v for k, v in champion_metrics.items()})
         version = registry.register(model_uri, run_id=run_id, tags={
@@ -148,12 +170,48 @@ def register_fit(fit: FitResult, *, params: TrainParams, dataset_profile: Mappin
                        definition_reason=str(bundle.churn_definition.get("reason", "")))
 
 
+def _registered_bundles() -> Callable[[str], ChurnBundle]:
+    """``load(version)`` → that registered version's bundle, downloaded once."""
+    loaded: dict[str, ChurnBundle] = {}
+
+    def load(version: str) -> ChurnBundle:
+        if version not in loaded:
+            if not version.isdigit():
+                raise LookupError(f"it is not a registered version ({version!r})")
+            with registry.temporary_directory() as tmp:
+                loaded[version] = ChurnBundle.load(registry.download_bundle(version, Path(tmp)))
+        return loaded[version]
+
+    return load
+
+
+def with_uplift(fit: FitResult, dataset: Dataset, actions: pd.DataFrame, *,
+                as_of: pd.Timestamp, seed: int = 0) -> FitResult:
+    """The fit with uplift models of the rules whose actions have matured by ``as_of``.
+
+    ``actions`` is the outbox's actions table (`training.outcomes.read_actions`);
+    each is labelled by the registered version that scored it. Raises
+    `UpliftDataError` when no rule has enough treated and control outcomes.
+    """
+    registry.configure_tracking()
+    history = History(dataset)
+    outcomes, notes = matured_outcomes(history, actions, as_of=as_of,
+                                       load_bundle=_registered_bundles())
+    fitted = fit_uplift(fit.bundle, history, outcomes, seed=seed)
+    notes = [*notes, *fitted.notes]
+    bundle = rebuilt(fit.bundle, uplift=fitted.models, notes=[*fit.bundle.notes, *notes])
+    return replace(fit, bundle=bundle, metrics=fit.metrics | fitted.metrics,
+                   notes=[*fit.notes, *notes])
+
+
 def train_and_register(dataset: Dataset, *, as_of: pd.Timestamp, params: TrainParams,
-                       dataset_profile: Mapping[str, Any] | None = None) -> TrainResult:
+                       dataset_profile: Mapping[str, Any] | None = None,
+                       uplift_actions: pd.DataFrame | None = None) -> TrainResult:
     """Build snapshots, fit, and log/register one MLflow run with the champion gate.
 
-    Every data problem is raised as `TrainingDataError` before anything is logged
-    or registered.
+    With ``uplift_actions`` (the outbox's actions) the bundle also gets uplift
+    models (`with_uplift`). Every data problem is raised as `TrainingDataError`
+    (or `UpliftDataError`) before anything is logged or registered.
     """
     chosen = choose_definition(dataset, params)
     definition = chosen.name
@@ -166,6 +224,11 @@ def train_and_register(dataset: Dataset, *, as_of: pd.Timestamp, params: TrainPa
     # label windows shorter than asked (short history): calibrate to the asked horizons
     fit, _ = anchor_to_requested_horizon(fit, dataset, training_set=training_set, as_of=as_of,
                                          definition=definition)
+    extra: dict[str, Any] = {}
+    if uplift_actions is not None:
+        fit = with_uplift(fit, dataset, uplift_actions, as_of=as_of, seed=params.seed)
+        extra = {"uplift_method": UPLIFT_METHOD, "uplift_on_churn_model": UPLIFT_ON_CHURN_MODEL,
+                 "uplift_rules": ",".join(model.rule for model in fit.bundle.uplift)}
     profile = profile_dataset(dataset, training_set, as_of=as_of) | dict(dataset_profile or {})
-    return register_fit(fit, params=params, dataset_profile=profile,
+    return register_fit(fit, params=params, dataset_profile=profile, extra_params=extra,
                         training_frame=training_set.frame)
