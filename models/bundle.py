@@ -37,6 +37,7 @@ from features.pipeline import event_slug
 from models.contributions import exact_contributions
 from models.explain import companion_of, reason_kind, sentence_of
 from models.reasons import ReasonTable, plain, reason_table, top_features
+from models.uplift import RuleUplift, churn_reductions
 
 BUNDLE_FILE = "bundle.json"
 CHURN_MODEL_FILE = "churn_model.txt"
@@ -49,10 +50,6 @@ RISK_QUANTILES = (0.5, 0.8)
 VALUE_QUANTILES = (0.5, 0.8)
 SCORE_COLUMNS = ("in_population", "churn_probability", "risk_tier", "clv", "value_segment",
                  "value_at_risk", "lifecycle_stage")
-
-
-class NotFittedError(RuntimeError):
-    """A bundle was used before its boosters were set."""
 
 
 def apply_calibration(calibration: Mapping[str, Any] | None, raw: np.ndarray) -> np.ndarray:
@@ -133,7 +130,7 @@ def _jsonable(value: Any) -> Any:
 class ChurnBundle:
     """Churn + CLV models with their feature spec, cut points and reason texts.
 
-    Built by `training.train.fit_bundle`; read back with `ChurnBundle.load`.
+    Built by `training.fit.fit_bundle`; read back with `ChurnBundle.load`.
     Scoring needs a feature frame from `features.pipeline.build_features`
     computed with ``event_types=bundle.event_types``.
     """
@@ -164,6 +161,7 @@ class ChurnBundle:
         churn_definition: Mapping[str, Any] | None = None,
         lifecycle: Mapping[str, Any] | None = None,
         clv_note: str | None = None,
+        uplift: Sequence[RuleUplift] = (),
     ) -> None:
         self.churn_booster = churn_booster
         self.clv_booster = clv_booster
@@ -199,6 +197,8 @@ class ChurnBundle:
             active_days=int(horizon_days), new_days=int(horizon_days)).as_dict())
         #: why there is no CLV model (None when there is one)
         self.clv_note = clv_note
+        #: uplift models of outreach rules' actions (`churnlens train --uplift`); none yet: ()
+        self.uplift = tuple(uplift)
 
     # -- features -----------------------------------------------------------------
 
@@ -276,6 +276,12 @@ class ChurnBundle:
         if self.clv_booster is None:
             return np.full(len(X), np.nan)
         return np.asarray(self.clv_booster.predict(X), dtype=float) * self.margin_rate
+
+    def churn_reductions(self, X: pd.DataFrame, *, churn_probability: np.ndarray
+                         ) -> dict[str, np.ndarray]:
+        """Per outreach rule with an uplift model, the estimated churn reduction its action
+        brings each row of a prepared matrix (empty without uplift models)."""
+        return churn_reductions(self.uplift, X, churn_probability=churn_probability)
 
     def risk_tier(self, probability: np.ndarray) -> np.ndarray:
         """``low|medium|high`` from the cut points fixed at training."""
@@ -477,6 +483,7 @@ class ChurnBundle:
             "churn_definition": self.churn_definition,
             "lifecycle": self.lifecycle,
             "clv_note": self.clv_note,
+            "uplift": [model.spec() for model in self.uplift],
         })
 
     def save(self, directory: Path | str) -> Path:
@@ -486,6 +493,8 @@ class ChurnBundle:
         self.churn_booster.save_model(directory / CHURN_MODEL_FILE)
         if self.clv_booster is not None:
             self.clv_booster.save_model(directory / CLV_MODEL_FILE)
+        for model in self.uplift:
+            model.save(directory)
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
         (directory / BUNDLE_FILE).write_text(text + "\n", encoding="utf-8")
         return directory
@@ -506,6 +515,7 @@ class ChurnBundle:
         if not clv_file.exists() and not spec.get("clv_note"):
             raise FileNotFoundError(f"{clv_file} not found, and {spec_path} does not say why "
                                     "the bundle has no CLV model")
+        spec["uplift"] = [RuleUplift.load(directory, part) for part in spec.get("uplift") or []]
         return cls(
             churn_booster=lgb.Booster(model_file=str(directory / CHURN_MODEL_FILE)),
             clv_booster=lgb.Booster(model_file=str(clv_file)) if clv_file.exists() else None,

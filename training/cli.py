@@ -14,7 +14,7 @@ from rich.table import Table
 from features.cli import DataOption, TablesOption
 
 if TYPE_CHECKING:
-    from training.train import TrainParams
+    from training.params import TrainParams
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(soft_wrap=True)  # a wrapped line breaks copied ids and paths
@@ -29,6 +29,9 @@ ACTIVE_DAYS_HELP = ("activity definition: days of activity before T that put a c
                     "the population (default: the horizon)")
 ACTIVITY_EVENTS_HELP = ("activity definition: comma-separated event types that count as "
                         "activity (default: every type but passive ones such as email_open)")
+UPLIFT_HELP = ("Also fit an uplift model per outreach rule from the outbox's treated and "
+               "control outcomes whose horizon has passed by --as-of; scores then carry "
+               "expected_saved_value")
 CLV_MODEL_HELP = ("CLV model: auto (chosen on the held-out training snapshot) | tweedie | "
                   "hurdle")
 
@@ -40,7 +43,7 @@ def _quiet_mlflow() -> None:
 
 def train_params(**settings: Any) -> TrainParams:
     """`TrainParams` from command-line settings; a bad value is reported against its flag."""
-    from training.train import TrainParams, TrainParamsError
+    from training.params import TrainParams, TrainParamsError
 
     try:
         return TrainParams(**settings)
@@ -86,12 +89,20 @@ def train(
     clv_model: Annotated[str, typer.Option("--clv-model", help=CLV_MODEL_HELP)] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
     tables: TablesOption = None,
+    uplift: Annotated[bool, typer.Option("--uplift", help=UPLIFT_HELP)] = False,
+    outbox_url: Annotated[str, typer.Option(
+        "--outbox-url", envvar="CHURNLENS_OUTBOX_URL",
+        help="Outbox whose matured actions --uplift learns from (SQLAlchemy URL)")
+    ] = "sqlite:///outbox.db",
 ) -> None:
     """Train churn + CLV models, log an MLflow run, register it and apply the champion gate."""
     from features.cli import load_or_exit, parse_as_of, source_label
     from features.database import is_database_url
     from features.definition import parse_event_list
-    from training.train import TrainingDataError, train_and_register
+    from training.outcomes import OutboxReadError, read_actions
+    from training.params import TrainingDataError
+    from training.run import train_and_register
+    from training.uplift import UpliftDataError
 
     events = parse_event_list(activity_events)
     params = train_params(horizon_days=horizon, clv_horizon_days=clv_horizon, definition=churn,
@@ -103,10 +114,12 @@ def train(
     source = source_label(data) if is_database_url(data) else str(Path(data).resolve())
     cutoff = parse_as_of(as_of, default=dataset.default_as_of)
     try:
+        actions = read_actions(outbox_url) if uplift else None
         with console.status(f"training on snapshots up to {cutoff:%Y-%m-%d}"):
             result = train_and_register(dataset, as_of=cutoff, params=params,
-                                        dataset_profile={"source": source})
-    except TrainingDataError as error:
+                                        dataset_profile={"source": source},
+                                        uplift_actions=actions)
+    except (TrainingDataError, OutboxReadError, UpliftDataError) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from error
     console.print(f"churn definition: {result.definition} ({result.definition_reason})",
