@@ -13,6 +13,7 @@ import typer
 #: modules whose typer ``app`` contributes top-level commands
 COMMAND_MODULES = (
     "features.cli",
+    "features.db_cli",
     "training.cli",
     "training.backtest_cli",
     "serving.cli",

@@ -101,7 +101,7 @@ def relay_run(
 ) -> tuple[float, float]:
     from serving.outreach.outbox import Outbox
     from serving.outreach.relay import Relay
-    from serving.outreach.settings import OutreachSettings
+    from serving.settings import OutreachSettings
 
     schema = None
     if not outbox_url.startswith("sqlite"):

@@ -16,17 +16,31 @@ from features.io import read_dataset, write_table
 app = typer.Typer(no_args_is_help=True)
 console = Console()
 
-DataOption = Annotated[
-    Path, typer.Option("--data", help="Dataset directory (CSV or Parquet tables)")
-]
+DATA_HELP = ("Dataset directory (CSV or Parquet tables), or a database URL "
+             "(sqlite:///live.db, postgresql+psycopg://…)")
+DataOption = Annotated[str, typer.Option("--data", help=DATA_HELP)]
+TablesOption = Annotated[Path | None, typer.Option(
+    "--tables", envvar="CHURNLENS_TABLES",
+    help="YAML mapping of the contract tables and columns onto an existing database schema")]
 
 
-def load_or_exit(data: Path) -> ValidationResult:
+def source_label(data: Path | str) -> str:
+    """How messages name a dataset: a directory as given, a database URL without password."""
+    from features.database import is_database_url
+
+    if not is_database_url(data):
+        return str(data)
+    from sqlalchemy.engine import make_url
+
+    return make_url(str(data)).render_as_string(hide_password=True)
+
+
+def load_or_exit(data: Path | str, tables: Path | None = None) -> ValidationResult:
     """Read a dataset for a command; a contract error becomes a one-line message and exit 2."""
     try:
-        return read_dataset(data)
+        return read_dataset(data, tables=tables)
     except DataContractError as error:
-        console.print(f"[red]error:[/red] {error}")
+        console.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
         raise typer.Exit(2) from error
 
 
@@ -57,6 +71,7 @@ def print_summary(result: ValidationResult) -> None:
 @app.command()
 def validate(
     data: DataOption,
+    tables: TablesOption = None,
     rejects: Annotated[Path, typer.Option(
         help="Where to write rejected rows (.csv or .parquet)")] = Path("rejects.csv"),
     strict: Annotated[bool, typer.Option(help="Exit 1 when any row is rejected")] = False,
@@ -65,7 +80,7 @@ def validate(
     if rejects.suffix not in (".csv", ".parquet"):
         raise typer.BadParameter("must end in .csv or .parquet", param_hint="--rejects")
     try:
-        result = read_dataset(data)
+        result = read_dataset(data, tables=tables)
     except DataContractError as error:
         # one line, however long: scripts and people grep for it
         console.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)
@@ -195,9 +210,11 @@ def parse_as_of(value: str | None, *, default):
 @app.command("features")
 def features_command(
     data: Annotated[str, typer.Option(
-        "--data", help="Dataset directory, or a partitioned dataset (local path or fsspec "
+        "--data", help="Dataset directory, a database URL (sqlite:///live.db, "
+                       "postgresql+psycopg://…), or a partitioned dataset (local path or fsspec "
                        "URL) written by `churnlens partition`")],
     out: Annotated[Path, typer.Option(help="Feature table to write (.parquet or .csv)")],
+    tables: TablesOption = None,
     as_of: Annotated[str | None, typer.Option(
         "--as-of", help="Use only rows before this day, YYYY-MM-DD; default the day after "
                         "the last row")] = None,
@@ -223,8 +240,8 @@ def features_command(
         _partitioned_features(data, out=out, as_of=as_of, engine=engine, scheduler=scheduler,
                               partitions=partitions, connect_timeout=connect_timeout)
     else:
-        _features(Path(data), out=out, as_of=as_of, engine=engine, scheduler=scheduler,
-                  partitions=partitions)
+        _features(data, out=out, as_of=as_of, engine=engine, scheduler=scheduler,
+                  partitions=partitions, tables=tables)
 
 
 def _progress_bar():
@@ -234,17 +251,19 @@ def _progress_bar():
                     TimeElapsedColumn(), console=console, transient=True)
 
 
-def _features(data: Path, *, out: Path, as_of: str | None, engine: str, scheduler: str | None,
-              partitions: int | None) -> None:
-    """The feature table of a dataset directory read here (the Dask engine ships chunks)."""
+def _features(data: str, *, out: Path, as_of: str | None, engine: str, scheduler: str | None,
+              partitions: int | None, tables: Path | None = None) -> None:
+    """The feature table of a dataset directory or database read here (the Dask engine
+    ships chunks)."""
     from features.engine import compute_features
 
-    with console.status(f"reading {data}"):
-        result = load_or_exit(data)
+    with console.status(f"reading {source_label(data)}"):
+        result = load_or_exit(data, tables)
     dataset = result.dataset
     if not result.rejects.empty:
         console.print(f"[yellow]{len(result.rejects):,} row(s) rejected by the data contract "
-                      f"were left out[/yellow] (see `churnlens validate --data {data}`)")
+                      f"were left out[/yellow] (see `churnlens validate --data "
+                      f"{source_label(data)}`)", soft_wrap=True)
     cut = parse_as_of(as_of, default=dataset.default_as_of)
     with _progress_bar() as bar:
         label = "partitions" if engine == "dask" else "features"

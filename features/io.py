@@ -76,12 +76,24 @@ def _not_utf8(path: Path, error: UnicodeDecodeError) -> str:
     return f"{path}: cannot be read: not UTF-8 text ({error.reason})"
 
 
-def read_dataset(directory: Path | str) -> ValidationResult:
-    """Read and validate a dataset directory (see `features.contract`).
+def read_dataset(directory: Path | str, *, tables: Path | str | None = None
+                 ) -> ValidationResult:
+    """Read and validate a dataset directory or database URL (see `features.contract`).
 
-    Each file is read only when its table is validated and dropped after, so
-    at most one raw table is in memory next to the validated ones.
+    A database URL (``sqlite:///live.db``, ``postgresql+psycopg://…``) is read by
+    `features.db_source`, with ``tables`` an optional YAML mapping onto an
+    existing schema. Each file is read only when its table is validated and
+    dropped after, so at most one raw table is in memory next to the validated ones.
     """
+    from features.database import is_database_url
+
+    if is_database_url(directory):
+        from features.db_source import read_database
+
+        return read_database(str(directory), tables=tables)
+    if tables is not None:
+        raise DataContractError(f"--tables {tables}: a table mapping needs a database URL in "
+                                f"--data, not the directory {directory}")
     files = find_tables(Path(directory))
     raw = {name: partial(read_raw_table, path) for name, path in files.items()}
     first_rows = {name: 2 if path.suffix == ".csv" else 1 for name, path in files.items()}

@@ -18,9 +18,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from models import DEFAULT_MODEL_URI
 from models.bundle import BUNDLE_FILE, ChurnBundle
 
-DEFAULT_MODEL_URI = "models:/churnlens@champion"
 _MODELS_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
 
 

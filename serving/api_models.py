@@ -9,14 +9,18 @@ contract (`features.contract.validate_tables`) then checks the rows together
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from features.contract import MAX_ID_LENGTH
 from serving.schemas import DEFAULT_TOP_K, MAX_TOP_K, ScoreRecord, UtcDateTime
+
+if TYPE_CHECKING:
+    from models.loading import LoadedModel
 
 EARLIEST = datetime(1970, 1, 1)
 LATEST = datetime(2200, 1, 1)
@@ -175,6 +179,39 @@ class ModelInfo(BaseModel):
                    "activity_events": ["session", "cart_add"]}])
     lifecycle: dict[str, Any] | None = Field(
         default=None, description="The lifecycle-stage thresholds stored with the model")
+
+    @classmethod
+    def of(cls, loaded: LoadedModel, *, model_uri: str, loaded_at: datetime) -> ModelInfo:
+        """What a loaded model says about itself; unreadable figures become null."""
+        event_types = getattr(loaded.bundle, "event_types", None)
+        return cls(
+            name=loaded.name, version=str(loaded.version), alias=loaded.alias,
+            model_uri=model_uri, run_id=loaded.run_id, trained_at=_timestamp(loaded.trained_at),
+            loaded_at=loaded_at,
+            metrics={str(k): _finite(v) for k, v in (loaded.metrics or {}).items()},
+            event_types=list(event_types) if event_types is not None else None,
+            churn_definition=getattr(loaded.bundle, "churn_definition", None),
+            lifecycle=getattr(loaded.bundle, "lifecycle", None),
+        )
+
+
+def _timestamp(value: object) -> datetime | None:
+    """The bundle's training time (naive = UTC), if it is a readable ISO 8601 timestamp."""
+    if not value:
+        return None
+    try:
+        moment = value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def _finite(value: object) -> float | None:
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 class Health(BaseModel):

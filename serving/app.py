@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 
+from features.dataset import Dataset
+from features.io import read_dataset
 from serving.metrics import ServiceMetrics
 from serving.middleware import (
     ApiKeyMiddleware,
@@ -27,7 +27,12 @@ from serving.middleware import (
     validation_error_response,
 )
 from serving.model_holder import ModelHolder
+from serving.monitoring.prometheus import MonitoringCollector
+from serving.outreach.outbox import Outbox
+from serving.outreach.relay import RelayHandle, start_relay_in_background
+from serving.outreach.rules import RuleSet, load_rules
 from serving.redact import masked_url
+from serving.routes import actions, health, model, scores
 from serving.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -39,33 +44,17 @@ for CRM systems. Authenticate with `Authorization: Bearer <key>`
 """
 
 
-def _optional_module(name: str) -> Any | None:
-    """Import a module built by another part of churnlens, or None if it is not there."""
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        if error.name and name.startswith(error.name):
-            return None
-        raise
-
-
-def _outreach(settings: Settings) -> tuple[Any, Any]:
-    """Rules and outbox when the outreach package is installed and enabled."""
+def _outreach(settings: Settings) -> tuple[RuleSet | None, Outbox | None]:
+    """Rules and outbox for API scores, unless outreach is turned off."""
     if not settings.outreach_enabled:
         return None, None
-    rules_module = _optional_module("serving.outreach.rules")
-    outbox_module = _optional_module("serving.outreach.outbox")
-    rules = rules_module.load_rules(settings.rules) if rules_module is not None else None
-    outbox = outbox_module.Outbox(settings.outbox_url) if outbox_module is not None else None
-    return rules, outbox
+    return load_rules(settings.rules), Outbox(settings.outbox_url)
 
 
-def _read_dataset(settings: Settings) -> Any:
+def _read_dataset(settings: Settings) -> Dataset | None:
     """The dataset for scoring by id (read once; it is read-only while serving)."""
     if settings.data is None:
         return None
-    from features.io import read_dataset
-
     result = read_dataset(settings.data)
     if not result.rejects.empty:
         logger.warning("CHURNLENS_DATA=%s: %d rows rejected by the data contract",
@@ -84,15 +73,9 @@ async def _load_and_follow(holder: ModelHolder, settings: Settings) -> None:
     await holder.follow(poll_seconds=settings.model_poll_seconds)
 
 
-def _start_relay(app: FastAPI, settings: Settings) -> Any:
+def _start_relay(settings: Settings) -> RelayHandle | None:
     """Start the outbox relay in this process when asked (CHURNLENS_RELAY_ENABLED)."""
-    if not settings.relay_enabled:
-        return None
-    relay = _optional_module("serving.outreach.relay")
-    if relay is None or not hasattr(relay, "start_relay"):
-        logger.warning("CHURNLENS_RELAY_ENABLED is set but the outreach relay is not available")
-        return None
-    return relay.start_relay(settings)
+    return start_relay_in_background(settings) if settings.relay_enabled else None
 
 
 @contextlib.asynccontextmanager
@@ -101,22 +84,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     holder: ModelHolder = app.state.holder
     holder.rules, holder.outbox = _outreach(settings)
     task = asyncio.create_task(_load_and_follow(holder, settings), name="churnlens-model")
-    relay = _start_relay(app, settings)
+    relay = _start_relay(settings)
     try:
         yield
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        if relay is not None and hasattr(relay, "stop"):
+        if relay is not None:
             await asyncio.to_thread(relay.stop)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the scoring service; ``settings`` overrides the environment (tests)."""
-    from serving.routes import health, model, scores
-    from serving.routes.deps import AUTH_RESPONSES, require_api_key
-
     resolved = settings or get_settings()
     # /docs and /redoc load Swagger UI and ReDoc from files installed with churnlens,
     # never from a CDN, so they work on a machine without internet access
@@ -132,21 +112,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.dependency_overrides[get_settings] = lambda: settings
     app.state.settings = resolved
     metrics = ServiceMetrics()
-    monitoring = _optional_module("serving.monitoring.prometheus")
-    if monitoring is not None:  # the last `churnlens monitor` run's figures, read at scrape
-        metrics.registry.register(monitoring.MonitoringCollector(resolved.outbox_url))
+    # the last `churnlens monitor` run's figures, read at scrape
+    metrics.registry.register(MonitoringCollector(resolved.outbox_url))
     app.state.metrics = metrics
     app.state.holder = ModelHolder(model_uri=resolved.model_uri, top_k=resolved.top_k,
                                    metrics=metrics)
-    app.include_router(scores.router)
-    app.include_router(model.router)
-    app.include_router(health.router)
-    outreach_api = _optional_module("serving.outreach.api")
-    if outreach_api is not None:
-        app.include_router(
-            outreach_api.router, prefix="/v1", dependencies=[Depends(require_api_key)],
-            responses={**AUTH_RESPONSES, 404: {"description": "Unknown action"}},
-        )
+    for router in (scores.router, model.router, actions.router, health.router):
+        app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_error_response)
     # outermost last: metrics see every request, the key is checked before the body is read
     app.add_middleware(BodyLimitMiddleware, max_bytes=resolved.max_body_bytes)

@@ -237,17 +237,24 @@ def partition(dataset: Dataset, chunks: Sequence[Sequence[str]]) -> Iterator[Dat
 
 
 def _fingerprint(
-    data_dir: Path, *, model_version: str, model_uri: str, as_of: pd.Timestamp, explain: str,
-    top_k: int, chunk_size: int, n_customers: int,
+    data_dir: Path | str, *, model_version: str, model_uri: str, as_of: pd.Timestamp,
+    explain: str, top_k: int, chunk_size: int, n_customers: int, rows_read: dict[str, int],
 ) -> dict[str, Any]:
-    """What must not change between a run and its resumption (only the table files count)."""
+    """What must not change between a run and its resumption (only the table files count;
+    for a database, its URL without password and the rows read from each table)."""
+    from features.database import is_database_url
     from features.io import find_tables
+    from serving.redact import masked_url
 
-    files = {
-        p.name: [p.stat().st_size, p.stat().st_mtime_ns]
-        for p in sorted(find_tables(data_dir).values())
-    }
-    return {"data": str(data_dir.resolve()), "files": files, "model_uri": model_uri,
+    if is_database_url(data_dir):
+        source, files = masked_url(str(data_dir)), {"rows_read": rows_read}
+    else:
+        source = str(Path(data_dir).resolve())
+        files = {
+            p.name: [p.stat().st_size, p.stat().st_mtime_ns]
+            for p in sorted(find_tables(Path(data_dir)).values())
+        }
+    return {"data": source, "files": files, "model_uri": model_uri,
             "model_version": model_version, "as_of": as_of.isoformat(), "explain": explain,
             "top_k": top_k, "chunk_size": chunk_size, "customers": n_customers}
 
@@ -343,7 +350,7 @@ def _normalise(rows: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 def run_batch(
     *,
-    data: Path,
+    data: Path | str,
     out: Path,
     scorer: Scorer,
     model_uri: str,
@@ -357,8 +364,11 @@ def run_batch(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress: Progress | None = None,
     workers: int = 1,
+    tables: Path | None = None,
 ) -> BatchSummary:
     """Score every customer of the dataset in ``data`` into ``out`` (see the module doc).
+
+    ``data`` is a dataset directory or a database URL (``tables``: its YAML mapping).
 
     ``progress(done, total)`` is called with customer counts as chunks finish (also for
     chunks kept from an interrupted run). With ``outbox``, each chunk's scores and
@@ -384,7 +394,7 @@ def run_batch(
     out.parent.mkdir(parents=True, exist_ok=True)
     rejects_path, work = output_paths(out)
 
-    validation = read_dataset(data)
+    validation = read_dataset(data, tables=tables)
     dataset = validation.dataset
     # the accounting needs the validation's counts and rejects, not its tables
     table_rows = {
@@ -399,8 +409,9 @@ def run_batch(
     chunks = chunk_ids(dataset.customers["customer_id"], chunk_size)
     n_customers = sum(len(c) for c in chunks)
     fingerprint = _fingerprint(
-        Path(data), model_version=scorer.model_version, model_uri=model_uri, as_of=as_of,
+        data, model_version=scorer.model_version, model_uri=model_uri, as_of=as_of,
         explain=explain, top_k=top_k, chunk_size=chunk_size, n_customers=n_customers,
+        rows_read={name: counts["read"] for name, counts in table_rows.items()},
     )
     finished = _prepare_work_dir(work, fingerprint, resume=resume)
     columns = [*BATCH_COLUMNS, *(f"reason_{k}" for k in range(1, top_k + 1)),

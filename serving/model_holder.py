@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from features.dataset import Dataset
     from models.loading import LoadedModel
     from serving.metrics import ServiceMetrics
+    from serving.outreach.outbox import Outbox
+    from serving.outreach.rules import RuleSet
 
 logger = logging.getLogger(__name__)
 
@@ -89,8 +91,8 @@ def warmup_dataset() -> Dataset:
 
 
 def build_state(
-    *, model_uri: str, dataset: Dataset | None, rules: Any = None, outbox: Any = None,
-    top_k: int = 5,
+    *, model_uri: str, dataset: Dataset | None, rules: RuleSet | None = None,
+    outbox: Outbox | None = None, top_k: int = 5,
 ) -> ServingState:
     """Load a model, compute the dataset's features with it, and warm it up.
 
@@ -135,8 +137,8 @@ class ModelHolder:
     """Holds the current `ServingState` and follows the registry alias."""
 
     def __init__(
-        self, *, model_uri: str, dataset: Dataset | None = None, rules: Any = None,
-        outbox: Any = None, top_k: int = 5, metrics: ServiceMetrics | None = None,
+        self, *, model_uri: str, dataset: Dataset | None = None, rules: RuleSet | None = None,
+        outbox: Outbox | None = None, top_k: int = 5, metrics: ServiceMetrics | None = None,
     ) -> None:
         self.model_uri = model_uri
         self.dataset = dataset

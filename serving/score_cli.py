@@ -9,7 +9,10 @@ from typing import Annotated
 
 import typer
 
+from features.cli import TablesOption
+from models import DEFAULT_MODEL_URI
 from serving.schemas import DEFAULT_TOP_K, MAX_TOP_K
+from serving.settings import DEFAULT_OUTBOX_URL
 
 app = typer.Typer(no_args_is_help=True)
 
@@ -17,8 +20,9 @@ app = typer.Typer(no_args_is_help=True)
 @app.command()
 def score(
     data: Annotated[str, typer.Option(
-        help="Dataset directory (customers, orders, ...), or a partitioned dataset (local "
-             "path or fsspec URL) written by `churnlens partition`")],
+        help="Dataset directory (customers, orders, ...), a database URL (sqlite:///live.db, "
+             "postgresql+psycopg://…), or a partitioned dataset (local path or fsspec URL) "
+             "written by `churnlens partition`")],
     out: Annotated[str, typer.Option(help="Output file, .parquet or .csv (local path, or "
                                           "fsspec URL for a partitioned dataset)")],
     as_of: Annotated[datetime | None, typer.Option(
@@ -26,7 +30,7 @@ def score(
              "after the latest timestamp in the data")] = None,
     model: Annotated[str, typer.Option(
         help="Model URI or bundle directory", envvar="CHURNLENS_MODEL_URI")
-    ] = "models:/churnlens@champion",
+    ] = DEFAULT_MODEL_URI,
     top_k: Annotated[int, typer.Option(min=1, max=MAX_TOP_K, help="Reasons per customer")
                      ] = DEFAULT_TOP_K,
     explain: Annotated[str, typer.Option(
@@ -48,9 +52,10 @@ def score(
         help="Outreach rules YAML (default: the built-in set)", envvar="CHURNLENS_RULES",
         exists=True, dir_okay=False)] = None,
     outbox_url: Annotated[str, typer.Option(
-        help="Outbox database URL", envvar="CHURNLENS_OUTBOX_URL")] = "sqlite:///outbox.db",
+        help="Outbox database URL", envvar="CHURNLENS_OUTBOX_URL")] = DEFAULT_OUTBOX_URL,
     connect_timeout: Annotated[float, typer.Option(
         min=0.1, help="Seconds to wait for the Dask scheduler to answer")] = 10.0,
+    tables: TablesOption = None,
 ) -> None:
     """Score every customer: churn risk, CLV, value at risk, reasons, recommended action.
 
@@ -70,6 +75,7 @@ def score(
 
     from features.cluster import SchedulerUnreachable
     from features.contract import DataContractError
+    from features.database import is_database_url
     from features.partitioned import is_partitioned
     from models.loading import load_model
     from serving.batch import BatchError, default_workers, run_batch
@@ -77,8 +83,13 @@ def score(
     from serving.scorer import Scorer
 
     console = Console(stderr=True)
-    partitioned = is_partitioned(data)
-    if not partitioned and not Path(data).is_dir():
+    database = is_database_url(data)
+    partitioned = not database and is_partitioned(data)
+    if not database and tables is not None:
+        console.print(f"[red]error:[/red] --tables needs a database URL in --data, not {data}",
+                      soft_wrap=True, highlight=False)
+        raise typer.Exit(2)
+    if not partitioned and not database and not Path(data).is_dir():
         console.print(f"[red]error:[/red] --data {data}: not a dataset directory", soft_wrap=True,
                       highlight=False)
         raise typer.Exit(2)
@@ -120,7 +131,8 @@ def score(
                     workers=workers or default_workers())
             else:
                 summary = run_batch(
-                    data=Path(data), out=Path(out), scorer=scorer, model_uri=model,
+                    data=data if database else Path(data), tables=tables, out=Path(out),
+                    scorer=scorer, model_uri=model,
                     as_of=pd.Timestamp(as_of) if as_of is not None else None, top_k=top_k,
                     explain=explain,  # type: ignore[arg-type]
                     engine=engine, scheduler=scheduler, resume=resume, outbox=outbox,

@@ -1,45 +1,201 @@
-"""Settings of the scoring service, read once from the environment.
+"""Settings of the churnlens processes, read once from the environment.
 
-Every setting has the ``CHURNLENS_`` prefix and is validated at start-up, so a
-bad value stops the server with a message naming the setting instead of a
-failure on the first request. ``get_settings()`` is cached; tests override it
-(``app.dependency_overrides``) or pass ``Settings(...)`` to ``create_app``.
+Every setting has the ``CHURNLENS_`` prefix. Each process builds one settings
+object: `churnlens outreach` and `churnlens monitor` an `OutreachSettings`, the
+scoring service a `Settings` (which holds the outreach settings too, since it
+writes the outbox and may run the relay). `load_settings` is the one place a
+pydantic ``ValidationError`` becomes a message naming the environment variable,
+so a bad value stops the process at start-up instead of failing a request.
+``get_settings()`` is cached; tests override it (``app.dependency_overrides``)
+or pass ``Settings(...)`` to ``create_app``. Retry schedules and timeouts are
+settings so that tests can run them in milliseconds.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import math
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from models import DEFAULT_MODEL_URI
 from serving.schemas import DEFAULT_TOP_K, MAX_TOP_K
 
+#: where scores and triggered actions go unless CHURNLENS_OUTBOX_URL says otherwise
+DEFAULT_OUTBOX_URL = "sqlite:///outbox.db"
+SECRET_PREFIX = "whsec_"
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
-class Settings(BaseSettings):
-    """What the scoring service needs to know; one instance per process."""
+class SettingsError(ValueError):
+    """The environment holds an unusable setting; the message names it."""
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line per problem, each naming the environment variable."""
+    lines = []
+    for problem in error.errors():
+        where = ".".join(str(part) for part in problem["loc"])
+        message = problem["msg"].removeprefix("Value error, ")
+        if message.startswith("CHURNLENS_"):
+            lines.append(message)
+        else:
+            lines.append(f"CHURNLENS_{where.upper()}: {message}" if where
+                         else f"settings: {message}")
+    return "; ".join(lines)
+
+
+AnySettings = TypeVar("AnySettings", bound=BaseSettings)
+
+
+def load_settings(kind: type[AnySettings], /, **overrides: object) -> AnySettings:
+    """Read ``kind`` from the environment (``overrides`` win); errors name the variable."""
+    try:
+        return kind(**overrides)
+    except ValidationError as error:
+        raise SettingsError(describe_errors(error)) from None
+
+
+class OutreachSettings(BaseSettings):
+    """What the outbox and the relay need: the settings of `churnlens outreach` and `monitor`."""
 
     model_config = SettingsConfigDict(env_prefix="CHURNLENS_", extra="ignore")
+
+    outbox_url: str = Field(
+        default=DEFAULT_OUTBOX_URL,
+        description="SQLAlchemy URL of the outbox (scores and triggered actions)",
+    )
+    rules: Path | None = Field(
+        default=None, description="Outreach rules YAML (default: the built-in set)"
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description=(
+            "Standard Webhooks signing secret, 'whsec_' + base64 of 24-64 random bytes; "
+            "without it only file: channels are delivered and webhook actions wait"
+        ),
+    )
+    retry_max_attempts: int = Field(
+        default=8, ge=1, le=100, description="Delivery attempts before an action is dead"
+    )
+    retry_backoff_base_seconds: float = Field(
+        default=30.0, gt=0, description="Delay after the first failed attempt; doubles each time"
+    )
+    retry_backoff_max_seconds: float = Field(
+        default=6 * 3600.0, gt=0, description="Longest delay between two attempts"
+    )
+    retry_jitter: float = Field(
+        default=0.25, ge=0, le=1,
+        description="Fraction of each delay drawn at random, so relays do not retry in lockstep",
+    )
+    retry_after_max_seconds: float = Field(
+        default=3600.0, gt=0, description="Longest wait a receiver's Retry-After header may ask"
+    )
+    request_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Timeout of one webhook request (connect, read, write)"
+    )
+    relay_batch_size: int = Field(
+        default=100, ge=1, le=10_000, description="Actions one relay claims at a time"
+    )
+    relay_concurrency: int = Field(
+        default=8, ge=1, le=256, description="Webhook requests one relay has in flight"
+    )
+    relay_poll_seconds: float = Field(
+        default=2.0, gt=0, description="How long an idle relay waits before looking again"
+    )
+    relay_lease_seconds: float = Field(
+        default=300.0, gt=0,
+        description=(
+            "How long a claimed batch stays reserved; after it, a relay that died mid-batch "
+            "leaves its actions to the next relay"
+        ),
+    )
+    score_retention_days: int = Field(
+        default=730, ge=0,
+        description=(
+            "Days of score history the outbox keeps (by as_of); 0 keeps every score. "
+            "Applied by `churnlens monitor` and `churnlens outreach prune`"
+        ),
+    )
+    sink_dir: Path | None = Field(
+        default=None,
+        description="Folder that relative file: channels resolve against (default: the cwd)",
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _rules_exist(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"CHURNLENS_RULES={value} is not a file")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _secret_format(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        raw = value.get_secret_value()
+        if not raw.startswith(SECRET_PREFIX):
+            raise ValueError(
+                "CHURNLENS_WEBHOOK_SECRET must start with 'whsec_' (Standard Webhooks); "
+                "`churnlens outreach new-secret` prints one"
+            )
+        try:
+            key = base64.b64decode(raw[len(SECRET_PREFIX):], validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(
+                "CHURNLENS_WEBHOOK_SECRET: the part after 'whsec_' is not valid base64"
+            ) from None
+        if not 24 <= len(key) <= 64:
+            raise ValueError(
+                f"CHURNLENS_WEBHOOK_SECRET decodes to {len(key)} bytes; "
+                "Standard Webhooks secrets are 24 to 64 bytes"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_a_batch(self) -> OutreachSettings:
+        if self.retry_backoff_max_seconds < self.retry_backoff_base_seconds:
+            raise ValueError(
+                "CHURNLENS_RETRY_BACKOFF_MAX_SECONDS must be at least "
+                "CHURNLENS_RETRY_BACKOFF_BASE_SECONDS"
+            )
+        rounds = math.ceil(self.relay_batch_size / self.relay_concurrency)
+        worst = rounds * self.request_timeout_seconds
+        if self.relay_lease_seconds <= worst:
+            raise ValueError(
+                f"CHURNLENS_RELAY_LEASE_SECONDS={self.relay_lease_seconds:g} is too short: "
+                f"a batch of {self.relay_batch_size} at concurrency {self.relay_concurrency} "
+                f"with a {self.request_timeout_seconds:g}s timeout can take {worst:g}s, and a "
+                "lease that ends mid-batch lets another relay deliver the same actions"
+            )
+        return self
+
+    def backoff_seconds(self, attempts: int, *, draw: float) -> float:
+        """Delay before the next try after ``attempts`` failed ones; ``draw`` in [0, 1)."""
+        delay = min(
+            self.retry_backoff_max_seconds,
+            self.retry_backoff_base_seconds * 2 ** max(0, attempts - 1),
+        )
+        return delay * (1.0 - self.retry_jitter * draw)
+
+
+class Settings(OutreachSettings):
+    """What the scoring service needs: the outreach settings (its relay and outbox) and more."""
 
     data: Path | None = Field(
         default=None,
         description="Dataset directory for scoring customers by id (GET /v1/customers/{id}/score)",
     )
     model_uri: str = Field(
-        default="models:/churnlens@champion",
+        default=DEFAULT_MODEL_URI,
         description="MLflow model URI; an alias URI is followed as the alias moves",
-    )
-    outbox_url: str = Field(
-        default="sqlite:///outbox.db",
-        description="SQLAlchemy URL of the outreach outbox (scores and triggered actions)",
-    )
-    rules: Path | None = Field(
-        default=None, description="Outreach rules YAML (default: the built-in set)"
     )
     outreach_enabled: bool = Field(
         default=True,
@@ -113,13 +269,6 @@ class Settings(BaseSettings):
             raise ValueError(f"CHURNLENS_DATA={value} is not a directory")
         return value
 
-    @field_validator("rules")
-    @classmethod
-    def _rules_exist(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_file():
-            raise ValueError(f"CHURNLENS_RULES={value} is not a file")
-        return value
-
     @model_validator(mode="after")
     def _keys_or_explicit_anonymous(self) -> Settings:
         if not self.api_keys and not self.allow_anonymous:
@@ -131,25 +280,7 @@ class Settings(BaseSettings):
         return self
 
 
-class SettingsError(ValueError):
-    """The environment holds an unusable setting; the message names it."""
-
-
-def describe_errors(error: ValidationError) -> str:
-    """One line per problem, each naming the environment variable."""
-    lines = []
-    for problem in error.errors():
-        where = ".".join(str(part) for part in problem["loc"])
-        name = f"CHURNLENS_{where.upper()}" if where else "settings"
-        message = problem["msg"].removeprefix("Value error, ")
-        lines.append(message if message.startswith("CHURNLENS_") else f"{name}: {message}")
-    return "; ".join(lines)
-
-
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process's settings, read from the environment once."""
-    try:
-        return Settings()
-    except ValidationError as error:
-        raise SettingsError(describe_errors(error)) from None
+    """The scoring service's settings, read from the environment once."""
+    return load_settings(Settings)

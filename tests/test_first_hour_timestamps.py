@@ -17,10 +17,11 @@ from fastapi.testclient import TestClient
 from outreach_support import score_record
 from typer.testing import CliRunner
 
-from serving.outreach.api import get_outbox, router
 from serving.outreach.cli import app as outreach_app
 from serving.outreach.outbox import Outbox
 from serving.outreach.rules import load_rules
+from serving.routes.actions import get_outbox, router
+from serving.routes.deps import require_api_key
 from serving.schemas import ScoreRecord, utc_text
 
 UTC_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -54,8 +55,9 @@ def outbox(tmp_path):
 
 def test_actions_payloads_and_envelopes_carry_the_z(outbox):
     app = FastAPI()
-    app.include_router(router, prefix="/v1")
+    app.include_router(router)
     app.dependency_overrides[get_outbox] = lambda: outbox
+    app.dependency_overrides[require_api_key] = lambda: None
     with TestClient(app) as client:
         items = client.get("/v1/actions").json()
     assert items

@@ -21,7 +21,7 @@ from features.snapshots import build_training_set
 from models.bundle import ChurnBundle
 from models.loading import LoadedModel
 from serving.api_models import ScoreRequest
-from serving.routes.scores import _request_tables
+from serving.request_data import request_tables
 from serving.scorer import Scorer
 from training.train import fit_bundle
 
@@ -107,7 +107,7 @@ def _docs_request() -> dict:
 
 def test_the_docs_by_history_example_gets_a_real_score(scorer):
     body = ScoreRequest.model_validate(_docs_request())
-    dataset = validate_tables(_request_tables(body)).dataset
+    dataset = validate_tables(request_tables(body)).dataset
     as_of = pd.Timestamp(body.as_of)
     [record] = scorer.score_dataset(dataset, as_of=as_of, explain="all", top_k=body.top_k)
     assert record.churn_probability is not None and record.risk_tier != "not_applicable"

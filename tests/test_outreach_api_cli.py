@@ -10,11 +10,18 @@ from fastapi.testclient import TestClient
 from outreach_support import score_record, triggered
 from typer.testing import CliRunner
 
-from serving.outreach.api import get_outbox, router
 from serving.outreach.cli import app as outreach_app
 from serving.outreach.outbox import Outbox
 from serving.outreach.rules import load_rules
-from serving.outreach.settings import OutreachSettingsError, load_outreach_settings
+from serving.routes.actions import get_outbox, router
+from serving.routes.deps import require_api_key
+from serving.settings import (
+    OutreachSettings,
+    Settings,
+    SettingsError,
+    get_settings,
+    load_settings,
+)
 
 
 @pytest.fixture
@@ -27,8 +34,9 @@ def outbox(tmp_path):
 @pytest.fixture
 def client(outbox):
     app = FastAPI()
-    app.include_router(router, prefix="/v1")
+    app.include_router(router)
     app.dependency_overrides[get_outbox] = lambda: outbox
+    app.dependency_overrides[require_api_key] = lambda: None
     with TestClient(app) as test_client:
         yield test_client
 
@@ -69,10 +77,12 @@ def test_acknowledge_and_retry_through_the_api(client, outbox):
     assert client.get(f"/v1/actions/{second}").json()["id"] == second
 
 
-def test_router_falls_back_to_the_app_state_outbox(outbox):
+def test_router_falls_back_to_the_settings_outbox(outbox):
+    """Without outreach scoring (no outbox in the serving state) the settings name the outbox."""
     app = FastAPI()
-    app.include_router(router, prefix="/v1")
-    app.state.outbox = outbox
+    app.include_router(router)
+    app.dependency_overrides[get_settings] = lambda: Settings(
+        allow_anonymous=True, outbox_url=outbox.url, outreach_enabled=False)
     outbox.record_scores([], triggered(1, "file:x.jsonl"))
     with TestClient(app) as test_client:
         assert len(test_client.get("/v1/customers/c00000/actions").json()) == 1
@@ -137,7 +147,7 @@ def test_cli_names_a_bad_setting(cli_env, monkeypatch):
 
 def test_new_secret_is_accepted_by_the_settings():
     secret = invoke("new-secret").output.strip()
-    settings = load_outreach_settings(webhook_secret=secret)
+    settings = load_settings(OutreachSettings, webhook_secret=secret)
     assert settings.webhook_secret.get_secret_value() == secret
 
 
@@ -154,12 +164,12 @@ def test_new_secret_is_accepted_by_the_settings():
     ],
 )
 def test_settings_errors_name_the_variable(overrides, message):
-    with pytest.raises(OutreachSettingsError, match=message):
-        load_outreach_settings(**overrides)
+    with pytest.raises(SettingsError, match=message):
+        load_settings(OutreachSettings, **overrides)
 
 
 def test_backoff_doubles_up_to_the_cap_with_bounded_jitter():
-    settings = load_outreach_settings(retry_backoff_base_seconds=1, retry_backoff_max_seconds=5,
-                                      retry_jitter=0.5)
+    settings = load_settings(OutreachSettings, retry_backoff_base_seconds=1,
+                             retry_backoff_max_seconds=5, retry_jitter=0.5)
     assert [settings.backoff_seconds(n, draw=0.0) for n in (1, 2, 3, 4)] == [1, 2, 4, 5]
     assert settings.backoff_seconds(2, draw=0.999) == pytest.approx(1.001)

@@ -18,8 +18,8 @@ from standardwebhooks import WebhookVerificationError
 
 from serving.outreach.outbox import Outbox, utcnow
 from serving.outreach.relay import Relay, retry_after_seconds, start_relay_in_background
-from serving.outreach.settings import OutreachSettings
 from serving.outreach.webhooks import new_secret, sign_headers, verify
+from serving.settings import OutreachSettings
 
 SECRET = new_secret()
 

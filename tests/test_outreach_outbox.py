@@ -20,8 +20,8 @@ from serving.outreach.outbox import (
 )
 from serving.outreach.relay import Relay
 from serving.outreach.rules import load_rules
-from serving.outreach.settings import OutreachSettings
 from serving.outreach.webhooks import new_secret
+from serving.settings import OutreachSettings
 
 POSTGRES_URL = os.environ.get("CHURNLENS_TEST_POSTGRES_URL")
 needs_postgres = pytest.mark.skipif(

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from features.cli import TablesOption
 from training.cli import (
     ACTIVE_DAYS_HELP,
     ACTIVITY_EVENTS_HELP,
@@ -27,12 +28,15 @@ MODEL_LABELS = {"bgnbd_expected_purchases": "bgnbd E[n]",
                 "spend_recency": "spend/rec"}
 
 
-def _load(data: str, data_dir: Path | None):
-    """A dataset directory, or a real dataset by name (``cdnow``, ``online-retail``,
+def _load(data: str, data_dir: Path | None, tables: Path | None = None):
+    """A dataset directory or database URL, or a real dataset by name (``cdnow``, ``online-retail``,
     ``cdnow-sample``, or ``NAME:PATH``); returns (dataset, name or None, notes)."""
     from features.cli import load_or_exit
+    from features.database import is_database_url
     from training.realdata import SOURCE_FILES, load_source
 
+    if is_database_url(data):
+        return load_or_exit(data, tables).dataset, None, []
     name = data.partition(":")[0]
     if name in SOURCE_FILES and not Path(data).is_dir():
         try:
@@ -45,7 +49,7 @@ def _load(data: str, data_dir: Path | None):
         console.print(f"[red]error:[/red] {data}: not a dataset directory nor one of "
                       f"{', '.join(SOURCE_FILES)} (or NAME:PATH)")
         raise typer.Exit(2)
-    return load_or_exit(Path(data)).dataset, None, []
+    return load_or_exit(Path(data), tables).dataset, None, []
 
 
 def _fmt(value: float, column: str) -> str:
@@ -61,8 +65,10 @@ def _fmt(value: float, column: str) -> str:
 @app.command()
 def backtest(
     data: Annotated[str, typer.Option(
-        "--data", help="Dataset directory, or a real dataset: cdnow, online-retail, "
+        "--data", help="Dataset directory, a database URL (sqlite:///live.db, "
+        "postgresql+psycopg://…), or a real dataset: cdnow, online-retail, "
         "cdnow-sample (read from --real-data-dir), or NAME:PATH")],
+    tables: TablesOption = None,
     as_of: Annotated[str | None, typer.Option(
         "--as-of", help="Cut-off date: the model sees only rows before it. Default: the "
         "standard split for a real dataset, else the latest date that leaves a full "
@@ -132,7 +138,7 @@ def backtest(
     if num_leaves is not None or min_data_in_leaf is not None:
         settings["tree_sizes"] = ()  # a size given by hand is not second-guessed
     params = train_params(**settings)  # bad settings fail before the data is read
-    dataset, name, load_notes = _load(data, real_data_dir)
+    dataset, name, load_notes = _load(data, real_data_dir, tables)
     for note in load_notes:
         console.print(f"[dim]{note}[/dim]")
     split = STANDARD_SPLITS.get(name) if name else None

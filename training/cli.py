@@ -11,6 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from features.cli import DataOption, TablesOption
+
 if TYPE_CHECKING:
     from training.train import TrainParams
 
@@ -61,7 +63,7 @@ def _metrics_table(metrics: dict[str, float]) -> Table:
 
 @app.command()
 def train(
-    data: Annotated[Path, typer.Option("--data", help="Dataset directory (CSV or Parquet tables)")],
+    data: DataOption,
     as_of: Annotated[str | None, typer.Option(
         "--as-of", help="Label windows end by this date, YYYY-MM-DD; default the day after the "
                         "latest row")] = None,
@@ -83,9 +85,11 @@ def train(
         help="Most snapshots to train on (1: one, validated on a split by customer)")] = 12,
     clv_model: Annotated[str, typer.Option("--clv-model", help=CLV_MODEL_HELP)] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    tables: TablesOption = None,
 ) -> None:
     """Train churn + CLV models, log an MLflow run, register it and apply the champion gate."""
-    from features.cli import load_or_exit, parse_as_of
+    from features.cli import load_or_exit, parse_as_of, source_label
+    from features.database import is_database_url
     from features.definition import parse_event_list
     from training.train import TrainingDataError, train_and_register
 
@@ -95,12 +99,13 @@ def train(
                           clv_model=clv_model, seed=seed, active_days=active_days,
                           activity_events=None if events is None else tuple(events))
     _quiet_mlflow()
-    dataset = load_or_exit(data).dataset
+    dataset = load_or_exit(data, tables).dataset
+    source = source_label(data) if is_database_url(data) else str(Path(data).resolve())
     cutoff = parse_as_of(as_of, default=dataset.default_as_of)
     try:
         with console.status(f"training on snapshots up to {cutoff:%Y-%m-%d}"):
             result = train_and_register(dataset, as_of=cutoff, params=params,
-                                        dataset_profile={"source": str(data.resolve())})
+                                        dataset_profile={"source": source})
     except TrainingDataError as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from error

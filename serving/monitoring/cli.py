@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+from features.cli import TablesOption
+from serving.settings import DEFAULT_OUTBOX_URL
 
 if TYPE_CHECKING:
     from serving.monitoring.monitor import MonitorResult
@@ -79,18 +81,20 @@ def print_result(result: MonitorResult) -> None:
 
 @app.command()
 def monitor(
-    data: Annotated[Path, typer.Option("--data", envvar="CHURNLENS_DATA",
-                                       help="Dataset directory: what happened after the scores")],
+    data: Annotated[str, typer.Option(
+        "--data", envvar="CHURNLENS_DATA",
+        help="Dataset directory or database URL: what happened after the scores")],
     as_of: Annotated[str | None, typer.Option(
         "--as-of", help="Judge with what was known before this date, YYYY-MM-DD; default the "
                         "day after the latest row")] = None,
     outbox: Annotated[str, typer.Option(
         "--outbox", envvar="CHURNLENS_OUTBOX_URL",
-        help="Outbox holding the score history (SQLAlchemy URL)")] = "sqlite:///outbox.db",
+        help="Outbox holding the score history (SQLAlchemy URL)")] = DEFAULT_OUTBOX_URL,
     drift_window_days: Annotated[int, typer.Option(
         min=1, help="Drift is measured on the latest scores of this many last days")] = 30,
     mlflow_log: Annotated[bool, typer.Option(
         "--mlflow/--no-mlflow", help="Log a monitoring run to MLflow")] = True,
+    tables: TablesOption = None,
 ) -> None:
     """Check stored scores against what happened, measure drift, say whether to retrain.
 
@@ -110,11 +114,11 @@ def monitor(
         use_tracking_store,
     )
     from serving.outreach.outbox import Outbox
-    from serving.outreach.settings import OutreachSettingsError, load_outreach_settings
     from serving.redact import database_problem, masked_url
+    from serving.settings import OutreachSettings, SettingsError, load_settings
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    dataset = load_or_exit(data).dataset
+    dataset = load_or_exit(data, tables).dataset
     when = parse_as_of(as_of, default=dataset.default_as_of)
     if missing_store(outbox) is not None:
         raise _fail(f"no outbox at {masked_url(outbox)} (no such file): score customers with "
@@ -127,8 +131,8 @@ def monitor(
 
     tracking_uri = mlflow.get_tracking_uri()
     try:
-        retention_days = load_outreach_settings(outbox_url=outbox).score_retention_days
-    except OutreachSettingsError as error:
+        retention_days = load_settings(OutreachSettings, outbox_url=outbox).score_retention_days
+    except SettingsError as error:
         raise _fail(str(error)) from None
     store = Outbox(outbox)
     try:

@@ -17,7 +17,7 @@ from serving.schemas import utc_text
 
 if TYPE_CHECKING:
     from serving.outreach.outbox import ActionRow, Outbox
-    from serving.outreach.settings import OutreachSettings
+    from serving.settings import OutreachSettings
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -50,12 +50,12 @@ OutboxOption = Annotated[
 
 
 def _settings(outbox_url: str | None) -> OutreachSettings:
-    from serving.outreach.settings import OutreachSettingsError, load_outreach_settings
+    from serving.settings import OutreachSettings, SettingsError, load_settings
 
     try:
         overrides = {"outbox_url": outbox_url} if outbox_url else {}
-        return load_outreach_settings(**overrides)
-    except OutreachSettingsError as error:
+        return load_settings(OutreachSettings, **overrides)
+    except SettingsError as error:
         typer.secho(f"error: {error}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=2) from None
 
@@ -219,8 +219,9 @@ def prune(outbox: OutboxOption = None) -> None:
 @app.command()
 @outbox_errors_in_one_line
 def effect(
-    data: Annotated[Path, typer.Option("--data", envvar="CHURNLENS_DATA",
-                                       help="Dataset directory: what happened after the actions")],
+    data: Annotated[str, typer.Option(
+        "--data", envvar="CHURNLENS_DATA",
+        help="Dataset directory or database URL: what happened after the actions")],
     rule: Annotated[str | None, typer.Option(help="Only this rule")] = None,
     as_of: Annotated[str | None, typer.Option(
         "--as-of", help="Judge with what was known before this date, YYYY-MM-DD; default the "

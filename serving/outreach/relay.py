@@ -35,7 +35,6 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 
 from serving.outreach.outbox import ActionRow, Outbox, Outcome, utcnow
-from serving.outreach.settings import OutreachSettings
 from serving.outreach.webhooks import (
     ChannelVariableError,
     encode_body,
@@ -44,6 +43,7 @@ from serving.outreach.webhooks import (
 )
 from serving.redact import database_problem
 from serving.schemas import utc_text
+from serving.settings import OutreachSettings
 
 try:  # POSIX advisory locks keep two relays from interleaving one JSONL sink
     import fcntl
@@ -400,18 +400,3 @@ def start_relay_in_background(
     thread.start()
     return handle
 
-
-def start_relay(settings: object) -> RelayHandle:
-    """Start the background relay from the scoring service's settings (``churnlens serve``).
-
-    The outbox URL comes from ``settings``; the retry schedule, timeouts and the
-    signing secret from the environment (:class:`OutreachSettings`).
-    """
-    from serving.outreach.settings import load_outreach_settings
-
-    if isinstance(settings, OutreachSettings):
-        return start_relay_in_background(settings)
-    url = getattr(settings, "outbox_url", None)
-    return start_relay_in_background(
-        load_outreach_settings(**({"outbox_url": url} if url else {}))
-    )

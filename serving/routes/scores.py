@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated
 
 import pandas as pd
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from fastapi.concurrency import run_in_threadpool
 
-from features.contract import MAX_ID_LENGTH, DataContractError, validate_tables
-from features.dataset import TABLE_COLUMNS
+from features.contract import MAX_ID_LENGTH
 from serving.api_models import ID_PATTERN, ErrorDetail, ScoreRequest, ScoreResponse
+from serving.request_data import RequestRowsError, request_dataset, require_history
 from serving.routes.deps import (
     AUTH_RESPONSES,
     MetricsDep,
@@ -24,8 +24,6 @@ from serving.schemas import MAX_TOP_K, ScoreRecord
 
 router = APIRouter(prefix="/v1", tags=["scores"], dependencies=[Depends(require_api_key)],
                    responses=AUTH_RESPONSES)
-
-TABLES = ("customers", "orders", "events", "subscriptions")
 
 
 @router.get(
@@ -65,34 +63,8 @@ async def score_customer(
     return record
 
 
-def _request_tables(body: ScoreRequest) -> dict[str, pd.DataFrame]:
-    """The request's lists as raw tables with the dataset's columns (docs/data.md)."""
-    tables: dict[str, pd.DataFrame] = {}
-    for name in TABLES:
-        required, optional = TABLE_COLUMNS[name]
-        rows: list[dict[str, Any]] = []
-        for item in getattr(body, name):
-            row = item.model_dump(exclude={"attributes"})
-            if name == "customers":
-                row.update(item.attributes)
-            rows.append(row)
-        columns = list(dict.fromkeys([*required, *optional,
-                                      *(key for row in rows for key in row)]))
-        tables[name] = pd.DataFrame(rows, columns=columns)
-    return tables
-
-
-def _contract_errors(rejects: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rejected rows as FastAPI-style validation errors naming table, row and field."""
-    return [
-        {"loc": ["body", row.file, int(row.row), row.column], "msg": row.reason,
-         "type": "data_contract", "input": row.value}
-        for row in rejects.itertuples(index=False)
-    ]
-
-
-def _unprocessable(errors: list[dict[str, Any]]) -> HTTPException:
-    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, errors)
+def _unprocessable(error: RequestRowsError) -> HTTPException:
+    return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, error.errors)
 
 
 @router.post(
@@ -108,36 +80,15 @@ def _unprocessable(errors: list[dict[str, Any]]) -> HTTPException:
 def score_customers(
     body: ScoreRequest, state: StateDep, settings: SettingsDep, metrics: MetricsDep
 ) -> ScoreResponse:
-    if len(body.customers) > settings.max_batch_size:
-        raise _unprocessable([{
-            "loc": ["body", "customers"], "type": "too_long", "input": len(body.customers),
-            "msg": f"too many customers in one request: {len(body.customers):,} > "
-                   f"{settings.max_batch_size:,} (CHURNLENS_MAX_BATCH_SIZE); split the batch",
-        }])
-    if not (body.orders or body.events or body.subscriptions):
-        raise _unprocessable([{
-            "loc": ["body"], "type": "missing", "input": None,
-            "msg": "send at least one row of orders, events or subscriptions",
-        }])
-    try:
-        validated = validate_tables(_request_tables(body), first_rows=dict.fromkeys(TABLES, 0))
-    except DataContractError as error:
-        raise _unprocessable([{"loc": ["body"], "msg": str(error), "type": "data_contract",
-                               "input": None}]) from None
-    if not validated.rejects.empty:
-        raise _unprocessable(_contract_errors(validated.rejects))
     as_of = pd.Timestamp(body.as_of or datetime.now(UTC).replace(tzinfo=None))
     ids = [customer.customer_id.strip() for customer in body.customers]
+    try:
+        dataset = request_dataset(body, max_customers=settings.max_batch_size)
+        features = state.scorer.features(dataset, as_of=as_of)
+        require_history(ids, features.index, as_of=as_of)
+    except RequestRowsError as error:
+        raise _unprocessable(error) from None
     explain = "all" if body.explain else "none"
-    features = state.scorer.features(validated.dataset, as_of=as_of)
-    known = set(features.index)
-    unknown = [i for i, customer_id in enumerate(ids) if customer_id not in known]
-    if unknown:
-        raise _unprocessable([
-            {"loc": ["body", "customers", i, "customer_id"], "type": "no_history",
-             "input": ids[i], "msg": f"no signup or history before as_of {as_of.isoformat()}"}
-            for i in unknown
-        ])
     records = state.scorer.score_features(features, as_of=as_of, explain=explain,
                                           top_k=body.top_k)
     by_id = {record.customer_id: record for record in records}

@@ -1,9 +1,8 @@
-"""HTTP routes for outreach actions: what fired for a customer, and the CRM's answers.
+"""The actions resource: outreach actions that fired for a customer, and the CRM's answers.
 
-The app factory mounts ``router`` under ``/v1`` behind API-key auth. Routes are
-thin: they call the :class:`~serving.outreach.outbox.Outbox` the app holds
-(``app.state.outbox`` or ``app.state.holder.outbox``), else one built from the
-settings; tests override :func:`get_outbox`.
+Thin routes over the :class:`~serving.outreach.outbox.Outbox` the app holds
+(``app.state.holder.outbox``), else one built from the settings' outbox URL;
+tests override :func:`get_outbox`.
 """
 
 from __future__ import annotations
@@ -12,24 +11,27 @@ from functools import lru_cache
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from features.contract import MAX_ID_LENGTH
 from serving.api_models import ID_PATTERN
 from serving.outreach.outbox import (
     STATUSES,
     ActionNotFoundError,
-    ActionRow,
     ActionStateError,
     Outbox,
 )
+from serving.routes.deps import AUTH_RESPONSES, SettingsDep, require_api_key
 from serving.schemas import UtcDateTime
 
-router = APIRouter(tags=["outreach"])
+router = APIRouter(prefix="/v1", tags=["outreach"], dependencies=[Depends(require_api_key)],
+                   responses={**AUTH_RESPONSES, 404: {"description": "Unknown action"}})
 
 
 class ActionOut(BaseModel):
-    """A triggered retention action and where its delivery stands."""
+    """A triggered retention action and where its delivery stands (from an `ActionRow`)."""
+
+    model_config = ConfigDict(from_attributes=True)
 
     id: str = Field(description="Stable id; also the webhook-id of every delivery attempt")
     customer_id: str
@@ -54,20 +56,12 @@ class ActionOut(BaseModel):
         default="treated", description="control: held out to measure the effect, never sent"
     )
 
-    @classmethod
-    def of(cls, row: ActionRow) -> ActionOut:
-        return cls(
-            id=row.id, customer_id=row.customer_id, rule=row.rule, action=row.action,
-            channel=row.channel, status=row.status, attempts=row.attempts, why=row.why,
-            payload=row.payload, as_of=row.as_of, model_version=row.model_version,
-            next_attempt_at=(
-                row.next_attempt_at if row.status in ("pending", "delivering") else None
-            ),
-            last_error=row.last_error, last_status_code=row.last_status_code,
-            created_at=row.created_at, delivered_at=row.delivered_at,
-            acknowledged_at=row.acknowledged_at,
-            assignment=row.assignment,  # type: ignore[arg-type]
-        )
+    @model_validator(mode="after")
+    def _next_attempt_only_while_due(self) -> ActionOut:
+        """The stored next_attempt_at means nothing once an action is settled."""
+        if self.status not in ("pending", "delivering"):
+            self.next_attempt_at = None
+        return self
 
 
 @lru_cache(maxsize=4)
@@ -75,17 +69,10 @@ def _outbox_for(url: str) -> Outbox:
     return Outbox(url)
 
 
-def get_outbox(request: Request) -> Outbox:
-    """The app's outbox; falls back to one from CHURNLENS_OUTBOX_URL."""
-    state = request.app.state
-    outbox = getattr(state, "outbox", None)
-    if outbox is None:
-        outbox = getattr(getattr(state, "holder", None), "outbox", None)
-    if outbox is None:
-        from serving.outreach.settings import load_outreach_settings
-
-        outbox = _outbox_for(load_outreach_settings().outbox_url)
-    return outbox
+async def get_outbox(request: Request, settings: SettingsDep) -> Outbox:
+    """The app's outbox; one from CHURNLENS_OUTBOX_URL when outreach scoring is off."""
+    outbox = getattr(getattr(request.app.state, "holder", None), "outbox", None)
+    return outbox if outbox is not None else _outbox_for(settings.outbox_url)
 
 
 OutboxDep = Annotated[Outbox, Depends(get_outbox)]
@@ -102,7 +89,8 @@ def customer_actions(
     outbox: OutboxDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ActionOut]:
-    return [ActionOut.of(row) for row in outbox.list_actions(customer_id=customer_id, limit=limit)]
+    rows = outbox.list_actions(customer_id=customer_id, limit=limit)
+    return [ActionOut.model_validate(row) for row in rows]
 
 
 @router.get("/actions", response_model=list[ActionOut], summary="Outreach actions, newest first")
@@ -115,13 +103,13 @@ def list_actions(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[ActionOut]:
     rows = outbox.list_actions(customer_id=customer_id, status=status, rule=rule, limit=limit)
-    return [ActionOut.of(row) for row in rows]
+    return [ActionOut.model_validate(row) for row in rows]
 
 
 @router.get("/actions/{action_id}", response_model=ActionOut, summary="One outreach action")
 def get_action(action_id: ActionId, outbox: OutboxDep) -> ActionOut:
     try:
-        return ActionOut.of(outbox.get_action(action_id))
+        return ActionOut.model_validate(outbox.get_action(action_id))
     except ActionNotFoundError as error:
         raise HTTPException(status_code=404, detail=str(error)) from None
 
@@ -133,7 +121,7 @@ def get_action(action_id: ActionId, outbox: OutboxDep) -> ActionOut:
 )
 def acknowledge_action(action_id: ActionId, outbox: OutboxDep) -> ActionOut:
     try:
-        return ActionOut.of(outbox.acknowledge(action_id))
+        return ActionOut.model_validate(outbox.acknowledge(action_id))
     except ActionNotFoundError as error:
         raise HTTPException(status_code=404, detail=str(error)) from None
     except ActionStateError as error:
@@ -147,7 +135,7 @@ def acknowledge_action(action_id: ActionId, outbox: OutboxDep) -> ActionOut:
 )
 def retry_action(action_id: ActionId, outbox: OutboxDep) -> ActionOut:
     try:
-        return ActionOut.of(outbox.retry(action_id))
+        return ActionOut.model_validate(outbox.retry(action_id))
     except ActionNotFoundError as error:
         raise HTTPException(status_code=404, detail=str(error)) from None
     except ActionStateError as error:

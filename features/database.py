@@ -1,0 +1,241 @@
+"""The database of record: the four contract tables and their bookkeeping, defined once.
+
+`churnlens load` creates these tables and fills them from files; the ingestion
+routes write to the same tables; every batch command and the server read them
+back through `features.db_source`. Keys make writes idempotent:
+
+- ``customers``: ``customer_id``; any extra column is a static attribute
+  (``Float`` when numeric, else ``Text``), added when the table is created;
+- ``orders``: ``order_id``; ``updated_at`` is when the row was last written
+  (a status change rewrites it, and appends to ``order_status_changes``);
+- ``events``: ``event_key``: the row's optional ``event_id``, else a hash of
+  its fields (`event_keys`), so a replayed row never duplicates;
+- ``subscriptions``: ``subscription_key``: optional ``subscription_id``, else a
+  hash of customer and start (`subscription_keys`); ``ended_at``, ``plan``
+  and ``mrr`` may change later;
+- ``customer_changes``: one row per customer with the time its history last
+  changed, so a server can refresh only the customers changed since it looked.
+
+Timestamps are naive UTC (``timestamp without time zone``), as the data
+contract reads them. Tables follow the connection's schema (on PostgreSQL the
+``search_path``, e.g. ``?options=-csearch_path%3Dlive`` in the URL).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import pandas as pd
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    MetaData,
+    String,
+    Table,
+    Text,
+    create_engine,
+    event,
+    inspect,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.dml import Insert
+
+from features.contract import MAX_ID_LENGTH
+
+#: the contract tables, in the order they are written (customers first)
+CONTRACT_TABLES = ("customers", "orders", "events", "subscriptions")
+#: tables that keep the bookkeeping of writes (never read as contract tables)
+BOOKKEEPING_TABLES = ("order_status_changes", "customer_changes")
+#: the key column of each contract table
+KEY_COLUMN = {"customers": "customer_id", "orders": "order_id", "events": "event_key",
+              "subscriptions": "subscription_key"}
+#: columns of the contract tables that are bookkeeping, not contract data
+BOOKKEEPING_COLUMNS = {"orders": ("updated_at",), "events": ("event_key", "event_id"),
+                       "subscriptions": ("subscription_key", "subscription_id", "updated_at")}
+_DATABASE_URL = re.compile(r"^(sqlite|postgresql|postgres)(\+\w+)?://")
+
+
+def _id() -> String:
+    return String(MAX_ID_LENGTH)
+
+
+@dataclass(frozen=True)
+class ContractSchema:
+    """The SQLAlchemy tables of a churnlens database (one `MetaData`)."""
+
+    metadata: MetaData
+    customers: Table
+    orders: Table
+    events: Table
+    subscriptions: Table
+    order_status_changes: Table
+    customer_changes: Table
+
+    def table(self, name: str) -> Table:
+        return getattr(self, name)
+
+    @property
+    def attribute_columns(self) -> list[str]:
+        """The customers table's static attribute columns."""
+        return [c.name for c in self.customers.columns if c.name not in ("customer_id",
+                                                                          "signup_at")]
+
+
+def contract_schema(*, attributes: Mapping[str, str] | None = None) -> ContractSchema:
+    """The tables, with ``attributes`` (name -> ``"number"`` or ``"text"``) on customers."""
+    metadata = MetaData()
+    extra = [Column(name, Float(53) if kind == "number" else Text)
+             for name, kind in (attributes or {}).items()]
+    customers = Table(
+        "customers", metadata,
+        Column("customer_id", _id(), primary_key=True),
+        Column("signup_at", DateTime),
+        *extra,
+    )
+    orders = Table(
+        "orders", metadata,
+        Column("order_id", _id(), primary_key=True),
+        Column("customer_id", _id(), nullable=False),
+        Column("ordered_at", DateTime, nullable=False),
+        Column("amount", Float(53), nullable=False),
+        Column("status", String(16), nullable=False, server_default="completed"),
+        Column("discount", Float(53)),
+        Column("items", Float(53)),
+        Column("updated_at", DateTime),
+        Index("ix_orders_customer_id", "customer_id"),
+        Index("ix_orders_ordered_at", "ordered_at"),
+    )
+    events = Table(
+        "events", metadata,
+        Column("event_key", String(MAX_ID_LENGTH), primary_key=True),
+        Column("event_id", _id()),
+        Column("customer_id", _id(), nullable=False),
+        Column("occurred_at", DateTime, nullable=False),
+        Column("event_type", Text, nullable=False),
+        Column("value", Float(53)),
+        Index("ix_events_customer_id", "customer_id"),
+        Index("ix_events_occurred_at", "occurred_at"),
+    )
+    subscriptions = Table(
+        "subscriptions", metadata,
+        Column("subscription_key", String(MAX_ID_LENGTH), primary_key=True),
+        Column("subscription_id", _id()),
+        Column("customer_id", _id(), nullable=False),
+        Column("started_at", DateTime, nullable=False),
+        Column("ended_at", DateTime),
+        Column("plan", Text),
+        Column("mrr", Float(53)),
+        Column("updated_at", DateTime),
+        Index("ix_subscriptions_customer_id", "customer_id"),
+        Index("ix_subscriptions_started_at", "started_at"),
+    )
+    order_status_changes = Table(
+        "order_status_changes", metadata,
+        Column("change_id", BigInteger().with_variant(sqlite.INTEGER(), "sqlite"),
+               primary_key=True, autoincrement=True),
+        Column("order_id", _id(), nullable=False),
+        Column("customer_id", _id(), nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("changed_at", DateTime, nullable=False),
+        Index("ix_order_status_changes_order_id", "order_id"),
+    )
+    customer_changes = Table(
+        "customer_changes", metadata,
+        Column("customer_id", _id(), primary_key=True),
+        Column("changed_at", DateTime, nullable=False),
+        Index("ix_customer_changes_changed_at", "changed_at"),
+    )
+    return ContractSchema(metadata, customers, orders, events, subscriptions,
+                          order_status_changes, customer_changes)
+
+
+def reflect_schema(bind: Engine | Connection) -> ContractSchema:
+    """The schema of an existing database, with the attribute columns its customers table has."""
+    found = inspect(bind)
+    attributes: dict[str, str] = {}
+    if found.has_table("customers"):
+        for column in found.get_columns("customers"):
+            if column["name"] in ("customer_id", "signup_at"):
+                continue
+            number = isinstance(column["type"], Float) or column["type"].python_type is float
+            attributes[column["name"]] = "number" if number else "text"
+    return contract_schema(attributes=attributes)
+
+
+def is_database_url(source: object) -> bool:
+    """Whether ``source`` names a database (``sqlite://…``, ``postgresql[+driver]://…``)
+    rather than a folder."""
+    return _DATABASE_URL.match(str(source)) is not None
+
+
+def database_engine(url: str) -> Engine:
+    """An engine for a churnlens database; SQLite waits for a writer rather than failing."""
+    engine = create_engine(url, pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - driver
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA busy_timeout = 30000")
+            cursor.close()
+    return engine
+
+
+def upsert(bind: Engine | Connection, table: Table) -> Insert:
+    """``INSERT`` with ``on_conflict_do_nothing``/``on_conflict_do_update`` for the dialect."""
+    dialect = bind.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise ValueError(f"{dialect}: churnlens databases are SQLite or PostgreSQL")
+
+
+def _hash_keys(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
+    """128-bit hex keys of the given columns, the n-th repeat of a row suffixed ``#n``.
+
+    Two 64-bit hashes (pandas' SipHash, fixed keys) side by side; repeats of
+    identical rows (two page views in the same second) stay distinct rows, and
+    a replay of the same rows gets the same keys.
+    """
+    if frame.empty:
+        return pd.Series([], dtype=object, index=frame.index)
+    values = frame[columns]
+    first = pd.util.hash_pandas_object(values, index=False, hash_key="churnlens-key-01")
+    second = pd.util.hash_pandas_object(values, index=False, hash_key="churnlens-key-02")
+    keys = (first.map("{:016x}".format) + second.map("{:016x}".format)).astype(object)
+    repeat = keys.groupby(keys, sort=False).cumcount()
+    if (repeat > 0).any():
+        keys = keys.where(repeat == 0, keys + "#" + repeat.astype(str))
+    return keys
+
+
+def _given_or_hashed(frame: pd.DataFrame, id_column: str, columns: list[str]) -> pd.Series:
+    hashed = _hash_keys(frame, columns)
+    if id_column not in frame.columns:
+        return hashed
+    given = frame[id_column].astype(object)
+    present = given.notna() & (given.astype(str).str.strip() != "")
+    return given.astype(str).str.strip().where(present, hashed).astype(object)
+
+
+def event_keys(events: pd.DataFrame) -> pd.Series:
+    """The key of each validated event row: its ``event_id`` if given, else a field hash.
+
+    The hash covers customer_id, occurred_at, event_type and value, so sending
+    the same event twice writes it once.
+    """
+    return _given_or_hashed(events, "event_id",
+                            ["customer_id", "occurred_at", "event_type", "value"])
+
+
+def subscription_keys(subscriptions: pd.DataFrame) -> pd.Series:
+    """The key of each validated subscription row: ``subscription_id``, else a hash of
+    customer_id and started_at (``ended_at``, ``plan`` and ``mrr`` may change later)."""
+    return _given_or_hashed(subscriptions, "subscription_id", ["customer_id", "started_at"])

@@ -1,0 +1,248 @@
+"""Fill a churnlens database from a validated dataset: ``churnlens load``.
+
+Rows go first to a temporary staging table (``COPY … FROM STDIN`` on
+PostgreSQL, ``executemany`` on SQLite), then into the contract tables with
+``INSERT … ON CONFLICT DO NOTHING`` on each table's key, all in one
+transaction. A second load of the same files therefore adds nothing, and a
+failed load leaves the database as it was. Customers with new rows are
+stamped in ``customer_changes`` so a running server rescores them.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+from sqlalchemy import (
+    Column,
+    Connection,
+    DateTime,
+    MetaData,
+    Table,
+    exists,
+    inspect,
+    literal,
+    select,
+    true,
+)
+from sqlalchemy import text as sql_text
+
+from features.contract import ValidationResult
+from features.database import (
+    KEY_COLUMN,
+    ContractSchema,
+    contract_schema,
+    database_engine,
+    event_keys,
+    reflect_schema,
+    subscription_keys,
+    upsert,
+)
+from features.dataset import Dataset
+
+#: rows per COPY block / executemany batch (bounded memory for large tables)
+_BATCH = 250_000
+_SQLITE_TIME = "%Y-%m-%d %H:%M:%S"
+
+
+class LoadError(ValueError):
+    """The database cannot take the dataset as it is; the message names the table."""
+
+
+@dataclass
+class LoadReport:
+    """What a load read, used, rejected and added, per table."""
+
+    validation: ValidationResult
+    added: dict[str, int] = field(default_factory=dict)
+
+    def already_present(self, table: str) -> int:
+        return self.validation.rows_used.get(table, 0) - self.added.get(table, 0)
+
+
+def attribute_kinds(customers: pd.DataFrame) -> dict[str, str]:
+    """Each static attribute column as ``number`` or ``text``, as the contract typed it."""
+    kinds = {}
+    for column in customers.columns:
+        if column in ("customer_id", "signup_at"):
+            continue
+        numeric = pd.api.types.is_numeric_dtype(customers[column].dtype)
+        kinds[str(column)] = "number" if numeric and not pd.api.types.is_bool_dtype(
+            customers[column].dtype) else "text"
+    return kinds
+
+
+def table_rows(dataset: Dataset, name: str, *, now: datetime) -> pd.DataFrame | None:
+    """The rows of one contract table as its database table holds them (keys included)."""
+    frame = dataset.table(name)
+    if frame is None:
+        return None
+    if name == "customers":
+        return frame
+    if name == "orders":
+        rows = frame[["order_id", "customer_id", "ordered_at", "amount", "status", "discount",
+                      "items"]].copy()
+        rows["updated_at"] = pd.Timestamp(now)
+        return rows
+    if name == "events":
+        rows = frame[["customer_id", "occurred_at", "event_type", "value"]].copy()
+        rows.insert(0, "event_key", event_keys(frame).to_numpy())
+        if "event_id" in frame.columns:
+            rows.insert(1, "event_id", frame["event_id"].astype(object).to_numpy())
+        return rows
+    rows = frame[["customer_id", "started_at", "ended_at", "plan", "mrr"]].copy()
+    rows.insert(0, "subscription_key", subscription_keys(frame).to_numpy())
+    if "subscription_id" in frame.columns:
+        rows.insert(1, "subscription_id", frame["subscription_id"].astype(object).to_numpy())
+    rows["updated_at"] = pd.Timestamp(now)
+    return rows
+
+
+def _arrow(rows: pd.DataFrame) -> pa.Table:
+    """Rows as Arrow, timestamps in microseconds (what both databases store)."""
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    columns = [column.cast(pa.timestamp("us")) if pa.types.is_timestamp(column.type) else column
+               for column in table.columns]
+    return pa.table(columns, names=table.column_names)
+
+
+def _csv_blocks(table: pa.Table) -> Iterator[bytes]:
+    """CSV for ``COPY … (FORMAT csv)``: strings quoted, NULL as an unquoted empty cell."""
+    options = pa_csv.WriteOptions(include_header=False, quoting_style="needed")
+    for batch in table.to_batches(max_chunksize=_BATCH):
+        buffer = io.BytesIO()
+        pa_csv.write_csv(batch, buffer, write_options=options)
+        yield buffer.getvalue()
+
+
+def _sqlite_rows(table: pa.Table) -> Iterator[list[tuple]]:
+    """Batches of row tuples, timestamps as SQLAlchemy's SQLite text (``… HH:MM:SS.ffffff``)."""
+    import pyarrow.compute as pc
+
+    for batch in table.to_batches(max_chunksize=_BATCH):
+        columns = []
+        for column in batch.columns:
+            if pa.types.is_timestamp(column.type):
+                column = pc.strftime(column, format=_SQLITE_TIME)
+            columns.append(column.to_pylist())
+        yield list(zip(*columns, strict=True))
+
+
+def _copy(connection: Connection, table: Table, rows: pd.DataFrame) -> None:
+    """Bulk-write ``rows`` into ``table``: COPY on PostgreSQL, executemany elsewhere."""
+    arrow = _arrow(rows)
+    names = ", ".join(f'"{name}"' for name in rows.columns)
+    if connection.dialect.name == "postgresql":
+        cursor = connection.connection.driver_connection.cursor()
+        with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN (FORMAT csv)') as copy:
+            for block in _csv_blocks(arrow):
+                copy.write(block)
+    else:
+        marks = ", ".join("?" for _ in rows.columns)
+        statement = f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})'
+        for batch in _sqlite_rows(arrow):
+            connection.exec_driver_sql(statement, batch)
+
+
+def _stage(connection: Connection, target: Table, rows: pd.DataFrame) -> Table:
+    """A temporary table shaped like ``rows`` (the target's types), filled with them."""
+    stage = Table(f"churnlens_stage_{target.name}", MetaData(),
+                  *[Column(name, target.c[name].type) for name in rows.columns],
+                  prefixes=["TEMPORARY"])
+    stage.drop(connection, checkfirst=True)
+    stage.create(connection)
+    _copy(connection, stage, rows)
+    return stage
+
+
+def _stamp_all(connection: Connection, schema: ContractSchema, target: Table, *,
+               now: datetime) -> None:
+    """Every customer with a row in ``target`` changed ``now`` (after a load into it empty)."""
+    changed = select(target.c.customer_id, literal(now, DateTime)).where(true()).distinct()
+    stamp = upsert(connection, schema.customer_changes).from_select(
+        ["customer_id", "changed_at"], changed)
+    connection.execute(stamp.on_conflict_do_update(
+        index_elements=["customer_id"], set_={"changed_at": stamp.excluded.changed_at}))
+
+
+def _insert_new(connection: Connection, schema: ContractSchema, name: str,
+                rows: pd.DataFrame, *, now: datetime) -> int:
+    """Stage ``rows``, stamp the customers they add history to, insert the new ones.
+
+    An empty table (a first load, or --replace) takes the rows straight, with no
+    staging, when its keys are unique (the contract rejects repeated order and
+    customer ids; a given ``event_id`` may still repeat, and is then staged).
+    """
+    target = schema.table(name)
+    key = KEY_COLUMN[name]
+    empty = not connection.execute(select(exists().select_from(target))).scalar_one()
+    if empty and rows[key].is_unique:
+        _copy(connection, target, rows)
+        _stamp_all(connection, schema, target, now=now)
+        return len(rows)
+    stage = _stage(connection, target, rows)
+    is_new = ~exists().where(target.c[key] == stage.c[key])
+    changed = select(stage.c.customer_id, literal(now, DateTime)).where(is_new).distinct()
+    stamp = upsert(connection, schema.customer_changes).from_select(
+        ["customer_id", "changed_at"], changed)
+    connection.execute(stamp.on_conflict_do_update(
+        index_elements=["customer_id"], set_={"changed_at": stamp.excluded.changed_at}))
+    columns = list(rows.columns)
+    insert = upsert(connection, target).from_select(
+        columns, select(*[stage.c[c] for c in columns]).where(true()))
+    added = connection.execute(insert.on_conflict_do_nothing(index_elements=[key]),
+                               execution_options={"preserve_rowcount": True}).rowcount
+    stage.drop(connection)
+    return int(added)
+
+
+def _check_existing(connection: Connection, schema: ContractSchema) -> None:
+    """Tables already there must be churnlens tables; new attribute columns are added."""
+    found = inspect(connection)
+    for table in schema.metadata.sorted_tables:
+        if not found.has_table(table.name):
+            continue
+        present = {column["name"] for column in found.get_columns(table.name)}
+        key = KEY_COLUMN.get(table.name)
+        if key is not None and key not in present:
+            raise LoadError(f"{table.name}: the existing table has no {key} column, so it was "
+                            "not made by `churnlens load`; load into another database or "
+                            "schema, or pass --replace to drop it")
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=connection.dialect)
+                connection.execute(sql_text(
+                    f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
+
+
+def load_dataset(validation: ValidationResult, url: str, *, now: datetime,
+                 replace: bool = False) -> LoadReport:
+    """Write a validated dataset into the database at ``url``; one transaction.
+
+    ``now`` (naive UTC) stamps ``updated_at`` and ``customer_changes``. With
+    ``replace`` the churnlens tables are dropped first, so the database holds
+    exactly this dataset afterwards.
+    """
+    dataset = validation.dataset
+    schema = contract_schema(attributes=attribute_kinds(dataset.customers))
+    engine = database_engine(url)
+    report = LoadReport(validation)
+    try:
+        with engine.begin() as connection:
+            if replace:
+                reflect_schema(connection).metadata.drop_all(connection, checkfirst=True)
+            else:
+                _check_existing(connection, schema)
+            schema.metadata.create_all(connection, checkfirst=True)
+            for name in ("customers", "orders", "events", "subscriptions"):
+                rows = table_rows(dataset, name, now=now)
+                if rows is not None:
+                    report.added[name] = _insert_new(connection, schema, name, rows, now=now)
+    finally:
+        engine.dispose()
+    return report
