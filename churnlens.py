@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shlex
 from pathlib import Path
@@ -77,6 +78,61 @@ def next_steps(folder: Path, *, bin_dir: Path, cwd: Path, customer_id: str,
     ]
 
 
+def live_steps(folder: Path, *, bin_dir: Path, cwd: Path, customer_id: str,
+               order: dict[str, object], port: int = 8001) -> list[tuple[str, str]]:
+    """The live variant's hints: the demo's files in a SQLite database, served, written to.
+
+    ``order`` is the customer's latest completed order; the hint sends it back as
+    returned, which moves the customer's score and has the rescoring fire an action.
+    """
+    churnlens = shlex.quote(command_path("churnlens", bin_dir=bin_dir, folder=folder, cwd=cwd))
+    enter = f"cd {shlex.quote(str(folder))} &&"
+    returned = json.dumps([{**order, "status": "returned"}], separators=(",", ":"))
+    base = f"http://127.0.0.1:{port}/v1"
+    return [
+        ("the live variant: the demo's files loaded into a SQLite database",
+         f"{enter} {churnlens} load --data data --into sqlite:///live.db"),
+        ("serve from it: ingestion, scores as of now, outreach as behaviour happens "
+         "(its own outbox, the relay in the API)",
+         f"{enter} MLFLOW_TRACKING_URI=sqlite:///mlflow.db CHURNLENS_DATA=sqlite:///live.db "
+         f"CHURNLENS_ALLOW_ANONYMOUS=true CHURNLENS_OUTBOX_URL=sqlite:///live-outbox.db "
+         f"CHURNLENS_RELAY_ENABLED=true {churnlens} serve --port {port}"),
+        (f"from a second terminal, {customer_id}'s score now",
+         f"curl -s {base}/customers/{customer_id}/score"),
+        (f"{customer_id} returns their latest order (an ingest: the score moves, and the "
+         "rescoring writes the action that now matches to the outbox)",
+         f"curl -s -X POST -H 'Content-Type: application/json' {base}/orders "
+         f"-d {shlex.quote(returned)}"),
+        ("the score again, and the actions the live outbox holds",
+         f"curl -s {base}/customers/{customer_id}/score && {enter} "
+         f"CHURNLENS_OUTBOX_URL=sqlite:///live-outbox.db {churnlens} outreach list --limit 5"),
+    ]
+
+
+def _latest_order(data: Path, customer_id: str) -> dict[str, object]:
+    """The customer's latest completed order before now (else anyone's), as ingestion takes it.
+
+    Generated data runs to the end of today; an ingested row may not lie ahead of the
+    server's clock, so orders of the coming hours are passed over.
+    """
+    import pandas as pd
+
+    from features.io import read_dataset
+
+    orders = read_dataset(data).dataset.orders
+    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
+    done = orders[(orders["status"] == "completed") & (orders["ordered_at"] < now)]
+    mine = done[done["customer_id"] == customer_id]
+    latest = (mine if len(mine) else done).sort_values("ordered_at").iloc[-1]
+    order: dict[str, object] = {
+        "order_id": str(latest["order_id"]), "customer_id": str(latest["customer_id"]),
+        "ordered_at": latest["ordered_at"].isoformat(), "amount": float(latest["amount"]),
+        "discount": float(latest["discount"])}
+    if pd.notna(latest["items"]):
+        order["items"] = float(latest["items"])
+    return order
+
+
 def _most_value_at_risk(scores: Path) -> str:
     import pandas as pd
 
@@ -135,14 +191,22 @@ def demo(
             console.print(f"[red]demo stopped: step {number} ({title}) failed[/red]")
             raise typer.Exit(done.returncode)
     console.rule("done")
+    customer_id = _most_value_at_risk(folder / "scores.parquet")
     hints = next_steps(folder, bin_dir=bin_dir, cwd=cwd, port=port, ui_port=ui_port,
-                       customer_id=_most_value_at_risk(folder / "scores.parquet"))
+                       customer_id=customer_id)
+    order = _latest_order(folder / "data", customer_id)
+    live = live_steps(folder, bin_dir=bin_dir, cwd=cwd, customer_id=str(order["customer_id"]),
+                      port=port + 1, order=order)
     # plain print: rich would wrap long lines at the terminal width and break a copied command
     print(f"Everything is in {folder}/: data/, mlflow.db, mlartifacts/, outbox.db, "
           f"scores.parquet, report.html")
     print(f"The retention report: {folder / 'report.html'} (open it in a browser)")
     print("Next, each $ line is one command to run from this folder:")
     for what, line in hints:
+        print(f"  {what}:")
+        print(f"  $ {line}")
+    print("The live variant (a database as the source of record; docs/serving.md, Live data):")
+    for what, line in live:
         print(f"  {what}:")
         print(f"  $ {line}")
 

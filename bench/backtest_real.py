@@ -18,8 +18,8 @@ import time
 from pathlib import Path
 
 from training.backtest import backtest, quality_checks
+from training.params import TrainParams
 from training.realdata import QUALITY_BAR, REFERENCE_FIGURES, STANDARD_SPLITS, load_source
-from training.train import TrainParams
 
 DATASETS = {"cdnow": "CDNOW", "online-retail": "Online Retail"}
 PENALIZER = {"cdnow": 0.0, "online-retail": 0.1}

@@ -16,8 +16,8 @@ import dataclasses
 from pathlib import Path
 
 from training.backtest import backtest
+from training.params import TrainParams
 from training.realdata import STANDARD_SPLITS, load_source
-from training.train import TrainParams
 
 PENALIZER = {"cdnow": 0.0, "cdnow-sample": 0.0, "online-retail": 0.1}
 

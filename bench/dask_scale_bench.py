@@ -153,6 +153,20 @@ def step_dask(parts: Path, out: Path, bundle: Path, chunk_size: int) -> dict:
             "worker_peak_rss_mb": sorted(workers.values())}
 
 
+def step_baseline(parts: Path, out: Path, bundle: Path, chunk_size: int) -> dict:
+    """The driver's floor: the same imports (dask, distributed, lightgbm, pandas,
+    pyarrow), the model loaded and a LocalCluster of 2 workers started, no data."""
+    import lightgbm  # noqa: F401
+
+    from features.cluster import dask_client, share
+    from serving.partitioned_batch import run_partitioned_batch  # noqa: F401
+
+    scorer = _scorer(bundle)
+    with dask_client(None, workers=2) as client:
+        share(client, scorer, name="model").result()
+    return {"engine": "baseline", "driver_peak_rss_mb": _peak_mb()}
+
+
 def step_local(data: Path, out: Path, bundle: Path, chunk_size: int) -> dict:
     """`churnlens score` with the local engine (2 worker processes) on the plain dataset."""
     from serving.batch import run_batch
@@ -208,7 +222,8 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs of each engine at the smallest size (alternating; medians)")
-    parser.add_argument("--step", choices=["dask", "local", "build"], help=argparse.SUPPRESS)
+    parser.add_argument("--step", choices=["dask", "local", "build", "baseline"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
@@ -222,7 +237,7 @@ def main() -> None:
         print(json.dumps(info))
         return
     if args.step:
-        run = step_dask if args.step == "dask" else step_local
+        run = {"dask": step_dask, "local": step_local, "baseline": step_baseline}[args.step]
         print(json.dumps(run(args.data, args.out, args.bundle, args.chunk_size)))
         return
 
@@ -234,6 +249,10 @@ def main() -> None:
     sizes = sorted(int(s) for s in args.sizes.split(","))
     args.work.mkdir(parents=True, exist_ok=True)
     report: dict[str, object] = {"bundle": str(bundle), "sizes": {}}
+    baseline = child("--step", "baseline", "--bundle", str(bundle))
+    report["driver_baseline"] = baseline
+    print(f"driver baseline (imports, model, LocalCluster; no data): {json.dumps(baseline)}",
+          flush=True)
     for size in sizes:
         # built in a child too: this process stays small, so its children's peaks are theirs
         info = child("--step", "build", "--work", str(args.work), "--base", str(args.base),
@@ -268,6 +287,13 @@ def main() -> None:
             local_out.unlink()
         dask_out.unlink()
         report["sizes"][size] = entry
+    for size in sizes:
+        entry = report["sizes"][size]
+        largest = entry["dataset"]["largest_partition"]
+        print(f"{size:,}: worker peak {entry['dask']['worker_peak_rss_mb']} MB against the "
+              f"largest partition's {largest['customers']:,} customers, "
+              f"{largest['parquet_mb']} MB of Parquet, {largest.get('memory_mb')} MB in memory",
+              flush=True)
     peaks = [report["sizes"][s]["dask"]["driver_peak_rss_mb"] for s in sizes]
     report["driver_peak_spread"] = round(max(peaks) / min(peaks) - 1, 3)
     print(f"driver peak RSS {peaks} MB: spread {report['driver_peak_spread']:.1%}", flush=True)

@@ -54,7 +54,8 @@ def train_champion(root: Path, *, customers: int, runner, app) -> None:
     import mlflow
 
     from features.io import read_dataset
-    from training.train import TrainParams, train_and_register
+    from training.params import TrainParams
+    from training.run import train_and_register
 
     os.chdir(root)
     uri = f"sqlite:///{root / 'mlflow.db'}"

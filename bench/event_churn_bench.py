@@ -9,7 +9,7 @@ window) on what happened in those 90 days. In the same run, on the same
 training snapshots (those ``churnlens train --as-of CUT-OFF`` builds) and the
 same held-out snapshot for early stopping:
 
-- ``churnlens``: the full model as trained by `training.train.fit_bundle`
+- ``churnlens``: the full model as trained by `training.fit.fit_bundle`
   (every feature family, including `features.behaviour`: rates per active
   day, ratios between events, changes over time, rates against the
   customer's own usual rate);
@@ -42,7 +42,8 @@ from features.generate import generate_dataset
 from features.labels import label_customers
 from features.pipeline import build_features, describe_feature, event_slug
 from features.snapshots import TrainingSet, build_training_set
-from training.train import TrainParams, fit_bundle
+from training.fit import fit_bundle
+from training.params import TrainParams
 
 END = date(2025, 12, 31)
 HORIZON = 90

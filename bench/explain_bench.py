@@ -1,6 +1,6 @@
 """Explanation benchmark: exact contributions against shap.TreeExplainer on the same model.
 
-The model is churnlens's own churn booster, trained by `training.train.fit_bundle` on a
+The model is churnlens's own churn booster, trained by `training.fit.fit_bundle` on a
 generated business (``--train-customers`` customers, ``--rounds`` boosting rounds, kept
 whole so that the model has about that many trees), or any bundle given with ``--bundle``.
 The rows are point-in-time features of ``--rows`` other generated customers.
@@ -42,7 +42,8 @@ def train_bundle(directory: Path, *, customers: int, rounds: int, seed: int = 7)
     from features.generate import generate_dataset
     from features.snapshots import build_training_set
     from models.bundle import BUNDLE_FILE
-    from training.train import TrainParams, fit_bundle
+    from training.fit import fit_bundle
+    from training.params import TrainParams
 
     if (directory / BUNDLE_FILE).exists():
         return directory

@@ -55,7 +55,8 @@ def main() -> None:
     from features.generate import generate_dataset
     from features.pipeline import build_features
     from features.snapshots import build_training_set
-    from training.train import TrainParams, fit_bundle
+    from training.fit import fit_bundle
+    from training.params import TrainParams
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=3000)

@@ -36,7 +36,9 @@ from models.loading import LoadedModel
 from serving.outreach.audit import audit_rules
 from serving.outreach.rules import load_rules
 from serving.scorer import Scorer
-from training.train import TrainParams, build_training_set_for, fit_bundle
+from training.data import build_training_set_for
+from training.fit import fit_bundle
+from training.params import TrainParams
 
 BY_NAME = Path(__file__).with_name("rules_by_name.yaml")
 

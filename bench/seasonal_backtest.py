@@ -31,7 +31,7 @@ import pandas as pd
 from features.contract import validate_tables
 from features.generate import PEAK_SPEND, generate_dataset, in_peak_quarter
 from training.backtest import backtest
-from training.train import TrainParams
+from training.params import TrainParams
 
 END = date(2025, 12, 31)
 CUT_OFF = pd.Timestamp("2025-10-01")

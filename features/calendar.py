@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.business import BUSINESS_FEATURES
 from features.history import NEVER, NS_PER_DAY, History
 
 #: the length of "the same weeks a year before": the default churn horizon
@@ -110,5 +111,7 @@ def calendar_applies(holdout_features: pd.DataFrame) -> bool:
 
 
 def without_calendar(frame: pd.DataFrame) -> pd.DataFrame:
-    """``frame`` without the calendar columns (models that must not use them)."""
-    return frame.drop(columns=[c for c in CALENDAR_FEATURES if c in frame.columns])
+    """``frame`` without the calendar and business-season columns (models that must not
+    use them)."""
+    season = (*CALENDAR_FEATURES, *BUSINESS_FEATURES)
+    return frame.drop(columns=[c for c in season if c in frame.columns])

@@ -4,7 +4,8 @@ Workers read their own partition (`features.partitioned.read_partition`), do the
 and write their part of the output; what comes back to the driver is the task's small
 summary. A worker lost mid-run is Dask's to handle: the scheduler re-runs its tasks on
 another worker, and since every task writes its part whole and under a fixed name, a
-re-run leaves the same files.
+re-run leaves the same files. What the tasks share (the model) is itself a task, not
+scattered data, so the scheduler can compute it again when the workers holding it die.
 """
 
 from __future__ import annotations
@@ -36,6 +37,22 @@ class PartitionFailure:
     reason: str
 
 
+def local_cluster(*, workers: int | None = 2, processes: bool = True) -> Any:
+    """A LocalCluster listening on loopback only, without a dashboard.
+
+    ``dashboard_address=None`` does not do that: the scheduler's HTTP server (health,
+    metrics) still starts, on port 8787 of every interface, and clashes with any other
+    cluster on the machine. Here it gets a free loopback port. ``workers=None`` lets
+    Dask choose from the cores.
+    """
+    from distributed import LocalCluster
+
+    loopback = {"host": "127.0.0.1"} if processes else {}  # threads talk in-process
+    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
+                        dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
+                        **loopback)
+
+
 @contextmanager
 def dask_client(scheduler: str | None, *, connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
                 workers: int = 2, processes: bool = True) -> Iterator[Client]:
@@ -44,7 +61,7 @@ def dask_client(scheduler: str | None, *, connect_timeout: float = DEFAULT_CONNE
     An address that does not answer within ``connect_timeout`` seconds raises
     `SchedulerUnreachable` instead of waiting for ever.
     """
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
     if scheduler is not None:
         try:
@@ -57,10 +74,43 @@ def dask_client(scheduler: str | None, *, connect_timeout: float = DEFAULT_CONNE
         with client:
             yield client
         return
-    with (LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
-                       dashboard_address=None) as cluster,
-          Client(cluster) as client):
+    with local_cluster(workers=workers, processes=processes) as cluster, Client(cluster) as client:
         yield client
+
+
+def _the(value: T) -> T:
+    return value
+
+
+def share(client: Client | None, value: T, *, name: str) -> Any:
+    """``value`` for every task of a run: as a Dask future on a cluster, else itself.
+
+    Not ``client.scatter``: scattered data has no recipe, so when the only worker holding
+    it dies (the scheduler keeps one replica once few tasks still need it), every task
+    that depends on it is cancelled ("already forgotten"). A task that returns the value
+    is computed again on another worker instead; other workers fetch it from a peer, so
+    it still reaches each worker once.
+    """
+    if client is None:
+        return value
+    return client.submit(_the, value, key=f"churnlens-{name}-{uuid.uuid4().hex[:8]}",
+                         pure=False)
+
+
+def _call(task: Callable[..., T], kwargs: dict[str, Any]) -> T:
+    return task(**kwargs)  # keyword names such as `key` stay the task's, not `submit`'s
+
+
+def run_one(task: Callable[..., T], *, client: Client | None, name: str, **kwargs: Any) -> T:
+    """``task(**kwargs)`` on a worker (so the driver holds none of what it reads), or here."""
+    if client is None:
+        return task(**kwargs)
+    future = client.submit(_call, task, kwargs, key=f"churnlens-{name}-{uuid.uuid4().hex[:8]}",
+                           pure=False)
+    try:
+        return future.result()
+    finally:
+        future.cancel()
 
 
 def run_partitions(
@@ -105,6 +155,9 @@ def run_partitions(
                       pure=False, **kwargs): number
         for number in numbers
     }
+    # The futures are held until every task has finished (their results are small): a
+    # future released inside the loop drops the client's claim on its key while Dask may
+    # still be re-running work after a lost worker.
     try:
         for future in as_completed(futures):
             number = futures[future]
@@ -117,8 +170,8 @@ def run_partitions(
                 failures.append(PartitionFailure(number, str(error)))
             else:
                 results[number] = future.result()
-            future.release()
             finished()
-    finally:
-        client.cancel(list(futures))
+    except BaseException:
+        client.cancel(list(futures))  # stop what is still queued or running
+        raise
     return results, failures

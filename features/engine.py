@@ -81,7 +81,9 @@ def compute_features(
         if progress is not None:
             progress(1, 1)
         return result
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import Client, as_completed
+
+    from features.cluster import local_cluster
 
     if event_types is None and dataset.events is not None:
         # every partition must produce the same columns, whatever types it happens to hold
@@ -89,8 +91,8 @@ def compute_features(
     with ExitStack() as stack:
         if client is None:
             if scheduler is None:
-                cluster = stack.enter_context(LocalCluster(
-                    processes=processes, threads_per_worker=1, dashboard_address=None))
+                cluster = stack.enter_context(local_cluster(workers=None,
+                                                            processes=processes))
                 client = stack.enter_context(Client(cluster))
             else:
                 client = stack.enter_context(Client(scheduler))
@@ -167,17 +169,23 @@ def features_of_partition(number: int, *, data: str, manifest: Manifest, as_of: 
                        rows_rejected=validation.rows_rejected, categories=categories, path=path)
 
 
+def merge_feature_parts(*, parts: list[str], out: str,
+                        categories: dict[str, list[str]]) -> int:
+    """On a worker: the parts, each sorted by customer, merged into ``out``; rows written."""
+    return write_merged(parts, out, key="customer_id", categories=categories)
+
+
 def compute_partitioned_features(
     data: str, *, out: str, as_of: pd.Timestamp | None = None, client: Client | None = None,
     partitions: int | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> FeatureRun:
     """The feature table of a partitioned dataset, one task per partition, merged into ``out``.
 
-    The driver reads only the manifest; workers read, validate and build their partition
-    (``client=None`` runs the same tasks here). The merged file equals the local engine's
-    output on the unpartitioned dataset, row for row.
+    The driver reads only the manifest; workers read, validate and build their partition,
+    and one more task merges the parts (``client=None`` runs the same tasks here). The
+    merged file equals the local engine's output on the unpartitioned dataset, row for row.
     """
-    from features.cluster import run_partitions
+    from features.cluster import run_one, run_partitions
 
     if not str(out).endswith(".parquet"):
         raise ValueError(f"--out {out}: a partitioned dataset's features are written as .parquet")
@@ -199,8 +207,9 @@ def compute_partitioned_features(
     for part in written:
         for column, levels in part.categories.items():
             categories.setdefault(column, set()).update(levels)
-    rows = write_merged([p.path for p in written], str(out), key="customer_id",
-                        categories={c: sorted(v) for c, v in categories.items()})
+    rows = run_one(merge_feature_parts, client=client, name="features-merge",
+                   parts=[p.path for p in written], out=str(out),
+                   categories={c: sorted(v) for c, v in categories.items()})
     fs.rm(local, recursive=True)
     rejected: dict[str, int] = {}
     for part in ordered:

@@ -38,6 +38,40 @@ RECENT_DAYS = 90
 DECLINING_RATIO = 0.5
 MIN_EARLIER_ACTIVITY = 4
 MIN_EARLIER_DAYS = 60
+#: the windows the feature pipeline counts activity over (`features.pipeline.WINDOWS`):
+#: the declining test's recent window must be one of them
+COUNT_WINDOWS = (30, 90, 365)
+
+
+class LifecycleSettingError(ValueError):
+    """A lifecycle threshold is out of range; ``field`` names it (commands map it to a flag)."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field} {problem}")
+        self.field = field
+        self.problem = problem
+
+
+def check_thresholds(*, new_days: int | None = None, recent_days: int = RECENT_DAYS,
+                     declining_ratio: float = DECLINING_RATIO,
+                     min_earlier_activity: int = MIN_EARLIER_ACTIVITY,
+                     min_earlier_days: int = MIN_EARLIER_DAYS) -> None:
+    """Raise `LifecycleSettingError` naming the first threshold that cannot work."""
+    if new_days is not None and new_days < 0:
+        raise LifecycleSettingError("new_days", f"must be 0 or more days, not {new_days}")
+    if recent_days not in COUNT_WINDOWS:
+        raise LifecycleSettingError(
+            "recent_days", f"must be one of {', '.join(map(str, COUNT_WINDOWS))} (the windows "
+            f"activity is counted over), not {recent_days}")
+    if not 0 < declining_ratio <= 1:
+        raise LifecycleSettingError("declining_ratio",
+                                    f"must be in (0, 1], not {declining_ratio}")
+    if min_earlier_activity < 1:
+        raise LifecycleSettingError("min_earlier_activity",
+                                    f"must be at least 1, not {min_earlier_activity}")
+    if min_earlier_days < 1:
+        raise LifecycleSettingError("min_earlier_days",
+                                    f"must be at least 1 day, not {min_earlier_days}")
 
 
 @dataclass(frozen=True)
@@ -75,9 +109,16 @@ def activity_recency_features(definition: str, activity_slugs: Sequence[str]) ->
 
 
 def lifecycle_rules(definition: str, *, activity_slugs: Sequence[str], active_days: int,
-                    new_days: int) -> LifecycleRules:
+                    new_days: int, recent_days: int = RECENT_DAYS,
+                    declining_ratio: float = DECLINING_RATIO,
+                    min_earlier_activity: int = MIN_EARLIER_ACTIVITY,
+                    min_earlier_days: int = MIN_EARLIER_DAYS) -> LifecycleRules:
     """The stage rules of a churn definition (``activity_slugs``: activity event types as
-    they appear in feature names, `features.pipeline.event_slug`)."""
+    they appear in feature names, `features.pipeline.event_slug`), with the declining
+    test's thresholds (checked by `check_thresholds`)."""
+    check_thresholds(new_days=new_days, recent_days=recent_days,
+                     declining_ratio=declining_ratio, min_earlier_activity=min_earlier_activity,
+                     min_earlier_days=min_earlier_days)
     counts = ["completed_orders_{w}", *(f"{slug}_events_{{w}}" for slug in activity_slugs)]
     return LifecycleRules(
         recency_features=activity_recency_features(definition, activity_slugs),
@@ -85,7 +126,9 @@ def lifecycle_rules(definition: str, *, activity_slugs: Sequence[str], active_da
         count_features=tuple(counts),
         # subscription: active means a subscription running at T
         active_days=0 if definition == "subscription" else int(active_days),
-        new_days=int(new_days), definition=definition,
+        new_days=int(new_days), definition=definition, recent_days=int(recent_days),
+        declining_ratio=float(declining_ratio), min_earlier_activity=int(min_earlier_activity),
+        min_earlier_days=int(min_earlier_days),
     )
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from features.behaviour import behaviour_features, describe_behaviour
+from features.business import BUSINESS_FEATURES, BusinessSeason
 from features.calendar import CALENDAR_FEATURES, calendar_features
 from features.dataset import Dataset
 from features.history import NEVER, NS_PER_DAY, STATUS_CODES, History, timestamp_ns
@@ -190,6 +191,8 @@ def describe_feature(name: str, *, categorical: bool | None = None) -> FeatureIn
         return FIXED_FEATURES[name]
     if name in CALENDAR_FEATURES:
         return FeatureInfo(name, *CALENDAR_FEATURES[name], "season")
+    if name in BUSINESS_FEATURES:
+        return FeatureInfo(name, *BUSINESS_FEATURES[name], "season")
     for pattern, text, unit in _EVENT_PATTERNS:
         match = pattern.match(name)
         if match:
@@ -233,8 +236,13 @@ def build_features(
 
 def features_at(
     history: History, *, as_of: pd.Timestamp, event_types: Sequence[str] | None = None,
+    business: BusinessSeason | None = None,
 ) -> pd.DataFrame:
-    """`build_features` on a prepared `History` (reuse it for many dates)."""
+    """`build_features` on a prepared `History` (reuse it for many dates).
+
+    ``business`` (training snapshots) adds the business-wide season columns
+    (`features.business`); scoring gets them from the model bundle instead.
+    """
     t = timestamp_ns(as_of)
     known = history.known_at(t)
     columns: dict[str, np.ndarray] = {}
@@ -252,6 +260,8 @@ def features_at(
         # no app or site events at all: activity against the usual is unknown, not zero
         columns["active_days_30d_vs_usual"] = np.full(history.n_customers, np.nan)
     columns.update(calendar_features(history, t))
+    if business is not None:
+        columns.update(business.features_at(pd.Timestamp(as_of), history.n_customers))
     index = history.index[known]
     # one 2-D float block laid out as pandas stores it (a row per feature), so that
     # selecting the known customers is the only copy

@@ -429,6 +429,11 @@ def _calendar_specs() -> dict[str, tuple[str, Spec]]:
         "active_days_same_season_last_year": ("seasonality", _spec(
             "Active on {value} days in the same season last year", fmt="count",
             zero="Not active in the same season last year", missing=before)),
+        "business_season_step_last_year": ("seasonality", _spec(
+            "In these weeks last year the business's revenue per active customer moved "
+            "{value} against the weeks before", fmt="multiple",
+            missing="The business's history does not cover these weeks last year",
+            typical=None)),
     }
 
 

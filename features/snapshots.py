@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.business import BusinessSeason
 from features.dataset import Dataset
 from features.history import NEVER, History
 from features.labels import Definition, activity_type_codes, check_definition, labels_at
@@ -35,11 +36,28 @@ MIN_HORIZON_DAYS = 14
 #: the shortest window of a single snapshot, the last resort of a very short history
 MIN_SINGLE_HORIZON_DAYS = 7
 LABEL_COLUMNS = ("in_population", "churned", "clv_target")
+ID_COLUMNS = ("customer_id", "snapshot_at")
 
 
-@dataclass
+def feature_columns(rows: pd.DataFrame) -> list[str]:
+    """The feature columns of training-set rows (everything but ids and labels)."""
+    return [c for c in rows.columns if c not in (*ID_COLUMNS, *LABEL_COLUMNS)]
+
+
+def features_of(rows: pd.DataFrame) -> pd.DataFrame:
+    """The feature part of training-set rows, indexed by customer_id (as scoring sees it)."""
+    return rows.set_index("customer_id")[feature_columns(rows)]
+
+
+@dataclass(frozen=True)
 class TrainingSet:
     """Rows (customer, snapshot) with features and labels, plus how they were made.
+
+    Complete when built: a variant (fewer rows, other labels) is a new one made
+    with `dataclasses.replace`. ``frame`` holds one row per (customer, snapshot):
+    ``customer_id``, ``snapshot_at``, the features, then the labels
+    ``in_population``, ``churned`` (NaN outside the population) and
+    ``clv_target`` (NaN where the CLV window does not end by ``as_of``).
 
     ``label_horizon_days`` is the churn window actually labelled (shorter than
     requested under the short-history strategy; training can rescale
@@ -61,11 +79,28 @@ class TrainingSet:
     #: the ``activity`` definition's window and event types (None: the defaults)
     active_days: int | None = None
     activity_events: list[str] | None = None
+    #: the business's weekly activity before ``as_of`` (`features.business`), which the
+    #: snapshots' business-season columns were computed from; shipped in the bundle
+    business_season: BusinessSeason | None = None
 
     @property
     def feature_columns(self) -> list[str]:
-        skip = {"customer_id", "snapshot_at", *LABEL_COLUMNS}
-        return [c for c in self.frame.columns if c not in skip]
+        return feature_columns(self.frame)
+
+    @property
+    def features(self) -> pd.DataFrame:
+        """Every row's features, indexed by customer_id."""
+        return features_of(self.frame)
+
+    @property
+    def churn_labels(self) -> pd.Series:
+        """1 churned, 0 stayed, NaN outside the churn population (one per row)."""
+        return self.frame["churned"]
+
+    @property
+    def clv_labels(self) -> pd.Series:
+        """Revenue in the CLV window, NaN where the window does not end by ``as_of``."""
+        return self.frame["clv_target"]
 
 
 def snapshot_dates(*, as_of: pd.Timestamp, horizon_days: int, step_days: int,
@@ -193,8 +228,9 @@ def build_training_set(
     event_types = list(event_types or [])
     rows = [int(history.known_at(int(d.as_unit("ns").value)).sum()) for d in dates]
     stacker = _SnapshotStacker(total_rows=sum(rows))
+    business = BusinessSeason.from_history(history, as_of=as_of)
     for done, date in enumerate(dates, start=1):
-        features = features_at(history, as_of=date, event_types=event_types)
+        features = features_at(history, as_of=date, event_types=event_types, business=business)
         labels = labels_at(history, as_of=date, horizon_days=label_horizon,
                            clv_horizon_days=clv_window, definition=definition,
                            margin_rate=margin_rate, active_days=active_days,
@@ -216,6 +252,7 @@ def build_training_set(
         clv_label_horizon_days=clv_window, clv_scale=clv_scale, definition=definition,
         event_types=event_types, active_days=active_days,
         activity_events=None if activity_events is None else list(activity_events),
+        business_season=business,
     )
 
 

@@ -2,8 +2,9 @@
 
 Partitions are cut by a hash of the customer id, so their outputs interleave; the local
 engine writes customers in id order, and the merged file must be the same, row for row.
-The merge streams: it holds one batch per part, never a whole table, so the driver's
-memory does not grow with the customer base.
+The merge streams, range of customer ids by range, and holds one range (about
+`BUFFER_ROWS` rows), never a whole table, so its memory does not grow with the customer
+base. It runs as one task on a worker, so the driver holds no rows at all.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ from __future__ import annotations
 import posixpath
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-#: rows held across all parts at once while merging (split between the parts), so the
-#: driver's memory depends on neither the customer base nor the number of partitions
+#: rows per range of the merge (read from all parts at once), so the merge's memory
+#: depends on neither the customer base nor the number of partitions
 BUFFER_ROWS = 32_768
 
 
@@ -39,44 +40,91 @@ def _fs(url: str) -> tuple[Any, str]:
     return url_to_fs(str(url))
 
 
+@dataclass(frozen=True)
+class _RowGroup:
+    part: int
+    index: int
+    rows: int
+    first: Any
+    last: Any
+
+
+def _row_groups(parts: Sequence[str], key: str) -> list[_RowGroup]:
+    """Each part's row groups with their first and last key, from the Parquet footers
+    (the key's statistics; the key column itself where a writer left none)."""
+    groups: list[_RowGroup] = []
+    for number, part in enumerate(parts):
+        fs, path = _fs(part)
+        with fs.open(path, "rb") as handle:
+            source = pq.ParquetFile(handle, pre_buffer=False)
+            column = source.schema_arrow.get_field_index(key)
+            for index in range(source.metadata.num_row_groups):
+                group = source.metadata.row_group(index)
+                if group.num_rows == 0:
+                    continue
+                stats = group.column(column).statistics
+                if stats is not None and stats.has_min_max:
+                    first, last = stats.min, stats.max
+                else:
+                    keys = source.read_row_group(index, columns=[key]).column(key)
+                    first, last = keys[0].as_py(), keys[-1].as_py()
+                groups.append(_RowGroup(number, index, group.num_rows, first, last))
+    return groups
+
+
+def _bounds(groups: list[_RowGroup], buffer_rows: int) -> list[Any]:
+    """Keys that cut the merged order into ranges of about ``buffer_rows`` rows each."""
+    bounds: list[Any] = []
+    rows = 0
+    for group in sorted(groups, key=lambda g: g.first):
+        if rows >= buffer_rows and (not bounds or group.first > bounds[-1]):
+            bounds.append(group.first)
+            rows = 0
+        rows += group.rows
+    return bounds
+
+
+def _count_below(keys: pa.ChunkedArray, bound: Any) -> int:
+    return int(pc.sum(pc.less(keys, bound)).as_py() or 0)
+
+
 def merged_batches(parts: Sequence[str], *, key: str,
                    buffer_rows: int = BUFFER_ROWS) -> Iterator[pa.Table]:
     """Tables of rows in ``key`` order across ``parts`` (each already sorted by ``key``).
 
-    Each round takes from every part the rows up to the smallest "last key in buffer"
-    among the parts not yet exhausted, so everything emitted precedes what is left.
+    The key space is cut into ranges of about ``buffer_rows`` rows, from the first and
+    last key of every row group in the parts' footers; each range is read from the row
+    groups that overlap it (part by part, a file open only while it is read), sorted and
+    yielded. So the merge holds one range plus at most one row group per part at each
+    end, and, by the parts' row groups of `part_row_group` rows, about two ranges in all,
+    whatever the number of customers. What it keeps across ranges is the list of row
+    groups and their first and last keys.
     """
-    batch_rows = part_row_group(len(parts), buffer_rows)
-    readers: list[Iterator[pa.RecordBatch]] = []
-    for part in parts:
-        fs, path = _fs(part)
-        readers.append(pq.ParquetFile(fs.open(path, "rb")).iter_batches(batch_size=batch_rows))
-    buffers: list[pa.Table | None] = [None] * len(readers)
-    done = [False] * len(readers)
-    while True:
-        for i, reader in enumerate(readers):
-            while not done[i] and (buffers[i] is None or buffers[i].num_rows == 0):
-                batch = next(reader, None)
-                if batch is None:
-                    done[i] = True
-                else:
-                    buffers[i] = pa.Table.from_batches([batch])
-        live = [i for i, b in enumerate(buffers) if b is not None and b.num_rows]
-        if not live:
-            return
-        open_ends = [buffers[i].column(key)[-1].as_py() for i in live if not done[i]]
-        bound = min(open_ends) if open_ends else None
-        taken: list[pa.Table] = []
-        for i in live:
-            table = buffers[i]
-            if bound is None:
-                cut = table.num_rows
-            else:
-                keys = np.asarray(table.column(key).to_pylist(), dtype=object)
-                cut = int(np.searchsorted(keys, bound, side="right"))
-            taken.append(table.slice(0, cut))
-            buffers[i] = table.slice(cut)
-        merged = pa.concat_tables(taken, promote_options="permissive")
+    groups = _row_groups(parts, key)
+    bounds = _bounds(groups, buffer_rows)
+    edges: list[tuple[Any, Any]] = list(zip([None, *bounds], [*bounds, None], strict=True))
+    by_part: dict[int, list[_RowGroup]] = {}
+    for group in groups:
+        by_part.setdefault(group.part, []).append(group)
+    for low, high in edges:
+        pieces: list[pa.Table] = []
+        for number, part_groups in sorted(by_part.items()):
+            wanted = [g.index for g in part_groups
+                      if (low is None or g.last >= low) and (high is None or g.first < high)]
+            if not wanted:
+                continue
+            fs, path = _fs(parts[number])
+            with fs.open(path, "rb") as handle:
+                table = pq.ParquetFile(handle, pre_buffer=False).read_row_groups(wanted)
+            keys = table.column(key)
+            start = 0 if low is None else _count_below(keys, low)
+            stop = table.num_rows if high is None else _count_below(keys, high)
+            if stop > start:
+                pieces.append(table.slice(start, stop - start))
+        if not pieces:
+            continue
+        same = all(piece.schema == pieces[0].schema for piece in pieces)
+        merged = pa.concat_tables(pieces, promote_options="none" if same else "permissive")
         yield merged.take(pc.sort_indices(merged, sort_keys=[(key, "ascending")]))
 
 

@@ -32,11 +32,13 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.business import BUSINESS_FEATURES, BusinessSeason
 from features.lifecycle import LifecycleRules, lifecycle_rules, lifecycle_stages
 from features.pipeline import event_slug
 from models.contributions import exact_contributions
 from models.explain import companion_of, reason_kind, sentence_of
 from models.reasons import ReasonTable, plain, reason_table, top_features
+from models.uplift import RuleUplift, churn_reductions
 
 BUNDLE_FILE = "bundle.json"
 CHURN_MODEL_FILE = "churn_model.txt"
@@ -49,10 +51,6 @@ RISK_QUANTILES = (0.5, 0.8)
 VALUE_QUANTILES = (0.5, 0.8)
 SCORE_COLUMNS = ("in_population", "churn_probability", "risk_tier", "clv", "value_segment",
                  "value_at_risk", "lifecycle_stage")
-
-
-class NotFittedError(RuntimeError):
-    """A bundle was used before its boosters were set."""
 
 
 def apply_calibration(calibration: Mapping[str, Any] | None, raw: np.ndarray) -> np.ndarray:
@@ -133,7 +131,7 @@ def _jsonable(value: Any) -> Any:
 class ChurnBundle:
     """Churn + CLV models with their feature spec, cut points and reason texts.
 
-    Built by `training.train.fit_bundle`; read back with `ChurnBundle.load`.
+    Built by `training.fit.fit_bundle`; read back with `ChurnBundle.load`.
     Scoring needs a feature frame from `features.pipeline.build_features`
     computed with ``event_types=bundle.event_types``.
     """
@@ -164,6 +162,8 @@ class ChurnBundle:
         churn_definition: Mapping[str, Any] | None = None,
         lifecycle: Mapping[str, Any] | None = None,
         clv_note: str | None = None,
+        business_season: Mapping[str, Any] | None = None,
+        uplift: Sequence[RuleUplift] = (),
     ) -> None:
         self.churn_booster = churn_booster
         self.clv_booster = clv_booster
@@ -199,6 +199,11 @@ class ChurnBundle:
             active_days=int(horizon_days), new_days=int(horizon_days)).as_dict())
         #: why there is no CLV model (None when there is one)
         self.clv_note = clv_note
+        #: the business's weekly activity before the cut-off (`features.business`), from
+        #: which `prepare` fills the business-season columns by the day of the year of T
+        self.business_season = dict(business_season) if business_season else None
+        #: uplift models of outreach rules' actions (`churnlens train --uplift`); none yet: ()
+        self.uplift = tuple(uplift)
 
     # -- features -----------------------------------------------------------------
 
@@ -219,7 +224,10 @@ class ChurnBundle:
 
         Missing feature columns (e.g. an event type absent from this data) become
         NaN, extra columns are dropped, unseen category levels become missing.
+        The business-season columns, which a chunk of customers cannot compute,
+        come from the series stored at training (`features.business`).
         """
+        features = self._with_business_season(features)
         frame = features.reindex(columns=self.feature_names)
         for name in self.feature_names:
             if name in self.categorical_levels:
@@ -229,6 +237,16 @@ class ChurnBundle:
             else:
                 frame[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
         return frame
+
+    def _with_business_season(self, features: pd.DataFrame) -> pd.DataFrame:
+        """``features`` plus the business-season columns the model uses and they lack."""
+        wanted = [n for n in BUSINESS_FEATURES
+                  if n in self.feature_names and n not in features.columns]
+        if not wanted or not self.business_season or "day_of_year" not in features.columns:
+            return features
+        days = pd.to_numeric(features["day_of_year"], errors="coerce").to_numpy(dtype=float)
+        values = BusinessSeason.from_dict(self.business_season).values_for(days)
+        return features.assign(**{n: values[n] for n in wanted})
 
     def in_population(self, features: pd.DataFrame) -> pd.Series:
         """True for customers the churn definition applies to (see `population_mask`)."""
@@ -276,6 +294,12 @@ class ChurnBundle:
         if self.clv_booster is None:
             return np.full(len(X), np.nan)
         return np.asarray(self.clv_booster.predict(X), dtype=float) * self.margin_rate
+
+    def churn_reductions(self, X: pd.DataFrame, *, churn_probability: np.ndarray
+                         ) -> dict[str, np.ndarray]:
+        """Per outreach rule with an uplift model, the estimated churn reduction its action
+        brings each row of a prepared matrix (empty without uplift models)."""
+        return churn_reductions(self.uplift, X, churn_probability=churn_probability)
 
     def risk_tier(self, probability: np.ndarray) -> np.ndarray:
         """``low|medium|high`` from the cut points fixed at training."""
@@ -477,6 +501,8 @@ class ChurnBundle:
             "churn_definition": self.churn_definition,
             "lifecycle": self.lifecycle,
             "clv_note": self.clv_note,
+            "business_season": self.business_season,
+            "uplift": [model.spec() for model in self.uplift],
         })
 
     def save(self, directory: Path | str) -> Path:
@@ -486,6 +512,8 @@ class ChurnBundle:
         self.churn_booster.save_model(directory / CHURN_MODEL_FILE)
         if self.clv_booster is not None:
             self.clv_booster.save_model(directory / CLV_MODEL_FILE)
+        for model in self.uplift:
+            model.save(directory)
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False)
         (directory / BUNDLE_FILE).write_text(text + "\n", encoding="utf-8")
         return directory
@@ -506,6 +534,7 @@ class ChurnBundle:
         if not clv_file.exists() and not spec.get("clv_note"):
             raise FileNotFoundError(f"{clv_file} not found, and {spec_path} does not say why "
                                     "the bundle has no CLV model")
+        spec["uplift"] = [RuleUplift.load(directory, part) for part in spec.get("uplift") or []]
         return cls(
             churn_booster=lgb.Booster(model_file=str(directory / CHURN_MODEL_FILE)),
             clv_booster=lgb.Booster(model_file=str(clv_file)) if clv_file.exists() else None,

@@ -21,15 +21,26 @@ contract, both LightGBM:
 ``predict`` returns the estimated churn reduction per customer (positive:
 contacting them helps). `expected_saved_value` turns it into money:
 reduction × CLV − the action's cost.
+
+`RuleUplift` is a fitted model of one rule's action as the model bundle ships
+it: LightGBM's own text models plus a JSON spec, no pickles.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from models.bundle import NotFittedError
+from models.errors import NotFittedError
+
+#: the estimators by the name a bundle stores
+METHODS = ("two-model", "x-learner")
 
 _PARAMS = {"objective": "binary", "learning_rate": 0.05, "num_leaves": 7,
            "min_data_in_leaf": 20, "feature_fraction": 0.9, "lambda_l2": 1.0, "verbose": -1}
@@ -103,6 +114,20 @@ class TwoModelUplift:
         control, treated = self._outcomes(X, baseline)
         return control - treated
 
+    def boosters(self) -> dict[str, lgb.Booster]:
+        """The fitted boosters by part name (what a bundle stores)."""
+        if not hasattr(self, "treated_model_"):
+            raise NotFittedError("fit the uplift model before storing it")
+        return {"treated": self.treated_model_, "control": self.control_model_}
+
+    def restored(self, boosters: Mapping[str, lgb.Booster], *, uses_baseline: bool,
+                 treated_share: float) -> TwoModelUplift:
+        """This estimator with stored boosters put back (the inverse of `boosters`)."""
+        self.treated_model_ = boosters["treated"]
+        self.control_model_ = boosters["control"]
+        self.uses_baseline_ = uses_baseline
+        return self
+
 
 class XLearnerUplift(TwoModelUplift):
     """The X-learner on top of the two outcome models (see the module doc)."""
@@ -130,6 +155,95 @@ class XLearnerUplift(TwoModelUplift):
         g = self.treated_share_
         # weight each effect model by the other group's share (the propensity weighting)
         return g * self.effect_control_.predict(X) + (1 - g) * self.effect_treated_.predict(X)
+
+    def boosters(self) -> dict[str, lgb.Booster]:
+        if not hasattr(self, "effect_treated_"):
+            raise NotFittedError("fit the uplift model before storing it")
+        return super().boosters() | {"effect_treated": self.effect_treated_,
+                                     "effect_control": self.effect_control_}
+
+    def restored(self, boosters: Mapping[str, lgb.Booster], *, uses_baseline: bool,
+                 treated_share: float) -> XLearnerUplift:
+        super().restored(boosters, uses_baseline=uses_baseline, treated_share=treated_share)
+        self.effect_treated_ = boosters["effect_treated"]
+        self.effect_control_ = boosters["effect_control"]
+        self.treated_share_ = treated_share
+        return self
+
+
+def uplift_estimator(method: str, *, num_boost_round: int, seed: int = 0,
+                     num_threads: int = 1) -> TwoModelUplift:
+    """An unfitted estimator by its stored name (`METHODS`)."""
+    kinds = {"two-model": TwoModelUplift, "x-learner": XLearnerUplift}
+    if method not in kinds:
+        raise ValueError(f"uplift method must be {' | '.join(METHODS)}, not {method!r}")
+    return kinds[method](num_boost_round=num_boost_round, seed=seed, num_threads=num_threads)
+
+
+@dataclass(frozen=True)
+class RuleUplift:
+    """The fitted uplift model of one outreach rule's action, as the bundle ships it.
+
+    ``figures`` are what it was learned from (customers treated and held out,
+    the observed churn reduction, the mean estimated one), for the bundle's
+    readers and the training run.
+    """
+
+    rule: str
+    action: str
+    method: str
+    estimator: TwoModelUplift
+    uses_baseline: bool
+    figures: Mapping[str, float] = field(default_factory=dict)
+
+    def churn_reduction(self, X: pd.DataFrame, *, churn_probability: np.ndarray) -> np.ndarray:
+        """Estimated churn reduction from this rule's action, per row of a prepared matrix."""
+        if len(X) == 0:
+            return np.empty(0)
+        baseline = np.asarray(churn_probability, dtype=float) if self.uses_baseline else None
+        return np.asarray(self.estimator.predict(X, baseline=baseline), dtype=float)
+
+    def spec(self) -> dict[str, Any]:
+        """Everything but the boosters, JSON-ready."""
+        share = getattr(self.estimator, "treated_share_", None)
+        return {"rule": self.rule, "action": self.action, "method": self.method,
+                "uses_baseline": self.uses_baseline,
+                "num_boost_round": self.estimator.num_boost_round,
+                "treated_share": share, "parts": sorted(self.estimator.boosters()),
+                "figures": {k: float(v) for k, v in self.figures.items()}}
+
+    def save(self, directory: Path) -> None:
+        """Write each booster as ``uplift_<rule>_<part>.txt`` into ``directory``."""
+        for part, booster in self.estimator.boosters().items():
+            booster.save_model(directory / _file_name(self.rule, part))
+
+    @classmethod
+    def load(cls, directory: Path, spec: Mapping[str, Any]) -> RuleUplift:
+        """Read one rule's model written by `save`, described by its `spec`."""
+        boosters = {}
+        for part in spec["parts"]:
+            path = directory / _file_name(spec["rule"], part)
+            if not path.exists():
+                raise FileNotFoundError(f"{path} not found: the bundle's uplift model of rule "
+                                        f"{spec['rule']!r} is incomplete")
+            boosters[part] = lgb.Booster(model_file=str(path))
+        estimator = uplift_estimator(spec["method"], num_boost_round=spec["num_boost_round"])
+        estimator.restored(boosters, uses_baseline=bool(spec["uses_baseline"]),
+                           treated_share=float(spec.get("treated_share") or 0.0))
+        return cls(rule=spec["rule"], action=spec["action"], method=spec["method"],
+                   estimator=estimator, uses_baseline=bool(spec["uses_baseline"]),
+                   figures=dict(spec.get("figures") or {}))
+
+
+def _file_name(rule: str, part: str) -> str:
+    return f"uplift_{rule}_{part}.txt"
+
+
+def churn_reductions(models: Sequence[RuleUplift], X: pd.DataFrame, *,
+                     churn_probability: np.ndarray) -> dict[str, np.ndarray]:
+    """Each rule's estimated churn reduction per row, for the rules that have a model."""
+    return {model.rule: model.churn_reduction(X, churn_probability=churn_probability)
+            for model in models}
 
 
 def expected_saved_value(reduction: np.ndarray, clv: np.ndarray, cost: float) -> np.ndarray:

@@ -17,8 +17,12 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 
+from features.database import is_database_url
 from features.dataset import Dataset
 from features.io import read_dataset
+from serving.ingest.store import LiveStore
+from serving.live.fresh import LiveScores
+from serving.live.rescore import LiveLoop, Rescorer
 from serving.metrics import ServiceMetrics
 from serving.middleware import (
     ApiKeyMiddleware,
@@ -32,7 +36,7 @@ from serving.outreach.outbox import Outbox
 from serving.outreach.relay import RelayHandle, start_relay_in_background
 from serving.outreach.rules import RuleSet, load_rules
 from serving.redact import masked_url
-from serving.routes import actions, health, model, scores
+from serving.routes import actions, health, ingest, model, scores
 from serving.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -52,8 +56,11 @@ def _outreach(settings: Settings) -> tuple[RuleSet | None, Outbox | None]:
 
 
 def _read_dataset(settings: Settings) -> Dataset | None:
-    """The dataset for scoring by id (read once; it is read-only while serving)."""
-    if settings.data is None:
+    """The dataset for scoring by id (read once; it is read-only while serving).
+
+    A database is not read here: `serving.live` prepares it and keeps it fresh.
+    """
+    if settings.data is None or is_database_url(settings.data):
         return None
     result = read_dataset(settings.data)
     if not result.rejects.empty:
@@ -78,6 +85,19 @@ def _start_relay(settings: Settings) -> RelayHandle | None:
     return start_relay_in_background(settings) if settings.relay_enabled else None
 
 
+def _start_live(app: FastAPI, holder: ModelHolder, settings: Settings) -> LiveLoop | None:
+    """On a database source: keep the day's features fresh and rescore changed customers."""
+    live: LiveScores | None = app.state.live_scores
+    if live is None:
+        return None
+    rescorer = Rescorer(live, top_k=settings.top_k) if holder.outbox is not None else None
+    loop = LiveLoop(holder, live, rescorer, poll_seconds=settings.live_poll_seconds)
+    app.state.rescorer = rescorer
+    app.state.on_ingest = loop.wake()
+    loop.start()
+    return loop
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.dependency_overrides.get(get_settings, get_settings)()
@@ -85,14 +105,19 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     holder.rules, holder.outbox = _outreach(settings)
     task = asyncio.create_task(_load_and_follow(holder, settings), name="churnlens-model")
     relay = _start_relay(settings)
+    live = _start_live(app, holder, settings)
     try:
         yield
     finally:
+        if live is not None:
+            await live.stop()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
         if relay is not None:
             await asyncio.to_thread(relay.stop)
+        if app.state.live_store is not None:
+            app.state.live_store.close()
 
 
 def create_app(settings: Settings | None = None, *, pause: Pause = asyncio.sleep) -> FastAPI:
@@ -119,9 +144,13 @@ def create_app(settings: Settings | None = None, *, pause: Pause = asyncio.sleep
     # the last `churnlens monitor` run's figures, read at scrape
     metrics.registry.register(MonitoringCollector(resolved.outbox_url))
     app.state.metrics = metrics
+    is_live = resolved.data is not None and is_database_url(resolved.data)
+    app.state.live_store = LiveStore(str(resolved.data)) if is_live else None
+    app.state.live_scores = LiveScores(app.state.live_store) if is_live else None
+    app.state.rescorer = None
     app.state.holder = ModelHolder(model_uri=resolved.model_uri, top_k=resolved.top_k,
                                    metrics=metrics, pause=pause)
-    for router in (scores.router, model.router, actions.router, health.router):
+    for router in (scores.router, ingest.router, model.router, actions.router, health.router):
         app.include_router(router)
     app.add_exception_handler(RequestValidationError, validation_error_response)
     # outermost last: metrics see every request, the key is checked before the body is read

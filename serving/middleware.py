@@ -16,7 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
-from serving.auth import check_authorization, refusal
+from serving.auth import check_authorization, refusal, required_scope
 from serving.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ class MetricsMiddleware:
 
 
 class ApiKeyMiddleware:
-    """Hide the body of a request under ``prefix`` that has no accepted key.
+    """Hide the body of a request under ``prefix`` that has no accepted key (for its scope).
 
     FastAPI parses the body before it runs dependencies, so a request with no
     key but a malformed body would learn about the body (422, 400, 413)
@@ -168,7 +168,8 @@ class ApiKeyMiddleware:
         if not settings.api_keys and settings.allow_anonymous:
             return True
         header = Headers(scope=scope).get("authorization")
-        return refusal(check_authorization(header, settings.api_keys)) is None
+        needed = required_scope(scope["method"], scope["path"])
+        return refusal(check_authorization(header, settings.api_keys, scope=needed)) is None
 
 
 def _settings_of(app: Any) -> Settings:

@@ -4,9 +4,11 @@ The dataset is one written by `churnlens partition` (`features.partitioned`). Ea
 partition is one task: the worker reads and validates it, scores it chunk by chunk with
 the same `serving.batch.score_chunk` as the local engine, and writes its rows and
 rejects to the work directory ``OUT.parts/``. The driver holds the manifest, the model
-(scattered to every worker once) and per-partition counts; at the end it merges the
-parts, each sorted by customer id, into ``OUT`` in one streaming pass, so the file is the
-local engine's, row for row, and the driver's memory does not grow with the customer base.
+(sent to each worker once, `features.cluster.share`) and per-partition counts. At the
+end one more task, on a worker, merges the parts, each sorted by customer id, into
+``OUT`` in one streaming pass (`features.sorted_merge`), so the file is the local
+engine's, row for row, and the driver holds no rows at all: its memory does not grow
+with the customer base.
 
 A lost worker's partitions are re-run by Dask (a part is written whole under a fixed
 name, so a re-run leaves the same file). ``resume=True`` keeps the finished partitions
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from features.cluster import PartitionFailure, run_partitions
+from features.cluster import PartitionFailure, run_one, run_partitions, share
 from features.partitioned import REJECTS_NAME, Manifest, read_manifest, read_partition
 from features.sorted_merge import merged_batches, part_row_group, write_merged, write_part
 from serving.batch import (
@@ -177,9 +179,7 @@ def run_partitioned_batch(
     if progress is not None:
         progress(done, total)
 
-    shared: Any = scorer
-    if client is not None and todo:
-        shared = client.scatter(scorer, broadcast=True)  # the model reaches each worker once
+    shared = share(client, scorer, name="model") if todo else scorer
     results, failures = run_partitions(
         score_partition, todo, client=client, name="score", keep_going=resume,
         progress=(lambda finished_customers, _: progress(done + finished_customers, total))
@@ -191,10 +191,10 @@ def run_partitioned_batch(
     if failures:
         raise BatchError(_failure_message(failures, finished=len(finished) + len(results),
                                           partitions=manifest.partitions))
-    numbers = range(manifest.partitions)
-    rows_scored = write_merged([part_path(work, k, "rows") for k in numbers], out,
-                               key="customer_id")
-    scoring_rejected = _write_rejects(data, work, rejects_path, manifest.partitions)
+    del shared
+    rows_scored, scoring_rejected = run_one(
+        write_outputs, client=client, name="score-merge", data=data, work=work, out=out,
+        rejects=rejects_path, partitions=manifest.partitions)
     fs, work_path = _fs(work)
     fs.rm(work_path, recursive=True)
     customers_read = manifest.rows_read.get("customers", manifest.customers)
@@ -215,6 +215,15 @@ def _failure_message(failures: list[PartitionFailure], *, finished: int, partiti
     named = "; ".join(f.reason for f in failures)
     return (f"{len(failures)} of {partitions} partitions could not be scored ({named}); "
             f"{finished} finished and are kept: fix the partition and run again with --resume")
+
+
+def write_outputs(*, data: str, work: str, out: str, rejects: str,
+                  partitions: int) -> tuple[int, int]:
+    """On a worker: merge the parts into ``out`` and the rejects file; (rows scored,
+    customers that could not be scored)."""
+    numbers = range(partitions)
+    rows = write_merged([part_path(work, k, "rows") for k in numbers], out, key="customer_id")
+    return rows, _write_rejects(data, work, rejects, partitions)
 
 
 def _write_rejects(data: str, work: str, path: str, partitions: int) -> int:

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from models.reasons import ReasonTable, plain
-from serving.outreach.rules import recommended_action
+from serving.outreach.rules import recommended_action, recommending_rule
 from serving.schemas import Reason, ScoreRecord
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ class Scorer:
                 model_version=version,
                 lifecycle_stage=row.lifecycle_stage,
             ))
-        self._recommend(records, features)
+        self._recommend(records, features, self._saved_values(features, records))
         return records
 
     def score_prepared(
@@ -160,7 +160,12 @@ class Scorer:
                 reasons=[_reason(item) for item in reasons], model_version=self.model_version,
                 lifecycle_stage=row.lifecycle_stage,
             ))
-        self._recommend(records, lambda i: rows.row_features(positions[i]))
+        saved = {}
+        if self._uplift_applies():
+            frame = pd.DataFrame([dict(rows.row_features(p)) for p in positions],
+                                 index=[record.customer_id for record in records])
+            saved = self._saved_values(frame, records)
+        self._recommend(records, lambda i: rows.row_features(positions[i]), saved)
         return records
 
     def score_frame(
@@ -228,18 +233,25 @@ class Scorer:
         texts[:, : table.text.shape[1]] = table.text[:, :top_k]
 
         actions = np.full(n, None, dtype=object)
+        saved_value = np.full(n, None, dtype=object)
+        saved = self._saved_values(features, clv)
         if self.outbox is not None or (self.rules is not None
-                                       and not hasattr(self.rules, "first_actions")):
-            actions = self._recommend_rows(
+                                       and not hasattr(self.rules, "first_rules")):
+            actions, saved_value = self._recommend_rows(
                 features, ids=ids, as_of=as_of_value, probability=probability, tiers=tiers,
                 clv=clv, segments=segments, at_risk=at_risk, reasons=table, version=version,
-                stages=stages,
+                stages=stages, saved=saved,
             )
         elif self.rules is not None:
-            actions = self.rules.first_actions(
+            chosen = self.rules.first_rules(
                 risk_tier=tiers, value_segment=segments, churn_probability=probability,
                 clv=clv, value_at_risk=at_risk, reasons=table, customer_ids=ids,
-                as_of=as_of_value, lifecycle_stage=stages)
+                as_of=as_of_value, lifecycle_stage=stages, saved_values=saved)
+            action_of = {rule.name: rule.action for rule in self.rules.rules}
+            actions = np.array([None if name is None else action_of[name] for name in chosen],
+                               dtype=object)
+            saved_value = np.array([_saved_of(saved, name, i) for i, name in enumerate(chosen)],
+                                   dtype=object)
 
         columns: dict[str, Any] = {
             "customer_id": ids,
@@ -256,7 +268,7 @@ class Scorer:
         columns["recommended_action"] = actions
         columns["model_version"] = np.full(n, version, dtype=object)
         columns["lifecycle_stage"] = stages
-        columns["expected_saved_value"] = np.full(n, None, dtype=object)
+        columns["expected_saved_value"] = saved_value
         frame = pd.DataFrame(columns)
         frame["as_of"] = pd.to_datetime(frame["as_of"])
         for column in ("churn_probability", "clv", "value_at_risk", "expected_saved_value"):
@@ -279,7 +291,8 @@ class Scorer:
         self, features: pd.DataFrame, *, ids: np.ndarray, as_of: Any, probability: np.ndarray,
         tiers: np.ndarray, clv: np.ndarray, segments: np.ndarray, at_risk: np.ndarray,
         reasons: ReasonTable, version: str, stages: np.ndarray,
-    ) -> np.ndarray:
+        saved: Mapping[str, np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``recommended_action`` per row through score records, as `_recommend` sets it.
 
         For an outbox (it stores every record and triggered action) or a rule set that
@@ -292,8 +305,9 @@ class Scorer:
                          stages)
             for i in range(len(ids))
         ]
-        self._recommend(records, features)
-        return np.array([record.recommended_action for record in records], dtype=object)
+        self._recommend(records, features, saved)
+        return (np.array([record.recommended_action for record in records], dtype=object),
+                np.array([record.expected_saved_value for record in records], dtype=object))
 
     @staticmethod
     def _record(i: int, ids: np.ndarray, as_of: Any, probability: np.ndarray,
@@ -320,14 +334,35 @@ class Scorer:
         return {position: [Reason(**item) for item in items]
                 for position, items in enumerate(rows) if items}
 
+    def _uplift_applies(self) -> bool:
+        return self.rules is not None and bool(getattr(self.bundle, "uplift", ()))
+
+    def _saved_values(self, features: pd.DataFrame,
+                      clv: np.ndarray | Sequence[ScoreRecord]) -> dict[str, np.ndarray]:
+        """Each rule's expected saved value per row: its uplift model's churn reduction ×
+        the scored CLV − the rule's cost (empty without rules or uplift models)."""
+        if not self._uplift_applies() or features.empty:
+            return {}
+        if not isinstance(clv, np.ndarray):
+            clv = np.array([np.nan if r.clv is None else r.clv for r in clv], dtype=float)
+        X = self.bundle.prepare(features)
+        reductions = self.bundle.churn_reductions(
+            X, churn_probability=self.bundle.churn_probability(X))
+        return self.rules.saved_values(reductions, clv)
+
     def _recommend(
         self, records: list[ScoreRecord],
         features: pd.DataFrame | Callable[[int], Mapping[str, Any]],
+        saved: Mapping[str, np.ndarray] | None = None,
     ) -> None:
-        """Fill ``recommended_action`` from the rules and record to the outbox.
+        """Fill ``recommended_action`` (and ``expected_saved_value``) from the rules and
+        record to the outbox.
 
         ``features`` is the scored frame, or a function giving row i's features
         (the by-id path reads them lazily rather than slicing a large frame).
+        ``saved`` holds each rule's expected saved value per row (`_saved_values`):
+        rules select on it, and a record carries the one of the rule that recommends
+        its action.
         """
         if self.rules is None:
             if self.outbox is not None:
@@ -343,12 +378,23 @@ class Scorer:
             features_of = features
         triggered_all: list[Any] = []
         for i, record in enumerate(records):
-            triggered = self.rules.evaluate(record, features=features_of(i))
+            estimates = {name: _optional_number(column[i])
+                         for name, column in (saved or {}).items()}
+            triggered = (self.rules.evaluate(record, features=features_of(i),
+                                             saved_values=estimates)
+                         if estimates else self.rules.evaluate(record, features=features_of(i)))
             if triggered:
                 record.recommended_action = recommended_action(triggered)
+                rule = recommending_rule(triggered)
+                record.expected_saved_value = None if rule is None else estimates.get(rule)
                 triggered_all.extend(triggered)
         if self.outbox is not None:
             self.outbox.record_scores(records, triggered_all)
+
+
+def _saved_of(saved: Mapping[str, np.ndarray], rule: str | None, i: int) -> float | None:
+    """Row i's expected saved value of ``rule`` (null: no rule, or no uplift model of it)."""
+    return None if rule is None or rule not in saved else _optional_number(saved[rule][i])
 
 
 _RISK_TIERS = np.array(["low", "medium", "high", "not_applicable"], dtype=object)

@@ -24,7 +24,9 @@ from typing import Annotated, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from features.database import is_database_url
 from models import DEFAULT_MODEL_URI
+from serving.auth import parse_key_entry
 from serving.schemas import DEFAULT_TOP_K, MAX_TOP_K
 
 #: where scores and triggered actions go unless CHURNLENS_OUTBOX_URL says otherwise
@@ -189,9 +191,11 @@ class OutreachSettings(BaseSettings):
 class Settings(OutreachSettings):
     """What the scoring service needs: the outreach settings (its relay and outbox) and more."""
 
-    data: Path | None = Field(
+    data: Path | str | None = Field(
         default=None,
-        description="Dataset directory for scoring customers by id (GET /v1/customers/{id}/score)",
+        description="Dataset directory, or database URL (sqlite:///live.db, "
+        "postgresql+psycopg://…), for scoring customers by id; a database also takes "
+        "ingestion (POST /v1/customers|orders|events|subscriptions)",
     )
     model_uri: str = Field(
         default=DEFAULT_MODEL_URI,
@@ -203,7 +207,8 @@ class Settings(OutreachSettings):
     )
     api_keys: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="Comma-separated SHA-256 hex digests of the API keys CRM clients send",
+        description="Comma-separated SHA-256 hex digests of the API keys CRM clients send; "
+        "DIGEST:score or DIGEST:ingest limits a key to reading scores or writing history",
     )
     allow_anonymous: bool = Field(
         default=False,
@@ -229,6 +234,19 @@ class Settings(OutreachSettings):
         default=False,
         description="Run the outbox relay (webhook delivery) inside the API process",
     )
+    ingest_max_rows: int = Field(
+        default=10_000, ge=1, le=1_000_000, description="Most rows in one ingestion request"
+    )
+    live_poll_seconds: float = Field(
+        default=1.0, gt=0, le=3600,
+        description="On a database source: how often to look for customers another server "
+        "worker changed (to rescore them for outreach) and whether the day turned",
+    )
+    ingest_future_tolerance_seconds: float = Field(
+        default=300.0, ge=0,
+        description="How far after the server's clock an ingested row may be stamped "
+        "(clock skew between the CRM and the server); later rows are refused",
+    )
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -242,12 +260,16 @@ class Settings(OutreachSettings):
     @field_validator("api_keys")
     @classmethod
     def _digests_only(cls, value: list[str]) -> list[str]:
-        for position, digest in enumerate(value, start=1):
+        for position, entry in enumerate(value, start=1):
+            try:
+                digest, _ = parse_key_entry(entry)
+            except ValueError as error:
+                raise ValueError(f"CHURNLENS_API_KEYS entry {position}: {error}") from None
             if not _SHA256_HEX.match(digest):
                 raise ValueError(
                     f"CHURNLENS_API_KEYS entry {position} is not a SHA-256 hex digest "
-                    "(64 hex characters); store digests, not keys: "
-                    "`churnlens apikey new` prints both"
+                    "(64 hex characters, optionally followed by :score or :ingest); "
+                    "store digests, not keys: `churnlens apikey new` prints both"
                 )
         return value
 
@@ -264,10 +286,13 @@ class Settings(OutreachSettings):
 
     @field_validator("data")
     @classmethod
-    def _data_is_directory(cls, value: Path | None) -> Path | None:
-        if value is not None and not value.is_dir():
-            raise ValueError(f"CHURNLENS_DATA={value} is not a directory")
-        return value
+    def _data_is_directory(cls, value: Path | str | None) -> Path | str | None:
+        if value is None or is_database_url(value):
+            return value
+        if not Path(value).is_dir():
+            raise ValueError(f"CHURNLENS_DATA={value} is neither a directory nor a database "
+                             "URL (sqlite:///live.db, postgresql+psycopg://…)")
+        return Path(value)
 
     @model_validator(mode="after")
     def _keys_or_explicit_anonymous(self) -> Settings:

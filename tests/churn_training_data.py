@@ -13,7 +13,7 @@ from functools import cache
 import numpy as np
 import pandas as pd
 
-from training.train import TrainParams
+from training.params import TrainParams
 
 END = date(2026, 6, 30)
 CUSTOMERS = 2000
@@ -46,7 +46,7 @@ def training_set(kind: str = "ecommerce", definition: str = "inactivity"):
 @cache
 def fitted(kind: str = "ecommerce", definition: str = "inactivity"):
     """FitResult of the fast parameters on a generated training set."""
-    from training.train import fit_bundle
+    from training.fit import fit_bundle
 
     ts = training_set(kind, definition)
     return fit_bundle(ts, params=replace(FAST, definition=definition),
@@ -64,6 +64,6 @@ def shuffled(ts, *, seed: int = 0):
 
 def holdout_features(fit) -> pd.DataFrame:
     """The held-out snapshot's feature frame, indexed by customer_id, as scoring sees it."""
-    from training.train import features_of
+    from features.snapshots import features_of
 
     return features_of(fit.holdout)

@@ -161,3 +161,39 @@ class ManualPolls:
 def manual_polls() -> ManualPolls:
     """Pass ``manual_polls.pause`` to ``create_app(pause=...)``; ``poll()`` runs one poll."""
     return ManualPolls()
+#: the outreach-effect rules (half of every rule held out) and the day they act
+EFFECT_RULES = Path(__file__).resolve().parent.parent / "bench" / "effect_rules.yaml"
+EFFECT_ACTED_ON = "2024-01-01"
+
+
+@pytest.fixture(scope="module")
+def replayed(tmp_path_factory):
+    """The monitoring world scored with half of each rule held out, then replayed with the
+    simulated outreach's known effects: (world, outbox URL, replayed data folder).
+
+    Built once per process (on disk); each module works inside the world's registry.
+    """
+    from monitoring_support import END, shared_world
+    from serving_fixtures import using_registry_at
+    from typer.testing import CliRunner
+
+    from churnlens import build_app
+
+    root = tmp_path_factory.getbasetemp() / "monitoring-world"
+    root.mkdir(exist_ok=True)
+    with using_registry_at(root, f"sqlite:///{root / 'mlflow.db'}"):
+        world = shared_world(root)
+        url = f"sqlite:///{root / 'effect.db'}"
+        runner, app = CliRunner(), build_app()
+        if not (root / "effect.db").exists():
+            result = runner.invoke(app, ["score", "--data", str(world.plain), "--as-of",
+                                         EFFECT_ACTED_ON, "--out", str(root / "effect.parquet"),
+                                         "--outreach", "--workers", "1", "--outbox-url", url,
+                                         "--rules", str(EFFECT_RULES)])
+            assert result.exit_code == 0, result.output
+            result = runner.invoke(app, ["generate", "--customers", "1500", "--seed", "5",
+                                         "--end", END.isoformat(), "--kind", "ecommerce",
+                                         "--out", str(root / "replayed"),
+                                         "--outreach-from", url])
+            assert result.exit_code == 0, result.output
+        yield world, url, root / "replayed"

@@ -66,7 +66,7 @@ def build_world(root: Path, *, customers: int = 1500, seed: int = 5) -> Monitore
     from churnlens import build_app
     from features.generate import generate_dataset
     from features.io import read_dataset
-    from training.train import train_and_register
+    from training.run import train_and_register
 
     plain, shifted = root / "plain", root / "shifted"
     generate_dataset(customers=customers, seed=seed, end=END, kind="ecommerce").write(plain)

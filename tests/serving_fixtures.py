@@ -33,7 +33,7 @@ class TrainedRegistry:
 
 
 def tiny_params(seed: int = 0):
-    from training.train import TrainParams
+    from training.params import TrainParams
 
     return TrainParams(num_boost_round=25, early_stopping_rounds=10, max_snapshots=3,
                        step_days=60, num_threads=1, seed=seed, calibration="none")
@@ -55,7 +55,7 @@ def shared_registry(base: Path) -> TrainedRegistry:
 def _train(root: Path, *, customers: int = 400, seed: int = 11) -> TrainedRegistry:
     from features.generate import generate_dataset
     from features.io import read_dataset
-    from training.train import train_and_register
+    from training.run import train_and_register
 
     root.mkdir(parents=True, exist_ok=True)
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"

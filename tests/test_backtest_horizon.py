@@ -16,16 +16,17 @@ from features.generate import generate_dataset
 from features.pipeline import build_features
 from features.snapshots import build_training_set
 from models.bundle import ChurnBundle, apply_calibration
+from training.calibrate import fit_soft_platt
+from training.fit import fit_bundle
 from training.horizon import (
     anchor_to_requested_horizon,
     fit_anchor,
     fit_clv_power,
-    fit_soft_platt,
     needs_anchor,
     scale_booster,
 )
+from training.params import TrainParams
 from training.recent_clv import RECENT_WINDOW_DAYS, recent_training_set
-from training.train import TrainParams, fit_bundle
 
 pytestmark = pytest.mark.slow  # trains on several generated snapshots
 
@@ -60,8 +61,9 @@ def anchored(one_cohort):
     fit = fit_bundle(training_set, params=params, definition="inactivity")
     features = build_features(dataset, as_of=as_of)
     before = fit.bundle.predict(features)
-    notes = anchor_to_requested_horizon(fit, dataset, training_set=training_set, as_of=as_of,
-                                        definition="inactivity", features=features)
+    fit, notes = anchor_to_requested_horizon(fit, dataset, training_set=training_set,
+                                             as_of=as_of, definition="inactivity",
+                                             features=features)
     anchor = fit_anchor(dataset.orders, as_of=as_of, horizon_days=HORIZON,
                         clv_horizon_days=HORIZON)
     return training_set, fit, features, before, notes, anchor
@@ -104,8 +106,9 @@ def test_recent_windows_are_compared_on_the_last_quarter_before_the_cut_off(one_
         "the judging snapshot's window is the last 13 weeks before the cut-off")
     fit = fit_bundle(training_set, params=params, definition="inactivity")
     long_booster = fit.bundle.clv_booster
-    notes = anchor_to_requested_horizon(fit, dataset, training_set=training_set, as_of=as_of,
-                                        definition="inactivity", features=features)
+    fit, notes = anchor_to_requested_horizon(fit, dataset, training_set=training_set,
+                                             as_of=as_of, definition="inactivity",
+                                             features=features)
     m = fit.metrics
     assert {"clv_recent_window_gini", "clv_long_window_gini"} <= set(m)
     used = m["clv_recent_window_gini"] > m["clv_long_window_gini"]
@@ -136,7 +139,7 @@ def test_full_windows_are_left_alone(one_cohort):
     fit = fit_bundle(training_set, params=params, definition="inactivity")
     calibration = dict(fit.bundle.calibration)
     assert anchor_to_requested_horizon(fit, dataset, training_set=training_set, as_of=as_of,
-                                       definition="inactivity") == []
+                                       definition="inactivity") == (fit, [])
     assert fit.bundle.calibration == calibration
 
 

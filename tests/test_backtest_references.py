@@ -11,8 +11,8 @@ import pytest
 from features.contract import validate_tables
 from features.generate import generate_dataset
 from training.backtest import BacktestError, backtest, quality_checks
+from training.params import TrainParams
 from training.realdata import QUALITY_BAR
-from training.train import TrainParams
 
 AS_OF = pd.Timestamp("2024-03-01")
 # a purchase log's mechanics: the inactivity definition that BG/NBD also describes

@@ -57,10 +57,9 @@ def parts_dir(data_dir, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster():
-    from distributed import LocalCluster
+    from features.cluster import local_cluster
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=":0") as local:
+    with local_cluster(workers=2) as local:
         yield local
 
 
@@ -183,8 +182,16 @@ def test_the_driver_never_reads_a_partition_or_a_table(scorer, parts_dir, client
     def forbidden(*args, **kwargs):
         raise AssertionError("the driver read a table")
 
+    import features.sorted_merge
+    import serving.partitioned_batch
+
     for module, name in ((features.partitioned, "read_partition"),
-                         (features.io, "read_dataset"), (features.contract, "validate_tables")):
+                         (features.io, "read_dataset"), (features.contract, "validate_tables"),
+                         # the merge of the parts runs on a worker too
+                         (features.sorted_merge, "merged_batches"),
+                         (features.sorted_merge, "write_merged"),
+                         (serving.partitioned_batch, "merged_batches"),
+                         (serving.partitioned_batch, "write_merged")):
         monkeypatch.setattr(module, name, forbidden)
     gathered: list[object] = []
     import features.cluster
@@ -208,10 +215,32 @@ def test_the_driver_never_reads_a_partition_or_a_table(scorer, parts_dir, client
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(local_scores))
 
 
+def test_the_driver_does_not_merge_the_feature_parts(data_dir, parts_dir, client, tmp_path,
+                                                     monkeypatch):
+    import features.engine
+    import features.sorted_merge
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the driver read a table")
+
+    for module, name in ((features.sorted_merge, "merged_batches"),
+                         (features.sorted_merge, "write_merged"),
+                         (features.engine, "write_merged"),
+                         (features.engine, "read_partition")):
+        monkeypatch.setattr(module, name, forbidden)
+    out = tmp_path / "features.parquet"
+    compute_partitioned_features(str(parts_dir), out=str(out), as_of=AS_OF, client=client)
+    monkeypatch.undo()
+    local = compute_features(read_source(str(data_dir)).dataset, as_of=AS_OF)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), local.reset_index())
+
+
 def test_an_in_memory_fsspec_dataset(data_dir, scorer, local_scores):
     """Partition into fsspec's memory filesystem and score from it, output there too."""
     import fsspec
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from features.cluster import local_cluster
 
     memory = fsspec.filesystem("memory")
     for path in data_dir.iterdir():
@@ -219,8 +248,8 @@ def test_an_in_memory_fsspec_dataset(data_dir, scorer, local_scores):
     write_partitioned(read_source("memory://source"), "memory://parts", partitions=4)
     local = compute_features(read_source(str(data_dir)).dataset, as_of=AS_OF)
     # memory:// lives in this process, so the workers are threads of it
-    with (LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                       dashboard_address=":0") as cluster, Client(cluster) as client):
+    with (local_cluster(workers=2, processes=False) as cluster,
+          Client(cluster) as client):
         compute_partitioned_features("memory://parts", out="memory://out/features.parquet",
                                      as_of=AS_OF, client=client)
         run_partitioned_batch(data="memory://parts", out="memory://out/scores.parquet",
@@ -273,15 +302,32 @@ class _KillOnce(WorkerPlugin):
             os._exit(1)
 
 
+def test_the_model_survives_the_loss_of_every_worker_holding_it(cluster):
+    """Scattered data has no recipe: lost with its last holder, every task needing it was
+    cancelled ("already forgotten"). The shared model is a task, computed again."""
+    from distributed import Client
+
+    from features.cluster import share
+
+    with Client(cluster, timeout=120) as connected:
+        model = share(connected, {"trees": list(range(1000))}, name="test-model")
+        assert connected.submit(len, model, pure=False).result() == 1
+        holders = connected.who_has([model])[model.key]
+        assert holders
+        connected.restart_workers(list(holders))
+        again = connected.submit(lambda value: len(value["trees"]), model, pure=False)
+        assert again.result(timeout=120) == 1000
+
+
 @pytest.mark.slow
 def test_a_worker_killed_mid_run_leaves_complete_identical_output(scorer, parts_dir,
                                                                    local_scores, tmp_path):
-    from distributed import Client, LocalCluster
+    from distributed import Client
+
+    from features.cluster import local_cluster
 
     marker = tmp_path / "killed"
-    with (LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                       dashboard_address=":0") as cluster,
-          Client(cluster, timeout=120) as client):
+    with (local_cluster(workers=2) as cluster, Client(cluster, timeout=120) as client):
         client.register_plugin(_KillOnce(str(marker)))
         out = tmp_path / "scores.parquet"
         summary = run_partitioned_batch(data=str(parts_dir), out=str(out), scorer=scorer,

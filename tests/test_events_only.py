@@ -13,7 +13,8 @@ from churn_training_data import FAST, generated
 from features.pipeline import build_features
 from models.bundle import ChurnBundle
 from training import registry
-from training.train import NO_REVENUE_NOTE, train_and_register
+from training.fit import NO_REVENUE_NOTE
+from training.run import train_and_register
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -34,9 +35,9 @@ def test_command_path_is_absolute_when_the_install_is_elsewhere():
 
 
 def test_demo_prints_one_unwrapped_line_per_command(demo_run):
-    assert len(demo_run.hints) == 3, demo_run.output[-2000:]
+    assert len(demo_run.hints) == 3 + 5, demo_run.output[-2000:]
     assert len(demo_run.steps) == 7, "every step prints the command it runs"
-    for line in demo_run.hints[:2] + demo_run.steps:
+    for line in [*demo_run.hints[:2], *demo_run.hints[3:5], *demo_run.steps]:
         assert line.startswith("cd demo && "), line
         assert " churnlens " not in f" {line} " and " mlflow " not in f" {line} ", (
             f"a bare command needs an activated .venv: {line}")
@@ -79,3 +80,33 @@ def test_serve_and_curl_hints_score_the_named_customer(demo_run, tmp_path):
     assert score["reasons"], "scores by id carry their reasons"
     log = (tmp_path / "serve.log").read_text()
     assert "Downloading artifacts" not in log, "no MLflow progress bars in the server output"
+
+
+def test_live_hints_load_serve_and_ingest_as_printed(demo_run, tmp_path):
+    """The live variant: files into SQLite, served, an ingest that rescores the customer."""
+    from serving.outreach.outbox import Outbox
+
+    load, serve, score, ingest, again = demo_run.hints[3:8]
+    folder = demo_run.cwd / "demo"
+
+    def run(line: str) -> str:
+        done = subprocess.run(["bash", "-c", line], cwd=demo_run.cwd, env=plain_env(),
+                              capture_output=True, text=True, timeout=300, check=False)
+        assert done.returncode == 0, f"{line}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        return done.stdout
+
+    run(load)
+    live_port = port_of(serve)
+    with background(serve, cwd=demo_run.cwd, env=plain_env(), log=tmp_path / "live.log") as s:
+        wait_for(f"http://127.0.0.1:{live_port}/readyz", alive=s)
+        before = json.loads(run(score))
+        written = json.loads(run(ingest))
+        assert written["updated"] == 1, written
+        assert written["customers_changed"] == [before["customer_id"]], written
+        after = run(again)
+        assert before["customer_id"] in after
+        outbox = Outbox(f"sqlite:///{folder / 'live-outbox.db'}")
+        deadline = time.monotonic() + 120
+        while before["customer_id"] not in set(outbox.action_history()["customer_id"]):
+            assert time.monotonic() < deadline, (tmp_path / "live.log").read_text()[-3000:]
+            time.sleep(0.1)

@@ -23,7 +23,7 @@ from models.loading import LoadedModel
 from serving.api_models import ScoreRequest
 from serving.request_data import request_tables
 from serving.scorer import Scorer
-from training.train import fit_bundle
+from training.fit import fit_bundle
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "serving.md"
 

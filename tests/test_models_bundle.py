@@ -54,10 +54,11 @@ def test_predict_follows_the_population_rule_and_cut_points(fit, features):
     expected = np.where(inside["churn_probability"] >= high, "high",
                         np.where(inside["churn_probability"] >= low, "medium", "low"))
     np.testing.assert_array_equal(inside["risk_tier"].to_numpy(), expected)
-    # tiers are cut at the 50th/80th percentile of the held-out population (ties share a tier)
+    # tiers are cut at the 50th/80th percentile of the held-out population (ties share a tier;
+    # an interpolated percentile between two scores leaves exactly the share above it)
     p = inside["churn_probability"]
-    assert (p > high).mean() <= 0.2 + 1e-9 <= (p >= high).mean()
-    assert (p > low).mean() <= 0.5 + 1e-9 <= (p >= low).mean()
+    assert (p > high).mean() <= 0.2 + 1e-9 and (p >= high).mean() >= 0.2 - 1e-9
+    assert (p > low).mean() <= 0.5 + 1e-9 and (p >= low).mean() >= 0.5 - 1e-9
     assert (scores["clv"] >= 0).all()
     assert set(scores["value_segment"]) <= {"low", "mid", "high"}
     np.testing.assert_allclose(inside["value_at_risk"], inside["churn_probability"] * inside["clv"])

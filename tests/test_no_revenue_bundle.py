@@ -15,7 +15,7 @@ from serving.outreach.outbox import Outbox
 from serving.outreach.rules import load_rules, parse_rules
 from serving.prepared import PreparedRows
 from serving.scorer import Scorer
-from training.train import NO_REVENUE_NOTE, fit_bundle
+from training.fit import NO_REVENUE_NOTE, fit_bundle
 
 
 @pytest.fixture(scope="module")

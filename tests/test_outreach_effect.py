@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from monitoring_support import END, MATURE_BY, shared_world
-from serving_fixtures import using_registry_at
+from monitoring_support import MATURE_BY
 from typer.testing import CliRunner
 
 from churnlens import build_app
@@ -26,30 +25,7 @@ from serving.outreach.outbox import Outbox
 pytestmark = pytest.mark.slow  # end-to-end: training, real scoring and commands
 
 RULES = Path(__file__).resolve().parent.parent / "bench" / "effect_rules.yaml"
-ACTED_ON = "2024-01-01"
-
-
-@pytest.fixture(scope="module")
-def replayed(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "monitoring-world"
-    root.mkdir(exist_ok=True)
-    with using_registry_at(root, f"sqlite:///{root / 'mlflow.db'}"):
-        world = shared_world(root)
-        url = f"sqlite:///{root / 'effect.db'}"
-        runner, app = CliRunner(), build_app()
-        if not (root / "effect.db").exists():
-            result = runner.invoke(app, ["score", "--data", str(world.plain), "--as-of",
-                                         ACTED_ON, "--out", str(root / "effect.parquet"),
-                                         "--outreach", "--workers", "1", "--outbox-url", url,
-                                         "--rules", str(RULES)])
-            assert result.exit_code == 0, result.output
-            result = runner.invoke(app, ["generate", "--customers", "1500", "--seed", "5",
-                                         "--end", END.isoformat(), "--kind", "ecommerce",
-                                         "--out", str(root / "replayed"),
-                                         "--outreach-from", url])
-            assert result.exit_code == 0, result.output
-        yield world, url, root / "replayed"
-
+ACTED_ON = "2024-01-01"  # the day the `replayed` world's rules acted (tests/conftest.py)
 
 def effects_of(url: str, data: Path, **options):
     actions = Outbox(url).action_history()

@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.errors import NotFittedError
 from training.realdata import default_data_dir, load_cdnow, source_path
 from training.reference import (
     BetaGeoModel,
     BuyTillYouDie,
     GammaGammaModel,
-    NotFittedError,
     purchase_summary,
     recency_score,
     spend_frequency_recency_score,

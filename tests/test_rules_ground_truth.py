@@ -14,7 +14,8 @@ from models.loading import LoadedModel
 from serving.outreach.audit import audit_rules
 from serving.outreach.rules import load_rules
 from serving.scorer import Scorer
-from training.train import build_training_set_for, fit_bundle
+from training.data import build_training_set_for
+from training.fit import fit_bundle
 
 BY_NAME = Path(__file__).parents[1] / "bench" / "rules_by_name.yaml"
 HORIZON = pd.Timedelta(days=90)

@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 from churn_training_data import fitted
 
+from training.boosters import season_weights
 from training.horizon import scale_booster
 from training.model_choice import (
     add_log_link_boosters,
@@ -16,7 +17,8 @@ from training.model_choice import (
     choose_tree_size,
     fit_hurdle,
 )
-from training.train import TrainParams
+from training.params import TrainParams
+from training.rows import Labelled
 
 QUIET = {"verbosity": -1, "num_threads": 1, "seed": 0, "deterministic": True}
 
@@ -32,6 +34,11 @@ def spend_data(n: int = 1500, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
 def train(extra, X, y, X_val, y_val):
     return lgb.train({"num_leaves": 7, "learning_rate": 0.1, **QUIET, **extra},
                      lgb.Dataset(X, y), num_boost_round=40)
+
+
+def train_rows(extra, *, train: Labelled, check: Labelled):
+    """`fit_hurdle`'s trainer: the same small booster, on `Labelled` rows."""
+    return globals()["train"](extra, train.features, train.target, None, None)
 
 
 def test_added_boosters_predict_the_product_and_keep_contributions_additive():
@@ -77,7 +84,7 @@ def test_adding_boosters_of_different_features_is_refused():
 def test_hurdle_ranks_zero_inflated_spend_and_is_chosen_on_the_held_out_rows():
     X, y = spend_data(seed=1)
     X_val, y_val = spend_data(seed=2)
-    hurdle = fit_hurdle(train, X, y, X_val, y_val)
+    hurdle = fit_hurdle(train_rows, train=Labelled(X, y), check=Labelled(X_val, y_val))
     assert hurdle is not None
     # a Tweedie model that cannot see the purchase driver ranks worse
     blind = train({"objective": "tweedie"}, X.assign(a=0.0), y, None, None)
@@ -90,7 +97,8 @@ def test_hurdle_ranks_zero_inflated_spend_and_is_chosen_on_the_held_out_rows():
 
 def test_no_hurdle_without_enough_buyers():
     X, y = spend_data()
-    assert fit_hurdle(train, X, np.zeros(len(y)), X, y) is None
+    assert fit_hurdle(train_rows, train=Labelled(X, np.zeros(len(y))),
+                      check=Labelled(X, y)) is None
     tweedie = train({"objective": "tweedie"}, X, y, None, None)
     assert choose_clv_form(tweedie, None, X, y).value is tweedie
 
@@ -116,8 +124,6 @@ def test_fit_records_its_choices():
 
 
 def test_season_weights_favour_the_same_day_of_the_year():
-    from training.train import season_weights
-
     cut_off = pd.Timestamp("2025-10-01")
     snapshots = pd.Series(pd.to_datetime(["2024-10-01", "2024-11-15", "2025-07-03",
                                           "2025-04-01", "2023-10-02"]))

@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from models.loading import ModelNotFoundError, load_model, resolve_version
 from training import registry
 from training.evaluate import PLOT_FILES
-from training.train import register_fit
+from training.run import register_fit
 
 pytestmark = pytest.mark.slow  # end-to-end: real servers, subprocesses or training
 

@@ -11,13 +11,10 @@ import pandas as pd
 import pytest
 from churn_training_data import FAST, fitted, generated, holdout_features, shuffled, training_set
 
-from training.train import (
-    TrainingDataError,
-    TrainParams,
-    champion_gate,
-    fit_bundle,
-    train_and_register,
-)
+from training.fit import fit_bundle
+from training.gate import champion_gate
+from training.params import TrainingDataError, TrainParams
+from training.run import train_and_register
 
 #: feature families through which the generator's churn causes show in the data
 DRIVERS = {
@@ -191,3 +188,21 @@ def test_train_params_validate_their_values():
         TrainParams(margin_rate=0)
     with pytest.raises(ValueError, match="definition"):
         TrainParams(definition="monthly")
+
+
+def test_training_set_fit_and_bundle_are_complete_when_built():
+    from dataclasses import FrozenInstanceError
+
+    from training.fit import rebuilt
+
+    ts, fit = training_set(), fitted()
+    with pytest.raises(FrozenInstanceError):
+        ts.frame = ts.frame.head(0)  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        fit.metrics = {}  # type: ignore[misc]
+    assert list(ts.features.columns) == ts.feature_columns
+    assert ts.churn_labels.index.equals(ts.frame.index)
+    changed = rebuilt(fit.bundle, horizon_days=fit.bundle.horizon_days + 7)
+    assert changed is not fit.bundle and fit.bundle.horizon_days + 7 == changed.horizon_days
+    assert changed.to_dict() | {"horizon_days": fit.bundle.horizon_days} == fit.bundle.to_dict(), (
+        "a rebuilt bundle keeps every part it was not asked to change")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.bundle import NotFittedError
+from models.errors import NotFittedError
 from models.uplift import (
     TwoModelUplift,
     XLearnerUplift,

@@ -27,7 +27,14 @@ import pandas as pd
 
 from features.dataset import Dataset
 from features.definition import ChurnDefinition
+from features.labels import label_customers
+from features.pipeline import build_features
+from features.snapshots import build_training_set
+from training.data import choose_definition, has_revenue
+from training.fit import fit_bundle
+from training.horizon import anchor_to_requested_horizon
 from training.metrics import churn_metrics, clv_metrics
+from training.params import TrainingDataError, TrainParams
 from training.reference import (
     WEEK_DAYS,
     BuyTillYouDie,
@@ -36,7 +43,6 @@ from training.reference import (
     spend_frequency_recency_score,
     spend_recency_score,
 )
-from training.train import TrainParams
 
 #: the columns of the metrics table, in display order
 METRIC_COLUMNS = (
@@ -115,11 +121,6 @@ def _churnlens_predictions(dataset: Dataset, *, as_of: pd.Timestamp, params: Tra
                            churn_definition: ChurnDefinition | None = None,
                            ) -> tuple[pd.DataFrame, dict]:
     """Train on snapshots before the cut-off and predict for everyone known at it."""
-    from features.pipeline import build_features
-    from features.snapshots import build_training_set
-    from training.horizon import anchor_to_requested_horizon
-    from training.train import TrainingDataError, fit_bundle, has_revenue
-
     _progress(progress, "building snapshot training set")
     try:
         training_set = build_training_set(
@@ -143,8 +144,8 @@ def _churnlens_predictions(dataset: Dataset, *, as_of: pd.Timestamp, params: Tra
                      learn_clv=has_revenue(dataset), churn_definition=churn_definition)
     features = build_features(dataset, as_of=as_of)
     # short label windows: map to the requested horizons exactly as `churnlens train` does
-    anchor_to_requested_horizon(fit, dataset, training_set=training_set, as_of=as_of,
-                                definition=definition, features=features)
+    fit, _ = anchor_to_requested_horizon(fit, dataset, training_set=training_set, as_of=as_of,
+                                         definition=definition, features=features)
     notes.extend(f"training: {note}" for note in fit.notes if note not in training_set.notes)
     _progress(progress, "scoring customers at the cut-off")
     predicted = fit.bundle.predict(features)
@@ -178,9 +179,6 @@ def backtest(
     ``"week"`` (lifetimes with ``freq="W"``, as those figures were measured) or
     per ``"day"`` (Fader, Hardie & Lee).
     """
-    from features.labels import label_customers
-    from training.train import choose_definition
-
     params = params or TrainParams()
     as_of = pd.Timestamp(as_of)
     chosen = choose_definition(dataset, replace(params,

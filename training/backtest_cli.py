@@ -117,8 +117,8 @@ def backtest(
     from features.definition import parse_event_list
     from training.backtest import BacktestError
     from training.backtest import backtest as run
+    from training.params import TrainingDataError
     from training.realdata import REFERENCE_FIGURES, STANDARD_SPLITS
-    from training.train import TrainingDataError
 
     if reference_period not in ("week", "day"):
         raise typer.BadParameter(f"{reference_period!r}: expected week or day",

@@ -14,14 +14,18 @@ from rich.table import Table
 from features.cli import DataOption, TablesOption
 
 if TYPE_CHECKING:
-    from training.train import TrainParams
+    from training.params import TrainParams
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(soft_wrap=True)  # a wrapped line breaks copied ids and paths
 
 #: the flag that sets each `TrainParams` field a command exposes, for error messages
 FLAGS = {"definition": "--churn", "margin_rate": "--margin-rate", "clv_model": "--clv-model",
-         "active_days": "--active-days", "activity_events": "--activity-events"}
+         "active_days": "--active-days", "activity_events": "--activity-events",
+         "new_days": "--new-days", "declining_window_days": "--declining-window",
+         "declining_ratio": "--declining-ratio",
+         "declining_min_activity": "--declining-min-activity",
+         "declining_min_days": "--declining-min-days"}
 CHURN_HELP = ("Churn definition: auto | inactivity | subscription | activity. auto picks "
               "inactivity for orders only, subscription for subscriptions only, activity when "
               "there are events or several kinds of history")
@@ -29,6 +33,9 @@ ACTIVE_DAYS_HELP = ("activity definition: days of activity before T that put a c
                     "the population (default: the horizon)")
 ACTIVITY_EVENTS_HELP = ("activity definition: comma-separated event types that count as "
                         "activity (default: every type but passive ones such as email_open)")
+UPLIFT_HELP = ("Also fit an uplift model per outreach rule from the outbox's treated and "
+               "control outcomes whose horizon has passed by --as-of; scores then carry "
+               "expected_saved_value")
 CLV_MODEL_HELP = ("CLV model: auto (chosen on the held-out training snapshot) | tweedie | "
                   "hurdle")
 
@@ -40,7 +47,7 @@ def _quiet_mlflow() -> None:
 
 def train_params(**settings: Any) -> TrainParams:
     """`TrainParams` from command-line settings; a bad value is reported against its flag."""
-    from training.train import TrainParams, TrainParamsError
+    from training.params import TrainParams, TrainParamsError
 
     try:
         return TrainParams(**settings)
@@ -85,28 +92,58 @@ def train(
         help="Most snapshots to train on (1: one, validated on a split by customer)")] = 12,
     clv_model: Annotated[str, typer.Option("--clv-model", help=CLV_MODEL_HELP)] = "auto",
     seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    new_days: Annotated[int | None, typer.Option(
+        "--new-days", help="lifecycle: a customer is `new` for this many days after sign-up or "
+                           "first activity (default: the horizon)")] = None,
+    declining_window: Annotated[int, typer.Option(
+        "--declining-window", help="lifecycle: `declining` compares the activity of this "
+                                   "window (30, 90 or 365 days) with the customer's earlier "
+                                   "rate")] = 90,
+    declining_ratio: Annotated[float, typer.Option(
+        "--declining-ratio", help="lifecycle: `declining` below this share of the earlier "
+                                  "rate, in (0, 1]")] = 0.5,
+    declining_min_activity: Annotated[int, typer.Option(
+        "--declining-min-activity", help="lifecycle: earlier activities needed to judge a "
+                                         "decline")] = 4,
+    declining_min_days: Annotated[int, typer.Option(
+        "--declining-min-days", help="lifecycle: days of tenure before the window needed to "
+                                     "judge a decline")] = 60,
     tables: TablesOption = None,
+    uplift: Annotated[bool, typer.Option("--uplift", help=UPLIFT_HELP)] = False,
+    outbox_url: Annotated[str, typer.Option(
+        "--outbox-url", envvar="CHURNLENS_OUTBOX_URL",
+        help="Outbox whose matured actions --uplift learns from (SQLAlchemy URL)")
+    ] = "sqlite:///outbox.db",
 ) -> None:
     """Train churn + CLV models, log an MLflow run, register it and apply the champion gate."""
     from features.cli import load_or_exit, parse_as_of, source_label
     from features.database import is_database_url
     from features.definition import parse_event_list
-    from training.train import TrainingDataError, train_and_register
+    from training.outcomes import OutboxReadError, read_actions
+    from training.params import TrainingDataError
+    from training.run import train_and_register
+    from training.uplift import UpliftDataError
 
     events = parse_event_list(activity_events)
     params = train_params(horizon_days=horizon, clv_horizon_days=clv_horizon, definition=churn,
                           margin_rate=margin_rate, step_days=step, max_snapshots=snapshots,
                           clv_model=clv_model, seed=seed, active_days=active_days,
-                          activity_events=None if events is None else tuple(events))
+                          activity_events=None if events is None else tuple(events),
+                          new_days=new_days, declining_window_days=declining_window,
+                          declining_ratio=declining_ratio,
+                          declining_min_activity=declining_min_activity,
+                          declining_min_days=declining_min_days)
     _quiet_mlflow()
     dataset = load_or_exit(data, tables).dataset
     source = source_label(data) if is_database_url(data) else str(Path(data).resolve())
     cutoff = parse_as_of(as_of, default=dataset.default_as_of)
     try:
+        actions = read_actions(outbox_url) if uplift else None
         with console.status(f"training on snapshots up to {cutoff:%Y-%m-%d}"):
             result = train_and_register(dataset, as_of=cutoff, params=params,
-                                        dataset_profile={"source": source})
-    except TrainingDataError as error:
+                                        dataset_profile={"source": source},
+                                        uplift_actions=actions)
+    except (TrainingDataError, OutboxReadError, UpliftDataError) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from error
     console.print(f"churn definition: {result.definition} ({result.definition_reason})",

@@ -1,7 +1,9 @@
-"""Evaluation plots of a fitted bundle on its held-out snapshot (PNG files for the MLflow run).
+"""How good a bundle is on held-out rows: the metrics the champion gate reads, and plots.
 
-ROC, precision-recall, reliability (calibration), cumulative gains / lift, CLV
-by predicted decile, SHAP summary and feature importance. Matplotlib's Agg
+`evaluate_bundle` measures any bundle (the new one, the current champion) on
+the same held-out training-set rows. The plots are PNG files for the MLflow
+run: ROC, precision-recall, reliability (calibration), cumulative gains / lift,
+CLV by predicted decile, SHAP summary and feature importance. Matplotlib's Agg
 backend is selected when plotting starts, never at import.
 """
 
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from models.bundle import ChurnBundle
+from training.metrics import churn_metrics, clv_metrics
 
 PLOT_FILES = ("roc.png", "precision_recall.png", "calibration.png", "lift.png",
               "clv_deciles.png", "shap_summary.png", "feature_importance.png")
@@ -24,8 +27,44 @@ def _features(rows: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     return rows.set_index("customer_id").reindex(columns=names)
 
 
-def write_plots(bundle: ChurnBundle, holdout: pd.DataFrame, clv_holdout: pd.DataFrame,
-                directory: Path | str, *, seed: int = 0) -> list[Path]:
+def labelled_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows in the churn population with a churn label (where churn is judged)."""
+    return rows[rows["in_population"].astype(bool) & rows["churned"].notna()]
+
+
+def holdout_metrics(*, churned: np.ndarray, churn_probability: np.ndarray,
+                    clv: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+    """``churn_*`` metrics of probabilities against outcomes, ``clv_*`` of (actual, predicted)
+    revenue when given."""
+    metrics = {f"churn_{k}": v for k, v in churn_metrics(churned, churn_probability).items()}
+    if clv is not None:
+        metrics |= {f"clv_{k}": v for k, v in clv_metrics(*clv).items()}
+    return metrics
+
+
+def evaluate_bundle(bundle: ChurnBundle, *, holdout: pd.DataFrame, clv_holdout: pd.DataFrame
+                    ) -> dict[str, float]:
+    """Churn and CLV metrics of any bundle on held-out training-set rows.
+
+    Churn is measured on the labelled population rows of ``holdout`` (truth
+    from the labels); CLV on every row of ``clv_holdout`` with a CLV label, in
+    revenue (before the margin rate), so bundles with different margin rates
+    compare fairly.
+    """
+    labelled = labelled_rows(holdout)
+    probability = bundle.churn_probability(
+        bundle.prepare(_features(labelled, bundle.feature_names)))
+    clv = None
+    if bundle.has_clv:
+        valued = clv_holdout[clv_holdout["clv_target"].notna()]
+        predicted = bundle.clv(bundle.prepare(_features(valued, bundle.feature_names)))
+        clv = (valued["clv_target"].to_numpy(float), predicted / bundle.margin_rate)
+    return holdout_metrics(churned=labelled["churned"].to_numpy(float),
+                           churn_probability=probability, clv=clv)
+
+
+def write_plots(bundle: ChurnBundle, directory: Path | str, *, holdout: pd.DataFrame,
+                clv_holdout: pd.DataFrame, seed: int = 0) -> list[Path]:
     """Draw every evaluation plot of ``bundle`` on held-out rows into ``directory``."""
     import matplotlib
 
@@ -36,7 +75,7 @@ def write_plots(bundle: ChurnBundle, holdout: pd.DataFrame, clv_holdout: pd.Data
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    labelled = holdout[holdout["in_population"].astype(bool) & holdout["churned"].notna()]
+    labelled = labelled_rows(holdout)
     X = bundle.prepare(_features(labelled, bundle.feature_names))
     y = labelled["churned"].to_numpy(float)
     p = bundle.churn_probability(X)

@@ -42,15 +42,21 @@ label windows. Everything stored is plain numbers in the bundle.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.dataset import Dataset
+from features.pipeline import build_features
+from features.snapshots import TrainingSet, features_of
 from models.bundle import RISK_QUANTILES, VALUE_QUANTILES, apply_calibration
+from training.calibrate import fit_soft_platt
+from training.fit import FitResult, rebuilt
 from training.metrics import decile_error
+from training.recent_clv import apply_recent_clv, choose_recent_clv
 from training.reference import WEEK_DAYS, BuyTillYouDie, purchase_summary
 
 
@@ -66,12 +72,10 @@ class HorizonAnchor:
     params: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
-def needs_anchor(training_set: Any) -> tuple[bool, bool]:
+def needs_anchor(training_set: TrainingSet) -> tuple[bool, bool]:
     """Whether churn and CLV labels were measured over shorter windows than requested."""
-    churn = (int(getattr(training_set, "label_horizon_days", 0))
-             < int(getattr(training_set, "horizon_days", 0)))
-    clv = (int(getattr(training_set, "clv_label_horizon_days", 0))
-           < int(getattr(training_set, "clv_horizon_days", 0)))
+    churn = int(training_set.label_horizon_days) < int(training_set.horizon_days)
+    clv = int(training_set.clv_label_horizon_days) < int(training_set.clv_horizon_days)
     return churn, clv
 
 
@@ -95,24 +99,6 @@ def fit_anchor(orders: pd.DataFrame, *, as_of: pd.Timestamp, horizon_days: int,
         clv_horizon_days=clv_horizon_days, churn_probability=churn, clv=clv,
         params={"bgnbd": {k: float(v) for k, v in model.purchases_.params_.items()},
                 "gamma_gamma": {k: float(v) for k, v in model.spend_.params_.items()}})
-
-
-def fit_soft_platt(raw: np.ndarray, target: np.ndarray) -> dict[str, Any]:
-    """Platt map σ(a·logit(raw) + b) fitted by cross-entropy to target probabilities.
-
-    Each row counts as a churned example with weight ``target`` and a retained
-    one with weight ``1 − target``; the result is a `models.bundle` calibration.
-    """
-    from sklearn.linear_model import LogisticRegression
-
-    clipped = np.clip(np.asarray(raw, dtype=float), 1e-7, 1 - 1e-7)
-    logit = np.log(clipped / (1 - clipped)).reshape(-1, 1)
-    target = np.clip(np.asarray(target, dtype=float), 0.0, 1.0)
-    X = np.vstack([logit, logit])
-    y = np.r_[np.ones(len(logit)), np.zeros(len(logit))]
-    model = LogisticRegression(C=1e6).fit(X, y, sample_weight=np.r_[target, 1 - target])
-    return {"method": "platt", "a": float(model.coef_[0, 0]), "b": float(model.intercept_[0]),
-            "fitted_to": "bgnbd"}
 
 
 #: exponents tried for the CLV power map c·v^k (1 = a plain scale factor)
@@ -165,20 +151,18 @@ def fit_clv_power(predicted: np.ndarray, target: np.ndarray) -> tuple[float, flo
     return float(target.sum() / curve.sum()), float(power)
 
 
-def apply_anchor(fit: Any, anchor: HorizonAnchor, *, features: pd.DataFrame,
-                 churn: bool, clv: bool) -> tuple[list[str], dict[str, float]]:
-    """Calibrate a `training.train.FitResult`'s bundle to the anchor, in place.
+def apply_anchor(fit: FitResult, anchor: HorizonAnchor, *, features: pd.DataFrame,
+                 churn: bool, clv: bool) -> tuple[FitResult, list[str], dict[str, float]]:
+    """The fit with its bundle calibrated to the anchor, notes and figures for the run.
 
     ``features`` are the features as of ``anchor.as_of`` (index customer_id).
     Risk-tier and value cut points are recomputed from the held-out snapshot
-    with the new maps (the same quantiles as `training.train.fit_bundle`).
-    Returns notes and figures for the run's record.
+    with the new maps (the same quantiles as `training.fit.fit_bundle`).
     """
-    from training.train import features_of
-
     bundle = fit.bundle
     notes: list[str] = []
     report: dict[str, float] = {}
+    changes: dict[str, Any] = {}
     X = bundle.prepare(features)
     if churn:
         population = bundle.in_population(features).to_numpy()
@@ -187,76 +171,75 @@ def apply_anchor(fit: Any, anchor: HorizonAnchor, *, features: pd.DataFrame,
         known = target.notna().to_numpy()
         if known.sum() >= 2:
             raw = bundle.churn_raw_probability(X[population][known])
-            bundle.calibration = fit_soft_platt(raw, target.to_numpy()[known])
+            calibration = fit_soft_platt(raw, target.to_numpy()[known])
             held = fit.holdout[fit.holdout["in_population"].astype(bool)]
             held_raw = bundle.churn_raw_probability(bundle.prepare(features_of(held)))
-            bundle.risk_cuts = [float(np.quantile(apply_calibration(bundle.calibration, held_raw),
-                                                  q)) for q in RISK_QUANTILES]
-            mapped = apply_calibration(bundle.calibration, raw)
+            changes["risk_cuts"] = [float(np.quantile(apply_calibration(calibration, held_raw),
+                                                      q)) for q in RISK_QUANTILES]
+            mapped = apply_calibration(calibration, raw)
             report |= {"horizon_anchor_churn_mean": float(target.to_numpy()[known].mean()),
                        "horizon_churn_mean": float(mapped.mean())}
             notes.append(
-                f"churn probabilities mapped from the {fit.bundle.horizon_days}-day label window "
+                f"churn probabilities mapped from the {bundle.horizon_days}-day label window "
                 f"to the requested {anchor.horizon_days} days by a Platt map fitted to BG/NBD's "
                 f"P(no purchase in {anchor.horizon_days} days) at {anchor.as_of:%Y-%m-%d} "
                 f"(mean {mapped.mean():.3f}; ranking unchanged)")
-            bundle.horizon_days = anchor.horizon_days
-    if clv:
+            changes |= {"calibration": calibration, "horizon_days": anchor.horizon_days}
+    if clv and bundle.clv_booster is not None:
         target = anchor.clv.reindex(features.index)
         known = target.notna().to_numpy()
         predicted = np.asarray(bundle.clv_booster.predict(X[known]), dtype=float)
         if known.any() and predicted.sum() > 0 and target[known].sum() > 0:
             factor, power = fit_clv_power(predicted, target[known].to_numpy())
-            bundle.clv_booster = scale_booster(bundle.clv_booster, factor, power=power)
-            held_clv = bundle.clv(bundle.prepare(features_of(fit.holdout)))
-            bundle.value_cuts = [float(np.quantile(held_clv, q)) for q in VALUE_QUANTILES]
+            scaled = rebuilt(bundle, clv_booster=scale_booster(bundle.clv_booster, factor,
+                                                               power=power))
+            held_clv = scaled.clv(scaled.prepare(features_of(fit.holdout)))
+            changes |= {"clv_booster": scaled.clv_booster,
+                        "value_cuts": [float(np.quantile(held_clv, q)) for q in VALUE_QUANTILES]}
             report |= {"horizon_clv_scale": factor, "horizon_clv_power": power}
             notes.append(
                 f"CLV mapped to {factor:.3g} × value^{power:g} so that its spread across deciles "
                 f"and its total at {anchor.as_of:%Y-%m-%d} match BG/NBD + Gamma-Gamma's expected "
                 f"revenue over {anchor.clv_horizon_days} days (the CLV labels were measured "
                 "over a shorter window; ranking unchanged)")
-    return notes, report
+    return replace(fit, bundle=rebuilt(bundle, **changes) if changes else bundle), notes, report
 
 
-def anchor_to_requested_horizon(fit: Any, dataset: Any, *, training_set: Any,
+def anchor_to_requested_horizon(fit: FitResult, dataset: Dataset, *, training_set: TrainingSet,
                                 as_of: pd.Timestamp, definition: str,
-                                features: pd.DataFrame | None = None) -> list[str]:
-    """Apply the BG/NBD horizon anchor to a fit when its label windows were shortened.
+                                features: pd.DataFrame | None = None
+                                ) -> tuple[FitResult, list[str]]:
+    """The fit mapped to the requested horizons when its label windows were shortened.
 
-    Does nothing when the windows are as requested. Returns notes of what was
-    done (or why it could not be); the bundle is changed in place.
+    Returns the fit unchanged (and no notes) when the windows are as requested;
+    otherwise the new fit and notes of what was done (or why it could not be).
     """
     churn, clv = needs_anchor(training_set)
     if not (churn or clv):
-        return []
+        return fit, []
     if definition != "inactivity" or dataset.orders is None or dataset.orders.empty:
-        return ["label windows are shorter than requested, but the BG/NBD horizon anchor "
-                "needs the inactivity definition and orders; probabilities describe the "
-                f"{training_set.label_horizon_days}-day window"]
+        return fit, ["label windows are shorter than requested, but the BG/NBD horizon anchor "
+                     "needs the inactivity definition and orders; probabilities describe the "
+                     f"{training_set.label_horizon_days}-day window"]
     try:
         anchor = fit_anchor(dataset.orders, as_of=as_of,
                             horizon_days=int(training_set.horizon_days),
                             clv_horizon_days=int(training_set.clv_horizon_days))
     except ValueError as error:
-        return [f"BG/NBD horizon anchor could not be fitted ({error}); probabilities describe "
-                f"the {training_set.label_horizon_days}-day window"]
+        return fit, [f"BG/NBD horizon anchor could not be fitted ({error}); probabilities "
+                     f"describe the {training_set.label_horizon_days}-day window"]
     notes: list[str] = []
     if clv:
-        from training.recent_clv import apply_recent_clv, choose_recent_clv
-
         recent = choose_recent_clv(fit, dataset, training_set=training_set, as_of=as_of,
                                    definition=definition)
         if recent is not None:
-            notes.append(apply_recent_clv(fit, recent))
+            fit = apply_recent_clv(fit, recent)
+            notes.append(recent.note)
     if features is None:
-        from features.pipeline import build_features
-
         features = build_features(dataset, as_of=as_of)
-    mapped, report = apply_anchor(fit, anchor, features=features, churn=churn, clv=clv)
+    fit, mapped, report = apply_anchor(fit, anchor, features=features, churn=churn, clv=clv)
     notes += mapped
-    fit.metrics |= report
-    fit.bundle.metrics |= report
-    fit.bundle.notes = [*fit.bundle.notes, *notes]
-    fit.notes.extend(notes)
-    return notes
+    bundle = rebuilt(fit.bundle, metrics=fit.bundle.metrics | report,
+                     notes=[*fit.bundle.notes, *notes])
+    return replace(fit, bundle=bundle, metrics=fit.metrics | report,
+                   notes=[*fit.notes, *notes]), notes

@@ -22,17 +22,18 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
 from training.metrics import normalized_gini
+from training.rows import Labelled
 
 #: ``(num_leaves, min_data_in_leaf)``
 TreeSize = tuple[int, int]
-#: trains a booster: (extra LightGBM params, X, y, X_val, y_val) -> booster
+#: trains a booster: (extra LightGBM params, train=rows, check=rows) -> booster
 Trainer = Callable[..., lgb.Booster]
 
 
@@ -138,21 +139,20 @@ def average_log_link_boosters(boosters: list[lgb.Booster]) -> lgb.Booster:
     return combine_log_link_boosters(boosters, [1.0 / len(boosters)] * len(boosters))
 
 
-def fit_hurdle(train: Trainer, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame,
-               y_val: np.ndarray, *, weight: np.ndarray | None = None) -> lgb.Booster | None:
+def fit_hurdle(train_with: Trainer, *, train: Labelled, check: Labelled) -> lgb.Booster | None:
     """P(any purchase) × E[spend | purchase] as one booster; None when too few buyers.
 
-    ``weight``: training-row weights (passed to ``train`` only when given).
+    ``train_with(extra, train=, check=)`` fits one booster (the training rows'
+    weights, if any, go with them).
     """
-    bought, bought_val = y > 0, y_val > 0
+    bought, bought_val = train.target > 0, check.target > 0
     if bought.sum() < 2 or bought_val.sum() < 2 or bought.all():
         return None
-    weighted = () if weight is None else (weight,)
-    purchase = train({"objective": "poisson", "metric": "poisson"},
-                     X, bought.astype(float), X_val, bought_val.astype(float), *weighted)
-    weighted = () if weight is None else (weight[bought],)
-    spend = train({"objective": "gamma", "metric": "gamma"},
-                  X[bought], y[bought], X_val[bought_val], y_val[bought_val], *weighted)
+    purchase = train_with({"objective": "poisson", "metric": "poisson"},
+                          train=replace(train, target=bought.astype(float)),
+                          check=replace(check, target=bought_val.astype(float)))
+    spend = train_with({"objective": "gamma", "metric": "gamma"},
+                       train=train.where(bought), check=check.where(bought_val))
     return add_log_link_boosters(purchase, spend)
 
 

@@ -20,14 +20,19 @@ refitted on them with the latest one held out, exactly as `fit_bundle` does.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
 
 import lightgbm as lgb
 import pandas as pd
 
+from features.dataset import Dataset
+from features.snapshots import TrainingSet, build_training_set, features_of
+from training.boosters import fit_clv
+from training.fit import FitResult, rebuilt
 from training.metrics import clv_metrics, normalized_gini
 from training.model_choice import Choice
+from training.params import TrainParams
+from training.rows import Labelled
 
 #: the recent CLV label window: a quarter, 13 weeks
 RECENT_WINDOW_DAYS = 91
@@ -50,11 +55,9 @@ def _valued(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame["clv_target"].notna()]
 
 
-def recent_training_set(dataset: Any, *, as_of: pd.Timestamp, params: Any,
-                        definition: str) -> Any | None:
+def recent_training_set(dataset: Dataset, *, as_of: pd.Timestamp, params: TrainParams,
+                        definition: str) -> TrainingSet | None:
     """Snapshots with 13-week CLV windows ending by ``as_of``; None if fewer than three fit."""
-    from features.snapshots import build_training_set
-
     try:
         recent = build_training_set(
             dataset, as_of=as_of, horizon_days=RECENT_WINDOW_DAYS,
@@ -68,18 +71,16 @@ def recent_training_set(dataset: Any, *, as_of: pd.Timestamp, params: Any,
     return recent
 
 
-def choose_recent_clv(fit: Any, dataset: Any, *, training_set: Any, as_of: pd.Timestamp,
-                      definition: str) -> RecentChoice | None:
+def choose_recent_clv(fit: FitResult, dataset: Dataset, *, training_set: TrainingSet,
+                      as_of: pd.Timestamp, definition: str) -> RecentChoice | None:
     """Compare the fitted CLV model with one from recent 13-week windows (module docstring).
 
     None when it does not apply: the CLV windows were not shortened, they are
     already no longer than 13 weeks, or 13-week windows give too few snapshots.
     """
-    from training.train import features_of, fit_clv
-
     params = fit.params
-    window = int(getattr(training_set, "clv_label_horizon_days", 0))
-    horizon = int(getattr(training_set, "clv_horizon_days", 0))
+    window = int(training_set.clv_label_horizon_days)
+    horizon = int(training_set.clv_horizon_days)
     if params is None or not params.clv_recent_windows or not RECENT_WINDOW_DAYS < window < horizon:
         return None
     recent = recent_training_set(dataset, as_of=as_of, params=params, definition=definition)
@@ -97,8 +98,8 @@ def choose_recent_clv(fit: Any, dataset: Any, *, training_set: Any, as_of: pd.Ti
         return fit.bundle.prepare(features_of(rows)[names])
 
     def fitted(rows: pd.DataFrame, check: pd.DataFrame) -> Choice:
-        return fit_clv(params, X(rows), rows["clv_target"].to_numpy(float),
-                       X(check), check["clv_target"].to_numpy(float))
+        return fit_clv(params, train=Labelled(X(rows), rows["clv_target"].to_numpy(float)),
+                       check=Labelled(X(check), check["clv_target"].to_numpy(float)))
 
     y_judge = judge["clv_target"].to_numpy(float)
     gini = {"long": normalized_gini(y_judge, fit.bundle.clv_booster.predict(X(judge))),
@@ -116,7 +117,7 @@ def choose_recent_clv(fit: Any, dataset: Any, *, training_set: Any, as_of: pd.Ti
     scaled = valued.assign(clv_target=valued["clv_target"] * scale)
     holdout = scaled[scaled["snapshot_at"] == dates[-1]]
     form = fitted(scaled[scaled["snapshot_at"] < dates[-1]], holdout)
-    booster = form.value
+    booster: lgb.Booster = form.value  # type: ignore[assignment]
     metrics = {f"clv_{k}": v for k, v in clv_metrics(
         holdout["clv_target"].to_numpy(float), booster.predict(X(holdout))).items()}
     metrics |= form.report | {"clv_best_iteration": float(booster.current_iteration()),
@@ -128,13 +129,14 @@ def choose_recent_clv(fit: Any, dataset: Any, *, training_set: Any, as_of: pd.Ti
     return RecentChoice(report, note, booster=booster, holdout=holdout, metrics=metrics)
 
 
-def apply_recent_clv(fit: Any, choice: RecentChoice) -> str:
-    """Put the recent-window CLV model and its held-out rows into the fit; return the note."""
+def apply_recent_clv(fit: FitResult, choice: RecentChoice) -> FitResult:
+    """The fit with the recent-window CLV model and its held-out rows, when they won."""
+    bundle, clv_holdout, metrics = fit.bundle, fit.clv_holdout, dict(fit.metrics)
     if choice.booster is not None:
-        fit.bundle.clv_booster = choice.booster
-        fit.clv_holdout = choice.holdout
-        fit.metrics |= choice.metrics or {}
-    fit.metrics |= choice.report
-    fit.bundle.metrics |= {k: v for k, v in fit.metrics.items()
-                           if k.startswith(("churn_", "clv_"))}
-    return choice.note
+        bundle = rebuilt(bundle, clv_booster=choice.booster)
+        clv_holdout = choice.holdout if choice.holdout is not None else clv_holdout
+        metrics |= choice.metrics or {}
+    metrics |= choice.report
+    bundle = rebuilt(bundle, metrics=bundle.metrics | {
+        k: v for k, v in metrics.items() if k.startswith(("churn_", "clv_"))})
+    return replace(fit, bundle=bundle, clv_holdout=clv_holdout, metrics=metrics)

@@ -25,12 +25,10 @@ import pandas as pd
 from numpy.typing import ArrayLike
 from scipy import optimize, special
 
+from models.errors import NotFittedError
+
 #: the time unit of the BG/NBD literature on CDNOW: weeks
 WEEK_DAYS = 7.0
-
-
-class NotFittedError(ValueError):
-    """A reference model was asked to predict before `fit` was called."""
 
 
 def purchase_summary(

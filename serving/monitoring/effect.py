@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 
 from features.history import History
-from features.labels import labels_at
 from models.bundle import ChurnBundle
+from training.outcomes import action_outcomes
 
 MIN_GROUP = 30
 Z95 = 1.959963984540054
@@ -88,37 +88,6 @@ def mean_gain_ci(treated: np.ndarray, control: np.ndarray) -> tuple[float, tuple
     d = float(treated.mean() - control.mean())
     se = math.sqrt(treated.var(ddof=1) / len(treated) + control.var(ddof=1) / len(control))
     return d, (d - Z95 * se, d + Z95 * se)
-
-
-def action_outcomes(history: History, actions: pd.DataFrame, *, as_of: pd.Timestamp,
-                    load_bundle: Callable[[str], ChurnBundle]) -> tuple[pd.DataFrame, list[str]]:
-    """Matured actions with ``churned`` and ``revenue`` in their horizon; plus notes."""
-    notes: list[str] = []
-    parts = []
-    for version, rows in actions.groupby("model_version", sort=True):
-        try:
-            bundle = load_bundle(str(version))
-        except LookupError as error:
-            notes.append(f"{len(rows):,} action(s) scored by model version {version} cannot be "
-                         f"judged: {error}")
-            continue
-        horizon = bundle.horizon_days
-        ready = rows[rows["as_of"] + pd.Timedelta(days=horizon) <= as_of].copy()
-        ready["churned"] = np.nan
-        ready["revenue"] = np.nan
-        for moment in pd.unique(ready["as_of"]):
-            mask = ready["as_of"] == moment
-            labels = labels_at(history, as_of=pd.Timestamp(moment), horizon_days=horizon,
-                               clv_horizon_days=horizon,
-                               **bundle.label_settings(),
-                               margin_rate=1.0)
-            ids = ready.loc[mask, "customer_id"]
-            ready.loc[mask, "churned"] = labels["churned"].reindex(ids).to_numpy()
-            ready.loc[mask, "revenue"] = labels["clv_target"].reindex(ids).to_numpy()
-        parts.append(ready)
-    if not parts:
-        return actions.iloc[0:0].assign(churned=[], revenue=[]), notes
-    return pd.concat(parts), notes
 
 
 def rule_effect(rule: str, rows: pd.DataFrame, *, cost: float | None,

@@ -14,6 +14,7 @@ import fnmatch
 import hashlib
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
@@ -26,6 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from features.reasons import REASON_KINDS
 from models.reasons import ReasonTable
+from models.uplift import expected_saved_value
 from serving.outreach.webhooks import expand_channel
 from serving.schemas import LifecycleStage, RiskTier, ScoreRecord, ValueSegment, utc_text
 
@@ -143,6 +145,12 @@ class Rule(BaseModel):
         description="Share of matched customers held out as a control group (0 to 0.5)",
     )
     cost: float = Field(default=0.0, description="What one action costs, in revenue units")
+    min_expected_saved_value: float | None = Field(
+        default=None,
+        description="Fire only where the model's uplift estimate of this rule's action, "
+                    "churn reduction × CLV − cost, is at least this; never where the model "
+                    "has no uplift estimate for the rule (churnlens train --uplift)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -175,6 +183,13 @@ class Rule(BaseModel):
     def _cost(cls, value: float) -> float:
         if not math.isfinite(value) or value < 0:
             raise ValueError("must be a finite number of at least 0")
+        return value
+
+    @field_validator("min_expected_saved_value")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError("must be a finite number (it may be negative)")
         return value
 
     @field_validator("min_clv", "max_clv", "min_value_at_risk", "max_value_at_risk")
@@ -243,9 +258,19 @@ class Rule(BaseModel):
     def score_mask(self, *, risk_tier: np.ndarray, value_segment: np.ndarray,
                    churn_probability: np.ndarray, clv: np.ndarray,
                    value_at_risk: np.ndarray,
-                   lifecycle_stage: np.ndarray | None = None) -> np.ndarray:
-        """`matches` without the reasons condition, for many customers at once (NaN = missing)."""
+                   lifecycle_stage: np.ndarray | None = None,
+                   expected_saved_value: np.ndarray | None = None) -> np.ndarray:
+        """`matches` without the reasons condition, for many customers at once (NaN = missing).
+
+        ``expected_saved_value`` is this rule's estimate per customer (None: the
+        model has no uplift model of this rule).
+        """
         ok = np.ones(len(risk_tier), dtype=bool)
+        if self.min_expected_saved_value is not None:
+            if expected_saved_value is None:
+                return np.zeros(len(risk_tier), dtype=bool)
+            saved = np.asarray(expected_saved_value, dtype=float)
+            ok &= ~np.isnan(saved) & (saved >= self.min_expected_saved_value)
         if self.lifecycle_stages is not None:
             stages = (np.full(len(risk_tier), None, dtype=object) if lifecycle_stage is None
                       else np.asarray(lifecycle_stage, dtype=object))
@@ -269,8 +294,15 @@ class Rule(BaseModel):
                 ok &= values <= high
         return ok
 
-    def matches(self, record: ScoreRecord) -> bool:
-        """Whether every condition of this rule holds for the score record."""
+    def matches(self, record: ScoreRecord, *, expected_saved_value: float | None = None) -> bool:
+        """Whether every condition of this rule holds for the score record.
+
+        ``expected_saved_value`` is this rule's estimate for the customer (None:
+        the model has no uplift model of this rule).
+        """
+        if (self.min_expected_saved_value is not None
+                and not _within(expected_saved_value, self.min_expected_saved_value, None)):
+            return False
         if self.risk_tiers is not None and record.risk_tier not in self.risk_tiers:
             return False
         if self.value_segments is not None and record.value_segment not in self.value_segments:
@@ -331,6 +363,11 @@ def recommended_action(triggered: list[TriggeredAction]) -> str | None:
     return next((item.action for item in triggered if not item.control), None)
 
 
+def recommending_rule(triggered: list[TriggeredAction]) -> str | None:
+    """The rule whose action `recommended_action` picks (None: no recommendation)."""
+    return next((item.rule for item in triggered if not item.control), None)
+
+
 def held_out(customer_id: str, rule: str, period: int, share: float) -> bool:
     """Whether this customer is in the rule's control group for this cooldown window."""
     return share > 0 and control_draw(customer_id, rule, period) < share
@@ -347,17 +384,27 @@ class RuleSet:
         """The rule called ``name``, or None when the file has none by that name."""
         return next((rule for rule in self.rules if rule.name == name), None)
 
+    def saved_values(self, reductions: Mapping[str, np.ndarray], clv: np.ndarray
+                     ) -> dict[str, np.ndarray]:
+        """Each rule's expected saved value per customer: its uplift model's churn reduction
+        × CLV − the rule's ``cost`` (rules the model has no uplift model of are left out)."""
+        return {rule.name: expected_saved_value(reductions[rule.name], clv, rule.cost)
+                for rule in self.rules if rule.name in reductions}
+
     def evaluate(
-        self, record: ScoreRecord, *, features: dict[str, Any] | None = None
+        self, record: ScoreRecord, *, features: dict[str, Any] | None = None,
+        saved_values: Mapping[str, float | None] | None = None,
     ) -> list[TriggeredAction]:
         """The actions this record triggers, in file order (the first is the recommendation).
 
-        ``features`` is accepted for the shared interface; rules currently look at the
-        score record and its reasons only.
+        ``features`` is accepted for the shared interface; rules look at the score
+        record, its reasons and ``saved_values`` (each rule's expected saved value
+        for this customer, `saved_values`).
         """
         triggered: list[TriggeredAction] = []
         for rule in self.rules:
-            if not rule.matches(record):
+            if not rule.matches(record,
+                                expected_saved_value=(saved_values or {}).get(rule.name)):
                 continue
             as_of = to_naive_utc(record.as_of)
             period = epoch_day(as_of) // rule.cooldown_days
@@ -384,6 +431,7 @@ class RuleSet:
         churn_probability: np.ndarray, clv: np.ndarray, value_at_risk: np.ndarray,
         reasons: ReasonTable, customer_ids: np.ndarray | None = None,
         as_of: datetime | None = None, lifecycle_stage: np.ndarray | None = None,
+        saved_values: Mapping[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """The recommended action per customer, column-wise (None where no rule matches).
 
@@ -392,13 +440,31 @@ class RuleSet:
         With ``customer_ids`` and ``as_of``, customers a rule holds out as control
         get no recommendation from it (see `recommended_action`).
         """
+        chosen = self.first_rules(
+            risk_tier=risk_tier, value_segment=value_segment,
+            churn_probability=churn_probability, clv=clv, value_at_risk=value_at_risk,
+            reasons=reasons, customer_ids=customer_ids, as_of=as_of,
+            lifecycle_stage=lifecycle_stage, saved_values=saved_values)
+        action_of = {rule.name: rule.action for rule in self.rules}
+        return np.array([None if name is None else action_of[name] for name in chosen],
+                        dtype=object)
+
+    def first_rules(
+        self, *, risk_tier: np.ndarray, value_segment: np.ndarray,
+        churn_probability: np.ndarray, clv: np.ndarray, value_at_risk: np.ndarray,
+        reasons: ReasonTable, customer_ids: np.ndarray | None = None,
+        as_of: datetime | None = None, lifecycle_stage: np.ndarray | None = None,
+        saved_values: Mapping[str, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """The name of the rule that recommends each customer's action (None: no rule)."""
         scores = {"risk_tier": risk_tier, "value_segment": value_segment,
                   "churn_probability": churn_probability, "clv": clv,
                   "value_at_risk": value_at_risk, "lifecycle_stage": lifecycle_stage}
         actions = np.full(len(risk_tier), None, dtype=object)
         undecided = np.ones(len(risk_tier), dtype=bool)
         for rule in self.rules:
-            hit = undecided & rule.score_mask(**scores)
+            saved = (saved_values or {}).get(rule.name)
+            hit = undecided & rule.score_mask(**scores, expected_saved_value=saved)
             if rule.top_reasons is not None and hit.any():
                 hit &= _reason_table_match(reasons, rule.top_reasons)
             held = np.zeros(len(hit), dtype=bool)
@@ -407,7 +473,7 @@ class RuleSet:
                 for i in np.flatnonzero(hit):
                     held[i] = held_out(str(customer_ids[i]), rule.name, period,
                                        rule.control_share)
-            actions[hit & ~held] = rule.action
+            actions[hit & ~held] = rule.name
             # a held-out customer goes on to later rules unless this one stops the evaluation
             undecided &= ~(hit & ~held) if not rule.stop else ~hit
         return actions

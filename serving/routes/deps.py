@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, Security, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from serving.auth import CHALLENGE, check_authorization, refusal
+from serving.auth import CHALLENGE, check_authorization, refusal, required_scope
 from serving.metrics import ServiceMetrics
 from serving.model_holder import ModelHolder, ModelNotReadyError, ServingState
 from serving.settings import Settings, get_settings
@@ -28,7 +28,8 @@ SettingsDep = Annotated[Settings, Depends(app_settings)]
 UNAUTHORIZED = {"WWW-Authenticate": CHALLENGE}
 AUTH_RESPONSES: dict[int | str, dict] = {
     401: {"description": "Missing or malformed `Authorization: Bearer <key>` header"},
-    403: {"description": "The API key is not one of CHURNLENS_API_KEYS"},
+    403: {"description": "The API key is not one of CHURNLENS_API_KEYS, or lacks the "
+          "scope of this route (score: reading, ingest: writing history)"},
     503: {"description": "No model is loaded yet (see /readyz)"},
 }
 
@@ -42,15 +43,16 @@ async def require_api_key(
     request: Request, settings: SettingsDep,
     _declared: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)] = None,
 ) -> None:
-    """Let a request through only with a configured key (or when anonymous use is allowed).
+    """Let a request through only with a key of its scope (or when anonymous use is allowed).
 
     `serving.middleware.ApiKeyMiddleware` checks the same before the body is read;
     this dependency declares the scheme and guards any route outside its prefix.
     """
     if not settings.api_keys and settings.allow_anonymous:
         return
+    needed = required_scope(request.method, request.scope["path"])
     refused = refusal(check_authorization(request.headers.get("authorization"),
-                                          settings.api_keys))
+                                          settings.api_keys, scope=needed), needed)
     if refused is None:
         return
     code, message = refused

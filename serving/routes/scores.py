@@ -7,11 +7,12 @@ from functools import partial
 from typing import Annotated
 
 import pandas as pd
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.concurrency import run_in_threadpool
 
 from features.contract import MAX_ID_LENGTH
-from serving.api_models import ID_PATTERN, ErrorDetail, ScoreRequest, ScoreResponse
+from serving.api_models import ID_PATTERN, ErrorDetail, ScoreRequest, ScoreResponse, Timestamp
+from serving.live.route import score_live
 from serving.request_data import RequestRowsError, request_dataset, require_history
 from serving.routes.deps import (
     AUTH_RESPONSES,
@@ -29,11 +30,15 @@ router = APIRouter(prefix="/v1", tags=["scores"], dependencies=[Depends(require_
 @router.get(
     "/customers/{customer_id}/score", response_model=ScoreRecord,
     summary="Score one customer of the configured dataset",
-    description="Reads the customer's history from CHURNLENS_DATA and scores it as of the "
-    "dataset's default date (the day after its latest timestamp).",
-    responses={404: {"model": ErrorDetail, "description": "Unknown customer, or no dataset"}},
+    description="Reads the customer's history from CHURNLENS_DATA. From a directory: as of the "
+    "dataset's default date (the day after its latest timestamp). From a database: as of now, "
+    "reflecting every row committed before the request (`as_of` for an earlier moment).",
+    responses={404: {"model": ErrorDetail, "description": "Unknown customer, or no dataset"},
+               503: {"model": ErrorDetail, "description": "No model yet, or the database "
+                     "cannot be reached"}},
 )
 async def score_customer(
+    request: Request,
     customer_id: Annotated[str, Path(min_length=1, max_length=MAX_ID_LENGTH, pattern=ID_PATTERN,
                                      examples=["c-1001"])],
     state: StateDep,
@@ -42,7 +47,20 @@ async def score_customer(
     explain: Annotated[bool, Query(description="Include the top reasons")] = True,
     top_k: Annotated[int | None, Query(ge=1, le=MAX_TOP_K, description="Number of reasons "
                                        "(default CHURNLENS_TOP_K)")] = None,
+    as_of: Annotated[Timestamp | None, Query(description="Score as of this moment (only rows "
+                                             "before it count); database sources only")] = None,
 ) -> ScoreRecord:
+    live = getattr(request.app.state, "live_scores", None)
+    if live is not None:
+        record = await score_live(live, state, customer_id, explain=explain,
+                                  top_k=top_k or settings.top_k, as_of=as_of)
+        metrics.observe_scores([record])
+        return record
+    if as_of is not None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
+            "loc": ["query", "as_of"], "type": "unsupported", "input": as_of.isoformat(),
+            "msg": "as_of needs a database source (CHURNLENS_DATA=sqlite:///… or "
+                   "postgresql+psycopg://…); a directory is scored as of its default date"}])
     if state.features is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             "no dataset is configured for scoring by id (CHURNLENS_DATA); "

@@ -1,0 +1,397 @@
+"""One ingestion request, one transaction: validate, upsert by key, stamp changed customers.
+
+The tables are those of `features.database` (what ``churnlens load`` creates).
+A request's rows are checked against the data contract inside the transaction
+that writes them (history must name a customer the database holds), so either
+every row is written or none is. Writes are upserts on each table's key, and
+only rows that add or change something count:
+
+- customers: by ``customer_id``; values sent replace stored ones, values left
+  out (or null) keep them;
+- orders: by ``order_id``; a new ``status`` (or amount, discount, items) is an
+  update stamped ``updated_at`` and logged in ``order_status_changes``;
+- events: by ``event_key`` (``event_id`` if sent, else a hash of the fields),
+  never changed once written;
+- subscriptions: by ``subscription_key`` (``subscription_id`` if sent, else a
+  hash of customer, start and plan); ``ended_at`` and ``mrr`` may change.
+
+Every customer whose history changed gets a new stamp in ``customer_changes``,
+strictly later than its previous one (the stamp is the customer's version:
+servers compare it to know whether their prepared features are stale).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Connection, Engine, Table, select
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+
+from features.database import (
+    KEY_COLUMN,
+    ContractSchema,
+    database_engine,
+    event_keys,
+    reflect_schema,
+    subscription_keys,
+    upsert,
+)
+from serving.ingest.validate import row_error, validate_rows
+from serving.redact import database_problem, masked_url
+
+#: rows per IN (...) list and per executemany batch
+_CHUNK = 500
+#: how often a transaction that lost a deadlock or a lock wait is tried again
+_ATTEMPTS = 4
+#: the columns an update may change, per table (the key and customer_id stay)
+_MUTABLE = {
+    "orders": ("ordered_at", "amount", "status", "discount", "items"),
+    "events": (),
+    "subscriptions": ("ended_at", "mrr"),
+}
+
+
+class DatabaseUnavailableError(ConnectionError):
+    """The database cannot be reached or refused the work; the message says why."""
+
+
+class IngestRejectedError(ValueError):
+    """Rows broke the data contract; nothing was written. ``errors`` name row and field."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"{len(errors)} problem(s), first: {errors[0]['msg']}")
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What one request wrote: rows new, changed and already there, and whose history moved."""
+
+    table: str
+    received: int
+    inserted: int
+    updated: int
+    unchanged: int
+    changed_customers: tuple[str, ...] = ()
+    committed_at: datetime | None = None
+
+
+def utcnow() -> datetime:
+    """Naive UTC now: the form every timestamp in the database takes."""
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def _plain(value: Any) -> Any:
+    """A value as the database driver takes it: Python scalars, missing as None."""
+    if value is None or value is pd.NaT or value is pd.NA:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.to_pydatetime()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _same(stored: Any, sent: Any) -> bool:
+    if isinstance(stored, float) and isinstance(sent, float | int):
+        return math.isclose(stored, float(sent), rel_tol=1e-12, abs_tol=0.0)
+    return bool(stored == sent)
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _retryable(error: DBAPIError) -> bool:
+    """A deadlock, a serialization failure or a busy SQLite file: worth one more try."""
+    code = getattr(error.orig, "sqlstate", None) or getattr(error.orig, "pgcode", None)
+    if code in ("40P01", "40001", "55P03"):
+        return True
+    return "database is locked" in str(error.orig)
+
+
+def _unavailable(error: DBAPIError) -> bool:
+    """The connection failed (server down, network, restart), not the statement."""
+    if error.connection_invalidated:
+        return True
+    code = getattr(error.orig, "sqlstate", None) or ""
+    return isinstance(error, OperationalError) and (not code or code.startswith(("08", "57")))
+
+
+class LiveStore:
+    """The database of record as the API writes and reads it; one per process.
+
+    Construction does no I/O: the engine and the table layout are taken on first use.
+    ``clock`` gives naive UTC now (tests inject one).
+    """
+
+    def __init__(self, url: str, *, clock: Callable[[], datetime] = utcnow) -> None:
+        self.url = url
+        self.clock = clock
+        self._engine: Engine | None = None
+        self._schema: ContractSchema | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LiveStore({masked_url(self.url)!r})"
+
+    @property
+    def engine(self) -> Engine:
+        if self._engine is None:
+            with self._lock:
+                if self._engine is None:
+                    self._engine = database_engine(self.url)
+        return self._engine
+
+    def schema(self, connection: Connection | None = None) -> ContractSchema:
+        """The tables as the database holds them (attribute columns included)."""
+        if self._schema is None:
+            if connection is not None:
+                self._schema = reflect_schema(connection)
+            else:
+                with self.engine.connect() as fresh:
+                    self._schema = reflect_schema(fresh)
+        return self._schema
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    # -- writing -----------------------------------------------------------------------
+
+    def ingest(self, table: str, raw: pd.DataFrame, *,
+               future_tolerance: timedelta = timedelta(minutes=5)) -> IngestResult:
+        """Validate ``raw`` (one table's request rows) and write it in one transaction.
+
+        Raises `IngestRejectedError` (nothing written) or `DatabaseUnavailableError`.
+        A transaction that loses a deadlock to a concurrent ingest is tried again.
+        """
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with self.engine.begin() as connection:
+                    return self._ingest(connection, table, raw, future_tolerance)
+            except DBAPIError as error:
+                if _retryable(error) and attempt < _ATTEMPTS:
+                    continue
+                if _unavailable(error) or _retryable(error):
+                    raise DatabaseUnavailableError(database_problem(error)) from error
+                raise
+            except SQLAlchemyError as error:
+                raise DatabaseUnavailableError(database_problem(error)) from error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _ingest(self, connection: Connection, table: str, raw: pd.DataFrame,
+                future_tolerance: timedelta) -> IngestResult:
+        schema = self.schema(connection)
+        now = self.clock()
+        known = None
+        if table != "customers":
+            referenced = sorted({str(c).strip() for c in raw["customer_id"].dropna()})
+            known = pd.Index(self._existing_customers(connection, schema, referenced))
+        used, errors = validate_rows(table, raw, known_customers=known, now=now,
+                                     future_tolerance=future_tolerance)
+        if table == "customers" and not errors:
+            errors = _unknown_attributes(used, schema)
+        if errors:
+            raise IngestRejectedError(errors)
+        rows = _table_rows(table, used)
+        if table == "customers":
+            inserted, updated, changed = self._write_customers(connection, schema, rows)
+        else:
+            inserted, updated, changed = self._write_history(connection, schema, table, rows,
+                                                             now=now)
+        self._stamp(connection, schema, sorted(changed), now=now)
+        return IngestResult(table=table, received=len(raw), inserted=inserted, updated=updated,
+                            unchanged=len(raw) - inserted - updated,
+                            changed_customers=tuple(sorted(changed)), committed_at=now)
+
+    @staticmethod
+    def _existing_customers(connection: Connection, schema: ContractSchema,
+                            ids: Sequence[str]) -> list[str]:
+        column = schema.customers.c.customer_id
+        found: list[str] = []
+        for chunk in _chunks(ids):
+            found += connection.execute(select(column).where(column.in_(chunk))).scalars()
+        return found
+
+    @staticmethod
+    def _stored(connection: Connection, target: Table, key: str,
+                keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        stored: dict[str, dict[str, Any]] = {}
+        for chunk in _chunks(keys):
+            query = select(target).where(target.c[key].in_(chunk))
+            if connection.dialect.name == "postgresql":
+                query = query.with_for_update()  # the row's writers queue behind this one
+            for row in connection.execute(query).mappings():
+                stored[row[key]] = dict(row)
+        return stored
+
+    def _write_customers(self, connection: Connection, schema: ContractSchema,
+                         rows: list[dict[str, Any]]) -> tuple[int, int, set[str]]:
+        target = schema.customers
+        stored = self._stored(connection, target, "customer_id", [r["customer_id"] for r in rows])
+        inserted = updated = 0
+        changed: set[str] = set()
+        for row in rows:
+            before = stored.get(row["customer_id"])
+            given = {k: v for k, v in row.items() if v is not None}
+            if before is None:
+                inserted += 1
+            elif all(_same(before.get(k), v) for k, v in given.items()):
+                continue
+            else:
+                updated += 1
+            statement = upsert(connection, target).values(**given)
+            updates = {k: statement.excluded[k] for k in given if k != "customer_id"}
+            statement = (statement.on_conflict_do_update(index_elements=["customer_id"],
+                                                         set_=updates)
+                         if updates else statement.on_conflict_do_nothing())
+            connection.execute(statement)
+            changed.add(row["customer_id"])
+        return inserted, updated, changed
+
+    def _write_history(self, connection: Connection, schema: ContractSchema, table: str,
+                       rows: list[dict[str, Any]], *, now: datetime
+                       ) -> tuple[int, int, set[str]]:
+        target = schema.table(table)
+        key = KEY_COLUMN[table]
+        unique = list({row[key]: row for row in reversed(rows)}.values())[::-1]
+        stored = self._stored(connection, target, key, [r[key] for r in unique])
+        fresh = [row for row in unique if row[key] not in stored]
+        inserted_keys: set[str] = set()
+        for chunk in _chunks(fresh):
+            statement = (upsert(connection, target).on_conflict_do_nothing(index_elements=[key])
+                         .returning(target.c[key]))
+            inserted_keys.update(connection.execute(statement, list(chunk)).scalars())
+        changed = {row["customer_id"] for row in fresh if row[key] in inserted_keys}
+        lost = [row[key] for row in fresh if row[key] not in inserted_keys]
+        if lost:  # a concurrent request wrote them first: what we send is an update now
+            stored.update(self._stored(connection, target, key, lost))
+        updated = 0
+        changes: list[dict[str, Any]] = []
+        for row in unique:
+            before = stored.get(row[key])
+            if before is None or row[key] in inserted_keys:
+                continue
+            moved = {c: row[c] for c in _MUTABLE[table]
+                     if c in row and not _same(before.get(c), row[c])
+                     and not (c == "ended_at" and row[c] is None)}
+            if not moved:
+                continue
+            updated += 1
+            if "updated_at" in target.c:
+                moved["updated_at"] = now
+            connection.execute(target.update().where(target.c[key] == row[key]).values(**moved))
+            changed.update({row["customer_id"], before["customer_id"]})
+            if table == "orders" and "status" in moved:
+                changes.append({"order_id": row[key], "customer_id": row["customer_id"],
+                                "status": row["status"], "changed_at": now})
+        if changes:
+            connection.execute(schema.order_status_changes.insert(), changes)
+        return len(inserted_keys), updated, changed
+
+    @staticmethod
+    def _stamp(connection: Connection, schema: ContractSchema, customers: list[str], *,
+               now: datetime) -> None:
+        """A new stamp per changed customer, later than its last one even if clocks tie."""
+        if not customers:
+            return
+        table = schema.customer_changes
+        previous: dict[str, datetime] = {}
+        for chunk in _chunks(customers):
+            query = select(table.c.customer_id, table.c.changed_at).where(
+                table.c.customer_id.in_(chunk))
+            if connection.dialect.name == "postgresql":
+                query = query.with_for_update()
+            previous.update({c: t for c, t in connection.execute(query)})
+        rows = []
+        for customer_id in customers:
+            last = previous.get(customer_id)
+            stamp = now if last is None or now > last else last + timedelta(microseconds=1)
+            rows.append({"customer_id": customer_id, "changed_at": stamp})
+        for chunk in _chunks(rows):
+            statement = upsert(connection, table)
+            connection.execute(statement.on_conflict_do_update(
+                index_elements=["customer_id"],
+                set_={"changed_at": statement.excluded.changed_at}), list(chunk))
+
+    # -- reading -----------------------------------------------------------------------
+
+    def stamps(self, customer_ids: Iterable[str]) -> dict[str, datetime]:
+        """Each customer's last change stamp (customers never changed are absent)."""
+        ids = sorted(set(customer_ids))
+        if not ids:
+            return {}
+        found: dict[str, datetime] = {}
+        try:
+            table = self.schema().customer_changes
+            with self.engine.connect() as connection:
+                for chunk in _chunks(ids):
+                    query = select(table.c.customer_id, table.c.changed_at).where(
+                        table.c.customer_id.in_(chunk))
+                    found.update({c: t for c, t in connection.execute(query)})
+        except SQLAlchemyError as error:
+            raise DatabaseUnavailableError(database_problem(error)) from error
+        return found
+
+    def changed_since(self, since: datetime | None) -> dict[str, datetime | None]:
+        """Customers stamped at or after ``since`` (None: all), with their stamps."""
+        try:
+            table = self.schema().customer_changes
+            with self.engine.connect() as connection:
+                query = select(table.c.customer_id, table.c.changed_at)
+                if since is not None:
+                    query = query.where(table.c.changed_at >= since)
+                return {c: t for c, t in connection.execute(query)}
+        except SQLAlchemyError as error:
+            raise DatabaseUnavailableError(database_problem(error)) from error
+
+
+def _table_rows(table: str, used: pd.DataFrame) -> list[dict[str, Any]]:
+    """Validated rows as the database table holds them: keys computed, Python values."""
+    frame = used
+    if table == "events":
+        frame = used[["customer_id", "occurred_at", "event_type", "value"]].copy()
+        frame.insert(0, "event_key", event_keys(used).to_numpy())
+        if "event_id" in used.columns:
+            frame.insert(1, "event_id", used["event_id"].astype(object).to_numpy())
+    elif table == "subscriptions":
+        frame = used[["customer_id", "started_at", "ended_at", "plan", "mrr"]].copy()
+        frame.insert(0, "subscription_key", subscription_keys(used).to_numpy())
+        if "subscription_id" in used.columns:
+            frame.insert(1, "subscription_id", used["subscription_id"].astype(object).to_numpy())
+    elif table == "orders":
+        frame = used[["order_id", "customer_id", "ordered_at", "amount", "status", "discount",
+                      "items"]]
+    columns = list(frame.columns)
+    return [{c: _plain(v) for c, v in zip(columns, values, strict=True)}
+            for values in frame.itertuples(index=False, name=None)]
+
+
+def _unknown_attributes(used: pd.DataFrame, schema: ContractSchema) -> list[dict[str, Any]]:
+    """Attributes the customers table has no column for (the model could not use them)."""
+    known = set(schema.attribute_columns)
+    errors = []
+    for column in used.columns:
+        if column in ("customer_id", "signup_at") or column in known:
+            continue
+        sent = used[column].notna()
+        if not sent.any():
+            continue
+        row = int(np.flatnonzero(sent.to_numpy())[0])
+        listed = ", ".join(sorted(known)) or "none"
+        errors.append(row_error(row, "attributes", f"unknown attribute {column!r}: the "
+                                f"customers table has no such column (its attributes: {listed})",
+                                column))
+    return errors

@@ -1,0 +1,190 @@
+"""Shared by the live-database tests: a database per test, a TCP proxy to cut it, polling.
+
+A database is a SQLite file or, when CHURNLENS_TEST_POSTGRES_URL is set, a
+fresh PostgreSQL schema (dropped after). `TcpProxy` stands between a server
+and PostgreSQL so a test can take the database away and give it back, as an
+outage would, without touching the database server others use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import pytest
+from hardening_support import POSTGRES_URL, needs_postgres
+
+FULL_KEY, READ_KEY, WRITE_KEY = ("clk_live-full_0123456789", "clk_live-read_0123456789",
+                                 "clk_live-write_0123456789")
+
+
+def _digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+#: a key for everything, one that may only read, one that may only write
+KEY_ENTRIES = [_digest(FULL_KEY), f"{_digest(READ_KEY)}:score", f"{_digest(WRITE_KEY)}:ingest"]
+FULL = {"Authorization": f"Bearer {FULL_KEY}"}
+READ = {"Authorization": f"Bearer {READ_KEY}"}
+WRITE = {"Authorization": f"Bearer {WRITE_KEY}"}
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=[needs_postgres, pytest.mark.postgres])]
+
+T = TypeVar("T")
+
+
+def with_search_path(url: str, schema: str) -> str:
+    separator = "&" if "?" in url else "?"
+    return f"{url}{separator}options={quote(f'-csearch_path={schema}')}"
+
+
+@contextmanager
+def live_database(backend: str, root: Path) -> Iterator[str]:
+    """A database URL of its own: a SQLite file, or a fresh PostgreSQL schema."""
+    if backend == "sqlite":
+        yield f"sqlite:///{root / f'live-{uuid.uuid4().hex[:8]}.db'}"
+        return
+    from sqlalchemy import create_engine, text
+
+    assert POSTGRES_URL is not None
+    schema = f"live_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(POSTGRES_URL)
+    with engine.begin() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield with_search_path(POSTGRES_URL, schema)
+    finally:
+        with engine.begin() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
+def eventually(condition: Callable[[], T | None], *, timeout: float = 30.0,
+               what: str = "condition") -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds.
+
+    The bound only stops a broken test: nothing asserts how long it took.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        time.sleep(0.02)
+
+
+class TcpProxy:
+    """A TCP forwarder on 127.0.0.1 that can drop every connection and refuse new ones."""
+
+    def __init__(self, target_host: str, target_port: int) -> None:
+        self.target = (target_host, target_port)
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._open = threading.Event()
+        self._open.set()
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True, name="tcp-proxy").start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            if not self._open.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        """The database goes away: open connections drop, new ones are refused."""
+        self._open.clear()
+        with self._lock:
+            for sock in self._sockets:
+                with suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                sock.close()
+            self._sockets.clear()
+
+    def restore(self) -> None:
+        self._open.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self.cut()
+        self._listener.close()
+
+
+def proxied_url(url: str, proxy: TcpProxy) -> str:
+    """``url`` with its host and port replaced by the proxy's."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).set(host="127.0.0.1", port=proxy.port).render_as_string(
+        hide_password=False)
+
+
+def url_host_port(url: str) -> tuple[str, int]:
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    return parsed.host or "127.0.0.1", parsed.port or 5432
+
+
+def create_tables(url: str, *, attributes: dict[str, str] | None = None) -> None:
+    """The contract tables, empty, as `churnlens load` creates them."""
+    from features.database import contract_schema, database_engine
+
+    engine = database_engine(url)
+    try:
+        contract_schema(attributes=attributes or {}).metadata.create_all(engine)
+    finally:
+        engine.dispose()
+
+
+def count_rows(url: str, table: str, **where: Any) -> int:
+    from sqlalchemy import func, select
+
+    from features.database import database_engine, reflect_schema
+
+    engine = database_engine(url)
+    try:
+        with engine.connect() as connection:
+            target = reflect_schema(connection).table(table)
+            query = select(func.count()).select_from(target)
+            for column, value in where.items():
+                query = query.where(target.c[column] == value)
+            return int(connection.execute(query).scalar_one())
+    finally:
+        engine.dispose()

@@ -1,0 +1,57 @@
+"""The merge of sorted parts: the rows of a full sort, read range by range, so what it holds
+at once is bounded by its buffer, not by the number of rows or parts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from features.sorted_merge import merged_batches, part_row_group, write_merged, write_part
+
+PARTS = 12
+BUFFER = 240
+
+
+def _parts(tmp_path, *, rows: int, statistics: bool = True) -> tuple[list[str], pd.DataFrame]:
+    rng = np.random.default_rng(3)
+    ids = np.array([f"C{n:07d}" for n in rng.choice(10**7, size=rows, replace=False)])
+    frame = pd.DataFrame({"customer_id": ids, "score": rng.random(rows),
+                          "text": [f"reason {n % 17}" for n in range(rows)]})
+    owner = rng.integers(0, PARTS, size=rows)
+    owner[:PARTS - 1] = 0  # part PARTS-1 may end up empty: it must be fine
+    paths = []
+    for k in range(PARTS):
+        part = frame[owner == k].sort_values("customer_id").reset_index(drop=True)
+        path = str(tmp_path / f"rows-{k:05d}.parquet")
+        if statistics:
+            write_part(part, path, row_group=part_row_group(PARTS, BUFFER))
+        else:
+            pq.write_table(pa.Table.from_pandas(part, preserve_index=False), path,
+                           row_group_size=part_row_group(PARTS, BUFFER), write_statistics=False)
+        paths.append(path)
+    return paths, frame.sort_values("customer_id").reset_index(drop=True)
+
+
+@pytest.mark.parametrize("statistics", [True, False])
+def test_the_merge_is_the_full_sort_in_bounded_ranges(tmp_path, statistics):
+    paths, expected = _parts(tmp_path, rows=5_000, statistics=statistics)
+    tables = list(merged_batches(paths, key="customer_id", buffer_rows=BUFFER))
+    merged = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    pd.testing.assert_frame_equal(merged, expected)
+    # a range is cut after BUFFER rows of whole row groups, so it holds at most one more
+    # row group per part: the bound does not depend on the 5,000 rows
+    largest = max(t.num_rows for t in tables)
+    assert largest <= BUFFER + PARTS * part_row_group(PARTS, BUFFER), largest
+    assert len(tables) >= 5_000 // (BUFFER + PARTS * part_row_group(PARTS, BUFFER))
+
+
+def test_write_merged_to_csv_and_parquet(tmp_path):
+    paths, expected = _parts(tmp_path, rows=700)
+    assert write_merged(paths, str(tmp_path / "out.parquet"), key="customer_id") == 700
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "out.parquet"), expected)
+    assert write_merged(paths, str(tmp_path / "out.csv"), key="customer_id") == 700
+    assert pd.read_csv(tmp_path / "out.csv")["customer_id"].tolist() == \
+        expected["customer_id"].tolist()

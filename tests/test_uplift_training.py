@@ -1,0 +1,83 @@
+"""``churnlens train --uplift`` against the simulated outreach's known effects.
+
+Real flow, shared with the effect tests: scores and actions from ``churnlens
+score --outreach`` (half of each rule held out), the world regenerated with
+``generate --outreach-from`` (treated customers answer with the effects of
+`features.outreach_sim`), then a training run with ``--uplift`` on it. The
+Qini comparison on a held-out world is ``bench/uplift_bench.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pandas as pd
+import pytest
+from monitoring_support import MATURE_BY
+from serving_fixtures import tiny_params, using_registry_at
+from typer.testing import CliRunner
+
+from churnlens import build_app
+from features.history import History
+from features.io import read_dataset
+from features.pipeline import features_at
+from models.loading import load_model
+from models.uplift import qini_coefficient
+from training.outcomes import read_actions
+from training.run import train_and_register
+
+pytestmark = pytest.mark.slow  # end-to-end: training, real scoring and commands
+
+
+@pytest.fixture(scope="module")
+def uplifted(replayed):
+    world, url, data = replayed
+    with using_registry_at(world.root, world.tracking_uri):
+        result = train_and_register(
+            read_dataset(data).dataset, as_of=pd.Timestamp(MATURE_BY),
+            params=replace(tiny_params(5), definition="inactivity"),
+            uplift_actions=read_actions(url))
+        loaded = load_model(f"models:/churnlens/{result.version}")
+        yield world, url, data, result, loaded.bundle
+
+
+def test_each_rule_with_enough_outcomes_gets_an_uplift_model(uplifted):
+    _world, _url, _data, result, bundle = uplifted
+    rules = {model.rule for model in bundle.uplift}
+    assert {"win-back", "success-call"} <= rules, result.notes
+    for model in bundle.uplift:
+        assert model.figures["treated"] >= 30 and model.figures["control"] >= 30
+        assert f"uplift_{model.rule}_observed_churn_reduction" in result.metrics
+    assert bundle.to_dict()["uplift"][0]["method"] == "two-model"
+
+
+def test_the_estimates_find_the_customers_the_offer_helps(uplifted):
+    """The win-back offer saves price-sensitive customers (0.5) and hardly anyone else (0.03)."""
+    _world, _url, data, _result, bundle = uplifted
+    truth = pd.read_csv(data / "outreach_truth.csv", dtype={"customer_id": str},
+                        parse_dates=["as_of"])
+    rows = truth[(truth["rule"] == "win-back") & truth["untreated_churned"].notna()]
+    history = History(read_dataset(data).dataset)
+    estimates = []
+    for moment, group in rows.groupby("as_of"):
+        X = bundle.prepare(features_at(history, as_of=moment, event_types=bundle.event_types)
+                           .reindex(pd.Index(group["customer_id"])))
+        reduction = bundle.churn_reductions(X, churn_probability=bundle.churn_probability(X))
+        estimates.append(pd.Series(reduction["win-back"], index=group.index))
+    estimate = pd.concat(estimates).reindex(rows.index).to_numpy()
+    sensitive = rows["price_sensitive"].astype(bool).to_numpy()
+    assert sensitive.any() and (~sensitive).any()
+    assert estimate[sensitive].mean() > estimate[~sensitive].mean() + 0.05, (
+        "price-sensitive customers get the larger estimated churn reduction")
+    assert qini_coefficient(estimate, rows["true_churn_reduction"].to_numpy(float)) > 0.2
+
+
+def test_train_uplift_says_what_is_missing(replayed, tmp_path):
+    world, _url, data = replayed
+    runner, app = CliRunner(), build_app()
+    with using_registry_at(world.root, world.tracking_uri):
+        empty = f"sqlite:///{tmp_path / 'empty.db'}"
+        result = runner.invoke(app, ["train", "--data", str(data), "--uplift", "--outbox-url",
+                                     empty])
+    assert result.exit_code == 2
+    assert "no actions table" in result.output and "score --outreach" in result.output
