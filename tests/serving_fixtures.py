@@ -92,9 +92,15 @@ def trained_registry(base: Path):
         yield registry
 
 
-def wait_ready(app, *, timeout: float = 120.0):
-    """The app's serving state once its first model load has settled (the timeout only
-    guards a broken test; nothing is polled)."""
+def wait_ready(target, *, timeout: float = 120.0):
+    """The serving state once the first model load has settled (the timeout only guards a
+    broken test; nothing is polled). ``target`` is an app or a TestClient; an HTTP client
+    of `running_server` (which has waited already) gets /readyz's answer, checked once."""
+    app = getattr(target, "app", target)
+    if not hasattr(app, "state"):
+        answer = target.get("/readyz")
+        assert answer.status_code == 200, answer.text
+        return answer.json()
     holder = app.state.holder
     assert holder.settled.wait(timeout), f"the model did not load within {timeout} s"
     assert holder.state is not None, f"no model is serving: {holder.last_error}"

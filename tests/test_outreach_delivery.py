@@ -199,12 +199,13 @@ def test_relay_killed_mid_batch_loses_nothing_and_redelivers_with_the_same_id(
     assert outbox.status_counts()["delivering"] == 10, "the killed relay's batch stays claimed"
     receiver.release()
 
-    with Relay(outbox, settings=fast_settings(outbox.url)) as relay:
+    patient = fast_settings(outbox.url, request_timeout_seconds=60, relay_lease_seconds=600)
+    with Relay(outbox, settings=patient) as relay:
         assert relay.drain().delivered == 50, "the other actions go out at once"
     assert outbox.status_counts()["delivering"] == 10, "a claimed batch waits for its lease"
 
     relay_clock.advance(3600)  # the killed relay's lease has run out
-    with Relay(outbox, settings=fast_settings(outbox.url), clock=relay_clock) as relay:
+    with Relay(outbox, settings=patient, clock=relay_clock) as relay:
         assert relay.drain().delivered == 10, "the next relay takes the stranded batch over"
     ids = receiver.ids()
     expected = {row.webhook_id for row in outbox.list_actions(limit=1000)}
