@@ -11,8 +11,9 @@ import pytest
 
 from features.contract import validate_tables
 from features.generate import generate_dataset
+from features.history import History
 from features.labels import label_customers
-from features.pipeline import build_features
+from features.pipeline import features_at
 from features.snapshots import build_training_set
 
 
@@ -53,7 +54,8 @@ def test_rows_equal_features_and_labels_of_their_snapshot(dataset, training):
     """No training/serving skew: a snapshot's rows are build_features at that date."""
     date_ = training.snapshot_dates[3]
     rows = training.frame[training.frame["snapshot_at"] == date_].set_index("customer_id")
-    features = build_features(dataset, as_of=date_, event_types=training.event_types)
+    features = features_at(History(dataset), as_of=date_, event_types=training.event_types,
+                           business=training.business_season)
     pd.testing.assert_frame_equal(rows[features.columns], features, check_categorical=False)
     labels = label_customers(dataset, as_of=date_, horizon_days=90)
     pd.testing.assert_series_equal(rows["churned"], labels["churned"])
