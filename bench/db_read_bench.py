@@ -23,6 +23,7 @@ process's alone (the server's work is in the wall time).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -106,7 +107,7 @@ def tid_queries(libpq: str, query: str, parts: int) -> list[str]:
     bounds = [round(pages * i / parts) for i in range(parts + 1)]
     bounds[-1] = pages + 1  # pages added since
     queries = []
-    for low, high in zip(bounds, bounds[1:], strict=False):
+    for low, high in itertools.pairwise(bounds):
         queries.append(f"{query} WHERE ctid >= '({low},0)'::tid AND ctid < '({high},0)'::tid")
     return queries
 
