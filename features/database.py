@@ -45,7 +45,6 @@ from sqlalchemy import (
     inspect,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.dml import Insert
 
 from features.contract import MAX_ID_LENGTH
 
@@ -187,7 +186,7 @@ def database_engine(url: str) -> Engine:
     return engine
 
 
-def upsert(bind: Engine | Connection, table: Table) -> Insert:
+def upsert(bind: Engine | Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
     """``INSERT`` with ``on_conflict_do_nothing``/``on_conflict_do_update`` for the dialect."""
     dialect = bind.dialect.name
     if dialect == "postgresql":
