@@ -368,13 +368,15 @@ class ChurnBundle:
     def _calibrated(self, X: np.ndarray, *, small: bool) -> np.ndarray:
         if len(X) == 0:
             return np.empty(0)
-        raw = self.churn_booster.predict(X, **({"num_threads": 1} if small else {}))
+        raw = (self.churn_booster.predict(X, num_threads=1) if small
+               else self.churn_booster.predict(X))
         return apply_calibration(self.calibration, np.asarray(raw, dtype=float))
 
     def _clv(self, X: np.ndarray, *, small: bool) -> np.ndarray:
         if self.clv_booster is None or len(X) == 0:
             return np.full(len(X), np.nan)
-        raw = self.clv_booster.predict(X, **({"num_threads": 1} if small else {}))
+        raw = (self.clv_booster.predict(X, num_threads=1) if small
+               else self.clv_booster.predict(X))
         return np.asarray(raw, dtype=float) * self.margin_rate
 
     def churn_raw_probability(self, X: pd.DataFrame) -> np.ndarray:
@@ -538,7 +540,7 @@ class ChurnBundle:
         """Total gain per feature of both models, most important churn feature first."""
         frame = pd.DataFrame({
             "churn_gain": self.churn_booster.feature_importance("gain"),
-            "clv_gain": (self.clv_booster.feature_importance("gain") if self.has_clv
+            "clv_gain": (self.clv_booster.feature_importance("gain") if self.clv_booster
                          else np.full(len(self.feature_names), np.nan)),
         }, index=pd.Index(self.feature_names, name="feature"))
         return frame.sort_values("churn_gain", ascending=False)
