@@ -206,8 +206,9 @@ class LiveScores:
 
     def _score_at(self, state: ServingState, customer_id: str, as_of: pd.Timestamp, *,
                   explain: Explain, top_k: int) -> ScoreRecord | None:
-        """An exact moment: only rows before ``as_of`` count; nothing is kept."""
-        dataset = self.reader.read([customer_id])
+        """An exact moment: only rows before ``as_of`` count, orders with the status they had
+        then; nothing is kept."""
+        dataset = self.reader.read([customer_id], as_of=as_of)
         if dataset is None:
             return None
         features = state.scorer.features(dataset, as_of=as_of, customer_ids=[customer_id])

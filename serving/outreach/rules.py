@@ -457,9 +457,10 @@ class RuleSet:
         saved_values: Mapping[str, np.ndarray] | None = None,
     ) -> np.ndarray:
         """The name of the rule that recommends each customer's action (None: no rule)."""
-        scores = {"risk_tier": risk_tier, "value_segment": value_segment,
-                  "churn_probability": churn_probability, "clv": clv,
-                  "value_at_risk": value_at_risk, "lifecycle_stage": lifecycle_stage}
+        scores: dict[str, Any] = {"risk_tier": risk_tier, "value_segment": value_segment,
+                                  "churn_probability": churn_probability, "clv": clv,
+                                  "value_at_risk": value_at_risk,
+                                  "lifecycle_stage": lifecycle_stage}
         actions = np.full(len(risk_tier), None, dtype=object)
         undecided = np.ones(len(risk_tier), dtype=bool)
         for rule in self.rules:
