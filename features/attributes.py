@@ -117,9 +117,9 @@ def _type_text(frame: pd.DataFrame, text: dict[str, pa.ChunkedArray]) -> dict[st
             undecided[position] = True
         else:
             typed[names[position]] = pd.Series(values, index=frame.index, dtype="float64")
-    for position in np.flatnonzero(undecided):
+    for position in np.flatnonzero(undecided).tolist():
         typed[names[position]] = attribute_column(frame[names[position]])
-    for position in np.flatnonzero(words):
+    for position in np.flatnonzero(words).tolist():
         values = cells[position].to_numpy(zero_copy_only=False)
         values[pd.isna(values)] = np.nan
         typed[names[position]] = pd.Series(values, index=frame.index, dtype=object)

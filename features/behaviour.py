@@ -128,10 +128,10 @@ def behaviour_features(history: History, t: int, *, slugs: Sequence[tuple[str, s
     windows = {w: (recent if w == RECENT_DAYS else per_type(start_of(w), end))
                for w in RATIO_WINDOWS}
     total = per_type(0, end)
-    last = np.full(n * k, np.iinfo(np.int64).min)
+    flat_last = np.full(n * k, np.iinfo(np.int64).min)
     if events is not None:
-        np.maximum.at(last, events.key[:end], events.t[:end])
-    last = last.reshape(n, k)
+        np.maximum.at(flat_last, events.key[:end], events.t[:end])
+    last = flat_last.reshape(n, k)
     active_30 = active_days[RECENT_DAYS]
 
     def pick(matrix: np.ndarray, event_type: str) -> np.ndarray:

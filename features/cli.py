@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
@@ -255,7 +255,7 @@ def _features(data: str, *, out: Path, as_of: str | None, engine: str, scheduler
               partitions: int | None, tables: Path | None = None) -> None:
     """The feature table of a dataset directory or database read here (the Dask engine
     ships chunks)."""
-    from features.engine import compute_features
+    from features.engine import Engine, compute_features
 
     with console.status(f"reading {source_label(data)}"):
         result = load_or_exit(data, tables)
@@ -273,7 +273,8 @@ def _features(data: str, *, out: Path, as_of: str | None, engine: str, scheduler
             bar.update(task, completed=done, total=total)
 
         try:
-            frame = compute_features(dataset, as_of=cut, engine=engine, scheduler=scheduler,
+            frame = compute_features(dataset, as_of=cut, engine=cast(Engine, engine),
+                                     scheduler=scheduler,
                                      partitions=partitions, progress=advance)
         except OSError as error:
             console.print(f"[red]error:[/red] cannot reach the Dask scheduler {scheduler}: {error}")

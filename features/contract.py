@@ -309,7 +309,8 @@ def validate_table(
         frame["plan"] = plan.fillna("default").astype(object)
     if name == "customers":
         frame["signup_at"] = frame["signup_at"].astype("datetime64[ns]")
-        attributes = type_attributes(frame, frame.columns.drop(["customer_id", "signup_at"]))
+        attributes = type_attributes(
+            frame, frame.columns.drop(["customer_id", "signup_at"]).tolist())
         frame = pd.DataFrame({column: attributes.get(column, frame[column])
                               for column in frame.columns}, index=frame.index)
 

@@ -8,13 +8,14 @@ present with their defaults. Code downstream trusts these types.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 import pandas as pd
 
 ORDER_STATUSES = ("completed", "returned", "cancelled", "unclaimed")
 
 #: table name -> (required columns, optional columns with their defaults)
-TABLE_COLUMNS: dict[str, tuple[tuple[str, ...], dict[str, object]]] = {
+TABLE_COLUMNS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "customers": (("customer_id",), {"signup_at": pd.NaT}),
     "orders": (
         ("order_id", "customer_id", "ordered_at", "amount"),
@@ -81,7 +82,7 @@ class Dataset:
     def for_customers(self, customer_ids: pd.Index | list[str]) -> Dataset:
         """The same dataset restricted to some customers (a partition)."""
         ids = pd.Index(customer_ids)
-        tables = {
+        tables: dict[str, Any] = {
             name: (frame[frame["customer_id"].isin(ids)] if frame is not None else None)
             for name, frame in (
                 (n, self.table(n)) for n in ("customers", *ACTIVITY_TABLES)
@@ -90,4 +91,5 @@ class Dataset:
         return replace(self, **tables)
 
     def count_rows(self) -> dict[str, int]:
-        return {name: len(self.table(name)) for name in self.present_tables}
+        return {name: len(frame) for name in self.present_tables
+                if (frame := self.table(name)) is not None}

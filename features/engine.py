@@ -14,7 +14,7 @@ import posixpath
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -42,7 +42,7 @@ def partition_dataset(dataset: Dataset, *, partitions: int) -> list[Dataset]:
     """Split a dataset by customer so each part holds all rows of its customers."""
     if partitions < 1:
         raise ValueError("partitions must be at least 1")
-    parts: list[dict[str, pd.DataFrame | None]] = [{} for _ in range(partitions)]
+    parts: list[dict[str, Any]] = [{} for _ in range(partitions)]
     for name in ("customers", *ACTIVITY_TABLES):
         frame = dataset.table(name)
         if frame is None:
@@ -100,7 +100,7 @@ def compute_features(
             threads = sum(client.nthreads().values()) or 1
             partitions = 2 * threads
         parts = [p for p in partition_dataset(dataset, partitions=partitions)
-                 if any(len(p.table(name)) for name in p.present_tables)]
+                 if any(p.count_rows().values())]
         scattered = client.scatter(parts)
         futures = [client.submit(build_features, part, as_of=as_of,
                                  event_types=list(event_types or []), pure=False)

@@ -339,7 +339,7 @@ class _Rows:
     """Accumulates rows of one table as lists of numpy arrays, one list per column."""
 
     def __init__(self, *columns: str) -> None:
-        self.columns = {column: [] for column in columns}
+        self.columns: dict[str, list[np.ndarray]] = {column: [] for column in columns}
 
     def add(self, **arrays: np.ndarray) -> None:
         for column, values in arrays.items():

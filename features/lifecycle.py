@@ -95,7 +95,8 @@ class LifecycleRules:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LifecycleRules:
-        values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v
+                                  for k, v in data.items()}
         return cls(**values)
 
 

@@ -152,7 +152,7 @@ def simulate_outreach(dataset: Dataset, actions: pd.DataFrame, *, seed: int,
     horizon = pd.Timedelta(days=horizon_days)
     for moment, rows in actions.sort_values(["as_of", "customer_id", "rule"]).groupby(
             "as_of", sort=True):
-        t = pd.Timestamp(moment)
+        t = pd.Timestamp(str(moment))
         rows = rows.reset_index(drop=True)
         ids = pd.Index(rows["customer_id"].astype(str).unique())
         traits = customer_traits(dataset.orders, ids, t)

@@ -267,7 +267,7 @@ def features_at(
     # selecting the known customers is the only copy
     matrix = np.vstack(list(columns.values())).astype(np.float64, copy=False)[:, known]
     frame = pd.DataFrame(matrix.T, index=index, columns=list(columns), copy=False)
-    frame.insert(frame.columns.get_loc("current_mrr") + 1, "current_plan",
+    frame.insert(list(frame.columns).index("current_mrr") + 1, "current_plan",
                  _as_category(pd.Series(plan[known], index=index)))
     attributes = history.attributes.iloc[np.flatnonzero(known)]
     for column in attributes.columns:
@@ -406,8 +406,9 @@ def _activity_features(history: History, t: int) -> dict[str, np.ndarray]:
 def _active_days(history: History, t: int, window: int) -> np.ndarray:
     """Calendar days with an event, from the day T - window began up to T."""
     events = history.events
+    assert events is not None, "active days are counted on events"
     day_start = (t - window * NS_PER_DAY) // NS_PER_DAY * NS_PER_DAY
-    first, last = np.searchsorted(events.day_first_t, [day_start, t], side="left")
+    first, last = np.searchsorted(events.day_first_t, np.array([day_start, t]), side="left")
     codes = events.day_first_code[first:last]
     return np.bincount(codes, minlength=history.n_customers).astype(np.float64)
 
@@ -458,10 +459,10 @@ def _event_features(history: History, t: int,
     value_window = per_type(start_of(EVENT_RATE_WINDOW), end,
                             events.value if events is not None else None)
     value_total = per_type(0, end, events.value if events is not None else None)
-    last = np.full(n * k, np.iinfo(np.int64).min)
+    flat_last = np.full(n * k, np.iinfo(np.int64).min)
     if events is not None:
-        np.maximum.at(last, events.key[:end], events.t[:end])
-    last = last.reshape(n, k)
+        np.maximum.at(flat_last, events.key[:end], events.t[:end])
+    last = flat_last.reshape(n, k)
     active = (_active_days(history, t, EVENT_RATE_WINDOW) if events is not None
               else np.zeros(n))
 

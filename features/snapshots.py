@@ -324,6 +324,7 @@ def _short_history_plan(*, as_of: pd.Timestamp, earliest: pd.Timestamp, horizon_
 def _types_before(history: History, as_of: pd.Timestamp) -> list[str]:
     """Event types seen before ``as_of``: one fixed column set for every snapshot."""
     events = history.events
+    assert events is not None, "event types are read from events"
     end = events.end(int(as_of.as_unit("ns").value))
     seen = np.bincount(events.type[:end], minlength=len(events.types)) > 0
     return sorted(events.types[i] for i in np.flatnonzero(seen))

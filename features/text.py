@@ -80,7 +80,7 @@ def clean_text(series: pd.Series) -> pd.Series:
     """Text as ``string`` with surrounding spaces stripped and blanks missing."""
     if plain_text(series):
         return series.astype("string")
-    return series.astype("string").str.strip().replace("", pd.NA)
+    return series.astype("string").str.strip().replace({"": pd.NA})
 
 
 def stripped(series: pd.Series) -> pd.Series:

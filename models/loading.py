@@ -96,6 +96,7 @@ def _model_version(uri: str):
     try:
         if alias is not None:
             return client.get_model_version_by_alias(name, alias), alias
+        assert version is not None, "a models:/ URI names an alias or a version"
         return client.get_model_version(name, version), None
     except MlflowException as error:
         what = f"alias @{alias}" if alias else f"version {version}"

@@ -125,7 +125,7 @@ class ReasonTable:
     def matches(self, feature_wanted: np.ndarray, within: int) -> np.ndarray:
         """Per customer: is a feature with ``feature_wanted[j]`` among the top ``within``?"""
         top = self.feature[:, :within]
-        return (feature_wanted[np.where(top >= 0, top, 0)] & (top >= 0)).any(axis=1)
+        return np.asarray((feature_wanted[np.where(top >= 0, top, 0)] & (top >= 0)).any(axis=1))
 
 
 def reason_table(

@@ -71,8 +71,8 @@ def _logit(p: np.ndarray) -> np.ndarray:
 def _probability(booster: lgb.Booster, X: pd.DataFrame, offset: np.ndarray | None
                  ) -> np.ndarray:
     if offset is None:
-        return booster.predict(X)
-    return 1 / (1 + np.exp(-(booster.predict(X, raw_score=True) + offset)))
+        return np.asarray(booster.predict(X))
+    return 1 / (1 + np.exp(-(np.asarray(booster.predict(X, raw_score=True)) + offset)))
 
 
 class TwoModelUplift:
@@ -90,8 +90,8 @@ class TwoModelUplift:
         churned = np.asarray(churned, dtype=float)
         _check(X, treated, churned)
         offset = None if baseline is None else _logit(baseline)
-        kw = {"objective": "binary", "rounds": self.num_boost_round, "seed": self.seed,
-              "threads": self.num_threads}
+        kw: dict[str, Any] = {"objective": "binary", "rounds": self.num_boost_round,
+                               "seed": self.seed, "threads": self.num_threads}
         self.treated_model_ = _booster(X[treated], churned[treated], **kw,
                                        offset=None if offset is None else offset[treated])
         self.control_model_ = _booster(X[~treated], churned[~treated], **kw,
@@ -137,8 +137,8 @@ class XLearnerUplift(TwoModelUplift):
         super().fit(X, treated, churned, baseline=baseline)
         treated = np.asarray(treated, dtype=bool)
         churned = np.asarray(churned, dtype=float)
-        kw = {"objective": "regression", "rounds": self.num_boost_round, "seed": self.seed,
-              "threads": self.num_threads}
+        kw: dict[str, Any] = {"objective": "regression", "rounds": self.num_boost_round,
+                               "seed": self.seed, "threads": self.num_threads}
         control_p, treated_p = self._outcomes(X, baseline)
         # imputed reductions: what the customer's churn would have been untreated, minus
         # what it was (treated), and what it was minus what treatment would have made it
@@ -154,7 +154,9 @@ class XLearnerUplift(TwoModelUplift):
             raise NotFittedError("fit the uplift model before predicting")
         g = self.treated_share_
         # weight each effect model by the other group's share (the propensity weighting)
-        return g * self.effect_control_.predict(X) + (1 - g) * self.effect_treated_.predict(X)
+        control, treated = (np.asarray(m.predict(X))
+                            for m in (self.effect_control_, self.effect_treated_))
+        return g * control + (1 - g) * treated
 
     def boosters(self) -> dict[str, lgb.Booster]:
         if not hasattr(self, "effect_treated_"):

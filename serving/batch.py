@@ -365,6 +365,7 @@ def run_batch(
     progress: Progress | None = None,
     workers: int = 1,
     tables: Path | None = None,
+    connect_timeout: float = 10.0,
 ) -> BatchSummary:
     """Score every customer of the dataset in ``data`` into ``out`` (see the module doc).
 
@@ -374,7 +375,8 @@ def run_batch(
     chunks kept from an interrupted run). With ``outbox``, each chunk's scores and
     triggered actions are written to it (``Outbox.record_scores``), as the API does.
     ``workers`` > 1 scores chunks in that many processes side by side (local engine; at
-    most one per chunk to do); 1 scores them in this process.
+    most one per chunk to do); 1 scores them in this process. A ``scheduler`` that does not
+    answer within ``connect_timeout`` seconds raises `features.cluster.SchedulerUnreachable`.
     """
     from features.io import read_dataset
     from serving.scorer import BATCH_COLUMNS, BATCH_TAIL_COLUMNS, EXPLAIN_CHOICES
@@ -445,7 +447,8 @@ def run_batch(
     )
     processes = min(workers, len(todo))
     if engine == "dask":
-        _run_dask(pieces, scorer, kwargs, persist, scheduler=scheduler)
+        _run_dask(pieces, scorer, kwargs, persist, scheduler=scheduler,
+                  connect_timeout=connect_timeout)
     else:
         spilled = _spill(pieces, work)
         del pieces, dataset  # the chunks are on disk now: one chunk in memory at a time
@@ -521,6 +524,7 @@ def _run_dask(
     persist: Callable[[ChunkResult], None],
     *,
     scheduler: str | None,
+    connect_timeout: float,
 ) -> None:
     """The same `score_chunk` on a Dask cluster; parts are written here, by the driver.
 
@@ -528,15 +532,14 @@ def _run_dask(
     the chunk size; results are persisted as they complete (the part files, not the order
     of completion, decide the output order).
     """
-    from distributed import Client, LocalCluster, as_completed
+    from distributed import as_completed
 
-    cluster = None
-    if scheduler is None:
-        cluster = LocalCluster(n_workers=default_workers(),
-                               threads_per_worker=1, processes=True, dashboard_address=None)
-    client = Client(scheduler or cluster)
-    try:
-        shared = client.scatter(scorer, broadcast=True)
+    from features.cluster import dask_client, share
+
+    with dask_client(scheduler, workers=default_workers(),
+                     connect_timeout=connect_timeout) as client:
+        # a task, not scattered data: recomputed if every worker holding it dies
+        shared = share(client, scorer, name="model")
         limit = max(2, 2 * len(client.scheduler_info()["workers"]))
         running = as_completed()
         for i, part in pieces:
@@ -546,10 +549,6 @@ def _run_dask(
                 persist(next(running).result())
         for future in running:
             persist(future.result())
-    finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
 
 
 _WORKER_SCORER: Scorer | None = None

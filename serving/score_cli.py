@@ -137,7 +137,7 @@ def score(
                     explain=explain,  # type: ignore[arg-type]
                     engine=engine, scheduler=scheduler, resume=resume, outbox=outbox,
                     chunk_size=chunk_size, progress=progress,
-                    workers=workers or default_workers(),
+                    workers=workers or default_workers(), connect_timeout=connect_timeout,
                 )
         except (BatchError, DataContractError, SchedulerUnreachable) as error:
             console.print(f"[red]error:[/red] {error}", soft_wrap=True, highlight=False)

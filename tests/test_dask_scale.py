@@ -416,3 +416,40 @@ def test_score_command_on_a_partitioned_dataset(bundle_dir, parts_dir, local_sco
         "--chunk-size", str(CHUNK)])
     assert result.exit_code == 0, result.output
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(local_scores))
+
+
+def test_a_plain_dataset_on_dask_gets_the_model_as_a_task_not_scattered(
+        scorer, data_dir, cluster, local_scores, tmp_path, monkeypatch):
+    """Scattered data has no recipe (lost with its last holder); the plain-dataset path
+    shares the model the way the partitioned one does."""
+    from distributed import Client
+
+    def no_scatter(*args, **kwargs):
+        raise AssertionError("the model was scattered")
+
+    monkeypatch.setattr(Client, "scatter", no_scatter)
+    out = tmp_path / "scores.parquet"
+    run_batch(data=data_dir, out=out, scorer=scorer, model_uri="test", chunk_size=CHUNK,
+              engine="dask", scheduler=cluster.scheduler_address)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(local_scores))
+
+
+def test_score_with_a_scheduler_that_does_not_answer_is_one_line(bundle_dir, data_dir,
+                                                                  parts_dir, tmp_path):
+    import socket
+
+    from churnlens import build_app
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for data in (data_dir, parts_dir):
+        result = CliRunner().invoke(build_app(), [
+            "score", "--data", str(data), "--out", str(tmp_path / "s.parquet"),
+            "--model", str(bundle_dir), "--engine", "dask",
+            "--scheduler", f"tcp://127.0.0.1:{port}", "--connect-timeout", "2"],
+            env={"CHURNLENS_NO_PROGRESS": "1"})
+        assert result.exit_code == 2, result.output
+        lines = [line for line in result.output.splitlines() if line.strip()]
+        assert len(lines) == 1 and f"127.0.0.1:{port} did not answer within 2 s" in lines[0], \
+            (data, result.output)

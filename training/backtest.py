@@ -22,12 +22,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import pandas as pd
 
 from features.dataset import Dataset
 from features.definition import ChurnDefinition
-from features.labels import label_customers
+from features.labels import check_definition, label_customers
 from features.pipeline import build_features
 from features.snapshots import build_training_set
 from training.data import choose_definition, has_revenue
@@ -105,13 +106,13 @@ def _score(actual_churn: pd.Series, actual_value: pd.Series, churn: pd.Series | 
         # a ranking becomes a [0, 1] score by its rank: rank metrics are unchanged
         score = churn if churn_is_probability else churn.rank(pct=True)
         computed = churn_metrics(actual_churn.to_numpy(float), score.to_numpy(float))
-        keep = CHURN_METRICS if churn_is_probability else ("roc_auc", "pr_auc",
-                                                           "top_decile_lift")
-        row |= {k: float(computed[k]) for k in keep}
+        kept: tuple[str, ...] = (CHURN_METRICS if churn_is_probability
+                                 else ("roc_auc", "pr_auc", "top_decile_lift"))
+        row |= {k: float(computed[k]) for k in kept}
     if value is not None:
         computed = clv_metrics(actual_value.to_numpy(float), value.to_numpy(float))
-        keep = CLV_METRICS if value_is_currency else ("spearman", "normalized_gini")
-        row |= {k: float(computed[k]) for k in keep}
+        kept = CLV_METRICS if value_is_currency else ("spearman", "normalized_gini")
+        row |= {k: float(computed[k]) for k in kept}
     return row
 
 
@@ -125,7 +126,7 @@ def _churnlens_predictions(dataset: Dataset, *, as_of: pd.Timestamp, params: Tra
     try:
         training_set = build_training_set(
             dataset, as_of=as_of, horizon_days=params.horizon_days,
-            clv_horizon_days=params.clv_horizon_days, definition=definition,
+            clv_horizon_days=params.clv_horizon_days, definition=check_definition(definition),
             step_days=params.step_days, max_snapshots=params.max_snapshots,
             **_activity_settings(churn_definition))
     except ValueError as error:
@@ -152,7 +153,7 @@ def _churnlens_predictions(dataset: Dataset, *, as_of: pd.Timestamp, params: Tra
     return predicted, fit.metrics
 
 
-def _activity_settings(chosen: ChurnDefinition | None) -> dict[str, object]:
+def _activity_settings(chosen: ChurnDefinition | None) -> dict[str, Any]:
     """The labelling settings of a resolved definition (none: the defaults)."""
     if chosen is None:
         return {}
@@ -189,7 +190,8 @@ def backtest(
 
     _progress(progress, "labelling what happened after the cut-off")
     labels = label_customers(dataset, as_of=as_of, horizon_days=params.horizon_days,
-                             clv_horizon_days=params.clv_horizon_days, definition=definition,
+                             clv_horizon_days=params.clv_horizon_days,
+                             definition=check_definition(definition),
                              margin_rate=params.margin_rate, **_activity_settings(chosen))
     population = labels[labels["in_population"].astype(bool) & labels["churned"].notna()]
     if population.empty or population["churned"].nunique() < 2:
@@ -201,6 +203,7 @@ def backtest(
     actual_value = population["clv_target"].astype(float).fillna(0.0)
 
     _progress(progress, "fitting BG/NBD and Gamma-Gamma")
+    assert dataset.orders is not None, "_check_window refuses a dataset without orders"
     summary = purchase_summary(dataset.orders, as_of=as_of, period=reference_period)
     missing = ids.difference(summary.index)
     if len(missing):

@@ -59,7 +59,7 @@ def train_booster(params: dict[str, Any], *, train: Labelled, check: Labelled, r
 
 
 def fit_churn(params: TrainParams, *, train: Labelled, check: Labelled
-              ) -> tuple[lgb.Booster, TrainParams, Choice]:
+              ) -> tuple[lgb.Booster, TrainParams, Choice[TreeSize]]:
     """The churn booster of the tree size the held-out rows choose, and the params with it."""
     from sklearn.metrics import roc_auc_score
 
@@ -78,13 +78,13 @@ def fit_churn(params: TrainParams, *, train: Labelled, check: Labelled
     default = (params.num_leaves, params.min_data_in_leaf)
     choice = choose_tree_size(held_out_auc, default, params.tree_sizes,
                               min_gain=params.tree_size_min_gain)
-    size: TreeSize = choice.value  # type: ignore[assignment]
+    size = choice.value
     if size not in boosters:
         held_out_auc(size)
     return boosters[size], sized(size), choice
 
 
-def fit_clv(params: TrainParams, *, train: Labelled, check: Labelled) -> Choice:
+def fit_clv(params: TrainParams, *, train: Labelled, check: Labelled) -> Choice[lgb.Booster]:
     """The CLV booster (Tweedie, or the hurdle model when the held-out rows prefer it).
 
     Each booster is the average of ``params.clv_seeds`` boosters fitted with
@@ -106,7 +106,7 @@ def fit_clv(params: TrainParams, *, train: Labelled, check: Labelled) -> Choice:
     choice = choose_clv_form(tweedie, hurdle, check.features, check.target, form=params.clv_model)
     if not params.clv_balance:
         return choice
-    booster, factor = balance_total(choice.value, train)  # type: ignore[arg-type]
+    booster, factor = balance_total(choice.value, train)
     return replace(choice, value=booster, report=choice.report | {"clv_balance_factor": factor})
 
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from features.dataset import Dataset
 from features.definition import ChurnDefinition, DefinitionError, resolve_definition
+from features.labels import check_definition
 from features.snapshots import TrainingSet, build_training_set
 from training.params import TrainingDataError, TrainParams
 
@@ -72,7 +73,7 @@ def build_training_set_for(dataset: Dataset, *, as_of: pd.Timestamp, params: Tra
     try:
         return build_training_set(
             dataset, as_of=as_of, horizon_days=params.horizon_days,
-            clv_horizon_days=params.clv_horizon_days, definition=definition,
+            clv_horizon_days=params.clv_horizon_days, definition=check_definition(definition),
             step_days=params.step_days, max_snapshots=params.max_snapshots,
             active_days=churn_definition.active_days if churn_definition else params.active_days,
             activity_events=(churn_definition.activity_events if churn_definition

@@ -97,7 +97,7 @@ def _feature_info(names: list[str], frame: pd.DataFrame, churned: np.ndarray
 
 def _medians(features: pd.DataFrame) -> dict[str, float]:
     numeric = features.select_dtypes(include="number")
-    return {k: float(v) for k, v in numeric.median().items() if pd.notna(v)}
+    return {str(k): float(v) for k, v in numeric.median().items() if pd.notna(v)}
 
 
 def _calendar_choice(frame: pd.DataFrame, params: TrainParams) -> tuple[pd.DataFrame, str]:
@@ -197,7 +197,7 @@ def _fit_clv_part(frame: pd.DataFrame, params: TrainParams, notes: list[str], *,
     if factor is not None:
         notes.append(f"CLV scaled by {factor:.3f} so that its total over the {len(clv_train):,} "
                      "CLV training rows equals theirs (a Tweedie model predicts totals low)")
-    return _ClvPart(choice.value, clv_train, clv_holdout, choice.report)  # type: ignore[arg-type]
+    return _ClvPart(choice.value, clv_train, clv_holdout, choice.report)
 
 
 def definition_of(training_set: TrainingSet, definition: str, params: TrainParams,

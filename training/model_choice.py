@@ -24,6 +24,7 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Generic, TypeVar
 
 import lightgbm as lgb
 import numpy as np
@@ -34,15 +35,16 @@ from training.rows import Labelled
 
 #: ``(num_leaves, min_data_in_leaf)``
 TreeSize = tuple[int, int]
+Chosen = TypeVar("Chosen")
 #: trains a booster: (extra LightGBM params, train=rows, check=rows) -> booster
 Trainer = Callable[..., lgb.Booster]
 
 
 @dataclass
-class Choice:
+class Choice(Generic[Chosen]):
     """What was chosen, the figures it was chosen on, and a sentence for the run's notes."""
 
-    value: object
+    value: Chosen
     report: dict[str, float] = field(default_factory=dict)
     note: str = ""
 
@@ -52,23 +54,23 @@ def _size_key(size: TreeSize) -> str:
 
 
 def choose_tree_size(auc_of: Callable[[TreeSize], float], default: TreeSize,
-                     candidates: tuple[TreeSize, ...], *, min_gain: float) -> Choice:
+                     candidates: tuple[TreeSize, ...], *, min_gain: float) -> Choice[TreeSize]:
     """The tree size whose churn model has the best held-out ROC AUC, if it beats the default.
 
     ``auc_of`` fits a churn model of a given size and returns its held-out AUC.
     The default stays unless the best candidate beats it by more than ``min_gain``.
     """
-    others = tuple(dict.fromkeys(c for c in candidates if tuple(c) != tuple(default)))
+    default = (default[0], default[1])
+    others = tuple(dict.fromkeys((c[0], c[1]) for c in candidates if tuple(c) != default))
     if not others:
         return Choice(default)
-    scores = {tuple(size): auc_of(tuple(size)) for size in (tuple(default), *others)}
+    scores = {size: auc_of(size) for size in (default, *others)}
     report = {f"tree_size_auc_{_size_key(s)}": v for s, v in scores.items()}
-    best = max(others, key=lambda s: (scores[tuple(s)], -s[0]))
-    gain = scores[tuple(best)] - scores[tuple(default)]
-    chosen = tuple(best) if gain > min_gain else tuple(default)
+    best = max(others, key=lambda s: (scores[s], -s[0]))
+    chosen = best if scores[best] - scores[default] > min_gain else default
     report |= {"tree_num_leaves": float(chosen[0]), "tree_min_data_in_leaf": float(chosen[1])}
     figures = ", ".join(f"{s[0]} leaves/{s[1]} rows {v:.3f}" for s, v in scores.items())
-    verdict = ("chosen" if chosen != tuple(default) else
+    verdict = ("chosen" if chosen != default else
                f"defaults kept (no size better by more than {min_gain})")
     note = (f"tree size {chosen[0]} leaves, at least {chosen[1]} rows per leaf, {verdict}; "
             f"held-out churn ROC AUC by size: {figures}")
@@ -180,7 +182,7 @@ def fit_hurdle(train_with: Trainer, *, train: Labelled, check: Labelled) -> lgb.
 
 
 def choose_clv_form(tweedie: lgb.Booster, hurdle: lgb.Booster | None, X_val: pd.DataFrame,
-                    y_val: np.ndarray, *, form: str = "auto") -> Choice:
+                    y_val: np.ndarray, *, form: str = "auto") -> Choice[lgb.Booster]:
     """Keep the hurdle model when it ranks held-out spend better (normalized Gini), or if asked."""
     if hurdle is None:
         return Choice(tweedie, {"clv_hurdle": 0.0},

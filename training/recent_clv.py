@@ -26,6 +26,7 @@ import lightgbm as lgb
 import pandas as pd
 
 from features.dataset import Dataset
+from features.labels import check_definition
 from features.snapshots import TrainingSet, build_training_set, features_of
 from training.boosters import fit_clv
 from training.fit import FitResult, rebuilt
@@ -61,7 +62,7 @@ def recent_training_set(dataset: Dataset, *, as_of: pd.Timestamp, params: TrainP
     try:
         recent = build_training_set(
             dataset, as_of=as_of, horizon_days=RECENT_WINDOW_DAYS,
-            clv_horizon_days=RECENT_WINDOW_DAYS, definition=definition,
+            clv_horizon_days=RECENT_WINDOW_DAYS, definition=check_definition(definition),
             step_days=params.step_days, max_snapshots=params.max_snapshots)
     except ValueError:
         return None
@@ -97,12 +98,14 @@ def choose_recent_clv(fit: FitResult, dataset: Dataset, *, training_set: Trainin
     def X(rows: pd.DataFrame) -> pd.DataFrame:
         return fit.bundle.prepare(features_of(rows)[names])
 
-    def fitted(rows: pd.DataFrame, check: pd.DataFrame) -> Choice:
+    def fitted(rows: pd.DataFrame, check: pd.DataFrame) -> Choice[lgb.Booster]:
         return fit_clv(params, train=Labelled(X(rows), rows["clv_target"].to_numpy(float)),
                        check=Labelled(X(check), check["clv_target"].to_numpy(float)))
 
     y_judge = judge["clv_target"].to_numpy(float)
-    gini = {"long": normalized_gini(y_judge, fit.bundle.clv_booster.predict(X(judge))),
+    long_booster = fit.bundle.clv_booster
+    assert long_booster is not None, "a bundle with revenue has a CLV booster"
+    gini = {"long": normalized_gini(y_judge, long_booster.predict(X(judge))),
             "recent": normalized_gini(y_judge, fitted(train, stop).value.predict(X(judge)))}
     use_recent = bool(gini["recent"] > gini["long"])
     report = {"clv_recent_window_gini": gini["recent"], "clv_long_window_gini": gini["long"],
@@ -117,7 +120,7 @@ def choose_recent_clv(fit: FitResult, dataset: Dataset, *, training_set: Trainin
     scaled = valued.assign(clv_target=valued["clv_target"] * scale)
     holdout = scaled[scaled["snapshot_at"] == dates[-1]]
     form = fitted(scaled[scaled["snapshot_at"] < dates[-1]], holdout)
-    booster: lgb.Booster = form.value  # type: ignore[assignment]
+    booster = form.value
     metrics = {f"clv_{k}": v for k, v in clv_metrics(
         holdout["clv_target"].to_numpy(float), booster.predict(X(holdout))).items()}
     metrics |= form.report | {"clv_best_iteration": float(booster.current_iteration()),

@@ -83,7 +83,8 @@ def purchase_summary(
     summary = pd.DataFrame(
         {
             "frequency": frequency,
-            "recency": (last - first) / day / WEEK_DAYS,
+            # pandas-stubs type a datetime Series minus another as Series[Any]
+            "recency": (last - first) / day / WEEK_DAYS,  # type: ignore[operator]
             "T": (end - first) / day / WEEK_DAYS,
             "monetary_value": monetary.astype(float),
             "total_spend": total.astype(float),

@@ -139,6 +139,7 @@ def training_run(*, run_name: str | None = None) -> Iterator[str]:
             yield run.info.run_id
         return
     experiment = mlflow.get_experiment_by_name(experiment_name())
+    assert experiment is not None, "the project run created the experiment"
     created = _client().create_run(experiment.experiment_id, run_name=run_name,
                                    tags={"churnlens.project_run_id": project_run})
     _client().set_tag(project_run, TRAINING_RUN_TAG, created.info.run_id)
@@ -157,13 +158,14 @@ def log_training_data(frame: pd.DataFrame, *, source: str | None, name: str,
     (rows, cells), and the run page lists it under "Datasets".
     """
     import mlflow
-    import mlflow.data
+    from mlflow.data.pandas_dataset import from_pandas
 
     with warnings.catch_warnings():
         # MLflow registers the local-file source class twice and warns that a path fits both
         warnings.filterwarnings("ignore", message="The specified dataset source can be "
                                 "interpreted in multiple ways")
-        dataset = mlflow.data.from_pandas(frame, source=source, name=name, targets=targets)
+        located = {} if source is None else {"source": source}
+        dataset = from_pandas(frame, name=name, targets=targets, **located)
     mlflow.log_input(dataset, context=context)
 
 
