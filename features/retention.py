@@ -58,7 +58,7 @@ def complete_months(first: pd.Timestamp, as_of: pd.Timestamp) -> pd.DatetimeInde
     if start >= last_end:
         return pd.DatetimeIndex([], name=MONTH_INDEX_NAME)
     months = pd.date_range(start, last_end, freq="MS", inclusive="left")
-    return pd.DatetimeIndex(months, name=MONTH_INDEX_NAME, freq=None)
+    return pd.DatetimeIndex(months.to_numpy(), name=MONTH_INDEX_NAME)  # no freq
 
 
 def _month_number(values: pd.Series) -> np.ndarray:
@@ -130,7 +130,7 @@ class _Before:
             rows = self.orders()
             if rows is None:
                 return None
-            keep = rows.status == COMPLETED
+            keep = np.asarray(rows.status) == COMPLETED
             return rows.where(keep) if keep.any() else None
         return self._memo("completed", build)
 
