@@ -1,4 +1,4 @@
-"""Print the import graph between churnlens's own modules; exit 1 if it has a cycle.
+"""Print the import graph between churnlens's own modules; exit 1 on a cycle or a wrong arrow.
 
 Reads the source with `ast` (nothing is imported), so it runs without the
 project's dependencies: ``python .ci/import_graph.py [--packages] [--root DIR]``. Every
@@ -6,6 +6,10 @@ import counts, at the top of a module or inside a function, because an import
 moved into a function still makes a cycle, only a hidden one; imports under
 ``if TYPE_CHECKING:`` are left out (they never run). ``--packages`` prints the
 arrows between the top-level packages instead of between modules.
+
+The packages are layers, lowest first (`PACKAGES`): a module may import its own
+package and the layers below it, never one above (features knows nothing of
+models, models nothing of training or serving).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: the layers, lowest first
 PACKAGES = ("features", "models", "training", "serving")
 TOP_MODULES = ("churnlens",)
 
@@ -96,6 +101,19 @@ def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     return out
 
 
+def wrong_way(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """(module, imported module) pairs where a lower layer imports a higher one."""
+    rank = {package: level for level, package in enumerate(PACKAGES)}
+    found = []
+    for name, targets in graph.items():
+        layer = rank.get(name.split(".")[0])
+        if layer is None:
+            continue  # top-level modules (the command line) compose every layer
+        found += [(name, target) for target in targets
+                  if rank.get(target.split(".")[0], -1) > layer]
+    return sorted(found)
+
+
 def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan), sorted."""
     index: dict[str, int] = {}
@@ -148,10 +166,14 @@ def main(argv: list[str] | None = None) -> int:
     found = cycles(graph)
     for component in found:
         print(f"cycle between modules: {' <-> '.join(component)}", file=sys.stderr)
-    if found:
+    upward = wrong_way(graph)
+    for name, target in upward:
+        print(f"wrong-way import: {name} imports {target} (layers, lowest first: "
+              f"{', '.join(PACKAGES)})", file=sys.stderr)
+    if found or upward:
         return 1
-    print(f"{len(graph)} modules, {sum(map(len, graph.values()))} imports, no cycle",
-          file=sys.stderr)
+    print(f"{len(graph)} modules, {sum(map(len, graph.values()))} imports, no cycle, "
+          "no wrong-way import", file=sys.stderr)
     return 0
 
 

@@ -3,7 +3,7 @@
 One model is trained once on a generated world. Then, for each seed, a fresh
 world is generated, scored with ``churnlens score --outreach`` and the rules
 of ``bench/effect_rules.yaml`` (half of every rule's customers held out), the
-same world is regenerated with ``generate --outreach-from`` (treated customers
+same world is regenerated and ``outreach replay`` replays the actions (treated customers
 answer with the known effects of `features.outreach_sim`), and the measured
 churn reduction of each rule is compared with its true average effect
 (``outreach_truth.csv``). Reported per rule: seeds measured, share of seeds
@@ -45,7 +45,9 @@ def build_seed(root: Path, seed: int, *, customers: int, runner, app) -> tuple[P
     _invoke(runner, app, ["score", "--data", str(folder / "plain"), "--as-of", ACTED_ON,
                           "--out", str(folder / "scores.parquet"), "--outreach", "--workers",
                           "1", "--outbox-url", outbox, "--rules", str(RULES)])
-    _invoke(runner, app, [*world, "--out", str(folder / "replayed"), "--outreach-from", outbox])
+    _invoke(runner, app, [*world, "--out", str(folder / "replayed")])
+    _invoke(runner, app, ["outreach", "replay", "--data", str(folder / "replayed"), "--seed",
+                          str(seed), "--outbox", outbox])
     return folder, outbox
 
 

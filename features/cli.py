@@ -121,10 +121,6 @@ def generate(
     shift_sessions: Annotated[str | None, typer.Option(
         "--shift-sessions", help="DAY:FACTOR, e.g. 2024-03-01:0.5: app sessions happen FACTOR "
         "times as often from DAY on (a known drift, for monitoring checks)")] = None,
-    outreach_from: Annotated[str | None, typer.Option(
-        "--outreach-from", help="Outbox URL: replay the actions churnlens recorded for this "
-        "same world (same seed and options) with known effects; writes outreach_truth.csv "
-        "(see docs/outreach.md)")] = None,
 ) -> None:
     """Generate a realistic dataset whose churn is caused by observable behaviour."""
     from rich.progress import Progress
@@ -163,35 +159,6 @@ def generate(
         generated.write(out, fmt=fmt)
     counts = ", ".join(f"{len(frame):,} {name}" for name, frame in generated.tables.items())
     console.print(f"wrote {counts} and ground_truth.csv to {out}", soft_wrap=True)
-    if outreach_from is not None:
-        _replay_outreach(outreach_from, out=out, seed=seed, fmt=fmt)
-
-
-def _replay_outreach(outbox_url: str, *, out: Path, seed: int, fmt: str) -> None:
-    """Rewrite the orders after each recorded action as if the treated were contacted."""
-    from features.io import read_dataset, write_dataset, write_table
-    from features.outreach_sim import simulate_outreach
-    from models.loading import missing_store
-    from serving.outreach.outbox import Outbox
-
-    if missing_store(outbox_url) is not None:
-        raise typer.BadParameter(f"no outbox at {outbox_url} (no such file)",
-                                 param_hint="--outreach-from")
-    store = Outbox(outbox_url)
-    try:
-        actions = store.action_history()
-    finally:
-        store.close()
-    if actions.empty:
-        raise typer.BadParameter("the outbox holds no action: score with `--outreach` first",
-                                 param_hint="--outreach-from")
-    world = simulate_outreach(read_dataset(out).dataset, actions, seed=seed)
-    write_dataset({"orders": world.orders}, out, fmt=fmt)
-    write_table(world.truth, out / "outreach_truth.csv")
-    treated = int((world.truth["assignment"] == "treated").sum())
-    console.print(f"replayed {len(world.truth):,} actions ({treated:,} treated, "
-                  f"{int(world.truth['saved'].sum()):,} customers saved); the true effects are "
-                  f"in {out / 'outreach_truth.csv'}", soft_wrap=True)
 
 
 def parse_as_of(value: str | None, *, default):

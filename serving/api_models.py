@@ -110,7 +110,7 @@ class SubscriptionIn(_Row):
     mrr: Money | None = None
 
 
-SCORE_REQUEST_EXAMPLE = {
+SCORE_REQUEST_EXAMPLE: dict[str, Any] = {
     "customers": [{"customer_id": "c-1001", "signup_at": "2023-02-11T09:30:00Z",
                    "attributes": {"country": "DE", "channel": "web"}}],
     "orders": [

@@ -74,7 +74,7 @@ async def _load_and_follow(holder: ModelHolder, settings: Settings) -> None:
     try:
         holder.dataset = await asyncio.to_thread(_read_dataset, settings)
     except Exception as error:
-        holder.fail(f"reading CHURNLENS_DATA={masked_url(settings.data)} failed: {error}")
+        holder.fail(f"reading CHURNLENS_DATA={masked_url(str(settings.data))} failed: {error}")
         logger.error("%s", holder.last_error)
         return
     await holder.follow(poll_seconds=settings.model_poll_seconds)

@@ -8,6 +8,7 @@ at import time.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -55,7 +56,7 @@ class ServiceMetrics:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
 
-    def observe_scores(self, records: Iterable[object]) -> None:
+    def observe_scores(self, records: Iterable[Any]) -> None:
         """Record what was served: probability histogram and tier × segment counts."""
         for record in records:
             probability = getattr(record, "churn_probability", None)

@@ -47,10 +47,11 @@ def request_tables(body: ScoreRequest) -> dict[str, pd.DataFrame]:
 
 def contract_errors(rejects: pd.DataFrame) -> list[dict[str, Any]]:
     """Rejected rows as FastAPI-style validation errors naming table, row and field."""
+    rows: list[Any] = list(rejects.itertuples(index=False))
     return [
         {"loc": ["body", row.file, int(row.row), row.column], "msg": row.reason,
          "type": "data_contract", "input": row.value}
-        for row in rejects.itertuples(index=False)
+        for row in rows
     ]
 
 

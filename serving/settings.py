@@ -19,7 +19,7 @@ import math
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated, Any, TypeVar
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -56,7 +56,7 @@ def describe_errors(error: ValidationError) -> str:
 AnySettings = TypeVar("AnySettings", bound=BaseSettings)
 
 
-def load_settings(kind: type[AnySettings], /, **overrides: object) -> AnySettings:
+def load_settings(kind: type[AnySettings], /, **overrides: Any) -> AnySettings:
     """Read ``kind`` from the environment (``overrides`` win); errors name the variable."""
     try:
         return kind(**overrides)

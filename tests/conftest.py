@@ -193,7 +193,9 @@ def replayed(tmp_path_factory):
             assert result.exit_code == 0, result.output
             result = runner.invoke(app, ["generate", "--customers", "1500", "--seed", "5",
                                          "--end", END.isoformat(), "--kind", "ecommerce",
-                                         "--out", str(root / "replayed"),
-                                         "--outreach-from", url])
+                                         "--out", str(root / "replayed")])
+            assert result.exit_code == 0, result.output
+            result = runner.invoke(app, ["outreach", "replay", "--data", str(root / "replayed"),
+                                         "--seed", "5", "--outbox", url])
             assert result.exit_code == 0, result.output
         yield world, url, root / "replayed"

@@ -43,3 +43,20 @@ def test_a_cycle_hidden_in_a_function_is_found(tmp_path):
     assert checker.cycles(graph) == [["training.a", "training.b"]], (
         "the import inside a function closes a cycle; the TYPE_CHECKING one does not")
     assert checker.main(["--root", str(tmp_path)]) == 1
+
+
+def test_the_layers_import_downwards_only(tmp_path):
+    checker = _checker()
+    assert checker.wrong_way(checker.import_graph(ROOT)) == []
+    for package, body in (("features", "def replay():\n    from serving import outbox\n"),
+                          ("serving", "from features import history\n")):
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "__init__.py").write_text("")
+        (tmp_path / package / "x.py").write_text(body)
+    (tmp_path / "serving" / "outbox.py").write_text("")
+    (tmp_path / "features" / "history.py").write_text("")
+    graph = checker.import_graph(tmp_path)
+    assert checker.wrong_way(graph) == [("features.x", "serving.outbox")], (
+        "features importing serving is wrong-way, even inside a function; serving "
+        "importing features is not")
+    assert checker.main(["--root", str(tmp_path)]) == 1

@@ -1,7 +1,7 @@
 """`churnlens outreach effect` against the simulated outreach's known effects.
 
 Real flow: scores and actions from ``churnlens score --outreach`` (half of each
-rule held out), the same world regenerated with ``generate --outreach-from``
+rule held out), the same world regenerated and replayed with ``outreach replay``
 (treated customers answer with the effects of `features.outreach_sim`), then the
 command. The full 20-seed coverage check is ``bench/effect_bench.py``.
 """
@@ -115,6 +115,22 @@ def test_the_simulation_leaves_the_history_before_the_actions_alone(replayed):
     assert len(winback) == int(truth.drop_duplicates("customer_id")["saved"].sum())
     lapsed_calls = truth[(truth["action"] == "success_call") & truth["lapsed"]]
     assert (lapsed_calls["effect_size"] == 0).all(), "a call does not save a lapsed customer"
+
+
+def test_a_world_is_replayed_once_and_only_from_an_outbox_with_actions(replayed, tmp_path):
+    _world, url, data = replayed
+    app = build_app()
+    again = CliRunner().invoke(app, ["outreach", "replay", "--data", str(data), "--outbox", url])
+    assert again.exit_code == 2
+    assert "already replayed" in again.output
+    copy = tmp_path / "world"
+    copy.mkdir()
+    (copy / "orders.csv").write_bytes((data / "orders.csv").read_bytes())
+    empty = CliRunner().invoke(app, ["outreach", "replay", "--data", str(copy), "--outbox",
+                                     f"sqlite:///{tmp_path / 'none.db'}"])
+    assert empty.exit_code == 2
+    assert "no outbox at" in empty.output
+    assert not (copy / "outreach_truth.csv").exists()
 
 
 def test_the_report_answers_did_the_scores_come_true(replayed):

@@ -2,7 +2,7 @@
 
 Real flow, shared with the effect tests: scores and actions from ``churnlens
 score --outreach`` (half of each rule held out), the world regenerated with
-``generate --outreach-from`` (treated customers answer with the effects of
+``outreach replay`` (treated customers answer with the effects of
 `features.outreach_sim`), then a training run with ``--uplift`` on it. The
 Qini comparison on a held-out world is ``bench/uplift_bench.py``.
 """

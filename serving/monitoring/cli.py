@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import os
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -52,6 +52,7 @@ def print_result(result: MonitorResult) -> None:
                    "ROC AUC", "PR AUC", "top-decile lift", "ECE", "CLV predicted",
                    "CLV actual"):
         quality.add_column(column, justify="left" if column in ("scoring week",) else "right")
+    row: Any
     for row in result.quality.itertuples(index=False):
         week = "all weeks" if pd.isna(row.week) else str(pd.Timestamp(row.week).date())
         quality.add_row(str(row.model_version), week, f"{int(row.scores):,}",

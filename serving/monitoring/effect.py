@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -97,8 +98,8 @@ def rule_effect(rule: str, rows: pd.DataFrame, *, cost: float | None,
     treated = rows[rows["assignment"] == "treated"]
     control = rows[rows["assignment"] == "control"]
     action = str(rows["action"].iloc[0]) if len(rows) else ""
-    base = {"rule": rule, "action": action, "treated": len(treated), "control": len(control),
-            "cost": cost}
+    base: dict[str, Any] = {"rule": rule, "action": action, "treated": len(treated),
+                            "control": len(control), "cost": cost}
     if min(len(treated), len(control)) < min_group:
         return RuleEffect(**base, note=(
             f"not enough data (n = {len(treated)} treated, {len(control)} control; at least "

@@ -47,9 +47,7 @@ class MonitorResult:
 
     def realized(self, version: str) -> dict[str, float] | None:
         """The pooled realized figures of one version (None when it has none)."""
-        rows = self.quality[(self.quality["model_version"] == version)
-                            & self.quality["week"].isna()]
-        return None if rows.empty else rows.iloc[0].to_dict()
+        return _pooled(self.quality, version)
 
     def tables(self) -> dict[str, pd.DataFrame]:
         """The figures as tables (``quality``, ``held_out``, ``drift``), for MLflow artifacts."""
@@ -156,13 +154,18 @@ def _served_version(scores: pd.DataFrame, known: dict[str, dict[str, float]]) ->
     return str(usable.sort_values(["as_of", "scored_at"])["model_version"].iloc[-1])
 
 
+def _pooled(quality: pd.DataFrame, version: str) -> dict[str, float] | None:
+    """The realized figures of ``version`` over all weeks (None when it has none)."""
+    rows = quality[(quality["model_version"] == version) & quality["week"].isna()]
+    return None if rows.empty else {str(k): v for k, v in rows.iloc[0].items()}
+
+
 def _verdict(version: str | None, quality: pd.DataFrame, held_out: dict[str, dict[str, float]],
              drift: dict[str, Drift], thresholds: Thresholds, notes: list[str]) -> Verdict:
     if version is None:
         return decide(model_version="?", realized=None, held_out={}, drift_top=None,
                       score_psi=None, thresholds=thresholds, notes=notes)
-    pooled = quality[(quality["model_version"] == version) & quality["week"].isna()]
-    realized = pooled.iloc[0].to_dict() if len(pooled) else None
+    realized = _pooled(quality, version)
     measured = drift.get(version)
     top = None
     if measured is not None and len(measured.top_features(1)):

@@ -14,9 +14,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from datetime import UTC
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
 
 logger = logging.getLogger(__name__)
 PREFIX = "churnlens_monitor_"
@@ -27,12 +31,12 @@ class MonitoringCollector(Collector):
 
     def __init__(self, outbox_url: str) -> None:
         self.outbox_url = outbox_url
-        self._engine = None
+        self._engine: Engine | None = None
 
     def describe(self) -> list[Metric]:
         return []  # dynamic: the figures present depend on the last run
 
-    def _rows(self) -> list[dict[str, object]]:
+    def _rows(self) -> list[dict[str, Any]]:
         from sqlalchemy import create_engine
 
         from models.loading import missing_store
@@ -64,5 +68,5 @@ class MonitoringCollector(Collector):
         if latest is not None:
             stamp = GaugeMetricFamily(f"{PREFIX}as_of_timestamp_seconds",
                                       "The date the last monitoring run checked scores up to")
-            stamp.add_metric([], latest.replace(tzinfo=UTC).timestamp())  # type: ignore[union-attr]
+            stamp.add_metric([], latest.replace(tzinfo=UTC).timestamp())
             yield stamp

@@ -70,6 +70,7 @@ def gather_loop(dataset: Dataset, *, outbox_url: str, as_of: pd.Timestamp,
     else:
         view.notes.extend(result.notes)
         view.verdict = result.verdict.line
+        row: Any
         for row in result.quality.itertuples(index=False):
             view.quality.append({
                 "version": str(row.model_version),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def _experiment_id(tracking_uri: str) -> str:
 def log_monitoring_run(*, tracking_uri: str, model_name: str, judged_version: str | None,
                        training_run_id: str | None, gauges: dict[tuple[str, str], float],
                        verdict_line: str, exit_code: int, as_of: str,
-                       tables: dict[str, object]) -> str:
+                       tables: Mapping[str, object]) -> str:
     """Log one monitoring run (metrics, verdict, tables as CSV); return its run id.
 
     Metrics of the judged version are logged under their plain names

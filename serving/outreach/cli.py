@@ -303,6 +303,45 @@ def _effect_table(effects: list, *, as_of: str) -> None:
             typer.echo(f"{e.rule}: {e.note}")
 
 
+@app.command()
+@outbox_errors_in_one_line
+def replay(
+    data: Annotated[Path, typer.Option(
+        "--data", file_okay=False, exists=True,
+        help="A dataset written by `churnlens generate`: its orders are rewritten in place")],
+    seed: Annotated[int, typer.Option(help="The seed the dataset was generated with")] = 0,
+    outbox: OutboxOption = None,
+) -> None:
+    """Replay the outbox's actions on a generated world with known effects (a test bench).
+
+    Treated customers answer as the effects in docs/outreach.md say; the truth
+    (who was treated, who was saved) goes to ``outreach_truth.csv`` beside the data.
+    """
+    from features.io import read_dataset, write_dataset, write_table
+    from features.outreach_sim import simulate_outreach
+
+    truth_file = data / "outreach_truth.csv"
+    if truth_file.exists():
+        raise typer.BadParameter(f"{data} was already replayed ({truth_file.name} exists): "
+                                 "generate the world again first", param_hint="--data")
+    store = _outbox(_settings(outbox), must_exist=True)
+    try:
+        actions = store.action_history()
+    finally:
+        store.close()
+    if actions.empty:
+        raise typer.BadParameter("the outbox holds no action: score with `--outreach` first",
+                                 param_hint="--outbox")
+    world = simulate_outreach(read_dataset(data).dataset, actions, seed=seed)
+    fmt = "parquet" if (data / "orders.parquet").exists() else "csv"
+    write_dataset({"orders": world.orders}, data, fmt=fmt)
+    write_table(world.truth, truth_file)
+    treated = int((world.truth["assignment"] == "treated").sum())
+    typer.echo(f"replayed {len(world.truth):,} actions ({treated:,} treated, "
+               f"{int(world.truth['saved'].sum()):,} customers saved); the true effects are "
+               f"in {truth_file}")
+
+
 @app.command("new-secret")
 def new_secret() -> None:
     """Print a fresh webhook signing secret for CHURNLENS_WEBHOOK_SECRET and the CRM."""

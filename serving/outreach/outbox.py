@@ -54,6 +54,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import StaticPool
 
 from features.contract import MAX_ID_LENGTH
+from features.database import upsert
 from serving.outreach.rules import TriggeredAction, to_naive_utc
 from serving.redact import masked_url
 from serving.schemas import ScoreRecord, utc_text
@@ -320,7 +321,7 @@ class Outbox:
         table = self.scores
         keys = ("customer_id", "model_version", "as_of")
         if self.dialect in ("sqlite", "postgresql"):
-            insert = _dialect_insert(self.dialect)(table)
+            insert = upsert(connection, table)
             changed = {name: insert.excluded[name] for name in rows[0] if name not in keys}
             statement = insert.on_conflict_do_update(index_elements=list(keys), set_=changed)
             connection.execute(statement, rows)
@@ -412,7 +413,7 @@ class Outbox:
 
     def _insert_actions(self, connection: Any, rows: list[dict[str, Any]]) -> None:
         if self.dialect in ("sqlite", "postgresql"):
-            statement = _dialect_insert(self.dialect)(self.actions).on_conflict_do_nothing()
+            statement = upsert(connection, self.actions).on_conflict_do_nothing()
             connection.execute(statement, rows)
             return
         existing = set(connection.execute(
@@ -684,14 +685,6 @@ def _make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
-
-
-def _dialect_insert(dialect: str) -> Any:
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
 
 
 def _score_row(record: ScoreRecord, first_action: dict[str, str], now: datetime) -> dict[str, Any]:

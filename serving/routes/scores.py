@@ -61,7 +61,7 @@ async def score_customer(
             "loc": ["query", "as_of"], "type": "unsupported", "input": as_of.isoformat(),
             "msg": "as_of needs a database source (CHURNLENS_DATA=sqlite:///… or "
                    "postgresql+psycopg://…); a directory is scored as of its default date"}])
-    if state.features is None:
+    if state.prepared is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
                             "no dataset is configured for scoring by id (CHURNLENS_DATA); "
                             "POST /v1/scores with the customer's history instead")
