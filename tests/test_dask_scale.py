@@ -548,3 +548,51 @@ def test_workers_need_an_outbox_they_can_reach(scorer, parts_dir, tmp_path, monk
     assert worker_outbox_url("sqlite:///outbox.db") == f"sqlite:///{tmp_path / 'outbox.db'}"
     server = "postgresql+psycopg://user:secret@db.example:5432/churn"
     assert worker_outbox_url(server) == server
+
+
+# -- training snapshots ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("definition", ["inactivity", "activity"])
+def test_training_snapshots_per_partition_equal_the_local_engine(data_dir, parts_dir, client,
+                                                                 definition):
+    """One task per partition builds its customers' snapshot rows; the driver gets day counts
+    and weekly sums first, then the rows, and they equal the whole dataset's."""
+    from features.partitioned_snapshots import build_partitioned_training_set
+    from features.snapshots import build_training_set
+
+    settings = {"as_of": AS_OF, "horizon_days": 90, "clv_horizon_days": 365,
+                "definition": definition, "step_days": 30, "max_snapshots": 6}
+    local = build_training_set(read_source(str(data_dir)).dataset, **settings)
+    partitioned = build_partitioned_training_set(str(parts_dir), client=client, **settings)
+    assert partitioned.snapshot_dates == local.snapshot_dates
+    assert partitioned.notes == local.notes
+    assert (partitioned.label_horizon_days, partitioned.clv_label_horizon_days,
+            partitioned.clv_scale, partitioned.event_types) == (
+        local.label_horizon_days, local.clv_label_horizon_days, local.clv_scale,
+        local.event_types)
+    assert partitioned.business_season is not None and local.business_season is not None
+    assert partitioned.business_season.active == local.business_season.active
+    assert partitioned.business_season.revenue == pytest.approx(local.business_season.revenue,
+                                                                rel=1e-12)
+    pd.testing.assert_frame_equal(partitioned.frame, local.frame, check_exact=False,
+                                  rtol=1e-12)
+
+
+def test_a_short_history_plans_the_same_snapshots_from_day_counts(data_dir, parts_dir):
+    """The 10 % entry date decides the short-history plan (and its note) from its day and
+    whether it lies past the day's start; counts per day give both."""
+    from features.partitioned_snapshots import build_partitioned_training_set
+    from features.snapshots import build_training_set
+
+    dataset = read_source(str(data_dir)).dataset
+    first = dataset.orders["ordered_at"].min()
+    as_of = (first + pd.Timedelta(days=120)).normalize()
+    settings = {"as_of": as_of, "horizon_days": 90, "step_days": 30, "max_snapshots": 6}
+    local = build_training_set(dataset, **settings)
+    assert any("short history" in note for note in local.notes), local.notes
+    partitioned = build_partitioned_training_set(str(parts_dir), client=None, **settings)
+    assert partitioned.notes == local.notes
+    assert partitioned.snapshot_dates == local.snapshot_dates
+    pd.testing.assert_frame_equal(partitioned.frame, local.frame, check_exact=False,
+                                  rtol=1e-12)
