@@ -7,10 +7,22 @@ pandas frame, each way in a fresh process (peak memory is its own), --repeats
 times, and reports the median:
 
 - ``read_sql``: ``pandas.read_sql`` over SQLAlchemy + psycopg (the reference);
-- ``adbc``: the ADBC PostgreSQL driver (Arrow from the wire), what churnlens uses;
+- ``adbc``: the ADBC PostgreSQL driver (binary COPY decoded into Arrow) with
+  churnlens's batch size (`features.db_source.read_arrow`, what churnlens uses);
+- ``adbc_default``: the same driver with its default 16 MB batches;
+- ``adbc_x2``: two ADBC connections in two threads, each reading half of the
+  table's pages (TID range scans), the Arrow tables concatenated;
 - ``copy_csv``: psycopg ``COPY (SELECT …) TO STDOUT (FORMAT csv)`` parsed by pyarrow;
-- ``connectorx``: connectorx's Arrow path, when it is installed;
+- ``connectorx`` / ``connectorx_x2``: connectorx's Arrow path, on one connection
+  or on two (the same page halves), when it is installed;
 - ``parquet``: the same rows from the Parquet file (``pd.read_parquet``).
+
+and, as ceilings (no frame is built; what any client must wait for):
+
+- ``server_copy``: the server encodes the rows as binary COPY into /dev/null
+  (its own work, on one core);
+- ``wire_binary`` / ``wire_binary_x2``: binary COPY to this process over one or two
+  connections, the bytes dropped (server plus socket, the least a client does).
 
 Every way runs the query `features.db_source` issues for the events table and
 must return the same row count. The last column of the table is the median
@@ -36,7 +48,7 @@ from pathlib import Path
 
 DEFAULT_URL = os.environ.get("CHURNLENS_TEST_POSTGRES_URL",
                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-WAYS = ("read_sql", "adbc", "adbc_batch", "adbc_x2", "copy_csv", "connectorx", "connectorx_x2",
+WAYS = ("read_sql", "adbc", "adbc_default", "adbc_x2", "copy_csv", "connectorx", "connectorx_x2",
         "parquet")
 #: not reads into a frame: what the server and the wire cost alone (the ceiling of any client)
 CEILINGS = ("server_copy", "wire_binary", "wire_binary_x2")
@@ -143,6 +155,10 @@ def read_once(way: str, url: str, directory: Path) -> dict:
     if way == "adbc":
         from features.database import database_engine
         from features.db_source import read_arrow
+    if way.startswith("adbc"):
+        from functools import partial
+
+        from features.db_source import ADBC_BATCH_BYTES
     queries = tid_queries(libpq, QUERY, 2) if way.endswith("_x2") else [QUERY]
     started, cpu = time.perf_counter(), time.process_time()
     rows: int | None = None
@@ -153,10 +169,10 @@ def read_once(way: str, url: str, directory: Path) -> dict:
             frame = pd.read_sql(text(QUERY), connection)
     elif way == "adbc":
         frame = read_arrow(database_engine(url), QUERY).to_pandas()
-    elif way == "adbc_batch":
-        frame = adbc_read(QUERY, 128 * 1024 * 1024).to_pandas()
+    elif way == "adbc_default":
+        frame = adbc_read(QUERY).to_pandas()
     elif way == "adbc_x2":
-        frame = _parallel(adbc_read, queries).to_pandas()
+        frame = _parallel(partial(adbc_read, hint=ADBC_BATCH_BYTES), queries).to_pandas()
     elif way == "copy_csv":
         import io
 

@@ -27,9 +27,21 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from features.cluster import PartitionFailure, run_one, run_partitions, share
+from features.cluster import (
+    PartitionFailure,
+    release_memory,
+    run_one,
+    run_partitions,
+    share,
+)
 from features.partitioned import REJECTS_NAME, Manifest, read_manifest, read_partition
-from features.sorted_merge import merged_batches, part_row_group, write_merged, write_part
+from features.sorted_merge import (
+    PartWriter,
+    merged_batches,
+    part_row_group,
+    write_merged,
+    write_part,
+)
 from serving.batch import (
     MANIFEST,
     BatchError,
@@ -48,6 +60,13 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from serving.scorer import Explain, Scorer
+
+
+#: customers scored at a time inside a partition (at most ``--chunk-size``): a worker
+#: holds one such chunk's features, explanations and rows besides the partition's tables,
+#: and chunks of this size score as fast as whole partitions of 25,000 (bench figures in
+#: docs/scale.md)
+PARTITION_CHUNK = 5_000
 
 
 @dataclass(frozen=True)
@@ -76,30 +95,42 @@ def score_partition(number: int, *, scorer: Scorer, data: str, manifest: Manifes
                     work: str, columns: list[str], row_group: int) -> ScoredPartition:
     """On a worker: read, validate and score partition ``number``; write its parts.
 
-    Rejects are written before rows: a partition counts as finished once its rows exist.
+    The partition is scored in chunks of at most `PARTITION_CHUNK` customers (sorted
+    ids), each chunk's rows streamed to the part file as it is scored, so what the worker
+    holds beyond the partition's tables is one chunk's features and rows. Rejects are
+    written before the rows file appears: a partition counts as finished once its rows
+    exist.
     """
     validation = read_partition(data, number, manifest)
     input_rejects = _input_rejects(validation)
     dataset = validation.dataset
-    chunks = chunk_ids(dataset.customers["customer_id"], chunk_size)
-    rows: list[pd.DataFrame] = []
+    del validation
+    chunks = chunk_ids(dataset.customers["customer_id"], min(chunk_size, PARTITION_CHUNK))
     rejects: list[pd.DataFrame] = []
-    for i, part in enumerate(partition(dataset, chunks)):
-        result = score_chunk(scorer, part, index=i, as_of=as_of, explain=explain, top_k=top_k)
-        rows.append(_normalise(result.rows, columns))
-        rejects.append(result.rejects)
-    del dataset, validation
-    scored = (pd.concat(rows, ignore_index=True) if rows
-              else _normalise(pd.DataFrame(columns=columns), columns))
-    rejected = _rejects_frame(pd.concat(rejects, ignore_index=True) if rejects else [])
-    write_part(_rejects_frame(input_rejects), part_path(work, number, "input-rejects"),
-               row_group=row_group)
-    write_part(rejected, part_path(work, number, "rejects"), row_group=row_group)
-    write_part(scored, part_path(work, number, "rows"), row_group=row_group)
+    rows = PartWriter(part_path(work, number, "rows"), row_group=row_group)
+    try:
+        for i, part in enumerate(partition(dataset, chunks)):
+            result = score_chunk(scorer, part, index=i, as_of=as_of, explain=explain,
+                                 top_k=top_k)
+            rows.write(_normalise(result.rows, columns))
+            rejects.append(result.rejects)
+            del part, result
+        del dataset
+        if not rows.rows:
+            rows.write(_normalise(pd.DataFrame(columns=columns), columns))
+        rejected = _rejects_frame(pd.concat(rejects, ignore_index=True) if rejects else [])
+        write_part(_rejects_frame(input_rejects), part_path(work, number, "input-rejects"),
+                   row_group=row_group)
+        write_part(rejected, part_path(work, number, "rejects"), row_group=row_group)
+    except BaseException:
+        rows.close(keep=False)
+        raise
+    rows.close()
+    release_memory()
     return ScoredPartition(
-        partition=number, customers=sum(len(c) for c in chunks), rows_scored=len(scored),
+        partition=number, customers=sum(len(c) for c in chunks), rows_scored=rows.rows,
         rows_rejected=len(rejected),
-        input_rows_rejected={k: int(v) for k, v in
+        input_rows_rejected={str(k): int(v) for k, v in
                              input_rejects.groupby("source").size().items()})
 
 
@@ -223,7 +254,10 @@ def write_outputs(*, data: str, work: str, out: str, rejects: str,
     customers that could not be scored)."""
     numbers = range(partitions)
     rows = write_merged([part_path(work, k, "rows") for k in numbers], out, key="customer_id")
-    return rows, _write_rejects(data, work, rejects, partitions)
+    release_memory()
+    scoring_rejected = _write_rejects(data, work, rejects, partitions)
+    release_memory()
+    return rows, scoring_rejected
 
 
 def _write_rejects(data: str, work: str, path: str, partitions: int) -> int:

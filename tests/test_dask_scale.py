@@ -215,6 +215,30 @@ def test_the_driver_never_reads_a_partition_or_a_table(scorer, parts_dir, client
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(local_scores))
 
 
+def test_a_partition_is_scored_chunk_by_chunk_into_its_part(scorer, parts_dir, local_scores,
+                                                            tmp_path, monkeypatch):
+    """Inside a partition, customers are scored a chunk at a time and each chunk's rows
+    streamed to the part: chunks of 37 customers (about 5 per partition) still give the
+    local engine's file, row for row."""
+    import serving.batch
+    import serving.partitioned_batch
+
+    monkeypatch.setattr(serving.partitioned_batch, "PARTITION_CHUNK", 37)
+    scored: list[int] = []
+    original = serving.batch.score_chunk
+
+    def counting(scorer, dataset, **kwargs):
+        scored.append(len(dataset.customers))
+        return original(scorer, dataset, **kwargs)
+
+    monkeypatch.setattr(serving.partitioned_batch, "score_chunk", counting)
+    out = tmp_path / "scores.parquet"
+    run_partitioned_batch(data=str(parts_dir), out=str(out), scorer=scorer, model_uri="test",
+                          client=None, chunk_size=10_000)
+    assert max(scored) == 37 and len(scored) > 4 * PARTITIONS, scored
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(local_scores))
+
+
 def test_the_driver_does_not_merge_the_feature_parts(data_dir, parts_dir, client, tmp_path,
                                                      monkeypatch):
     import features.engine

@@ -108,3 +108,42 @@ def test_an_order_returned_after_as_of_counts_as_completed_then(database):
             current.orders.set_index("order_id")["status"]["o-1"] == "returned"
     finally:
         store.close()
+
+
+def test_refreshing_customers_reads_only_their_rows_through_the_indexes(database):
+    """A refresh reads the changed customers' rows by the customer_id indexes, never a
+    whole table (the plan of every statement the reader issues, and what it returns)."""
+    from sqlalchemy import bindparam, text
+
+    store = LiveStore(database, clock=Clock(datetime(2024, 5, 1, 9, 0)))
+    try:
+        ids = [f"c-{i}" for i in range(20)]
+        store.ingest("customers", pd.DataFrame({"customer_id": ids}))
+        store.ingest("events", pd.DataFrame({"customer_id": ids, "event_type": "session",
+                                             "occurred_at": "2024-04-25T10:00:00"}))
+        store.ingest("orders", pd.DataFrame({
+            "order_id": [f"o-{i}" for i in range(20)], "customer_id": ids,
+            "ordered_at": "2024-04-20T10:00:00", "amount": 10.0}))
+        reader = HistoryReader(store.engine)
+        read = reader.read(["c-3", "c-11"], as_of=pd.Timestamp("2024-05-01"))
+        assert read is not None
+        for name in ("customers", "orders", "events"):
+            assert set(read.table(name)["customer_id"]) == {"c-3", "c-11"}, name
+        statements = reader._statements()
+        assert {"customers", "orders", "events", "order_status_changes"} <= set(statements)
+        with store.engine.connect() as connection:
+            postgres = connection.dialect.name == "postgresql"
+            if postgres:  # tiny tables: make the planner show whether an index path exists
+                connection.execute(text("SET enable_seqscan = off"))
+            for name, statement in statements.items():
+                prefix = "EXPLAIN " if postgres else "EXPLAIN QUERY PLAN "
+                explain = text(prefix + statement.text).bindparams(
+                    bindparam("ids", expanding=True))
+                plan = " ".join(str(row[-1]) for row in connection.execute(
+                    explain, {"ids": ["c-3", "c-11"]}))
+                if postgres:
+                    assert "Seq Scan" not in plan and "Index" in plan, f"{name}: {plan}"
+                else:
+                    assert "USING INDEX" in plan or "USING PRIMARY KEY" in plan, f"{name}: {plan}"
+    finally:
+        store.close()
