@@ -7,10 +7,22 @@ pandas frame, each way in a fresh process (peak memory is its own), --repeats
 times, and reports the median:
 
 - ``read_sql``: ``pandas.read_sql`` over SQLAlchemy + psycopg (the reference);
-- ``adbc``: the ADBC PostgreSQL driver (Arrow from the wire), what churnlens uses;
+- ``adbc``: the ADBC PostgreSQL driver (binary COPY decoded into Arrow) with
+  churnlens's batch size (`features.db_source.read_arrow`, what churnlens uses);
+- ``adbc_default``: the same driver with its default 16 MB batches;
+- ``adbc_x2``: two ADBC connections in two threads, each reading half of the
+  table's pages (TID range scans), the Arrow tables concatenated;
 - ``copy_csv``: psycopg ``COPY (SELECT …) TO STDOUT (FORMAT csv)`` parsed by pyarrow;
-- ``connectorx``: connectorx's Arrow path, when it is installed;
+- ``connectorx`` / ``connectorx_x2``: connectorx's Arrow path, on one connection
+  or on two (the same page halves), when it is installed;
 - ``parquet``: the same rows from the Parquet file (``pd.read_parquet``).
+
+and, as ceilings (no frame is built; what any client must wait for):
+
+- ``server_copy``: the server encodes the rows as binary COPY into /dev/null
+  (its own work, on one core);
+- ``wire_binary`` / ``wire_binary_x2``: binary COPY to this process over one or two
+  connections, the bytes dropped (server plus socket, the least a client does).
 
 Every way runs the query `features.db_source` issues for the events table and
 must return the same row count. The last column of the table is the median
@@ -23,6 +35,7 @@ process's alone (the server's work is in the wall time).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import resource
@@ -35,7 +48,10 @@ from pathlib import Path
 
 DEFAULT_URL = os.environ.get("CHURNLENS_TEST_POSTGRES_URL",
                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-WAYS = ("read_sql", "adbc", "copy_csv", "connectorx", "parquet")
+WAYS = ("read_sql", "adbc", "adbc_default", "adbc_x2", "copy_csv", "connectorx", "connectorx_x2",
+        "parquet")
+#: not reads into a frame: what the server and the wire cost alone (the ceiling of any client)
+CEILINGS = ("server_copy", "wire_binary", "wire_binary_x2")
 QUERY = 'SELECT "customer_id", "occurred_at", "event_type", "value" FROM "events"'
 EVENT_TYPES = ("session", "product_view", "cart_add", "support_ticket", "email_open",
                "login")
@@ -92,6 +108,32 @@ def load(directory: Path, url: str) -> dict:
             "rows_added": sum(report.added.values())}
 
 
+def tid_queries(libpq: str, query: str, parts: int) -> list[str]:
+    """``query`` split into ``parts`` reads of the events table by page range (TID range scans:
+    each backend reads its own pages, no row is read twice)."""
+    import psycopg
+
+    with psycopg.connect(libpq) as connection:
+        pages = connection.execute("SELECT pg_relation_size('events') / "
+                                   "current_setting('block_size')::int").fetchone()[0]
+    bounds = [round(pages * i / parts) for i in range(parts + 1)]
+    bounds[-1] = pages + 1  # pages added since
+    queries = []
+    for low, high in itertools.pairwise(bounds):
+        queries.append(f"{query} WHERE ctid >= '({low},0)'::tid AND ctid < '({high},0)'::tid")
+    return queries
+
+
+def _parallel(read, queries: list[str]):
+    """Run ``read(query)`` for each query in its own thread; the Arrow tables concatenated."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import pyarrow as pa
+
+    with ThreadPoolExecutor(len(queries)) as pool:
+        return pa.concat_tables(list(pool.map(read, queries)))
+
+
 def read_once(way: str, url: str, directory: Path) -> dict:
     """One read of the events table the given way; wall time, rows, peak RSS."""
     import pandas as pd
@@ -99,16 +141,38 @@ def read_once(way: str, url: str, directory: Path) -> dict:
     from sqlalchemy.engine import make_url
 
     libpq = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    if way.startswith("adbc"):
+        import adbc_driver_postgresql.dbapi as adbc
+        from adbc_driver_postgresql import StatementOptions
+
+        def adbc_read(query: str, hint: int | None = None):
+            with adbc.connect(libpq) as connection, connection.cursor() as cursor:
+                if hint is not None:
+                    cursor.adbc_statement.set_options(
+                        **{StatementOptions.BATCH_SIZE_HINT_BYTES.value: str(hint)})
+                cursor.execute(query)
+                return cursor.fetch_arrow_table()
     if way == "adbc":
         from features.database import database_engine
         from features.db_source import read_arrow
+    if way.startswith("adbc"):
+        from functools import partial
+
+        from features.db_source import ADBC_BATCH_BYTES
+    queries = tid_queries(libpq, QUERY, 2) if way.endswith("_x2") else [QUERY]
     started, cpu = time.perf_counter(), time.process_time()
+    rows: int | None = None
+    frame = None
     if way == "read_sql":
         engine = create_engine(url)
         with engine.connect() as connection:
             frame = pd.read_sql(text(QUERY), connection)
     elif way == "adbc":
         frame = read_arrow(database_engine(url), QUERY).to_pandas()
+    elif way == "adbc_default":
+        frame = adbc_read(QUERY).to_pandas()
+    elif way == "adbc_x2":
+        frame = _parallel(partial(adbc_read, hint=ADBC_BATCH_BYTES), queries).to_pandas()
     elif way == "copy_csv":
         import io
 
@@ -127,20 +191,43 @@ def read_once(way: str, url: str, directory: Path) -> dict:
         frame = pa_csv.read_csv(buffer, read_options=pa_csv.ReadOptions(
             column_names=list(types)), convert_options=pa_csv.ConvertOptions(
             column_types=types, strings_can_be_null=False)).to_pandas()
-    elif way == "connectorx":
+    elif way.startswith("connectorx"):
         import connectorx
 
-        frame = connectorx.read_sql(libpq, QUERY, return_type="arrow").to_pandas()
-    else:
+        frame = connectorx.read_sql(libpq, queries if len(queries) > 1 else queries[0],
+                                    return_type="arrow").to_pandas()
+    elif way == "parquet":
         frame = pd.read_parquet(directory / "events.parquet")
+    elif way == "server_copy":  # the server alone: rows encoded, written nowhere
+        import psycopg
+
+        with psycopg.connect(libpq) as connection:
+            connection.execute(f"COPY ({QUERY}) TO '/dev/null' (FORMAT binary)")
+    else:  # wire_binary[_x2]: the server and the wire, the client keeps nothing
+        import psycopg
+
+        def drain(query: str) -> int:
+            received = 0
+            with psycopg.connect(libpq) as connection, connection.cursor() as cursor, \
+                    cursor.copy(f"COPY ({query}) TO STDOUT (FORMAT binary)") as copy:
+                for block in copy:
+                    received += len(block)
+            return received
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(queries)) as pool:
+            sum(pool.map(drain, queries))
     seconds = time.perf_counter() - started
+    if frame is not None:
+        rows = len(frame)
     return {"seconds": round(seconds, 2), "client_cpu": round(time.process_time() - cpu, 2),
-            "rows": len(frame),
+            "rows": rows,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
 
 
 def available(way: str) -> bool:
-    if way != "connectorx":
+    if not way.startswith("connectorx"):
         return True
     try:
         import connectorx  # noqa: F401
@@ -157,7 +244,7 @@ def main() -> None:
     parser.add_argument("--url", default=DEFAULT_URL)
     parser.add_argument("--schema", default="churnlens_db_read_bench")
     parser.add_argument("--cache", type=Path, default=Path("/tmp/churnlens-db-read-bench"))
-    parser.add_argument("--ways", nargs="*", default=list(WAYS), choices=WAYS)
+    parser.add_argument("--ways", nargs="*", default=list(WAYS + CEILINGS), choices=WAYS + CEILINGS)
     parser.add_argument("--skip-load", action="store_true",
                         help="Reuse the schema a previous run loaded")
     parser.add_argument("--child", nargs=3, metavar=("WAY", "URL", "DIR"),
@@ -206,7 +293,8 @@ def main() -> None:
                                     text=True).stdout
             results.setdefault(way, []).append(json.loads(output.strip().splitlines()[-1]))
             print(way, results[way][-1], flush=True)
-    rows = {way: {r["rows"] for r in runs} for way, runs in results.items()}
+    rows = {way: {r["rows"] for r in runs} for way, runs in results.items()
+            if way not in CEILINGS}
     assert all(found == {args.events} for found in rows.values()), f"row counts differ: {rows}"
     medians = {way: statistics.median(r["seconds"] for r in runs)
                for way, runs in results.items()}

@@ -36,9 +36,8 @@ from models.loading import LoadedModel
 from serving.outreach.audit import audit_rules
 from serving.outreach.rules import load_rules
 from serving.scorer import Scorer
-from training.data import build_training_set_for
-from training.fit import fit_bundle
 from training.params import TrainParams
+from training.run import fit_on_dataset
 
 BY_NAME = Path(__file__).with_name("rules_by_name.yaml")
 
@@ -59,10 +58,7 @@ def main() -> None:
     as_of = dataset.default_as_of() - pd.Timedelta(days=args.holdout_days)
     definition = default_definition(dataset)
     params = TrainParams(definition=definition)
-    training_set = build_training_set_for(dataset, as_of=as_of, params=params,
-                                          definition=definition)
-    fit = fit_bundle(training_set, params=params, event_types=training_set.event_types,
-                     definition=definition)
+    fit, _ = fit_on_dataset(dataset, as_of=as_of, params=params)
     loaded = LoadedModel(bundle=fit.bundle, name="bench", version="1", alias=None, run_id=None,
                          trained_at=None)
     records = Scorer(loaded).score_dataset(dataset, as_of=as_of, top_k=5)

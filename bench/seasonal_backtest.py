@@ -10,7 +10,9 @@ quarter), exactly as ``churnlens backtest --data DIR --as-of YYYY-10-01
 --horizon 90 --clv-horizon 90 --churn inactivity`` does. The same model is
 trained twice on the same snapshots: with the calendar inputs
 (`features.calendar`: the day of the year, the customer's activity in the same
-weeks a year before) and without them (``TrainParams(calendar_inputs=False)``).
+weeks a year before) and without them (``TrainParams(calendar_inputs=False)``);
+``--unbalanced-peer`` adds the calendar model without the CLV balance factor
+(``TrainParams(clv_balance=False)``, `training.boosters.balance_total`).
 Targets: CLV total within ±10% of actual and churn ECE ≤ 0.05 with them.
 
 It also reports the season the generator put in (the known truth): completed
@@ -50,7 +52,7 @@ def season_in_data(orders: pd.DataFrame) -> float:
 
 
 def run(customers: int, seeds: list[int], max_snapshots: int, *, season_weight: float = 0.0,
-        season_early_stopping: bool = False) -> str:
+        season_early_stopping: bool = False, unbalanced_peer: bool = False) -> str:
     lines = ["| data seed | model | churn ROC AUC | churn ECE | CLV Spearman | CLV Gini | "
              "CLV total vs actual | CLV decile error | targets |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -65,9 +67,12 @@ def run(customers: int, seeds: list[int], max_snapshots: int, *, season_weight: 
                            definition="inactivity", max_snapshots=max_snapshots,
                            season_weight=season_weight,
                            season_early_stopping=season_early_stopping)
-        for label, calendar in (("churnlens with calendar inputs", True),
-                                ("churnlens without calendar inputs", False)):
-            params = dataclasses.replace(base, calendar_inputs=calendar)
+        models = [("churnlens with calendar inputs", True, True),
+                  ("churnlens without calendar inputs", False, True)]
+        if unbalanced_peer:
+            models.append(("churnlens with calendar inputs, CLV not balanced", True, False))
+        for label, calendar, balance in models:
+            params = dataclasses.replace(base, calendar_inputs=calendar, clv_balance=balance)
             result = backtest(dataset, as_of=CUT_OFF, params=params)
             row = result.metrics.loc["churnlens"]
             ok = (abs(row["total_ratio"]) <= TARGETS["abs_total_ratio"]
@@ -77,7 +82,7 @@ def run(customers: int, seeds: list[int], max_snapshots: int, *, season_weight: 
                 f"{row['spearman']:.3f} | {row['normalized_gini']:.3f} | "
                 f"{row['total_ratio']:+.1%} | {row['decile_error']:.3f} | "
                 f"{'✓' if ok else '✗'} |")
-            if calendar:
+            if calendar and balance:
                 used = [n for n in result.notes if "calendar inputs used" in n]
                 notes.append(f"- seed {seed}: peak-quarter revenue per day {ratio:.2f}× the rest "
                              f"(generator: {PEAK_SPEND}× order rate on average); churn rate "
@@ -103,11 +108,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="extra weight of same-season snapshots (calendar inputs only)")
     parser.add_argument("--season-early-stopping", action="store_true",
                         help="early-stop CLV on the same season one year before")
+    parser.add_argument("--unbalanced-peer", action="store_true",
+                        help="also run the calendar model without the CLV balance factor")
     args = parser.parse_args(argv)
     np.seterr(all="ignore")
     report = run(args.customers, [int(s) for s in args.seeds.split(",")], args.max_snapshots,
                  season_weight=args.season_weight,
-                 season_early_stopping=args.season_early_stopping)
+                 season_early_stopping=args.season_early_stopping,
+                 unbalanced_peer=args.unbalanced_peer)
     sys.stdout.write(report)
     return 0
 

@@ -10,9 +10,12 @@ scattered data, so the scheduler can compute it again when the workers holding i
 
 from __future__ import annotations
 
+import ctypes
+import gc
+import sys
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -76,6 +79,24 @@ def dask_client(scheduler: str | None, *, connect_timeout: float = DEFAULT_CONNE
         return
     with local_cluster(workers=workers, processes=processes) as cluster, Client(cluster) as client:
         yield client
+
+
+def release_memory() -> None:
+    """Hand what a finished partition freed back to the system, so a worker's memory does
+    not climb with the partitions it has run.
+
+    Freed memory otherwise stays with the allocators: Arrow's pool (where pandas' `str`
+    columns live) and glibc's heap, fragmented by many small objects, keep it for reuse,
+    and a long-lived worker's RSS ratchets up partition after partition.
+    """
+    import pyarrow as pa
+
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    if sys.platform.startswith("linux"):
+        # not glibc (e.g. musl): nothing to trim
+        with suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def _the(value: T) -> T:

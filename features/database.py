@@ -14,7 +14,10 @@ back through `features.db_source`. Keys make writes idempotent:
   hash of customer and start (`subscription_keys`); ``ended_at``, ``plan``
   and ``mrr`` may change later;
 - ``customer_changes``: one row per customer with the time its history last
-  changed, so a server can refresh only the customers changed since it looked.
+  changed, so a server can refresh only the customers changed since it looked;
+- ``rescore_claims``: which change stamp of a customer a server worker claimed
+  for background rescoring, and which it finished, so each change is rescored
+  once across workers.
 
 Timestamps are naive UTC (``timestamp without time zone``), as the data
 contract reads them. Tables follow the connection's schema (on PostgreSQL the
@@ -51,13 +54,18 @@ from features.contract import MAX_ID_LENGTH
 #: the contract tables, in the order they are written (customers first)
 CONTRACT_TABLES = ("customers", "orders", "events", "subscriptions")
 #: tables that keep the bookkeeping of writes (never read as contract tables)
-BOOKKEEPING_TABLES = ("order_status_changes", "customer_changes")
+BOOKKEEPING_TABLES = ("order_status_changes", "customer_changes", "rescore_claims")
 #: the key column of each contract table
 KEY_COLUMN = {"customers": "customer_id", "orders": "order_id", "events": "event_key",
               "subscriptions": "subscription_key"}
 #: columns of the contract tables that are bookkeeping, not contract data
 BOOKKEEPING_COLUMNS = {"orders": ("updated_at",), "events": ("event_key", "event_id"),
                        "subscriptions": ("subscription_key", "subscription_id", "updated_at")}
+#: the columns a later write of a known key may change, per history table (an ingest or a
+#: reload of changed files); the key and the customer never change
+MUTABLE_COLUMNS = {"orders": ("ordered_at", "amount", "status", "discount", "items"),
+                   "events": (),
+                   "subscriptions": ("ended_at", "mrr")}
 _DATABASE_URL = re.compile(r"^(sqlite|postgresql|postgres)(\+\w+)?://")
 
 
@@ -76,6 +84,7 @@ class ContractSchema:
     subscriptions: Table
     order_status_changes: Table
     customer_changes: Table
+    rescore_claims: Table
 
     def table(self, name: str) -> Table:
         return getattr(self, name)
@@ -85,6 +94,19 @@ class ContractSchema:
         """The customers table's static attribute columns."""
         return [c.name for c in self.customers.columns if c.name not in ("customer_id",
                                                                           "signup_at")]
+
+
+def _history_table(metadata: MetaData, name: str, key: Column, time: str,
+                   *columns: Column) -> Table:
+    """A history table: its key, the customer, the row's time (both indexed), the rest."""
+    return Table(
+        name, metadata, key,
+        Column("customer_id", _id(), nullable=False),
+        Column(time, DateTime, nullable=False),
+        *columns,
+        Index(f"ix_{name}_customer_id", "customer_id"),
+        Index(f"ix_{name}_{time}", time),
+    )
 
 
 def contract_schema(*, attributes: Mapping[str, str] | None = None) -> ContractSchema:
@@ -98,42 +120,29 @@ def contract_schema(*, attributes: Mapping[str, str] | None = None) -> ContractS
         Column("signup_at", DateTime),
         *extra,
     )
-    orders = Table(
-        "orders", metadata,
-        Column("order_id", _id(), primary_key=True),
-        Column("customer_id", _id(), nullable=False),
-        Column("ordered_at", DateTime, nullable=False),
+    orders = _history_table(
+        metadata, "orders", Column("order_id", _id(), primary_key=True), "ordered_at",
         Column("amount", Float(53), nullable=False),
         Column("status", String(16), nullable=False, server_default="completed"),
         Column("discount", Float(53)),
         Column("items", Float(53)),
         Column("updated_at", DateTime),
-        Index("ix_orders_customer_id", "customer_id"),
-        Index("ix_orders_ordered_at", "ordered_at"),
     )
-    events = Table(
-        "events", metadata,
-        Column("event_key", String(MAX_ID_LENGTH), primary_key=True),
+    events = _history_table(
+        metadata, "events", Column("event_key", String(MAX_ID_LENGTH), primary_key=True),
+        "occurred_at",
         Column("event_id", _id()),
-        Column("customer_id", _id(), nullable=False),
-        Column("occurred_at", DateTime, nullable=False),
         Column("event_type", Text, nullable=False),
         Column("value", Float(53)),
-        Index("ix_events_customer_id", "customer_id"),
-        Index("ix_events_occurred_at", "occurred_at"),
     )
-    subscriptions = Table(
-        "subscriptions", metadata,
-        Column("subscription_key", String(MAX_ID_LENGTH), primary_key=True),
+    subscriptions = _history_table(
+        metadata, "subscriptions",
+        Column("subscription_key", String(MAX_ID_LENGTH), primary_key=True), "started_at",
         Column("subscription_id", _id()),
-        Column("customer_id", _id(), nullable=False),
-        Column("started_at", DateTime, nullable=False),
         Column("ended_at", DateTime),
         Column("plan", Text),
         Column("mrr", Float(53)),
         Column("updated_at", DateTime),
-        Index("ix_subscriptions_customer_id", "customer_id"),
-        Index("ix_subscriptions_started_at", "started_at"),
     )
     order_status_changes = Table(
         "order_status_changes", metadata,
@@ -143,7 +152,10 @@ def contract_schema(*, attributes: Mapping[str, str] | None = None) -> ContractS
         Column("customer_id", _id(), nullable=False),
         Column("status", String(16), nullable=False),
         Column("changed_at", DateTime, nullable=False),
+        # the status before the change (None in databases older than this column)
+        Column("from_status", String(16)),
         Index("ix_order_status_changes_order_id", "order_id"),
+        Index("ix_order_status_changes_customer_id", "customer_id"),
     )
     customer_changes = Table(
         "customer_changes", metadata,
@@ -151,8 +163,37 @@ def contract_schema(*, attributes: Mapping[str, str] | None = None) -> ContractS
         Column("changed_at", DateTime, nullable=False),
         Index("ix_customer_changes_changed_at", "changed_at"),
     )
+    rescore_claims = Table(
+        "rescore_claims", metadata,
+        Column("customer_id", _id(), primary_key=True),
+        # the customer_changes stamp claimed, and the last one whose rescoring finished
+        Column("claimed_stamp", DateTime, nullable=False),
+        Column("done_stamp", DateTime),
+        Column("claimed_by", String(128), nullable=False),
+        # a claim not finished by then is free again (its worker died)
+        Column("lease_until", DateTime),
+    )
     return ContractSchema(metadata, customers, orders, events, subscriptions,
-                          order_status_changes, customer_changes)
+                          order_status_changes, customer_changes, rescore_claims)
+
+
+def add_missing(connection: Connection, schema: ContractSchema) -> None:
+    """Create the tables ``schema`` has and the database lacks, and their missing columns.
+
+    A database made by an older churnlens gains the newer bookkeeping this way
+    (columns are added nullable; nothing is rewritten).
+    """
+    found = inspect(connection)
+    for table in schema.metadata.sorted_tables:
+        if not found.has_table(table.name):
+            table.create(connection)
+            continue
+        present = {column["name"] for column in found.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=connection.dialect)
+                connection.exec_driver_sql(
+                    f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}')
 
 
 def reflect_schema(bind: Engine | Connection) -> ContractSchema:
@@ -238,3 +279,48 @@ def subscription_keys(subscriptions: pd.DataFrame) -> pd.Series:
     """The key of each validated subscription row: ``subscription_id``, else a hash of
     customer_id and started_at (``ended_at``, ``plan`` and ``mrr`` may change later)."""
     return _given_or_hashed(subscriptions, "subscription_id", ["customer_id", "started_at"])
+
+
+def keyed_rows(name: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """Validated rows of a contract table as its database table holds them: the contract's
+    columns of that table with the key computed (events, subscriptions) and a given
+    ``event_id``/``subscription_id`` kept; customers as they are."""
+    if name == "customers":
+        return frame
+    if name == "orders":
+        return frame[["order_id", "customer_id", "ordered_at", "amount", "status", "discount",
+                      "items"]].copy()
+    given_id, keys, columns = (
+        ("event_id", event_keys, ["customer_id", "occurred_at", "event_type", "value"])
+        if name == "events" else
+        ("subscription_id", subscription_keys, ["customer_id", "started_at", "ended_at", "plan",
+                                                "mrr"]))
+    rows = frame[columns].copy()
+    rows.insert(0, KEY_COLUMN[name], keys(frame).to_numpy())
+    if given_id in frame.columns:
+        rows.insert(1, given_id, frame[given_id].astype(object).to_numpy())
+    return rows
+
+
+def statuses_at(orders: pd.DataFrame, changes: pd.DataFrame, *,
+                as_of: pd.Timestamp) -> pd.DataFrame:
+    """``orders`` with the status each had at ``as_of``: changes logged at or after it undone.
+
+    ``changes`` are rows of ``order_status_changes`` (``order_id``, ``status``,
+    ``from_status``, ``changed_at``, ``change_id``). An order with a change before
+    ``as_of`` has the status its latest such change set; an order changed only
+    later has the status its first change left (``from_status``; ``completed``,
+    the contract's default, where a database older than that column logged none).
+    """
+    if changes.empty or orders.empty:
+        return orders
+    ordered = changes.sort_values(["order_id", "changed_at", "change_id"], kind="stable")
+    before = ordered[ordered["changed_at"] < as_of]
+    set_before = before.groupby("order_id", sort=False)["status"].last()
+    first_later = ordered[~ordered["order_id"].isin(set_before.index)].groupby(
+        "order_id", sort=False)["from_status"].first()
+    status_then = pd.concat([set_before, first_later.fillna("completed")])
+    then = orders["order_id"].map(status_then)
+    out = orders.copy()
+    out["status"] = then.where(then.notna(), orders["status"]).astype(orders["status"].dtype)
+    return out

@@ -53,17 +53,19 @@ def load(
         raise typer.Exit(2) from None
     table = Table(title="load")
     for column in ("table", "file", "rows read", "rows used", "rows rejected", "rows added",
-                   "already there"):
+                   "rows updated", "already there"):
         table.add_column(column, justify="left" if column in ("table", "file") else "right")
     used, rejected = validation.rows_used, validation.rows_rejected
     for name, read in validation.rows_read.items():
         table.add_row(name, validation.source_of(name), f"{read:,}", f"{used.get(name, 0):,}",
                       f"{rejected.get(name, 0):,}", f"{report.added.get(name, 0):,}",
-                      f"{report.already_present(name):,}")
+                      f"{report.updated.get(name, 0):,}", f"{report.already_present(name):,}")
     console.print(table)
     if not validation.rejects.empty:
         write_table(validation.rejects, rejects)
         console.print(f"rejected rows written to {rejects}")
-    added = sum(report.added.values())
-    console.print(f"added {added:,} rows" if added else "nothing new: every row was already there",
-                  highlight=False)
+    added, updated = sum(report.added.values()), sum(report.updated.values())
+    if added or updated:
+        console.print(f"added {added:,} rows, updated {updated:,}", highlight=False)
+    else:
+        console.print("nothing new: every row was already there", highlight=False)

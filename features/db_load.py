@@ -20,27 +20,34 @@ import pyarrow as pa
 import pyarrow.csv as pa_csv
 from sqlalchemy import (
     Column,
+    ColumnElement,
     Connection,
     DateTime,
     MetaData,
+    Select,
     Table,
+    and_,
     exists,
+    false,
+    func,
     inspect,
     literal,
+    or_,
     select,
     true,
 )
-from sqlalchemy import text as sql_text
 
 from features.contract import ValidationResult
 from features.database import (
+    BOOKKEEPING_COLUMNS,
     KEY_COLUMN,
+    MUTABLE_COLUMNS,
     ContractSchema,
+    add_missing,
     contract_schema,
     database_engine,
-    event_keys,
+    keyed_rows,
     reflect_schema,
-    subscription_keys,
     upsert,
 )
 from features.dataset import Dataset
@@ -60,9 +67,13 @@ class LoadReport:
 
     validation: ValidationResult
     added: dict[str, int] = field(default_factory=dict)
+    #: stored rows a changed file row updated (an order's new status, a subscription's end)
+    updated: dict[str, int] = field(default_factory=dict)
 
     def already_present(self, table: str) -> int:
-        return self.validation.rows_used.get(table, 0) - self.added.get(table, 0)
+        """Rows that were stored already and changed nothing."""
+        return (self.validation.rows_used.get(table, 0) - self.added.get(table, 0)
+                - self.updated.get(table, 0))
 
 
 def attribute_kinds(customers: pd.DataFrame) -> dict[str, str]:
@@ -82,24 +93,9 @@ def table_rows(dataset: Dataset, name: str, *, now: datetime) -> pd.DataFrame | 
     frame = dataset.table(name)
     if frame is None:
         return None
-    if name == "customers":
-        return frame
-    if name == "orders":
-        rows = frame[["order_id", "customer_id", "ordered_at", "amount", "status", "discount",
-                      "items"]].copy()
+    rows = keyed_rows(name, frame)
+    if "updated_at" in BOOKKEEPING_COLUMNS.get(name, ()):
         rows["updated_at"] = pd.Timestamp(now)
-        return rows
-    if name == "events":
-        rows = frame[["customer_id", "occurred_at", "event_type", "value"]].copy()
-        rows.insert(0, "event_key", event_keys(frame).to_numpy())
-        if "event_id" in frame.columns:
-            rows.insert(1, "event_id", frame["event_id"].astype(object).to_numpy())
-        return rows
-    rows = frame[["customer_id", "started_at", "ended_at", "plan", "mrr"]].copy()
-    rows.insert(0, "subscription_key", subscription_keys(frame).to_numpy())
-    if "subscription_id" in frame.columns:
-        rows.insert(1, "subscription_id", frame["subscription_id"].astype(object).to_numpy())
-    rows["updated_at"] = pd.Timestamp(now)
     return rows
 
 
@@ -160,10 +156,23 @@ def _stage(connection: Connection, target: Table, rows: pd.DataFrame) -> Table:
     return stage
 
 
-def _stamp_all(connection: Connection, schema: ContractSchema, target: Table, *,
-               now: datetime) -> None:
-    """Every customer with a row in ``target`` changed ``now`` (after a load into it empty)."""
-    changed = select(target.c.customer_id, literal(now, DateTime)).where(true()).distinct()
+def _differs(target: Table, stage: Table, name: str) -> ColumnElement[bool]:
+    """A staged row changes its stored row: a mutable column differs (an ``ended_at``
+    left empty keeps the stored end, as an ingest does)."""
+    moved = [target.c[c].is_distinct_from(stage.c[c]) for c in MUTABLE_COLUMNS[name]
+             if c != "ended_at" and c in stage.c]
+    if "ended_at" in MUTABLE_COLUMNS[name] and "ended_at" in stage.c:
+        moved.append(and_(stage.c.ended_at.is_not(None),
+                          target.c.ended_at.is_distinct_from(stage.c.ended_at)))
+    return or_(*moved) if moved else false()
+
+
+def _stamp(connection: Connection, schema: ContractSchema, customers: Select, *,
+           now: datetime) -> None:
+    """Stamp ``customers`` (a SELECT of customer ids) as changed ``now``."""
+    # WHERE true: SQLite needs one to tell INSERT … SELECT from its ON CONFLICT clause
+    changed = select(customers.subquery().c.customer_id, literal(now, DateTime)).where(
+        true()).distinct()
     stamp = upsert(connection, schema.customer_changes).from_select(
         ["customer_id", "changed_at"], changed)
     connection.execute(stamp.on_conflict_do_update(
@@ -171,13 +180,17 @@ def _stamp_all(connection: Connection, schema: ContractSchema, target: Table, *,
 
 
 def _insert_new(connection: Connection, schema: ContractSchema, name: str,
-                rows: pd.DataFrame, *, now: datetime) -> int:
-    """Stage ``rows``, stamp the customers they add history to, insert the new ones.
+                rows: pd.DataFrame, *, now: datetime) -> tuple[int, int]:
+    """Stage ``rows``, stamp the customers they change, update changed rows, insert new ones;
+    (rows added, rows updated).
 
-    An empty table (a first load, or --replace) takes the rows straight, with no
-    staging and with its secondary indexes built after the copy, when its keys are
-    unique (the contract rejects repeated order and customer ids; a given
-    ``event_id`` may still repeat, and is then staged).
+    A row whose key is stored already updates the stored row when one of its
+    mutable columns differs (an order completed → returned; a subscription that
+    ended), and an order's new status is logged in ``order_status_changes``, as
+    an ingest would. An empty table (a first load, or --replace) takes the rows
+    straight, with no staging and with its secondary indexes built after the
+    copy, when its keys are unique (the contract rejects repeated order and
+    customer ids; a given ``event_id`` may still repeat, and is then staged).
     """
     target = schema.table(name)
     key = KEY_COLUMN[name]
@@ -189,41 +202,53 @@ def _insert_new(connection: Connection, schema: ContractSchema, name: str,
         _copy(connection, target, rows)
         for index in target.indexes:
             index.create(connection)
-        _stamp_all(connection, schema, target, now=now)
-        return len(rows)
+        _stamp(connection, schema, select(target.c.customer_id), now=now)
+        return len(rows), 0
     stage = _stage(connection, target, rows)
-    is_new = ~exists().where(target.c[key] == stage.c[key])
-    changed = select(stage.c.customer_id, literal(now, DateTime)).where(is_new).distinct()
-    stamp = upsert(connection, schema.customer_changes).from_select(
-        ["customer_id", "changed_at"], changed)
-    connection.execute(stamp.on_conflict_do_update(
-        index_elements=["customer_id"], set_={"changed_at": stamp.excluded.changed_at}))
+    same_key = target.c[key] == stage.c[key]
+    updated = 0
+    if name == "customers":
+        _stamp(connection, schema, select(stage.c.customer_id).where(~exists().where(same_key)),
+               now=now)
+    else:
+        differs = _differs(target, stage, name)
+        _stamp(connection, schema, select(stage.c.customer_id).where(
+            or_(~exists().where(same_key), exists().where(same_key, differs))), now=now)
+        if name == "orders":
+            connection.execute(schema.order_status_changes.insert().from_select(
+                ["order_id", "customer_id", "status", "from_status", "changed_at"],
+                select(stage.c.order_id, stage.c.customer_id, stage.c.status, target.c.status,
+                       literal(now, DateTime)).where(same_key, target.c.status != stage.c.status)))
+        moved = {c: stage.c[c] for c in MUTABLE_COLUMNS[name] if c in stage.c and c != "ended_at"}
+        if "ended_at" in MUTABLE_COLUMNS[name] and "ended_at" in stage.c:
+            moved["ended_at"] = func.coalesce(stage.c.ended_at, target.c.ended_at)
+        if moved:
+            if "updated_at" in target.c:
+                moved["updated_at"] = literal(now, DateTime)
+            updated = connection.execute(
+                target.update().where(same_key, differs).values(moved),
+                execution_options={"preserve_rowcount": True}).rowcount
     columns = list(rows.columns)
     insert = upsert(connection, target).from_select(
         columns, select(*[stage.c[c] for c in columns]).where(true()))
     added = connection.execute(insert.on_conflict_do_nothing(index_elements=[key]),
                                execution_options={"preserve_rowcount": True}).rowcount
     stage.drop(connection)
-    return int(added)
+    return int(added), int(updated)
 
 
 def _check_existing(connection: Connection, schema: ContractSchema) -> None:
-    """Tables already there must be churnlens tables; new attribute columns are added."""
+    """Tables already there must be churnlens tables; new tables and columns are added."""
     found = inspect(connection)
     for table in schema.metadata.sorted_tables:
-        if not found.has_table(table.name):
-            continue
-        present = {column["name"] for column in found.get_columns(table.name)}
         key = KEY_COLUMN.get(table.name)
-        if key is not None and key not in present:
+        if key is None or not found.has_table(table.name):
+            continue
+        if key not in {column["name"] for column in found.get_columns(table.name)}:
             raise LoadError(f"{table.name}: the existing table has no {key} column, so it was "
                             "not made by `churnlens load`; load into another database or "
                             "schema, or pass --replace to drop it")
-        for column in table.columns:
-            if column.name not in present:
-                kind = column.type.compile(dialect=connection.dialect)
-                connection.execute(sql_text(
-                    f'ALTER TABLE "{table.name}" ADD COLUMN "{column.name}" {kind}'))
+    add_missing(connection, schema)
 
 
 def load_dataset(validation: ValidationResult, url: str, *, now: datetime,
@@ -248,7 +273,8 @@ def load_dataset(validation: ValidationResult, url: str, *, now: datetime,
             for name in ("customers", "orders", "events", "subscriptions"):
                 rows = table_rows(dataset, name, now=now)
                 if rows is not None:
-                    report.added[name] = _insert_new(connection, schema, name, rows, now=now)
+                    report.added[name], report.updated[name] = _insert_new(
+                        connection, schema, name, rows, now=now)
     finally:
         engine.dispose()
     return report

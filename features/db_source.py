@@ -180,13 +180,22 @@ def _adbc_uri(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+#: bytes per Arrow batch the ADBC driver builds (its default is 16 MB): a large table then
+#: arrives in a few chunks, and a frame is made of it without concatenating dozens of them
+#: (bench/db_read_bench.py: 10M events read 1.3x faster than with the default)
+ADBC_BATCH_BYTES = 128 * 1024 * 1024
+
+
 def read_arrow(engine: Engine, query: str) -> pa.Table:
     """Run ``query`` and return its rows as Arrow (ADBC on PostgreSQL)."""
     if engine.dialect.name == "postgresql":
         import adbc_driver_postgresql.dbapi as adbc
+        from adbc_driver_postgresql import StatementOptions
 
         with adbc.connect(_adbc_uri(engine.url.render_as_string(hide_password=False))) as conn, \
                 conn.cursor() as cursor:
+            cursor.adbc_statement.set_options(
+                **{StatementOptions.BATCH_SIZE_HINT_BYTES.value: str(ADBC_BATCH_BYTES)})
             cursor.execute(query)
             return cursor.fetch_arrow_table()
     with engine.connect() as connection:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from fsspec.core import url_to_fs
 
+from features.cluster import local_cluster, release_memory, run_one, run_partitions
 from features.dataset import ACTIVITY_TABLES, Dataset
 from features.partitioned import Manifest, read_manifest, read_partition
 from features.pipeline import build_features, event_types_before
@@ -82,8 +83,6 @@ def compute_features(
             progress(1, 1)
         return result
     from distributed import Client, as_completed
-
-    from features.cluster import local_cluster
 
     if event_types is None and dataset.events is not None:
         # every partition must produce the same columns, whatever types it happens to hold
@@ -161,18 +160,24 @@ def features_of_partition(number: int, *, data: str, manifest: Manifest, as_of: 
         return FeaturePart(partition=number, customers=0, rows_read=validation.rows_read,
                            rows_rejected=validation.rows_rejected, categories={}, path="")
     frame = build_features(validation.dataset, as_of=as_of, event_types=event_types)
+    customers, rows_read, rows_rejected = (len(frame), validation.rows_read,
+                                           validation.rows_rejected)
     categories = {str(c): [str(level) for level in frame[c].cat.categories]
                   for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)}
     path = posixpath.join(work, f"features-{number:05d}.parquet")
     write_part(frame.reset_index(), path, row_group=row_group)
-    return FeaturePart(partition=number, customers=len(frame), rows_read=validation.rows_read,
-                       rows_rejected=validation.rows_rejected, categories=categories, path=path)
+    del frame, validation
+    release_memory()
+    return FeaturePart(partition=number, customers=customers, rows_read=rows_read,
+                       rows_rejected=rows_rejected, categories=categories, path=path)
 
 
 def merge_feature_parts(*, parts: list[str], out: str,
                         categories: dict[str, list[str]]) -> int:
     """On a worker: the parts, each sorted by customer, merged into ``out``; rows written."""
-    return write_merged(parts, out, key="customer_id", categories=categories)
+    rows = write_merged(parts, out, key="customer_id", categories=categories)
+    release_memory()
+    return rows
 
 
 def compute_partitioned_features(
@@ -185,8 +190,6 @@ def compute_partitioned_features(
     and one more task merges the parts (``client=None`` runs the same tasks here). The
     merged file equals the local engine's output on the unpartitioned dataset, row for row.
     """
-    from features.cluster import run_one, run_partitions
-
     if not str(out).endswith(".parquet"):
         raise ValueError(f"--out {out}: a partitioned dataset's features are written as .parquet")
     manifest = read_manifest(data, partitions=partitions)

@@ -214,6 +214,38 @@ class History:
         subs["previous_mrr"] = subs.groupby("code")["mrr"].shift(1)
         return subs
 
+    def running_subscriptions(self, moment_ns: int, *, strict_start: bool = False,
+                              known_before_ns: int | None = None) -> np.ndarray:
+        """Which rows of `subscriptions` run at ``moment``: begun and not yet ended.
+
+        Begun: started at or before ``moment`` (strictly before with
+        ``strict_start``, the state a feature at T sees); not ended: an end after
+        ``moment`` (at or after it with ``strict_start``), or none. With
+        ``known_before_ns`` only what was known then counts: subscriptions started
+        before it, and an end at or after it is not known yet (still running).
+        """
+        subs = self.subscriptions
+        if subs is None:
+            return np.zeros(0, dtype=bool)
+        started = subs["started"].to_numpy()
+        ended = subs["ended"].to_numpy()  # no end = NEVER, after every moment
+        if known_before_ns is not None:
+            ended = np.where(ended >= known_before_ns, NEVER, ended)
+        began = started < moment_ns if strict_start else started <= moment_ns
+        if known_before_ns is not None:
+            began &= started < known_before_ns
+        return began & ((ended >= moment_ns) if strict_start else (ended > moment_ns))
+
+    def subscribed_at(self, moment_ns: int, *, strict_start: bool = False,
+                      known_before_ns: int | None = None) -> np.ndarray:
+        """Per customer: a subscription runs at ``moment`` (see `running_subscriptions`)."""
+        running = self.running_subscriptions(moment_ns, strict_start=strict_start,
+                                             known_before_ns=known_before_ns)
+        if not running.any():
+            return np.zeros(self.n_customers, dtype=bool)
+        codes = self.subscriptions["code"].to_numpy()  # type: ignore[index]
+        return np.bincount(codes[running], minlength=self.n_customers) > 0
+
     @cached_property
     def attributes(self) -> pd.DataFrame:
         """Static attributes of every customer: numbers as float64, the rest as categories

@@ -28,7 +28,7 @@ import pandas as pd
 
 from features.dataset import Dataset
 from features.definition import DEFINITIONS, PASSIVE_EVENT_TYPES, auto_definition
-from features.history import NEVER, NS_PER_DAY, History, timestamp_ns
+from features.history import NS_PER_DAY, History, timestamp_ns
 
 Definition = Literal["inactivity", "subscription", "activity"]
 DAYS_PER_MONTH = 365.25 / 12
@@ -117,15 +117,7 @@ def _inactivity(history: History, t: int, horizon_days: int) -> tuple[np.ndarray
 
 def _active_at(history: History, moment: int, *, strict_start: bool) -> np.ndarray:
     """Customers with a subscription running at ``moment`` (started before, not yet ended)."""
-    n = history.n_customers
-    subs = history.subscriptions
-    if subs is None:
-        return np.zeros(n, dtype=bool)
-    started = subs["started"].to_numpy()
-    ended = subs["ended"].to_numpy()
-    began = started < moment if strict_start else started <= moment
-    running = began & ((ended == NEVER) | (ended >= moment if strict_start else ended > moment))
-    return np.bincount(subs["code"].to_numpy()[running], minlength=n) > 0
+    return history.subscribed_at(moment, strict_start=strict_start)
 
 
 def _subscription(history: History, t: int, horizon_days: int) -> tuple[np.ndarray, np.ndarray]:

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.dataset import Dataset
+from features.dataset import ORDER_STATUSES, Dataset
+from features.history import COMPLETED, NEVER, NS_PER_DAY, History, timestamp_ns, to_ns
 
 MONTH_INDEX_NAME = "month"
 
@@ -57,7 +58,7 @@ def complete_months(first: pd.Timestamp, as_of: pd.Timestamp) -> pd.DatetimeInde
     if start >= last_end:
         return pd.DatetimeIndex([], name=MONTH_INDEX_NAME)
     months = pd.date_range(start, last_end, freq="MS", inclusive="left")
-    return pd.DatetimeIndex(months, name=MONTH_INDEX_NAME, freq=None)
+    return pd.DatetimeIndex(months.to_numpy(), name=MONTH_INDEX_NAME)  # no freq
 
 
 def _month_number(values: pd.Series) -> np.ndarray:
@@ -70,18 +71,41 @@ def _month_start_of(number: int) -> pd.Timestamp:
     return pd.Timestamp(year=1970 + years, month=months + 1, day=1)
 
 
-class _History:
-    """The rows before ``as_of``, each with its customer's position, cut once for all metrics.
+def _month_of_ns(stamps: np.ndarray) -> np.ndarray:
+    """Months since 1970-01 of int64 nanosecond timestamps."""
+    return np.asarray(stamps, dtype=np.int64).astype("datetime64[ns]").astype(
+        "datetime64[M]").astype(np.int64)
 
-    On tens of millions of events the expensive part is mapping ids to
-    positions; every metric shares these cuts instead of redoing them.
+
+@dataclass(frozen=True)
+class _Rows:
+    """Rows of one table before ``as_of``: customer codes, times (ns), and what a metric reads."""
+
+    code: np.ndarray
+    t: np.ndarray
+    amount: np.ndarray | None = None
+    status: np.ndarray | None = None
+
+    def where(self, keep: np.ndarray) -> _Rows:
+        return _Rows(self.code[keep], self.t[keep],
+                     None if self.amount is None else self.amount[keep],
+                     None if self.status is None else self.status[keep])
+
+
+class _Before:
+    """A dataset's `features.history.History` seen as of ``as_of``, cut once for all metrics.
+
+    Customers are coded once by the shared `History` (hashing ids is the costly
+    part on tens of millions of events); each table is cut to the rows strictly
+    before ``as_of`` once and shared by every metric.
     """
 
     def __init__(self, dataset: Dataset, as_of: pd.Timestamp) -> None:
         self.dataset = dataset
         self.as_of = pd.Timestamp(as_of)
-        self.n = len(dataset.customers)
-        self._ids = pd.Index(dataset.customers["customer_id"])
+        self.as_of_ns = timestamp_ns(self.as_of)
+        self.history = History(dataset)
+        self.n = self.history.n_customers
         self._cache: dict[str, Any] = {}
 
     def _memo(self, key: str, build: Callable[[], Any]) -> Any:
@@ -89,63 +113,62 @@ class _History:
             self._cache[key] = build()
         return self._cache[key]
 
-    def _cut(self, name: str, column: str) -> tuple[pd.DataFrame, np.ndarray] | None:
-        frame = self.dataset.table(name)
-        if frame is None or frame.empty:
-            return None
-        before = (frame[column] < self.as_of).to_numpy()
-        if not before.any():
-            return None
-        if not before.all():  # the usual as-of (after the last row) needs no copy
-            frame = frame.loc[before]
-        return frame, self.positions(frame["customer_id"])
-
-    def positions(self, customer_ids: pd.Series) -> np.ndarray:
-        """Row of each id in the customers table (-1 = unknown).
-
-        Arrow's hash lookup over contiguous buffers is about three times faster
-        than pandas' over Python string objects at tens of millions of rows.
-        """
-        try:
-            import pyarrow as pa
-            import pyarrow.compute as pc
-
-            if "id_set" not in self._cache:
-                self._cache["id_set"] = pa.array(self._ids.to_numpy(dtype=object),
-                                                 type=pa.string(), from_pandas=True)
-            values = pa.array(customer_ids, type=pa.string(), from_pandas=True)
-            found = pc.index_in(values, value_set=self._cache["id_set"]).fill_null(-1)
-            return found.to_numpy(zero_copy_only=False).astype(np.int64)
-        except (ImportError, TypeError, ValueError):  # ids that are not text
-            return self._ids.get_indexer(customer_ids)
-
-    def orders(self) -> tuple[pd.DataFrame, np.ndarray] | None:
+    def orders(self) -> _Rows | None:
         """Orders of any status placed before ``as_of``."""
-        return self._memo("orders", lambda: self._cut("orders", "ordered_at"))
-
-    def completed_orders(self) -> tuple[pd.DataFrame, np.ndarray] | None:
-        """Completed orders (purchases) placed before ``as_of``."""
-        def build() -> tuple[pd.DataFrame, np.ndarray] | None:
-            cut = self.orders()
-            if cut is None:
+        def build() -> _Rows | None:
+            arrays = self.history.orders
+            end = 0 if arrays is None else arrays.end(self.as_of_ns)
+            if arrays is None or end == 0:
                 return None
-            keep = (cut[0]["status"] == "completed").to_numpy()
-            return (cut[0].loc[keep], cut[1][keep]) if keep.any() else None
+            return _Rows(arrays.code[:end], arrays.t[:end], arrays.amount[:end],
+                         arrays.status[:end])
+        return self._memo("orders", build)
+
+    def completed_orders(self) -> _Rows | None:
+        """Completed orders (purchases) placed before ``as_of``."""
+        def build() -> _Rows | None:
+            rows = self.orders()
+            if rows is None:
+                return None
+            keep = np.asarray(rows.status) == COMPLETED
+            return rows.where(keep) if keep.any() else None
         return self._memo("completed", build)
 
-    def events(self) -> tuple[pd.DataFrame, np.ndarray] | None:
-        return self._memo("events", lambda: self._cut("events", "occurred_at"))
-
-    def subscriptions(self) -> tuple[pd.DataFrame, np.ndarray] | None:
-        """Subscriptions started before ``as_of``; an end at or after it is not known yet."""
-        def build() -> tuple[pd.DataFrame, np.ndarray] | None:
-            cut = self._cut("subscriptions", "started_at")
-            if cut is None:
+    def events(self) -> _Rows | None:
+        """Events before ``as_of``: codes and times only (the cohort bitmap needs no more)."""
+        def build() -> _Rows | None:
+            frame = self.dataset.events
+            if frame is None or frame.empty:
                 return None
-            subs = cut[0].copy()
-            subs.loc[subs["ended_at"] >= self.as_of, "ended_at"] = pd.NaT
-            return subs, cut[1]
+            times = to_ns(frame["occurred_at"])
+            keep = times < self.as_of_ns
+            if not keep.any():
+                return None
+            return _Rows(self.history.codes_of("events")[keep], times[keep])
+        return self._memo("events", build)
+
+    def subscriptions(self) -> pd.DataFrame | None:
+        """Subscriptions started before ``as_of``, an end at or after it not known yet
+        (`NEVER`): the shared `History.subscriptions` rows with ``known`` ends."""
+        def build() -> pd.DataFrame | None:
+            subs = self.history.subscriptions
+            if subs is None:
+                return None
+            known = subs[subs["started"].to_numpy() < self.as_of_ns]
+            if known.empty:
+                return None
+            ended = known["ended"].to_numpy()
+            return known.assign(ended=np.where(ended >= self.as_of_ns, NEVER, ended))
         return self._memo("subscriptions", build)
+
+    def subscribed_at(self, boundary: pd.Timestamp) -> np.ndarray:
+        """Per customer: a subscription known at ``as_of`` runs at ``boundary``."""
+        return self.history.subscribed_at(timestamp_ns(boundary), known_before_ns=self.as_of_ns)
+
+    def running_at(self, boundary: pd.Timestamp) -> np.ndarray:
+        """Rows of the shared `History.subscriptions` running at ``boundary`` (as known)."""
+        return self.history.running_subscriptions(timestamp_ns(boundary),
+                                                  known_before_ns=self.as_of_ns)
 
 
 def _active_mask(n_customers: int, codes: np.ndarray) -> np.ndarray:
@@ -193,50 +216,39 @@ def inactivity_churn_by_month(dataset: Dataset, *, as_of: pd.Timestamp,
     ``customers_lost`` and ``churn_rate`` = lost / at start, beginning with the
     first month that had active customers at its start.
     """
-    return _inactivity_churn(_History(dataset, as_of), horizon_days=horizon_days)
+    return _inactivity_churn(_Before(dataset, as_of), horizon_days=horizon_days)
 
 
-def _inactivity_churn(history: _History, *, horizon_days: int) -> pd.DataFrame:
-    cut = history.completed_orders()
-    if cut is None:
+def _inactivity_churn(history: _Before, *, horizon_days: int) -> pd.DataFrame:
+    orders = history.completed_orders()
+    if orders is None:
         return _empty_monthly(CHURN_COLUMNS)
-    orders, codes = cut
-    months = complete_months(orders["ordered_at"].min(), history.as_of)
+    months = complete_months(pd.Timestamp(int(orders.t.min())), history.as_of)
     if months.empty:
         return _empty_monthly(CHURN_COLUMNS)
-    stamps = orders["ordered_at"].to_numpy(dtype="datetime64[ns]")
-    horizon = np.timedelta64(int(horizon_days), "D")
+    horizon = int(horizon_days) * NS_PER_DAY
     n = history.n
     active_at = []
     for boundary in _boundaries(months):
-        b = np.datetime64(boundary, "ns")
-        window = (stamps >= b - horizon) & (stamps < b)
-        active_at.append(_active_mask(n, codes[window]))
+        b = timestamp_ns(boundary)
+        window = (orders.t >= b - horizon) & (orders.t < b)
+        active_at.append(_active_mask(n, orders.code[window]))
     return _lost_table(months, active_at)
-
-
-def _subscription_state(subs: pd.DataFrame, at: pd.Timestamp) -> pd.Series:
-    """Active subscriptions at ``at``: started_at ≤ at < ended_at (empty end = still active)."""
-    return (subs["started_at"] <= at) & (subs["ended_at"].isna() | (subs["ended_at"] > at))
 
 
 def subscription_churn_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.DataFrame:
     """Customer churn rate per month under the subscription rule (module docstring)."""
-    return _subscription_churn(_History(dataset, as_of))
+    return _subscription_churn(_Before(dataset, as_of))
 
 
-def _subscription_churn(history: _History) -> pd.DataFrame:
-    cut = history.subscriptions()
-    if cut is None:
+def _subscription_churn(history: _Before) -> pd.DataFrame:
+    subs = history.subscriptions()
+    if subs is None:
         return _empty_monthly(CHURN_COLUMNS)
-    subs, codes = cut
-    months = complete_months(subs["started_at"].min(), history.as_of)
+    months = complete_months(pd.Timestamp(int(subs["started"].min())), history.as_of)
     if months.empty:
         return _empty_monthly(CHURN_COLUMNS)
-    n = history.n
-    active_at = [_active_mask(n, codes[_subscription_state(subs, b).to_numpy()])
-                 for b in _boundaries(months)]
-    return _lost_table(months, active_at)
+    return _lost_table(months, [history.subscribed_at(b) for b in _boundaries(months)])
 
 
 # --------------------------------------------------------------------------- MRR
@@ -253,22 +265,24 @@ def mrr_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.DataFrame:
     ``gross_mrr_churn_rate`` = (churned + contraction) / starting. Subscriptions
     without an ``mrr`` value count as 0. Empty when there is no MRR at all.
     """
-    return _mrr(_History(dataset, as_of))
+    return _mrr(_Before(dataset, as_of))
 
 
-def _mrr(history: _History) -> pd.DataFrame:
-    cut = history.subscriptions()
-    if cut is None or not (cut[0]["mrr"].fillna(0) > 0).any():
+def _mrr(history: _Before) -> pd.DataFrame:
+    known = history.subscriptions()
+    if known is None or not (known["mrr"].fillna(0) > 0).any():
         return _empty_monthly(MRR_COLUMNS)
-    subs, codes = cut
-    months = complete_months(subs["started_at"].min(), history.as_of)
+    months = complete_months(pd.Timestamp(int(known["started"].min())), history.as_of)
     if months.empty:
         return _empty_monthly(MRR_COLUMNS)
+    subs = history.history.subscriptions  # every row; `running_at` masks the known ones
+    assert subs is not None
     mrr = subs["mrr"].fillna(0.0).to_numpy(dtype=float)
+    codes = subs["code"].to_numpy()
     n = history.n
 
     def mrr_at(at: pd.Timestamp) -> np.ndarray:
-        active = _subscription_state(subs, at).to_numpy() & (codes >= 0)
+        active = history.running_at(at)
         return np.bincount(codes[active], weights=mrr[active], minlength=n)
 
     per_boundary = [mrr_at(b) for b in _boundaries(months)]
@@ -304,22 +318,21 @@ def repeat_purchase_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.Dat
     ordering customers; ``returning_aov`` = mean amount of the month's completed
     orders placed by returning customers (NaN when there are none).
     """
-    return _repeat_purchase(_History(dataset, as_of))
+    return _repeat_purchase(_Before(dataset, as_of))
 
 
-def _repeat_purchase(history: _History) -> pd.DataFrame:
-    cut = history.completed_orders()
-    if cut is None:
+def _repeat_purchase(history: _Before) -> pd.DataFrame:
+    orders = history.completed_orders()
+    if orders is None:
         return _empty_monthly(REPEAT_COLUMNS)
-    orders, codes = cut
-    months = complete_months(orders["ordered_at"].min(), history.as_of)
+    months = complete_months(pd.Timestamp(int(orders.t.min())), history.as_of)
     if months.empty:
         return _empty_monthly(REPEAT_COLUMNS)
-    month_no = _month_number(orders["ordered_at"])
-    first_month = pd.Series(month_no).groupby(codes).transform("min").to_numpy()
+    month_no = _month_of_ns(orders.t)
+    first_month = pd.Series(month_no).groupby(orders.code).transform("min").to_numpy()
     frame = pd.DataFrame({
-        "customer": codes, "month": month_no, "returning": month_no > first_month,
-        "amount": orders["amount"].to_numpy(dtype=float),
+        "customer": orders.code, "month": month_no, "returning": month_no > first_month,
+        "amount": np.asarray(orders.amount, dtype=float),
     })
     grouped = frame.groupby("month")
     ordering = grouped["customer"].nunique()
@@ -347,14 +360,14 @@ def _repeat_purchase(history: _History) -> pd.DataFrame:
 
 def overall_repeat_customer_share(dataset: Dataset, *, as_of: pd.Timestamp) -> float:
     """Share of customers with a completed order who have placed two or more (NaN if none)."""
-    return _repeat_share(_History(dataset, as_of))
+    return _repeat_share(_Before(dataset, as_of))
 
 
-def _repeat_share(history: _History) -> float:
-    cut = history.completed_orders()
-    if cut is None:
+def _repeat_share(history: _Before) -> float:
+    orders = history.completed_orders()
+    if orders is None:
         return float("nan")
-    counts = np.bincount(cut[1][cut[1] >= 0], minlength=history.n)
+    counts = np.bincount(orders.code, minlength=history.n)
     buyers = counts > 0
     return float((counts[buyers] >= 2).mean())
 
@@ -392,17 +405,17 @@ STATUS_COLUMNS = ["orders", "returned", "cancelled", "unclaimed", "return_rate",
 
 def order_status_rates_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.DataFrame:
     """Returned, cancelled and unclaimed orders per month as shares of all orders placed in it."""
-    return _order_status(_History(dataset, as_of))
+    return _order_status(_Before(dataset, as_of))
 
 
-def _order_status(history: _History) -> pd.DataFrame:
-    cut = history.orders()
-    if cut is None:
+def _order_status(history: _Before) -> pd.DataFrame:
+    orders = history.orders()
+    if orders is None:
         return _empty_monthly(STATUS_COLUMNS)
-    orders = cut[0]
-    months = complete_months(orders["ordered_at"].min(), history.as_of)
-    month_no = _month_number(orders["ordered_at"])
-    counts = pd.crosstab(month_no, orders["status"].to_numpy())
+    months = complete_months(pd.Timestamp(int(orders.t.min())), history.as_of)
+    month_no = _month_of_ns(orders.t)
+    # validated orders carry only the contract's statuses (codes of `ORDER_STATUSES`)
+    counts = pd.crosstab(month_no, np.asarray(ORDER_STATUSES, dtype=object)[orders.status])
     counts.index = pd.DatetimeIndex([_month_start_of(m) for m in counts.index],
                                     name=MONTH_INDEX_NAME)
     counts = counts.reindex(months).fillna(0)
@@ -419,7 +432,7 @@ def _order_status(history: _History) -> pd.DataFrame:
 # --------------------------------------------------------------------------- cohorts
 
 
-def _activity(history: _History) -> tuple[np.ndarray, int]:
+def _activity(history: _Before) -> tuple[np.ndarray, int]:
     """Which customers were active in which complete month: (customers × months bitmap, first).
 
     Activity = a completed order, an event, or a subscription active at any
@@ -430,18 +443,17 @@ def _activity(history: _History) -> tuple[np.ndarray, int]:
     def build() -> tuple[np.ndarray, int]:
         last = _last_complete_month(history.as_of)
         parts: list[tuple[np.ndarray, np.ndarray]] = []
-        for cut, column in ((history.completed_orders(), "ordered_at"),
-                            (history.events(), "occurred_at")):
-            if cut is not None:
-                parts.append((cut[1], _month_number(cut[0][column])))
+        for rows in (history.completed_orders(), history.events()):
+            if rows is not None:
+                parts.append((rows.code, _month_of_ns(rows.t)))
         subs = history.subscriptions()
         if subs is not None:
-            frame, codes = subs
-            first = _month_number(frame["started_at"])
-            ended = frame["ended_at"]
+            codes = subs["code"].to_numpy()
+            first = _month_of_ns(subs["started"].to_numpy())
+            ended = subs["ended"].to_numpy()
             # a subscription ending exactly on a month start was not active in that month
-            final = np.where(ended.isna(), last,
-                             _month_number(ended - pd.Timedelta("1ns")))
+            never = ended == NEVER
+            final = np.where(never, last, _month_of_ns(np.where(never, 0, ended - 1)))
             spans = np.maximum(np.minimum(final, last) - first + 1, 0)
             offsets = np.arange(spans.sum()) - np.repeat(np.cumsum(spans) - spans, spans)
             parts.append((np.repeat(codes, spans), np.repeat(first, spans) + offsets))
@@ -465,11 +477,11 @@ def signup_months(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.Series:
     Without ``signup_at`` (or with one at or after ``as_of``) the month of the
     customer's first activity in a complete month before ``as_of`` stands in.
     """
-    return _signup_months(_History(dataset, as_of))
+    return _signup_months(_Before(dataset, as_of))
 
 
-def _signup_months(history: _History) -> pd.Series:
-    signup = history.dataset.customers["signup_at"].reset_index(drop=True)
+def _signup_months(history: _Before) -> pd.Series:
+    signup = history.history.customers["signup_at"].reset_index(drop=True)
     known = (signup.notna() & (signup < history.as_of)).to_numpy()
     result = np.full(history.n, np.nan)
     result[known] = _month_number(signup[known]).astype(float)
@@ -492,10 +504,10 @@ def cohort_retention(dataset: Dataset, *, as_of: pd.Timestamp,
     kept. Index = cohort month start; column ``customers`` = cohort size, then
     columns 0, 1, 2, ... (months since signup).
     """
-    return _cohorts(_History(dataset, as_of), max_cohorts=max_cohorts)
+    return _cohorts(_Before(dataset, as_of), max_cohorts=max_cohorts)
 
 
-def _cohorts(history: _History, *, max_cohorts: int) -> pd.DataFrame:
+def _cohorts(history: _Before, *, max_cohorts: int) -> pd.DataFrame:
     last = _last_complete_month(history.as_of)
     cohort = _signup_months(history).to_numpy()
     known = ~np.isnan(cohort)
@@ -546,7 +558,7 @@ class RetentionMetrics:
 def retention_metrics(dataset: Dataset, *, as_of: pd.Timestamp, horizon_days: int = 90,
                       max_cohorts: int = 24) -> RetentionMetrics:
     """Compute all retention metrics as of a date (see the module docstring for the rules)."""
-    history = _History(dataset, as_of)
+    history = _Before(dataset, as_of)
     repeat = _repeat_purchase(history)
     return RetentionMetrics(
         as_of=history.as_of,

@@ -138,6 +138,50 @@ def write_part(frame: pd.DataFrame, url: str, *, row_group: int) -> None:
     fs.mv(temp, path)
 
 
+class PartWriter:
+    """A sorted part for `merged_batches` written batch by batch, so a task never holds
+    all of its rows; it appears under its name whole, and only when closed without error.
+
+    Batches must come in ``key`` order and share their columns and dtypes; row groups
+    have ``row_group`` rows (`part_row_group`).
+    """
+
+    def __init__(self, url: str, *, row_group: int) -> None:
+        self.fs, self.path = _fs(url)
+        self.temp = f"{self.path}.{uuid.uuid4().hex[:8]}.tmp"
+        self.row_group = row_group
+        self.rows = 0
+        self._handle: Any = None
+        self._writer: pq.ParquetWriter | None = None
+
+    def write(self, frame: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self._writer is None:
+            self._handle = self.fs.open(self.temp, "wb")
+            self._writer = pq.ParquetWriter(self._handle, table.schema)
+        elif not table.schema.equals(self._writer.schema, check_metadata=False):
+            table = table.cast(self._writer.schema)
+        self._writer.write_table(table, row_group_size=self.row_group)
+        self.rows += table.num_rows
+
+    def close(self, *, keep: bool = True) -> None:
+        """Finish the file and move it into place (``keep``), or remove it."""
+        if self._writer is not None:
+            self._writer.close()
+            self._handle.close()
+            self._writer = None
+            if keep:
+                self.fs.mv(self.temp, self.path)
+            else:
+                self.fs.rm(self.temp)
+
+    def __enter__(self) -> PartWriter:
+        return self
+
+    def __exit__(self, kind: object, *_: object) -> None:
+        self.close(keep=kind is None)
+
+
 def write_merged(parts: Sequence[str], out: str, *, key: str,
                  categories: dict[str, list[str]] | None = None) -> int:
     """Merge sorted parts into ``out`` (.parquet or .csv, local or fsspec URL); rows written.

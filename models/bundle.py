@@ -37,7 +37,16 @@ from features.lifecycle import LifecycleRules, lifecycle_rules, lifecycle_stages
 from features.pipeline import event_slug
 from models.contributions import exact_contributions
 from models.explain import companion_of, reason_kind, sentence_of
-from models.reasons import ReasonTable, plain, reason_table, top_features
+from models.prediction import (
+    AT_RISK_TIERS,
+    SMALL_ROWS,
+    Explain,
+    PreparedMatrix,
+    ScoreColumns,
+    check_explain,
+    model_matrix,
+)
+from models.reasons import ReasonTable, reason_table
 from models.uplift import RuleUplift, churn_reductions
 
 BUNDLE_FILE = "bundle.json"
@@ -204,6 +213,10 @@ class ChurnBundle:
         self.business_season = dict(business_season) if business_season else None
         #: uplift models of outreach rules' actions (`churnlens train --uplift`); none yet: ()
         self.uplift = tuple(uplift)
+        #: each feature's prepared sentence per reference (`_text_of`), filled on use
+        self._sentences: dict[tuple[str, str], Callable[..., str]] = {}
+        #: `reason_kinds` and `reason_companions`, worked out on first use
+        self._layout: tuple[list[str], list[int]] | None = None
 
     # -- features -----------------------------------------------------------------
 
@@ -218,6 +231,12 @@ class ChurnBundle:
         position = {name: j for j, name in enumerate(self.feature_names)}
         return [position.get(companion_of(self.feature_info.get(name)) or "", -1)
                 for name in self.feature_names]
+
+    def _reason_layout(self) -> tuple[list[str], list[int]]:
+        """`reason_kinds` and `reason_companions`, worked out once (scoring by id asks per row)."""
+        if self._layout is None:
+            self._layout = (self.reason_kinds, self.reason_companions)
+        return self._layout
 
     def prepare(self, features: pd.DataFrame) -> pd.DataFrame:
         """The model matrix: training's column order, training's categorical levels.
@@ -269,14 +288,105 @@ class ChurnBundle:
 
     # -- scoring ------------------------------------------------------------------
 
+    def prepare_matrix(self, features: pd.DataFrame) -> PreparedMatrix:
+        """Features (index customer_id) made ready to score, once (`models.prediction`).
+
+        The by-id API keeps this for its dataset and scores one row of it per
+        request; batch scoring prepares a chunk and scores all of it.
+        """
+        features = self._with_business_season(features)
+        return PreparedMatrix(
+            customer_ids=np.array([str(c) for c in features.index], dtype=object),
+            matrix=model_matrix(self.prepare(features)),
+            population=self.in_population(features).to_numpy(dtype=bool),
+            lifecycle_stage=np.asarray(self.lifecycle_stage(features), dtype=object),
+            features=features,
+        )
+
+    def score(self, prepared: PreparedMatrix, rows: Sequence[int] | np.ndarray | None = None,
+              *, explain: Explain = "all", top_k: int = 5, value_reasons: bool = False,
+              uplift: bool = False) -> ScoreColumns:
+        """The score record's columns for ``rows`` (positions; default all) of ``prepared``.
+
+        Customers outside the churn population get no probability (NaN), risk
+        tier ``not_applicable`` and no value at risk; everyone gets a CLV.
+        ``explain`` chooses who gets churn reasons (exact TreeSHAP of the churn
+        model in log-odds; only features that raise the risk are reasons);
+        ``value_reasons`` adds the features raising CLV, ``uplift`` each uplift
+        model's churn reduction. A handful of rows run on one thread.
+        """
+        check_explain(explain)
+        every = rows is None
+        at = (np.arange(len(prepared)) if every
+              else np.asarray(rows, dtype=np.intp).reshape(-1))
+        n = len(at)
+        X = prepared.matrix if every else prepared.matrix[at]
+        small = n <= SMALL_ROWS
+        population = prepared.population[at]
+        probability = np.full(n, np.nan)
+        reductions: dict[str, np.ndarray] = {}
+        if uplift and self.uplift and n:
+            everyone = self._calibrated(X, small=small)
+            probability[population] = everyone[population]
+            reductions = churn_reductions(self.uplift, X, churn_probability=everyone)
+        elif population.any():
+            probability[population] = self._calibrated(
+                X if population.all() else X[population], small=small)
+        clv = self._clv(X, small=small)
+        tier = np.full(n, "not_applicable", dtype=object)
+        tier[population] = self.risk_tier(probability[population])
+        segment = self.value_segment(clv)
+        at_risk = probability * clv
+        explained = population.copy()
+        if explain == "at-risk":
+            explained &= np.isin(tier, list(AT_RISK_TIERS))
+        if explain == "none" or not explained.any():
+            reasons = ReasonTable.empty(n, self.feature_names, self._reason_layout()[0])
+        else:
+            contributions = np.zeros((n, len(self.feature_names) + 1))
+            contributions[explained] = exact_contributions(
+                self.churn_booster, X if explained.all() else X[explained],
+                n_threads=1 if small else None)
+            reasons = self._reason_table(prepared, at, contributions, top_k=top_k,
+                                         reference="retained_median")
+        values = None
+        if value_reasons:
+            values = self._reason_table(prepared, at, self._clv_contributions(X), top_k=top_k,
+                                        reference="median")
+        if self.has_clv:  # a missing or negative CLV is none: 0
+            clv = np.where(np.isnan(clv) | (clv <= 0.0), 0.0, clv)
+        return ScoreColumns(
+            rows=at, customer_id=prepared.customer_ids[at], in_population=population,
+            churn_probability=np.where(probability > 1.0, 1.0,
+                                       np.where(probability < 0.0, 0.0, probability)),
+            risk_tier=tier, clv=clv, value_segment=segment,
+            value_at_risk=np.where(at_risk < 0.0, 0.0, at_risk),
+            lifecycle_stage=prepared.lifecycle_stage[at], reasons=reasons,
+            value_reasons=values, churn_reductions=reductions,
+        )
+
+    def _calibrated(self, X: np.ndarray, *, small: bool) -> np.ndarray:
+        if len(X) == 0:
+            return np.empty(0)
+        raw = (self.churn_booster.predict(X, num_threads=1) if small
+               else self.churn_booster.predict(X))
+        return apply_calibration(self.calibration, np.asarray(raw, dtype=float))
+
+    def _clv(self, X: np.ndarray, *, small: bool) -> np.ndarray:
+        if self.clv_booster is None or len(X) == 0:
+            return np.full(len(X), np.nan)
+        raw = (self.clv_booster.predict(X, num_threads=1) if small
+               else self.clv_booster.predict(X))
+        return np.asarray(raw, dtype=float) * self.margin_rate
+
     def churn_raw_probability(self, X: pd.DataFrame) -> np.ndarray:
-        """Uncalibrated churn probability of a prepared matrix."""
+        """Uncalibrated churn probability of a prepared frame (`prepare`)."""
         if len(X) == 0:
             return np.empty(0)
         return np.asarray(self.churn_booster.predict(X), dtype=float)
 
     def churn_probability(self, X: pd.DataFrame) -> np.ndarray:
-        """Calibrated churn probability of a prepared matrix (ignores the population)."""
+        """Calibrated churn probability of a prepared frame (ignores the population)."""
         return apply_calibration(self.calibration, self.churn_raw_probability(X))
 
     @property
@@ -285,7 +395,7 @@ class ChurnBundle:
         return self.clv_booster is not None
 
     def clv(self, X: pd.DataFrame) -> np.ndarray:
-        """Predicted value over the CLV horizon (revenue × margin rate) of a prepared matrix.
+        """Predicted value over the CLV horizon (revenue × margin rate) of a prepared frame.
 
         NaN for every row when the bundle has no CLV model (`has_clv`).
         """
@@ -295,7 +405,7 @@ class ChurnBundle:
             return np.full(len(X), np.nan)
         return np.asarray(self.clv_booster.predict(X), dtype=float) * self.margin_rate
 
-    def churn_reductions(self, X: pd.DataFrame, *, churn_probability: np.ndarray
+    def churn_reductions(self, X: pd.DataFrame | np.ndarray, *, churn_probability: np.ndarray
                          ) -> dict[str, np.ndarray]:
         """Per outreach rule with an uplift model, the estimated churn reduction its action
         brings each row of a prepared matrix (empty without uplift models)."""
@@ -315,51 +425,31 @@ class ChurnBundle:
         return segments
 
     def predict(self, features: pd.DataFrame) -> pd.DataFrame:
-        """Score a feature frame (index customer_id) into the score columns.
-
-        Customers outside the churn population get no probability (NaN), risk
-        tier ``not_applicable`` and no value at risk; everyone gets a CLV.
-        """
-        X = self.prepare(features)
-        population = self.in_population(features).to_numpy()
-        probability = np.full(len(X), np.nan)
-        if population.any():
-            probability[population] = self.churn_probability(X[population])
-        clv = self.clv(X)
-        tier = np.full(len(X), "not_applicable", dtype=object)
-        tier[population] = self.risk_tier(probability[population])
-        return pd.DataFrame(
-            {
-                "in_population": population,
-                "churn_probability": probability,
-                "risk_tier": tier,
-                "clv": clv,
-                "value_segment": self.value_segment(clv),
-                "value_at_risk": probability * clv,
-                "lifecycle_stage": self.lifecycle_stage(features),
-            },
-            index=features.index,
-        )
+        """`score` of a feature frame (index customer_id) as a frame of the score columns."""
+        scored = self.score(self.prepare_matrix(features), explain="none")
+        return pd.DataFrame({name: getattr(scored, name) for name in SCORE_COLUMNS},
+                            index=features.index)
 
     # -- explanations ---------------------------------------------------------------
 
-    def _contributions(self, X: pd.DataFrame) -> np.ndarray:
+    def _contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
         """Exact TreeSHAP of the churn model in log-odds, (n, n_features + 1); last = base."""
         if len(X) == 0:
             return np.empty((0, len(self.feature_names) + 1))
         # Same numbers as pred_contrib (to ~1e-12), tens of times faster: models/contributions.py
         return exact_contributions(self.churn_booster, X)
 
-    def _clv_contributions(self, X: pd.DataFrame) -> np.ndarray:
-        """Exact TreeSHAP of the CLV model (log scale of the Tweedie mean)."""
+    def _clv_contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Exact TreeSHAP of the CLV model (log scale of the Tweedie mean); zeros without one."""
         if len(X) == 0 or self.clv_booster is None:
             return np.zeros((len(X), len(self.feature_names) + 1))
-        return np.asarray(self.clv_booster.predict(X, pred_contrib=True), dtype=float)
+        return exact_contributions(self.clv_booster, X, n_threads=1 if len(X) <= SMALL_ROWS
+                                   else None)
 
     def contributions(self, features: pd.DataFrame) -> pd.DataFrame:
         """Churn contributions per feature plus ``base_value`` (sums to the raw log-odds)."""
-        X = self.prepare(features)
-        return pd.DataFrame(self._contributions(X), index=features.index,
+        prepared = self.prepare_matrix(features)
+        return pd.DataFrame(self._contributions(prepared.matrix), index=features.index,
                             columns=[*self.feature_names, "base_value"])
 
     def _select(self, features: pd.DataFrame, rows: Iterable[Any] | None) -> pd.DataFrame:
@@ -371,62 +461,42 @@ class ChurnBundle:
             raise KeyError(f"customer(s) not in the feature frame: {missing[:5]}")
         return features.loc[rows]
 
-    def _text_of(self, reference: Mapping[str, float]) -> Callable[[str, Any], str]:
-        """``(feature, value) -> sentence``, each feature's sentence prepared once."""
-        prepared: dict[str, Callable[..., str]] = {}
+    def _text_of(self, reference: str) -> Callable[..., str]:
+        """``(feature, value[, companion]) -> sentence`` with the ``reference`` statistics.
+
+        Each feature's sentence is prepared once per bundle (kept in a cache that
+        pickling leaves out: Dask ships bundles to its workers).
+        """
+        cache = self._sentences
+        typical = self.reference.get(reference, {})
 
         def text_of(name: str, value: Any, *companion: Any) -> str:
-            render = prepared.get(name)
+            render = cache.get((reference, name))
             if render is None:
-                render = prepared[name] = sentence_of(name, self.feature_info.get(name),
-                                                      reference)
+                render = cache[(reference, name)] = sentence_of(
+                    name, self.feature_info.get(name), typical)
             return render(value, *companion)
 
         return text_of
 
-    def reasons_from(self, contributions: np.ndarray, value_of: Callable[[int, int], Any], *,
-                     top_k: int, reference: Mapping[str, float] | None = None,
-                     ) -> list[list[dict[str, Any]]]:
-        """Top-k reasons per row from exact contributions: ``{feature, value, contribution, text}``.
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_sentences"] = {}  # prepared renderers hold lambdas and partials: rebuilt on use
+        state["_layout"] = None
+        return state
 
-        For a few rows (the by-id API): ``value_of(row, feature_position)`` reads
-        a feature's value, so a caller holding a large frame reads only the few
-        values the reasons need. Only features that raise the output are
-        reasons. ``reference`` defaults to the medians among retained customers
-        (churn sentences). Many rows: `reason_table`, same reasons.
-        """
-        if reference is None:
-            reference = self.reference.get("retained_median", {})
-        text_of = self._text_of(reference)
-        companions, kinds = self.reason_companions, self.reason_kinds
-        features, gains = top_features(contributions, top_k)
-        out: list[list[dict[str, Any]]] = []
-        for i, (row_features, row_gains) in enumerate(zip(features, gains, strict=True)):
-            reasons = []
-            for j, gain in zip(row_features.tolist(), row_gains.tolist(), strict=True):
-                if j < 0:
-                    break
-                name = self.feature_names[j]
-                value = plain(value_of(i, j))
-                with_value = () if companions[j] < 0 else (plain(value_of(i, companions[j])),)
-                reasons.append({"feature": name, "value": value, "contribution": gain,
-                                "text": text_of(name, value, *with_value),
-                                "kind": kinds[j]})
-            out.append(reasons)
-        return out
+    def _reason_table(self, prepared: PreparedMatrix, at: np.ndarray, contributions: np.ndarray,
+                      *, top_k: int, reference: str) -> ReasonTable:
+        """Top-k reasons of rows ``at`` of ``prepared`` from their contributions."""
+        names = self.feature_names
+        kinds, companions = self._reason_layout()
 
-    def reason_table(self, features: pd.DataFrame, contributions: np.ndarray, *, top_k: int,
-                     reference: Mapping[str, float]) -> ReasonTable:
-        """Top-k reasons of every row of ``features`` (column-wise, for batches)."""
         def column_values(j: int, rows: np.ndarray) -> np.ndarray:
-            name = self.feature_names[j]
-            if name not in features:
-                return np.full(len(rows), None, dtype=object)
-            return features[name].to_numpy()[rows]
+            return prepared.column(names[j], at[rows])
 
-        return reason_table(contributions, column_values, names=self.feature_names,
+        return reason_table(contributions, column_values, names=names,
                             text_of=self._text_of(reference), top_k=top_k,
-                            kinds=self.reason_kinds, companions=self.reason_companions)
+                            kinds=kinds, companions=companions)
 
     def explain_table(self, features: pd.DataFrame, *, top_k: int = 5,
                       wanted: np.ndarray | None = None) -> ReasonTable:
@@ -435,16 +505,16 @@ class ChurnBundle:
         Only rows in the churn population, and in ``wanted`` (a boolean mask) when
         given, are explained; the others get no reasons.
         """
-        X = self.prepare(features)
-        explained = self.in_population(features).to_numpy(dtype=bool, copy=True)
+        prepared = self.prepare_matrix(features)
+        explained = prepared.population.copy()
         if wanted is not None:
             explained &= np.asarray(wanted, dtype=bool)
-        contributions = np.zeros((len(X), len(self.feature_names) + 1))
+        every = np.arange(len(prepared))
+        contributions = np.zeros((len(prepared), len(self.feature_names) + 1))
         if explained.any():
-            rows = X if explained.all() else X[explained]
-            contributions[explained] = self._contributions(rows)
-        return self.reason_table(features, contributions, top_k=top_k,
-                                 reference=self.reference.get("retained_median", {}))
+            contributions[explained] = self._contributions(prepared.matrix[explained])
+        return self._reason_table(prepared, every, contributions, top_k=top_k,
+                                  reference="retained_median")
 
     def explain(self, features: pd.DataFrame, *, top_k: int = 5,
                 rows: Iterable[Any] | None = None) -> list[list[dict[str, Any]]]:
@@ -455,21 +525,22 @@ class ChurnBundle:
         log-odds; only features that raise the risk are reasons. Customers
         outside the churn population get no reasons.
         """
-        return self.explain_table(self._select(features, rows), top_k=top_k).rows()
+        prepared = self.prepare_matrix(self._select(features, rows))
+        return self.score(prepared, explain="all", top_k=top_k).reasons.rows()
 
     def explain_value(self, features: pd.DataFrame, *, top_k: int = 5,
                       rows: Iterable[Any] | None = None) -> list[list[dict[str, Any]]]:
         """Top-k features raising each customer's predicted CLV, same shape as `explain`."""
-        features = self._select(features, rows)
-        X = self.prepare(features)
-        return self.reason_table(features, self._clv_contributions(X), top_k=top_k,
-                                 reference=self.reference.get("median", {})).rows()
+        prepared = self.prepare_matrix(self._select(features, rows))
+        table = self.score(prepared, explain="none", top_k=top_k, value_reasons=True)
+        assert table.value_reasons is not None
+        return table.value_reasons.rows()
 
     def feature_importance(self) -> pd.DataFrame:
         """Total gain per feature of both models, most important churn feature first."""
         frame = pd.DataFrame({
             "churn_gain": self.churn_booster.feature_importance("gain"),
-            "clv_gain": (self.clv_booster.feature_importance("gain") if self.has_clv
+            "clv_gain": (self.clv_booster.feature_importance("gain") if self.clv_booster
                          else np.full(len(self.feature_names), np.nan)),
         }, index=pd.Index(self.feature_names, name="feature"))
         return frame.sort_values("churn_gain", ascending=False)

@@ -163,8 +163,11 @@ def compile_booster(
     cat_end: list[int] = []
     cat_words: list[int] = []
     leaf_value: list[float] = []
-    path_start, path_code = [0], []
-    feat_start, feat_index, feat_z = [0], [], []
+    path_start: list[int] = [0]
+    path_code: list[int] = []
+    feat_start: list[int] = [0]
+    feat_index: list[int] = []
+    feat_z: list[float] = []
     expected: list[float] = []
     max_nodes = 0
 
@@ -206,8 +209,9 @@ def compile_booster(
                     stack.append((child, [*path, (split, left, child_count / count, feature)]))
             expected.append(exp_value)
 
-        for node in tree_nodes:
-            assert node is not None, "LightGBM split indices are dense"
+        for split_node in tree_nodes:
+            assert split_node is not None, "LightGBM split indices are dense"
+            node = split_node
             node_feature.append(int(node["split_feature"]))
             missing = node["missing_type"]
             if missing not in _MISSING_TYPES:
@@ -433,9 +437,9 @@ def _contributions(
         return out
 
     def run(row_lo: int, row_hi: int) -> None:
-        kernels.accumulate(
+        kernels.accumulate(  # type: ignore[call-arg]  # numba's Dispatcher hides the signature
             matrix, row_lo, row_hi, tree_lo, tree_hi, k, compiled.n_features,
-            *_decision_arrays(compiled),
+            *_decision_arrays(compiled),  # type: ignore[arg-type]
             compiled.leaf_start, compiled.leaf_value, compiled.path_start, compiled.path_code,
             compiled.feat_start, compiled.feat_index, compiled.feat_z,
             compiled.table_start, compiled.tables, compiled.weights,
@@ -467,8 +471,8 @@ def reached_leaves(booster: lightgbm.Booster, X: pd.DataFrame | np.ndarray) -> n
 
     compiled = _compiled(booster)
     matrix = lightgbm_matrix(X, pandas_categorical=compiled.pandas_categorical)
-    return kernels.reached_leaves(
-        matrix, 0, compiled.n_trees, *_decision_arrays(compiled),
+    return kernels.reached_leaves(  # type: ignore[call-arg]  # numba's Dispatcher
+        matrix, 0, compiled.n_trees, *_decision_arrays(compiled),  # type: ignore[arg-type]
         compiled.leaf_start, compiled.path_start, compiled.path_code, compiled.max_nodes,
     )
 

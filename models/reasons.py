@@ -158,7 +158,7 @@ def reason_table(
             text_codes, sentences = codes, [text_of(name, v) for v in values]
         else:
             other_codes, other = _distinct(np.asarray(column_values(companion, rows)))
-            text_codes, pairs = pd.factorize(codes.astype(np.int64) * len(other) + other_codes)
+            text_codes, pairs = _factorized(codes.astype(np.int64) * len(other) + other_codes)
             others = [plain(v) for v in other]
             sentences = [text_of(name, values[p // len(other)], others[p % len(other)])
                          for p in pairs.tolist()]
@@ -193,8 +193,19 @@ def _json_value(value: float | str | None) -> str:
     return encode_basestring(value)
 
 
+def _factorized(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``pd.factorize`` of integers, without its overhead for the one row of a request by id."""
+    if len(values) <= 1:
+        return np.zeros(len(values), dtype=np.intp), values.copy()
+    return pd.factorize(values)
+
+
 def _distinct(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(codes, distinct values): floats by their bits, so -0.0 and 0.0 stay apart."""
+    if len(values) <= 1:  # one row (a request by id): nothing to factorize
+        return np.zeros(len(values), dtype=np.intp), (
+            values.astype(np.float64) if values.dtype.kind == "f"
+            else np.asarray(values, dtype=object))
     if values.dtype.kind == "f":
         codes, bits = pd.factorize(values.astype(np.float64).view(np.int64))
         return codes, np.asarray(bits, dtype=np.int64).view(np.float64)

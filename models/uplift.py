@@ -68,7 +68,7 @@ def _logit(p: np.ndarray) -> np.ndarray:
     return np.log(p / (1 - p))
 
 
-def _probability(booster: lgb.Booster, X: pd.DataFrame, offset: np.ndarray | None
+def _probability(booster: lgb.Booster, X: pd.DataFrame | np.ndarray, offset: np.ndarray | None
                  ) -> np.ndarray:
     if offset is None:
         return np.asarray(booster.predict(X))
@@ -99,7 +99,7 @@ class TwoModelUplift:
         self.uses_baseline_ = baseline is not None
         return self
 
-    def _outcomes(self, X: pd.DataFrame, baseline: np.ndarray | None
+    def _outcomes(self, X: pd.DataFrame | np.ndarray, baseline: np.ndarray | None
                   ) -> tuple[np.ndarray, np.ndarray]:
         """P(churn | control, x) and P(churn | treated, x)."""
         if not hasattr(self, "treated_model_"):
@@ -110,7 +110,8 @@ class TwoModelUplift:
         return (_probability(self.control_model_, X, offset),
                 _probability(self.treated_model_, X, offset))
 
-    def predict(self, X: pd.DataFrame, *, baseline: np.ndarray | None = None) -> np.ndarray:
+    def predict(self, X: pd.DataFrame | np.ndarray, *,
+                baseline: np.ndarray | None = None) -> np.ndarray:
         control, treated = self._outcomes(X, baseline)
         return control - treated
 
@@ -149,7 +150,8 @@ class XLearnerUplift(TwoModelUplift):
         self.treated_share_ = float(treated.mean())
         return self
 
-    def predict(self, X: pd.DataFrame, *, baseline: np.ndarray | None = None) -> np.ndarray:
+    def predict(self, X: pd.DataFrame | np.ndarray, *,
+                baseline: np.ndarray | None = None) -> np.ndarray:
         if not hasattr(self, "effect_treated_"):
             raise NotFittedError("fit the uplift model before predicting")
         g = self.treated_share_
@@ -198,7 +200,8 @@ class RuleUplift:
     uses_baseline: bool
     figures: Mapping[str, float] = field(default_factory=dict)
 
-    def churn_reduction(self, X: pd.DataFrame, *, churn_probability: np.ndarray) -> np.ndarray:
+    def churn_reduction(self, X: pd.DataFrame | np.ndarray, *,
+                        churn_probability: np.ndarray) -> np.ndarray:
         """Estimated churn reduction from this rule's action, per row of a prepared matrix."""
         if len(X) == 0:
             return np.empty(0)
@@ -241,7 +244,7 @@ def _file_name(rule: str, part: str) -> str:
     return f"uplift_{rule}_{part}.txt"
 
 
-def churn_reductions(models: Sequence[RuleUplift], X: pd.DataFrame, *,
+def churn_reductions(models: Sequence[RuleUplift], X: pd.DataFrame | np.ndarray, *,
                      churn_probability: np.ndarray) -> dict[str, np.ndarray]:
     """Each rule's estimated churn reduction per row, for the rules that have a model."""
     return {model.rule: model.churn_reduction(X, churn_probability=churn_probability)

@@ -17,23 +17,24 @@ succeeded or failed.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from serving.prepared import PreparedRows
 from serving.schemas import ScoreRecord
 from serving.scorer import Scorer
 
 if TYPE_CHECKING:
     from features.dataset import Dataset
     from models.loading import LoadedModel
+    from models.prediction import PreparedMatrix
     from serving.metrics import ServiceMetrics
     from serving.outreach.outbox import Outbox
     from serving.outreach.rules import RuleSet
@@ -56,12 +57,10 @@ class ServingState:
     loaded: LoadedModel
     scorer: Scorer
     loaded_at: datetime
-    #: features of the configured dataset as of its default date (None without a dataset)
-    features: pd.DataFrame | None = None
+    #: the configured dataset's features as of its default date, prepared for this model
+    #: once (None without a dataset): a request by id scores one row of it
+    prepared: PreparedMatrix | None = None
     as_of: pd.Timestamp | None = None
-    #: the features prepared for fast scoring by id (None: fall back to the bundle per request)
-    rows: PreparedRows | None = None
-    positions: dict[str, int] = field(default_factory=dict)
     warmup_seconds: float = 0.0
 
     @property
@@ -70,16 +69,13 @@ class ServingState:
 
     def score_by_id(self, customer_id: str, *, explain: bool, top_k: int) -> ScoreRecord | None:
         """Score a customer of the served dataset, or None if it does not know them."""
-        position = self.positions.get(customer_id)
-        if position is None or self.features is None:
+        if self.prepared is None or self.as_of is None:
             return None
-        mode = "all" if explain else "none"
-        if self.rows is not None:
-            [record] = self.scorer.score_prepared(self.rows, [position], as_of=self.as_of,
-                                                  explain=mode, top_k=top_k)
-        else:
-            [record] = self.scorer.score_features(self.features.iloc[position : position + 1],
-                                                  as_of=self.as_of, explain=mode, top_k=top_k)
+        position = self.prepared.position_of(customer_id)
+        if position is None:
+            return None
+        [record] = self.scorer.score_rows(self.prepared, [position], as_of=self.as_of,
+                                          explain="all" if explain else "none", top_k=top_k)
         return record
 
 
@@ -118,29 +114,34 @@ def build_state(
     # warm-up on a synthetic history: the by-history path end to end, with reasons
     probe = warmup_dataset()
     scorer.score_dataset(probe, as_of=pd.Timestamp("2024-06-01"), explain="all", top_k=top_k)
-    features = as_of = rows = None
-    positions: dict[str, int] = {}
+    prepared = as_of = None
     if dataset is not None:
         as_of = dataset.default_as_of()
-        features = scorer.features(dataset, as_of=as_of)
-        positions = {str(customer_id): i for i, customer_id in enumerate(features.index)}
-        rows = PreparedRows(loaded.bundle, features)
-        problem = rows.verify(top_k=top_k)
-        if problem is not None:
-            logger.warning("fast scoring by id disagrees with the bundle (%s); scoring by id "
-                           "through ChurnBundle.predict/explain instead", problem)
-            rows = None
-        if len(features) and rows is not None:
+        prepared = scorer.prepare(scorer.features(dataset, as_of=as_of))
+        prepared.position_of("")  # the id index, built before the first request
+        if len(prepared):
             # warm-up on the by-id path, exactly as a request runs it
-            scorer.score_prepared(rows, [0], as_of=as_of, explain="all", top_k=top_k)
-        elif len(features):
-            scorer.score_features(features.iloc[:1], as_of=as_of, explain="all", top_k=top_k)
+            scorer.score_rows(prepared, [0], as_of=as_of, explain="all", top_k=top_k)
     # the outbox is attached only after the warm-up, which must not write scores
     scorer.outbox = outbox
     return ServingState(
-        loaded=loaded, scorer=scorer, loaded_at=datetime.now(UTC), features=features,
-        as_of=as_of, rows=rows, positions=positions, warmup_seconds=time.perf_counter() - started,
+        loaded=loaded, scorer=scorer, loaded_at=datetime.now(UTC), prepared=prepared,
+        as_of=as_of, warmup_seconds=time.perf_counter() - started,
     )
+
+
+def freeze_long_lived() -> None:
+    """Move what is alive now (the served model and its prepared dataset) out of the
+    collector's sight.
+
+    A full collection walks every tracked object: with a large prepared dataset
+    that is a pause of a hundred milliseconds or more in the middle of some request
+    (the by-id latency tail). What a swap leaves behind is unfrozen first, so the
+    previous state's cycles are still collected.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 class ModelHolder:
@@ -186,16 +187,17 @@ class ModelHolder:
                 if self.metrics is not None and self._state is not None:
                     self.metrics.model_swap_failures.inc()
                 raise
-            previous = self._state
+            previous = None if self._state is None else self._state.version
             self._state = state
             self.last_error = None
+            freeze_long_lived()
         if self.metrics is not None:
             self.metrics.set_model(name=state.loaded.name, version=state.version,
                                    alias=state.loaded.alias)
             if previous is not None:
                 self.metrics.model_swaps.inc()
         logger.info("serving %s version %s (was %s), warmed in %.1f s", state.loaded.name,
-                    state.version, previous.version if previous else "none", state.warmup_seconds)
+                    state.version, previous or "none", state.warmup_seconds)
         return state
 
     def registry_version(self) -> str:

@@ -3,6 +3,8 @@
 Features come from `features.pipeline.build_features` with the event types the
 model was trained on, so a customer scored by the API, by ``churnlens score``
 or in the report gets the same numbers from the same code as in training.
+Prediction itself is the bundle's (`ChurnBundle.prepare_matrix`,
+`ChurnBundle.score`); this module turns its columns into records or batch rows.
 Outreach rules, when given, choose the recommended action (the first matching
 rule wins); an outbox, when given, records the scores and triggered actions in
 one transaction.
@@ -12,36 +14,34 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from models.reasons import ReasonTable, plain
+from models.prediction import (
+    AT_RISK_TIERS,
+    EXPLAIN_CHOICES,
+    Explain,
+    PreparedMatrix,
+    ScoreColumns,
+    check_explain,
+)
 from serving.outreach.rules import recommended_action, recommending_rule
 from serving.schemas import Reason, ScoreRecord
 
 if TYPE_CHECKING:
     from features.dataset import Dataset
     from models.loading import LoadedModel
-    from serving.prepared import PreparedRows
 
-Explain = Literal["all", "at-risk", "none"]
-EXPLAIN_CHOICES: tuple[str, ...] = ("all", "at-risk", "none")
-#: tiers that count as "at risk" for ``explain="at-risk"``
-AT_RISK_TIERS = frozenset({"high", "medium"})
+__all__ = ["AT_RISK_TIERS", "BATCH_COLUMNS", "EXPLAIN_CHOICES", "Explain", "Scorer",
+           "records_to_frame", "score_records"]
 
 BATCH_COLUMNS = ("customer_id", "as_of", "churn_probability", "risk_tier", "clv",
                  "value_segment", "value_at_risk", "reasons_json")
 BATCH_TAIL_COLUMNS = ("recommended_action", "model_version", "lifecycle_stage",
                       "expected_saved_value")
-
-
-def _reason(item: dict[str, Any]) -> Reason:
-    return Reason(feature=str(item["feature"]), value=plain(item["value"]),
-                  contribution=float(item["contribution"]), text=str(item["text"]),
-                  kind=str(item.get("kind", "other")))
 
 
 def _optional_number(value: Any) -> float | None:
@@ -51,8 +51,40 @@ def _optional_number(value: Any) -> float | None:
     return None if math.isnan(number) else number
 
 
+def score_records(columns: ScoreColumns, *, as_of: pd.Timestamp, model_version: str,
+                  validate: bool = True) -> list[ScoreRecord]:
+    """The API's score records of a bundle's score columns (the one record builder).
+
+    ``validate=False`` builds them unvalidated (`model_construct`), for batch
+    rows that only need records to hand to an outbox or a one-record rule set.
+    ``recommended_action`` and ``expected_saved_value`` are filled by the rules.
+    """
+    as_of_value = pd.Timestamp(as_of).to_pydatetime()
+    record, reason = ((ScoreRecord, Reason) if validate
+                      else (ScoreRecord.model_construct, Reason.model_construct))
+    return [
+        record(
+            customer_id=customer_id, as_of=as_of_value,
+            churn_probability=None if math.isnan(probability) else probability,
+            risk_tier=tier, clv=None if math.isnan(clv) else clv, value_segment=segment,
+            value_at_risk=None if math.isnan(at_risk) else at_risk,
+            reasons=[reason(**item) for item in reasons], recommended_action=None,
+            model_version=model_version, lifecycle_stage=stage, expected_saved_value=None,
+        )
+        for customer_id, probability, tier, clv, segment, at_risk, reasons, stage in zip(
+            columns.customer_id.tolist(), columns.churn_probability.tolist(),
+            columns.risk_tier.tolist(), columns.clv.tolist(), columns.value_segment.tolist(),
+            columns.value_at_risk.tolist(), columns.reasons.rows(),
+            columns.lifecycle_stage.tolist(), strict=True)
+    ]
+
+
 class Scorer:
     """Scores customers with one loaded model; stateless between calls, safe across threads.
+
+    Every path (by history, by id, batch) prepares a matrix with the bundle
+    (`ChurnBundle.prepare_matrix`) and scores rows of it (`ChurnBundle.score`);
+    records come from `score_records`, batch rows from the same columns.
 
     Parameters
     ----------
@@ -94,6 +126,10 @@ class Scorer:
             features = features.loc[features.index.intersection(wanted, sort=False)]
         return features
 
+    def prepare(self, features: pd.DataFrame) -> PreparedMatrix:
+        """Features made ready for this model (`ChurnBundle.prepare_matrix`): keep and reuse."""
+        return self.bundle.prepare_matrix(features)
+
     def score_dataset(
         self, dataset: Dataset, *, as_of: pd.Timestamp, explain: Explain = "all", top_k: int = 5,
         customer_ids: Sequence[str] | None = None,
@@ -106,66 +142,25 @@ class Scorer:
         self, features: pd.DataFrame, *, as_of: pd.Timestamp, explain: Explain = "all",
         top_k: int = 5,
     ) -> list[ScoreRecord]:
-        """Score customers whose features are already built (the API caches its dataset's)."""
-        if explain not in EXPLAIN_CHOICES:
-            choices = ", ".join(EXPLAIN_CHOICES)
-            raise ValueError(f"explain must be one of {choices}, not {explain!r}")
+        """Score customers whose features are already built (the API's by-history path)."""
+        check_explain(explain)
         if features.empty:
             return []
-        predictions = self.bundle.predict(features)
-        reasons = self._reasons(features, predictions, explain=explain, top_k=top_k)
-        as_of_value = pd.Timestamp(as_of).to_pydatetime()
-        version = self.model_version
-        records = []
-        for position, (customer_id, row) in enumerate(
-            zip(predictions.index, predictions.itertuples(index=False), strict=True)
-        ):
-            probability = _optional_number(row.churn_probability)
-            clv = max(_optional_number(row.clv) or 0.0, 0.0) if self.bundle.has_clv else None
-            at_risk = _optional_number(row.value_at_risk)
-            records.append(ScoreRecord(
-                customer_id=str(customer_id),
-                as_of=as_of_value,
-                churn_probability=None if probability is None else min(max(probability, 0.0), 1.0),
-                risk_tier=row.risk_tier,
-                clv=clv,
-                value_segment=row.value_segment,
-                value_at_risk=None if at_risk is None else max(at_risk, 0.0),
-                reasons=reasons.get(position, []),
-                model_version=version,
-                lifecycle_stage=row.lifecycle_stage,
-            ))
-        self._recommend(records, features, self._saved_values(features, records))
-        return records
+        return self.score_rows(self.prepare(features), as_of=as_of, explain=explain,
+                               top_k=top_k)
 
-    def score_prepared(
-        self, rows: PreparedRows, positions: Sequence[int], *, as_of: pd.Timestamp,
-        explain: Explain = "all", top_k: int = 5,
+    def score_rows(
+        self, prepared: PreparedMatrix, rows: Sequence[int] | None = None, *,
+        as_of: pd.Timestamp, explain: Explain = "all", top_k: int = 5,
     ) -> list[ScoreRecord]:
-        """Score rows of a dataset prepared once for this model (the API's by-id path)."""
-        as_of_value = pd.Timestamp(as_of).to_pydatetime()
-        records = []
-        for position in positions:
-            row = rows.score(position, explain=explain != "none", top_k=top_k)
-            reasons = row.reasons
-            if explain == "at-risk" and row.risk_tier not in AT_RISK_TIERS:
-                reasons = []
-            records.append(ScoreRecord(
-                customer_id=row.customer_id, as_of=as_of_value,
-                churn_probability=None if row.churn_probability is None
-                else min(max(row.churn_probability, 0.0), 1.0),
-                risk_tier=row.risk_tier, clv=None if row.clv is None else max(row.clv, 0.0),
-                value_segment=row.value_segment,
-                value_at_risk=None if row.value_at_risk is None else max(row.value_at_risk, 0.0),
-                reasons=[_reason(item) for item in reasons], model_version=self.model_version,
-                lifecycle_stage=row.lifecycle_stage,
-            ))
-        saved = {}
-        if self._uplift_applies():
-            frame = pd.DataFrame([dict(rows.row_features(p)) for p in positions],
-                                 index=[record.customer_id for record in records])
-            saved = self._saved_values(frame, records)
-        self._recommend(records, lambda i: rows.row_features(positions[i]), saved)
+        """Score records of ``rows`` (positions; default all) of a prepared matrix.
+
+        The by-id path keeps its dataset's matrix and scores one row per request.
+        """
+        columns = self.bundle.score(prepared, rows, explain=explain, top_k=top_k,
+                                    uplift=self._uplift_applies())
+        records = score_records(columns, as_of=as_of, model_version=self.model_version)
+        self._recommend(records, columns, prepared)
         return records
 
     def score_frame(
@@ -188,61 +183,45 @@ class Scorer:
     ) -> pd.DataFrame:
         """Batch rows built column-wise: identical to ``records_to_frame(score_features(...))``.
 
-        No pydantic record per customer: the columns come straight from
-        ``bundle.predict``, clipped as `score_features` clips them, and
-        ``reasons_json`` is the same JSON text `records_to_frame` writes, the
-        reasons a `ReasonTable` and the recommended action `RuleSet.first_actions`.
-        Score records (unvalidated, `model_construct`) are built only for an outbox,
-        which stores them, or for a rule set that evaluates one record at a time.
+        No pydantic record per customer: the columns are the bundle's score
+        columns, ``reasons_json`` is the JSON text `records_to_frame` writes and
+        the recommended action comes from `RuleSet.first_rules`. Score records
+        (unvalidated) are built only for an outbox, which stores them, or for a
+        rule set that evaluates one record at a time.
         """
-        if explain not in EXPLAIN_CHOICES:
-            choices = ", ".join(EXPLAIN_CHOICES)
-            raise ValueError(f"explain must be one of {choices}, not {explain!r}")
+        check_explain(explain)
         if features.empty:
             return records_to_frame([], top_k=top_k)
-        predictions = self.bundle.predict(features)
-        n = len(predictions)
-        tiers = predictions["risk_tier"].astype(object).to_numpy()
-        segments = predictions["value_segment"].astype(object).to_numpy()
+        prepared = self.prepare(features)
+        columns = self.bundle.score(prepared, explain=explain, top_k=top_k,
+                                    uplift=self._uplift_applies())
+        n = len(columns)
+        tiers, segments = columns.risk_tier, columns.value_segment
         no_clv = not self.bundle.has_clv
         if not (np.isin(tiers, _RISK_TIERS).all()
                 and (no_clv or np.isin(segments, _VALUE_SEGMENTS).all())):
-            # what ScoreRecord would reject: let the record path raise its own error
-            return records_to_frame(
-                self.score_features(features, as_of=as_of, explain=explain, top_k=top_k),
-                top_k=top_k)
-        tiers = np.array([str(t) for t in tiers], dtype=object)
-        segments = np.array([None if no_clv else str(v) for v in segments], dtype=object)
-        probability = predictions["churn_probability"].to_numpy(dtype=float)
-        probability = np.where(probability < 0.0, 0.0, probability)   # max(p, 0.0)
-        probability = np.where(probability > 1.0, 1.0, probability)   # min(p, 1.0)
-        clv = predictions["clv"].to_numpy(dtype=float)
-        # max(clv or 0.0, 0.0): NaN and -0.0 (falsy) become 0.0 too; no CLV model: all NaN
-        if not no_clv:
-            clv = np.where(np.isnan(clv) | (clv <= 0.0), 0.0, clv)
-        at_risk = predictions["value_at_risk"].to_numpy(dtype=float)
-        at_risk = np.where(at_risk < 0.0, 0.0, at_risk)                # max(v, 0.0)
-        ids = np.array([str(c) for c in predictions.index], dtype=object)
-        stages = predictions["lifecycle_stage"].astype(object).to_numpy()
+            # what ScoreRecord rejects: let the record builder raise its own error
+            score_records(columns, as_of=as_of, model_version=self.model_version)
+        probability, clv, at_risk = (columns.churn_probability, columns.clv,
+                                     columns.value_at_risk)
+        ids, stages = columns.customer_id, columns.lifecycle_stage
         as_of_value = pd.Timestamp(as_of).to_pydatetime()
         version = self.model_version
-
-        table = self._reason_table(features, tiers, explain=explain, top_k=top_k)
-        reasons_json = table.json()
+        table = columns.reasons
         texts = np.full((n, top_k), None, dtype=object)
         texts[:, : table.text.shape[1]] = table.text[:, :top_k]
 
         actions = np.full(n, None, dtype=object)
         saved_value = np.full(n, None, dtype=object)
-        saved = self._saved_values(features, clv)
         if self.outbox is not None or (self.rules is not None
                                        and not hasattr(self.rules, "first_rules")):
-            actions, saved_value = self._recommend_rows(
-                features, ids=ids, as_of=as_of_value, probability=probability, tiers=tiers,
-                clv=clv, segments=segments, at_risk=at_risk, reasons=table, version=version,
-                stages=stages, saved=saved,
-            )
+            records = score_records(columns, as_of=as_of, model_version=version, validate=False)
+            self._recommend(records, columns, prepared)
+            actions = np.array([record.recommended_action for record in records], dtype=object)
+            saved_value = np.array([record.expected_saved_value for record in records],
+                                   dtype=object)
         elif self.rules is not None:
+            saved = self._saved_values(columns)
             chosen = self.rules.first_rules(
                 risk_tier=tiers, value_segment=segments, churn_probability=probability,
                 clv=clv, value_at_risk=at_risk, reasons=table, customer_ids=ids,
@@ -253,7 +232,7 @@ class Scorer:
             saved_value = np.array([_saved_of(saved, name, i) for i, name in enumerate(chosen)],
                                    dtype=object)
 
-        columns: dict[str, Any] = {
+        frame_columns: dict[str, Any] = {
             "customer_id": ids,
             "as_of": np.full(n, as_of_value, dtype=object),
             "churn_probability": probability,
@@ -261,128 +240,50 @@ class Scorer:
             "clv": clv,
             "value_segment": segments,
             "value_at_risk": at_risk,
-            "reasons_json": reasons_json,
+            "reasons_json": table.json(),
         }
         for k in range(top_k):
-            columns[f"reason_{k + 1}"] = texts[:, k]
-        columns["recommended_action"] = actions
-        columns["model_version"] = np.full(n, version, dtype=object)
-        columns["lifecycle_stage"] = stages
-        columns["expected_saved_value"] = saved_value
-        frame = pd.DataFrame(columns)
+            frame_columns[f"reason_{k + 1}"] = texts[:, k]
+        frame_columns["recommended_action"] = actions
+        frame_columns["model_version"] = np.full(n, version, dtype=object)
+        frame_columns["lifecycle_stage"] = stages
+        frame_columns["expected_saved_value"] = saved_value
+        frame = pd.DataFrame(frame_columns)
         frame["as_of"] = pd.to_datetime(frame["as_of"])
         for column in ("churn_probability", "clv", "value_at_risk", "expected_saved_value"):
             frame[column] = frame[column].astype("float64")
         return frame
 
-    def _reason_table(
-        self, features: pd.DataFrame, tiers: np.ndarray, *, explain: Explain, top_k: int
-    ) -> ReasonTable:
-        """Reasons of every row, for the customers ``explain`` asks for (none for the others)."""
-        wanted = tiers != "not_applicable"
-        if explain == "at-risk":
-            wanted &= np.isin(tiers, list(AT_RISK_TIERS))
-        if explain == "none" or not wanted.any():
-            return ReasonTable.empty(len(features), self.bundle.feature_names,
-                                    self.bundle.reason_kinds)
-        return self.bundle.explain_table(features, top_k=top_k, wanted=wanted)
-
-    def _recommend_rows(
-        self, features: pd.DataFrame, *, ids: np.ndarray, as_of: Any, probability: np.ndarray,
-        tiers: np.ndarray, clv: np.ndarray, segments: np.ndarray, at_risk: np.ndarray,
-        reasons: ReasonTable, version: str, stages: np.ndarray,
-        saved: Mapping[str, np.ndarray],
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``recommended_action`` per row through score records, as `_recommend` sets it.
-
-        For an outbox (it stores every record and triggered action) or a rule set that
-        only evaluates one record at a time. Records are unvalidated: the values are
-        those `score_features` validates.
-        """
-        rows = reasons.rows()
-        records = [
-            self._record(i, ids, as_of, probability, tiers, clv, segments, at_risk, rows, version,
-                         stages)
-            for i in range(len(ids))
-        ]
-        self._recommend(records, features, saved)
-        return (np.array([record.recommended_action for record in records], dtype=object),
-                np.array([record.expected_saved_value for record in records], dtype=object))
-
-    @staticmethod
-    def _record(i: int, ids: np.ndarray, as_of: Any, probability: np.ndarray,
-                tiers: np.ndarray, clv: np.ndarray, segments: np.ndarray, at_risk: np.ndarray,
-                reasons: Sequence[list[dict[str, Any]]], version: str,
-                stages: np.ndarray) -> ScoreRecord:
-        p, v, c = float(probability[i]), float(at_risk[i]), float(clv[i])
-        return ScoreRecord.model_construct(
-            customer_id=ids[i], as_of=as_of,
-            churn_probability=None if math.isnan(p) else p,
-            risk_tier=tiers[i], clv=None if math.isnan(c) else c, value_segment=segments[i],
-            value_at_risk=None if math.isnan(v) else v,
-            reasons=[Reason.model_construct(**item) for item in reasons[i]],
-            recommended_action=None, model_version=version, lifecycle_stage=stages[i],
-            expected_saved_value=None,
-        )
-
-    def _reasons(
-        self, features: pd.DataFrame, predictions: pd.DataFrame, *, explain: Explain, top_k: int
-    ) -> dict[int, list[Reason]]:
-        """Reasons by row position; only for customers in the population (and at risk)."""
-        tiers = predictions["risk_tier"].to_numpy()
-        rows = self._reason_table(features, tiers, explain=explain, top_k=top_k).rows()
-        return {position: [Reason(**item) for item in items]
-                for position, items in enumerate(rows) if items}
-
     def _uplift_applies(self) -> bool:
         return self.rules is not None and bool(getattr(self.bundle, "uplift", ()))
 
-    def _saved_values(self, features: pd.DataFrame,
-                      clv: np.ndarray | Sequence[ScoreRecord]) -> dict[str, np.ndarray]:
+    def _saved_values(self, columns: ScoreColumns) -> dict[str, np.ndarray]:
         """Each rule's expected saved value per row: its uplift model's churn reduction ×
         the scored CLV − the rule's cost (empty without rules or uplift models)."""
-        if not self._uplift_applies() or features.empty:
+        if not self._uplift_applies() or not columns.churn_reductions:
             return {}
-        if not isinstance(clv, np.ndarray):
-            clv = np.array([np.nan if r.clv is None else r.clv for r in clv], dtype=float)
-        X = self.bundle.prepare(features)
-        reductions = self.bundle.churn_reductions(
-            X, churn_probability=self.bundle.churn_probability(X))
-        return self.rules.saved_values(reductions, clv)
+        return self.rules.saved_values(columns.churn_reductions, columns.clv)
 
-    def _recommend(
-        self, records: list[ScoreRecord],
-        features: pd.DataFrame | Callable[[int], Mapping[str, Any]],
-        saved: Mapping[str, np.ndarray] | None = None,
-    ) -> None:
+    def _recommend(self, records: list[ScoreRecord], columns: ScoreColumns,
+                   prepared: PreparedMatrix) -> None:
         """Fill ``recommended_action`` (and ``expected_saved_value``) from the rules and
         record to the outbox.
 
-        ``features`` is the scored frame, or a function giving row i's features
-        (the by-id path reads them lazily rather than slicing a large frame).
-        ``saved`` holds each rule's expected saved value per row (`_saved_values`):
-        rules select on it, and a record carries the one of the rule that recommends
-        its action.
+        Rules see each record, the customer's raw features (read on access) and
+        each rule's expected saved value (`_saved_values`): rules select on it,
+        and a record carries the one of the rule that recommends its action.
         """
         if self.rules is None:
             if self.outbox is not None:
                 self.outbox.record_scores(records, [])
             return
-        if isinstance(features, pd.DataFrame):
-            columns = [str(column) for column in features.columns]
-            values = features.to_numpy(dtype=object)
-
-            def features_of(i: int) -> Mapping[str, Any]:
-                return dict(zip(columns, values[i], strict=True))
-        else:
-            features_of = features
+        saved = self._saved_values(columns)
         triggered_all: list[Any] = []
         for i, record in enumerate(records):
-            estimates = {name: _optional_number(column[i])
-                         for name, column in (saved or {}).items()}
-            triggered = (self.rules.evaluate(record, features=features_of(i),
-                                             saved_values=estimates)
-                         if estimates else self.rules.evaluate(record, features=features_of(i)))
+            features = prepared.row_features(int(columns.rows[i]))
+            estimates = {name: _optional_number(column[i]) for name, column in saved.items()}
+            triggered = (self.rules.evaluate(record, features=features, saved_values=estimates)
+                         if estimates else self.rules.evaluate(record, features=features))
             if triggered:
                 record.recommended_action = recommended_action(triggered)
                 rule = recommending_rule(triggered)

@@ -3,45 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
-
-import pytest
-
-POSTGRES_URL = os.environ.get("CHURNLENS_TEST_POSTGRES_URL")
-needs_postgres = pytest.mark.skipif(
-    not POSTGRES_URL, reason="CHURNLENS_TEST_POSTGRES_URL is not set (.ci/run sets it)"
-)
-#: the outbox back-ends every API hardening test runs on
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=[needs_postgres, pytest.mark.postgres])]
-
-
-@contextmanager
-def outbox_url(backend: str, root: Path) -> Iterator[str]:
-    """An outbox URL of its own: a SQLite file, or a fresh PostgreSQL schema (dropped after)."""
-    if backend == "sqlite":
-        yield f"sqlite:///{root / f'outbox-{uuid.uuid4().hex[:8]}.db'}"
-        return
-    from sqlalchemy import create_engine, text
-
-    assert POSTGRES_URL is not None
-    schema = f"hardening_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(POSTGRES_URL)
-    with engine.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    separator = "&" if "?" in POSTGRES_URL else "?"
-    try:
-        yield f"{POSTGRES_URL}{separator}options={quote(f'-csearch_path={schema}')}"
-    finally:
-        with engine.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
 
 
 @dataclass(frozen=True)

@@ -12,15 +12,9 @@ import hashlib
 import socket
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
-from pathlib import Path
+from collections.abc import Callable
+from contextlib import suppress
 from typing import Any, TypeVar
-from urllib.parse import quote
-
-import pytest
-from hardening_support import POSTGRES_URL, needs_postgres
 
 FULL_KEY, READ_KEY, WRITE_KEY = ("clk_live-full_0123456789", "clk_live-read_0123456789",
                                  "clk_live-write_0123456789")
@@ -36,35 +30,7 @@ FULL = {"Authorization": f"Bearer {FULL_KEY}"}
 READ = {"Authorization": f"Bearer {READ_KEY}"}
 WRITE = {"Authorization": f"Bearer {WRITE_KEY}"}
 
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=[needs_postgres, pytest.mark.postgres])]
-
 T = TypeVar("T")
-
-
-def with_search_path(url: str, schema: str) -> str:
-    separator = "&" if "?" in url else "?"
-    return f"{url}{separator}options={quote(f'-csearch_path={schema}')}"
-
-
-@contextmanager
-def live_database(backend: str, root: Path) -> Iterator[str]:
-    """A database URL of its own: a SQLite file, or a fresh PostgreSQL schema."""
-    if backend == "sqlite":
-        yield f"sqlite:///{root / f'live-{uuid.uuid4().hex[:8]}.db'}"
-        return
-    from sqlalchemy import create_engine, text
-
-    assert POSTGRES_URL is not None
-    schema = f"live_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(POSTGRES_URL)
-    with engine.begin() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield with_search_path(POSTGRES_URL, schema)
-    finally:
-        with engine.begin() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        engine.dispose()
 
 
 def eventually(condition: Callable[[], T | None], *, timeout: float = 30.0,

@@ -23,8 +23,8 @@ from training.horizon import (
     fit_anchor,
     fit_clv_power,
     needs_anchor,
-    scale_booster,
 )
+from training.model_choice import scale_booster
 from training.params import TrainParams
 from training.recent_clv import RECENT_WINDOW_DAYS, recent_training_set
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from db_source_support import BACKENDS, database_url, run_cli
+from db_source_support import run_cli
+from scratch_db import BACKENDS, scratch_database
 
 CUSTOMERS = 200
 
@@ -20,7 +21,7 @@ def data_dir(generated_ecommerce):
 @pytest.fixture(params=BACKENDS)
 def url(request, tmp_path, data_dir):
     """A database loaded from ``data_dir`` with `churnlens load`."""
-    with database_url(request.param, tmp_path) as found:
+    with scratch_database(request.param, tmp_path, prefix="source") as found:
         loaded = run_cli("load", "--data", str(data_dir), "--into", found)
         assert loaded.exit_code == 0, loaded.output
         yield found

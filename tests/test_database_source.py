@@ -10,7 +10,8 @@ from datetime import datetime
 
 import pandas as pd
 import pytest
-from db_source_support import BACKENDS, database_url, run_cli, small_dataset
+from db_source_support import run_cli, small_dataset
+from scratch_db import BACKENDS, scratch_database
 from sqlalchemy import create_engine, func, insert, select, text
 
 from features.contract import DataContractError
@@ -39,7 +40,7 @@ def files(tmp_path_factory):
 
 @pytest.fixture(params=BACKENDS)
 def url(request, tmp_path):
-    with database_url(request.param, tmp_path) as found:
+    with scratch_database(request.param, tmp_path, prefix="source") as found:
         yield found
 
 
@@ -115,6 +116,47 @@ def test_load_twice_adds_nothing_and_replace_starts_over(files, url, tmp_path):
     replaced = run_cli("load", "--data", str(fewer), "--into", url, "--replace")
     assert replaced.exit_code == 0, replaced.output
     assert _counts(url) == read_dataset(fewer).rows_used, "--replace keeps only the new files"
+
+
+def test_reloading_files_where_an_order_was_returned_updates_it_and_logs_the_change(
+        files, url, tmp_path):
+    """An order's new status in the files is an update with its change logged, once."""
+    assert run_cli("load", "--data", str(files["clean"]), "--into", url).exit_code == 0
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for path in files["clean"].glob("*.csv"):
+        (changed / path.name).write_text(path.read_text())
+    orders = pd.read_csv(changed / "orders.csv", dtype=str, keep_default_na=False)
+    completed = orders.index[orders["status"] == "completed"]
+    order = orders.loc[completed[0]]
+    orders.loc[completed[0], "status"] = "returned"
+    orders.to_csv(changed / "orders.csv", index=False)
+
+    reload = run_cli("load", "--data", str(changed), "--into", url)
+    assert reload.exit_code == 0, reload.output
+    assert "updated 1" in reload.output, reload.output
+    engine = create_engine(url)
+    try:
+        with engine.connect() as connection:
+            status = connection.execute(text("SELECT status FROM orders WHERE order_id = :o"),
+                                        {"o": order["order_id"]}).scalar_one()
+            logged = connection.execute(text(
+                "SELECT order_id, customer_id, from_status, status FROM order_status_changes"
+            )).all()
+        assert status == "returned", "the reloaded status replaces the stored one"
+        assert [tuple(row) for row in logged] == [
+            (order["order_id"], order["customer_id"], "completed", "returned")]
+        again = run_cli("load", "--data", str(changed), "--into", url)
+        assert again.exit_code == 0 and "nothing new" in again.output, again.output
+        with engine.connect() as connection:
+            assert connection.execute(text(
+                "SELECT count(*) FROM order_status_changes")).scalar_one() == 1, \
+                "a third load of the same files changes nothing"
+    finally:
+        engine.dispose()
+    stored = read_dataset(url).dataset.orders.set_index("order_id")["status"]
+    expected = read_dataset(changed).dataset.orders.set_index("order_id")["status"]
+    pd.testing.assert_series_equal(stored.sort_index(), expected.sort_index())
 
 
 def test_load_accounts_for_rejected_rows(files, url, tmp_path):

@@ -15,9 +15,10 @@ import json
 
 import httpx
 import pytest
-from hardening_support import BACKENDS, Raw, encode, minimal_body, outbox_url, strict_json
+from hardening_support import Raw, encode, minimal_body, strict_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from scratch_db import BACKENDS, scratch_database
 from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry
 
 from features.contract import MAX_ID_LENGTH
@@ -36,7 +37,7 @@ def server(request, tmp_path_factory):
     from serving.app import create_app
 
     with trained_registry(tmp_path_factory.getbasetemp()) as registry, \
-            outbox_url(request.param, registry.root) as url:
+            scratch_database(request.param, registry.root, prefix="hardening") as url:
         app_settings = Settings(data=registry.data, api_keys=[API_DIGEST], model_poll_seconds=0,
                                 outbox_url=url, max_batch_size=20, max_body_bytes=256 * 1024)
         with running_server(create_app(app_settings)) as base:

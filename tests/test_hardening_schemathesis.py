@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 import schemathesis
-from hardening_support import BACKENDS, outbox_url, strict_json
+from hardening_support import strict_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
@@ -23,6 +23,7 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
+from scratch_db import BACKENDS, scratch_database
 from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry
 
 from serving.settings import Settings
@@ -41,7 +42,7 @@ def base_url(request, tmp_path_factory):
     from serving.app import create_app
 
     with trained_registry(tmp_path_factory.getbasetemp()) as registry, \
-            outbox_url(request.param, registry.root) as url:
+            scratch_database(request.param, registry.root, prefix="hardening") as url:
         app_settings = Settings(data=registry.data, api_keys=[API_DIGEST], model_poll_seconds=0,
                                 outbox_url=url, max_batch_size=5, max_body_bytes=64 * 1024)
         with running_server(create_app(app_settings)) as base:

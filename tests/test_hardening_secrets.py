@@ -19,8 +19,8 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from hardening_support import BACKENDS, outbox_url
 from outreach_support import Receiver
+from scratch_db import BACKENDS, scratch_database
 from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry
 
 from serving.outreach.webhooks import new_secret
@@ -65,7 +65,7 @@ def test_masked_url_hides_only_the_password():
 
 @pytest.fixture(params=BACKENDS)
 def secret_url(request, tmp_path):
-    with outbox_url(request.param, tmp_path) as url:
+    with scratch_database(request.param, tmp_path, prefix="hardening") as url:
         yield with_password(url)
 
 

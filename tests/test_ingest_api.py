@@ -13,16 +13,8 @@ from datetime import datetime
 
 import httpx
 import pytest
-from live_support import (
-    BACKENDS,
-    FULL,
-    KEY_ENTRIES,
-    READ,
-    WRITE,
-    count_rows,
-    create_tables,
-    live_database,
-)
+from live_support import FULL, KEY_ENTRIES, READ, WRITE, count_rows, create_tables
+from scratch_db import BACKENDS, scratch_database
 from serving_fixtures import running_server
 
 from serving.settings import Settings
@@ -37,7 +29,7 @@ def served(request, tmp_path):
 
     empty_model = tmp_path / "no-model"
     empty_model.mkdir()
-    with live_database(request.param, tmp_path) as url:
+    with scratch_database(request.param, tmp_path, prefix="live") as url:
         create_tables(url, attributes={"country": "text", "age": "number"})
         app = create_app(Settings(data=url, api_keys=KEY_ENTRIES, model_uri=str(empty_model),
                                   model_poll_seconds=0, outreach_enabled=False))

@@ -15,17 +15,16 @@ import httpx
 import pandas as pd
 import pytest
 from live_support import (
-    BACKENDS,
     FULL,
     KEY_ENTRIES,
     READ,
     WRITE,
     TcpProxy,
     eventually,
-    live_database,
     proxied_url,
     url_host_port,
 )
+from scratch_db import BACKENDS, scratch_database
 from serving_fixtures import running_server, trained_registry, wait_ready
 
 from serving.settings import Settings
@@ -58,7 +57,7 @@ def make_app(url: str, outbox: str, *, rules=None, outreach: bool = False):
 def database(request, tmp_path_factory):
     """(registry, live database URL) filled from the registry's generated data."""
     with trained_registry(tmp_path_factory.getbasetemp()) as registry, \
-            live_database(request.param, registry.root) as url:
+            scratch_database(request.param, registry.root, prefix="live") as url:
         load_into(url, registry.data)
         yield registry, url
 
@@ -130,6 +129,19 @@ def test_rows_at_or_after_as_of_change_nothing(database, tmp_path):
         assert client.post("/v1/events", headers=WRITE, json=[
             {"customer_id": customer, "occurred_at": moment, "event_type": "support_ticket"}
         ]).status_code == 200
+        # an order placed before the moment and returned after it was completed then
+        orders = pd.read_csv(registry.data / "orders.csv", dtype=str, keep_default_na=False)
+        placed = orders[(orders["customer_id"] == customer) & (orders["status"] == "completed")
+                        & (pd.to_datetime(orders["ordered_at"]) < pd.Timestamp(moment))]
+        assert not placed.empty, "the generated customer has a completed order before the moment"
+        row = placed.iloc[-1]
+        returned = {"order_id": row["order_id"], "customer_id": customer,
+                    "ordered_at": row["ordered_at"], "amount": float(row["amount"]),
+                    "discount": float(row["discount"] or 0), "status": "returned"}
+        if row["items"]:
+            returned["items"] = float(row["items"])
+        answer = client.post("/v1/orders", headers=WRITE, json=[returned])
+        assert answer.status_code == 200 and answer.json()["updated"] == 1, answer.text
         after = client.get(f"/v1/customers/{customer}/score", headers=FULL,
                            params={"as_of": moment})
         assert comparable(after.json()) == comparable(before.json())
@@ -147,12 +159,12 @@ def test_unknown_customer_and_scopes_on_a_live_source(database, tmp_path):
 
 @pytest.mark.postgres
 def test_the_server_recovers_by_itself_after_a_database_outage(tmp_path_factory, tmp_path):
-    from hardening_support import POSTGRES_URL
+    from scratch_db import POSTGRES_URL
 
     if not POSTGRES_URL:
         pytest.skip("CHURNLENS_TEST_POSTGRES_URL is not set (.ci/run sets it)")
     with trained_registry(tmp_path_factory.getbasetemp()) as registry, \
-            live_database("postgresql", registry.root) as url:
+            scratch_database("postgresql", registry.root, prefix="live") as url:
         load_into(url, registry.data)
         proxy = TcpProxy(*url_host_port(url))
         try:
@@ -188,7 +200,7 @@ def test_the_server_recovers_by_itself_after_a_database_outage(tmp_path_factory,
 def own_database(request, tmp_path_factory):
     """A live database for one test (its changes must not reach other tests' rescorers)."""
     with trained_registry(tmp_path_factory.getbasetemp()) as registry, \
-            live_database(request.param, registry.root) as url:
+            scratch_database(request.param, registry.root, prefix="live") as url:
         load_into(url, registry.data)
         yield registry, url
 

@@ -13,7 +13,6 @@ from models.bundle import ChurnBundle
 from models.loading import LoadedModel
 from serving.outreach.outbox import Outbox
 from serving.outreach.rules import load_rules, parse_rules
-from serving.prepared import PreparedRows
 from serving.scorer import Scorer
 from training.fit import NO_REVENUE_NOTE, fit_bundle
 
@@ -85,10 +84,17 @@ rules:
 
 
 def test_the_by_id_path_agrees_with_the_bundle(no_clv):
-    rows = PreparedRows(no_clv.bundle, holdout_features(no_clv))
-    assert rows.verify() is None
-    row = rows.score(0, explain=True, top_k=3)
-    assert row.clv is None and row.value_segment is None and row.value_at_risk is None
+    features = holdout_features(no_clv)
+    scorer = _scorer(no_clv)
+    prepared = scorer.prepare(features)
+    as_of = no_clv.holdout["snapshot_at"].max()
+    sample = list(range(0, len(prepared), max(1, len(prepared) // 50)))
+    by_id = [scorer.score_rows(prepared, [i], as_of=as_of, top_k=3)[0] for i in sample]
+    whole = scorer.score_features(features.iloc[sample], as_of=as_of, top_k=3)
+    assert [r.model_dump() for r in by_id] == [r.model_dump() for r in whole]
+    assert all(r.clv is None and r.value_segment is None and r.value_at_risk is None
+               for r in by_id)
+    assert any(r.reasons for r in by_id), "churn reasons without a CLV model"
 
 
 def test_data_with_orders_still_learns_clv():

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.report import _line_figure
+from serving.report.charts import line_figure
 
 MONTHS = pd.date_range("2024-01-01", periods=12, freq="MS")
 
@@ -31,7 +31,7 @@ def _labels(ax) -> list[tuple[float, str]]:
                                            (0.35, 0.42), (0.9, 1.15)])
 def test_percent_ticks_are_round_and_labelled_exactly(low, high):
     values = pd.Series(np.linspace(low, high, len(MONTHS)), index=MONTHS)
-    ax = _line_figure({"customers": values}, title="churn").axes[0]
+    ax = line_figure({"customers": values}, title="churn").axes[0]
     labels = _labels(ax)
     assert len(labels) >= 3, labels
     shown = []
@@ -50,7 +50,7 @@ def test_a_legend_sits_outside_the_plotting_area():
     rates = {name: pd.Series(np.linspace(a, b, len(MONTHS)), index=MONTHS)
              for name, a, b in (("returned", 0.02, 0.2), ("cancelled", 0.15, 0.05),
                                 ("unclaimed", 0.1, 0.1))}
-    figure = _line_figure(rates, title="returns")
+    figure = line_figure(rates, title="returns")
     figure.canvas.draw()
     ax = figure.axes[0]
     legend = ax.get_legend().get_window_extent()
@@ -63,5 +63,5 @@ def test_a_legend_sits_outside_the_plotting_area():
 
 
 def test_one_line_needs_no_legend():
-    figure = _line_figure({"customers": pd.Series(0.1, index=MONTHS)}, title="churn")
+    figure = line_figure({"customers": pd.Series(0.1, index=MONTHS)}, title="churn")
     assert figure.axes[0].get_legend() is None

@@ -267,11 +267,24 @@ def test_metrics_are_empty_not_failing_without_the_table(shop: Dataset) -> None:
     assert not metrics.inactivity_churn.empty and not metrics.cohorts.empty
 
 
-def test_customer_positions_match_pandas_lookup(shop: Dataset) -> None:
-    from features.retention import _History
+def test_one_running_subscription_test_for_labels_features_and_reports() -> None:
+    """`History.subscribed_at` at the edges: an end at the moment, a start at it, and an end
+    not yet known at the as-of date (the report's month boundaries)."""
+    from features.history import History, timestamp_ns
 
-    history = _History(shop, T("2024-05-01"))
-    ids = pd.Series(["b", "unknown", "a", "d", "a"], dtype=object)
-    expected = pd.Index(shop.customers["customer_id"]).get_indexer(ids)
-    np.testing.assert_array_equal(history.positions(ids), expected)
-    np.testing.assert_array_equal(history.positions(ids.astype("string[pyarrow]")), expected)
+    data = make_dataset(["x", "y", "z"], subscriptions=[
+        ("x", "2024-01-01", "2024-02-01", 5), ("y", "2024-02-01", "", 5),
+        ("z", "2024-02-01", "2024-03-01", 5)])
+    history = History(data)
+    feb = timestamp_ns(T("2024-02-01"))
+
+    def who(mask: np.ndarray) -> list[str]:
+        return history.customer_ids[mask].tolist()
+
+    # a report's boundary: started at or before it, ended after it
+    assert who(history.subscribed_at(feb)) == ["y", "z"]
+    # what a feature at T sees: started before T, not ended before T
+    assert who(history.subscribed_at(feb, strict_start=True)) == ["x"]
+    # as known on 1 February: y and z had not started, x's end was not known yet
+    assert who(history.subscribed_at(feb, known_before_ns=feb)) == ["x"]
+    assert history.running_subscriptions(feb).sum() == 2

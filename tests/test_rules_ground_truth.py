@@ -14,8 +14,7 @@ from models.loading import LoadedModel
 from serving.outreach.audit import audit_rules
 from serving.outreach.rules import load_rules
 from serving.scorer import Scorer
-from training.data import build_training_set_for
-from training.fit import fit_bundle
+from training.run import fit_on_dataset
 
 BY_NAME = Path(__file__).parents[1] / "bench" / "rules_by_name.yaml"
 HORIZON = pd.Timedelta(days=90)
@@ -28,10 +27,7 @@ def scored():
     as_of = dataset.default_as_of() - HORIZON
     definition = default_definition(dataset)
     params = replace(FAST, definition=definition)
-    training_set = build_training_set_for(dataset, as_of=as_of, params=params,
-                                          definition=definition)
-    fit = fit_bundle(training_set, params=params, event_types=training_set.event_types,
-                     definition=definition)
+    fit, _ = fit_on_dataset(dataset, as_of=as_of, params=params)
     loaded = LoadedModel(bundle=fit.bundle, name="t", version="1", alias=None, run_id=None,
                          trained_at=None)
     records = Scorer(loaded).score_dataset(dataset, as_of=as_of)

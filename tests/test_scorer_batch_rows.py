@@ -87,22 +87,26 @@ def test_edge_values_are_clipped_like_the_records(loaded, scored, monkeypatch):
 
     _, features, as_of = scored
     scorer = Scorer(loaded, rules=load_rules(None))
-    real = loaded.bundle.predict
+    real = loaded.bundle._clv
 
-    def skewed(frame):
-        out = real(frame).copy()
+    def skewed(X, *, small):
+        out = real(X, small=small).copy()
         n = len(out)
-        out.iloc[: n // 4, out.columns.get_loc("clv")] = -0.0
-        out.iloc[n // 4: n // 2, out.columns.get_loc("clv")] = np.nan
-        out.iloc[n // 2: n // 2 + 3, out.columns.get_loc("value_at_risk")] = -1.0
+        out[: n // 4] = -0.0
+        out[n // 4: n // 2] = np.nan
+        out[n // 2: n // 2 + 3] = -5.0
         return out
 
-    monkeypatch.setattr(loaded.bundle, "predict", skewed)
+    monkeypatch.setattr(loaded.bundle, "_clv", skewed)
     expected = records_to_frame(scorer.score_features(features, as_of=as_of, explain="all",
                                                       top_k=TOP_K), top_k=TOP_K)
     got = scorer.batch_rows(features, as_of=as_of, explain="all", top_k=TOP_K)
     pd.testing.assert_frame_equal(got, expected)
     assert np.array_equal(np.signbit(got["clv"]), np.signbit(expected["clv"]))
+    assert (got["clv"] >= 0).all() and not np.signbit(got["clv"]).any(), (
+        "a missing, -0.0 or negative CLV is clamped to 0.0")
+    at_risk = got["value_at_risk"].dropna()
+    assert (at_risk >= 0).all(), "value at risk is clamped at 0"
 
 
 def test_score_frame_and_empty(loaded, scored):

@@ -9,7 +9,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from features.sorted_merge import merged_batches, part_row_group, write_merged, write_part
+from features.sorted_merge import (
+    PartWriter,
+    merged_batches,
+    part_row_group,
+    write_merged,
+    write_part,
+)
 
 PARTS = 12
 BUFFER = 240
@@ -55,3 +61,24 @@ def test_write_merged_to_csv_and_parquet(tmp_path):
     assert write_merged(paths, str(tmp_path / "out.csv"), key="customer_id") == 700
     assert pd.read_csv(tmp_path / "out.csv")["customer_id"].tolist() == \
         expected["customer_id"].tolist()
+
+
+def test_a_part_written_batch_by_batch_appears_whole_or_not_at_all(tmp_path):
+    frame = pd.DataFrame({"customer_id": [f"C{n:04d}" for n in range(1000)],
+                          "score": np.linspace(0, 1, 1000)})
+    path = tmp_path / "rows-00000.parquet"
+    with PartWriter(str(path), row_group=100) as writer:
+        for start in range(0, 1000, 300):
+            writer.write(frame.iloc[start:start + 300])
+            assert not path.exists(), "the part appeared before it was complete"
+    assert writer.rows == 1000
+    metadata = pq.ParquetFile(path).metadata
+    assert max(metadata.row_group(k).num_rows for k in range(metadata.num_row_groups)) <= 100
+    pd.testing.assert_frame_equal(pd.read_parquet(path), frame)
+
+    failed = tmp_path / "rows-00001.parquet"
+    with pytest.raises(RuntimeError), PartWriter(str(failed), row_group=100) as writer:
+        writer.write(frame.iloc[:300])
+        raise RuntimeError("the worker failed mid-partition")
+    assert not failed.exists() and not list(tmp_path.glob("rows-00001*")), \
+        "a failed part left a file behind"

@@ -2,20 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
 from churn_training_data import fitted
 
-from training.boosters import season_weights
-from training.horizon import scale_booster
+from training.boosters import balance_total, fit_clv, season_weights
 from training.model_choice import (
     add_log_link_boosters,
     average_log_link_boosters,
     choose_clv_form,
     choose_tree_size,
     fit_hurdle,
+    scale_booster,
 )
 from training.params import TrainParams
 from training.rows import Labelled
@@ -133,3 +135,36 @@ def test_season_weights_favour_the_same_day_of_the_year():
     assert weights[2] == pytest.approx(1.0, abs=0.05), "90 days away: almost none"
     assert weights[3] == pytest.approx(1.0), "half a year away: none"
     assert weights[4] == pytest.approx(3.0, abs=0.01), "two years before: the same season"
+
+
+def test_balanced_booster_predicts_the_rows_total_and_keeps_the_ranking():
+    X, y = spend_data()
+    # few, shrunken trees: a Tweedie model that has not reached the rows' total
+    booster = lgb.train({"num_leaves": 7, "learning_rate": 0.05, **QUIET,
+                         "objective": "tweedie", "tweedie_variance_power": 1.3},
+                        lgb.Dataset(X, y), num_boost_round=15)
+    before = booster.predict(X)
+    assert abs(before.sum() / y.sum() - 1) > 0.01, "the test needs an unbalanced booster"
+    balanced, factor = balance_total(booster, Labelled(X, y))
+    after = balanced.predict(X)
+    assert after.sum() == pytest.approx(y.sum(), rel=1e-9), "total over the rows = theirs"
+    assert factor == pytest.approx(y.sum() / before.sum(), rel=1e-12)
+    np.testing.assert_allclose(after, factor * before, rtol=1e-9)  # same ranking, one factor
+    # nothing to balance against: the booster is returned as it was
+    same, one = balance_total(booster, Labelled(X, np.zeros(len(X))))
+    assert same is booster and one == 1.0
+
+
+def test_clv_boosters_are_balanced_unless_switched_off():
+    X, y = spend_data()
+    rows, check = Labelled(X[:1000], y[:1000]), Labelled(X[1000:], y[1000:])
+    params = TrainParams(clv_seeds=2, clv_model="tweedie", num_boost_round=60,
+                         early_stopping_rounds=10, learning_rate=0.1)
+    balanced = fit_clv(params, train=rows, check=check)
+    assert balanced.value.predict(rows.features).sum() == pytest.approx(rows.target.sum(),
+                                                                         rel=1e-9)
+    plain = fit_clv(replace(params, clv_balance=False), train=rows, check=check)
+    assert "clv_balance_factor" not in plain.report
+    np.testing.assert_allclose(balanced.value.predict(check.features),
+                               balanced.report["clv_balance_factor"]
+                               * plain.value.predict(check.features), rtol=1e-9)

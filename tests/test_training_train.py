@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from churn_training_data import FAST, fitted, generated, holdout_features, shuffled, training_set
 
+from features.snapshots import features_of
 from training.fit import fit_bundle
 from training.gate import champion_gate
 from training.params import TrainingDataError, TrainParams
@@ -45,6 +46,17 @@ def test_held_out_quality_on_generated_data(fit):
     assert m["clv_spearman"] > 0.4
     assert abs(m["clv_total_ratio"]) < 0.3, "total predicted value close to actual"
     assert m["churn_train_rows"] > m["churn_holdout_rows"] > 100
+
+
+def test_clv_total_over_its_training_rows_equals_theirs(fit):
+    """The bundle's CLV is balanced on the rows it learned from: the factor is stored in
+    the booster, so whatever scores with the bundle predicts that total."""
+    valued = training_set().frame.dropna(subset=["clv_target"])
+    learned = valued[valued["snapshot_at"] < valued["snapshot_at"].max()]
+    predicted = fit.bundle.clv(fit.bundle.prepare(features_of(learned)))
+    assert predicted.sum() == pytest.approx(learned["clv_target"].sum(), rel=1e-6)
+    assert fit.bundle.metrics["clv_balance_factor"] != pytest.approx(1.0, abs=1e-3)
+    assert any("CLV scaled by" in note for note in fit.bundle.notes)
 
 
 def test_most_important_churn_features_are_the_generator_causes(fit):

@@ -22,6 +22,7 @@ from training.model_choice import (
     choose_clv_form,
     choose_tree_size,
     fit_hurdle,
+    scale_booster,
 )
 from training.params import TrainParams
 from training.rows import Labelled
@@ -102,7 +103,32 @@ def fit_clv(params: TrainParams, *, train: Labelled, check: Labelled) -> Choice[
                      train=train, check=check)
     hurdle = (None if params.clv_model == "tweedie"
               else fit_hurdle(fitted, train=train, check=check))
-    return choose_clv_form(tweedie, hurdle, check.features, check.target, form=params.clv_model)
+    choice = choose_clv_form(tweedie, hurdle, check.features, check.target, form=params.clv_model)
+    if not params.clv_balance:
+        return choice
+    booster, factor = balance_total(choice.value, train)
+    return replace(choice, value=booster, report=choice.report | {"clv_balance_factor": factor})
+
+
+def balance_total(booster: lgb.Booster, rows: Labelled) -> tuple[lgb.Booster, float]:
+    """The log-link booster scaled so that its total over ``rows`` is theirs, and the factor.
+
+    A Tweedie booster does not keep the totals of what it learns from: its
+    loss balances Σ y·μ^(1-p) against Σ μ^(2-p), not Σ y against Σ μ, and
+    shrinkage, early stopping and the seed average in the log space (a
+    geometric mean) pull the predicted total lower still. One factor Σy / Σŷ
+    on the training rows restores it (the balance property of a GLM with its
+    intercept) without changing any ranking; it is applied inside the booster
+    (`scale_booster`), so every consumer predicts the same. Unweighted: the
+    total of the customers, not of the season weights. Factor 1 (booster
+    unchanged) when either total is not positive.
+    """
+    predicted = float(np.asarray(booster.predict(rows.features), dtype=float).sum())
+    actual = float(np.asarray(rows.target, dtype=float).sum())
+    if not (predicted > 0 and actual > 0):
+        return booster, 1.0
+    factor = actual / predicted
+    return scale_booster(booster, factor), factor
 
 
 def season_weights(snapshots: pd.Series, *, season_of: pd.Timestamp, weight: float

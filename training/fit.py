@@ -10,7 +10,8 @@ short for that, they are kept and a note says so. With a single labelled
 snapshot (a very short history) a fixed fifth of its customers is held out
 instead, and the notes and the run's ``validation`` parameter say so. CLV
 labels need a year of future, so the CLV model holds out its own latest
-labelled snapshot instead and does not purge.
+labelled snapshot instead and does not purge; its booster is scaled so that
+its total over its training rows equals theirs (`training.boosters.fit_clv`).
 
 The bundle is built once, with everything it carries; a later step that changes
 a part (the horizon anchor) builds a new one with `rebuilt`. `fit_bundle` does
@@ -192,6 +193,10 @@ def _fit_clv_part(frame: pd.DataFrame, params: TrainParams, notes: list[str], *,
                      check=Labelled.of(clv_holdout, "clv_target"))
     if choice.note:
         notes.append(choice.note)
+    factor = choice.report.get("clv_balance_factor")
+    if factor is not None:
+        notes.append(f"CLV scaled by {factor:.3f} so that its total over the {len(clv_train):,} "
+                     "CLV training rows equals theirs (a Tweedie model predicts totals low)")
     return _ClvPart(choice.value, clv_train, clv_holdout, choice.report)
 
 

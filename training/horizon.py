@@ -45,7 +45,6 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
@@ -56,6 +55,7 @@ from models.bundle import RISK_QUANTILES, VALUE_QUANTILES, apply_calibration
 from training.calibrate import fit_soft_platt
 from training.fit import FitResult, rebuilt
 from training.metrics import decile_error
+from training.model_choice import scale_booster
 from training.recent_clv import apply_recent_clv, choose_recent_clv
 from training.reference import WEEK_DAYS, BuyTillYouDie, purchase_summary
 
@@ -103,28 +103,6 @@ def fit_anchor(orders: pd.DataFrame, *, as_of: pd.Timestamp, horizon_days: int,
 
 #: exponents tried for the CLV power map c·v^k (1 = a plain scale factor)
 CLV_POWERS = tuple(round(0.5 + 0.05 * i, 2) for i in range(31))
-
-
-def scale_booster(booster: lgb.Booster, factor: float, *, power: float = 1.0) -> lgb.Booster:
-    """A copy of a log-link booster (Tweedie) predicting ``factor × prediction ** power``.
-
-    Multiplying every leaf by ``power`` multiplies the score, and every row
-    passes through exactly one leaf of the first tree, so adding log(factor)
-    to its leaves multiplies exp(score) by ``factor``; TreeSHAP contributions
-    still add up (they are scaled by ``power``, the base value moves too).
-    """
-    if not (factor > 0 and math.isfinite(factor)):
-        raise ValueError(f"scale factor must be positive and finite, not {factor}")
-    if not (power > 0 and math.isfinite(power)):
-        raise ValueError(f"power must be positive and finite, not {power}")
-    scaled = lgb.Booster(model_str=booster.model_to_string())
-    shift = math.log(factor)
-    trees = scaled.dump_model()["tree_info"]
-    for tree, info in enumerate(trees if power != 1.0 else trees[:1]):
-        for leaf in range(info["num_leaves"]):
-            value = scaled.get_leaf_output(tree, leaf) * power + (shift if tree == 0 else 0.0)
-            scaled.set_leaf_output(tree, leaf, value)
-    return lgb.Booster(model_str=scaled.model_to_string())
 
 
 def fit_clv_power(predicted: np.ndarray, target: np.ndarray) -> tuple[float, float]:

@@ -20,6 +20,7 @@ backtest judges the same procedure ``churnlens train`` runs.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -119,6 +120,28 @@ def combine_log_link_boosters(boosters: list[lgb.Booster], weights: list[float])
     text = header + "".join(block + "\n\n\n" for block in renumbered) + footer
     # a round trip through LightGBM rewrites tree sizes and importances consistently
     return lgb.Booster(model_str=lgb.Booster(model_str=text).model_to_string())
+
+
+def scale_booster(booster: lgb.Booster, factor: float, *, power: float = 1.0) -> lgb.Booster:
+    """A copy of a log-link booster (Tweedie) predicting ``factor × prediction ** power``.
+
+    Multiplying every leaf by ``power`` multiplies the score, and every row
+    passes through exactly one leaf of the first tree, so adding log(factor)
+    to its leaves multiplies exp(score) by ``factor``; TreeSHAP contributions
+    still add up (they are scaled by ``power``, the base value moves too).
+    """
+    if not (factor > 0 and math.isfinite(factor)):
+        raise ValueError(f"scale factor must be positive and finite, not {factor}")
+    if not (power > 0 and math.isfinite(power)):
+        raise ValueError(f"power must be positive and finite, not {power}")
+    scaled = lgb.Booster(model_str=booster.model_to_string())
+    shift = math.log(factor)
+    trees = scaled.dump_model()["tree_info"]
+    for tree, info in enumerate(trees if power != 1.0 else trees[:1]):
+        for leaf in range(info["num_leaves"]):
+            value = scaled.get_leaf_output(tree, leaf) * power + (shift if tree == 0 else 0.0)
+            scaled.set_leaf_output(tree, leaf, value)
+    return lgb.Booster(model_str=scaled.model_to_string())
 
 
 def add_log_link_boosters(first: lgb.Booster, second: lgb.Booster) -> lgb.Booster:

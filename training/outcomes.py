@@ -13,7 +13,7 @@ so training needs no serving code to learn from outreach.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -58,6 +58,52 @@ def read_actions(outbox_url: str) -> pd.DataFrame:
     return frame
 
 
+def matured(frame: pd.DataFrame, *, horizon_days: int, as_of: pd.Timestamp) -> pd.Series:
+    """Rows whose window [as_of, as_of + horizon) ended by ``as_of`` (T)."""
+    return frame["as_of"] + pd.Timedelta(days=horizon_days) <= pd.Timestamp(as_of)
+
+
+def by_model_version(frame: pd.DataFrame, load_bundle: Callable[[str], ChurnBundle], *,
+                     notes: list[str], unknown: str
+                     ) -> Iterator[tuple[str, pd.DataFrame, ChurnBundle]]:
+    """Each model version's rows of ``frame`` with its bundle, in version order.
+
+    A version ``load_bundle`` cannot find (`LookupError`) is skipped with a note:
+    ``unknown`` formatted with ``count``, ``version`` and ``error``.
+    """
+    for version, rows in frame.groupby("model_version", sort=True):
+        try:
+            bundle = load_bundle(str(version))
+        except LookupError as error:
+            notes.append(unknown.format(count=len(rows), version=version, error=error))
+            continue
+        yield str(version), rows, bundle
+
+
+def matured_labels(history: History, frame: pd.DataFrame, *, bundle: ChurnBundle,
+                   as_of: pd.Timestamp, value_days: int, margin_rate: float
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``churned`` and realised value of each row of ``frame`` scored by ``bundle``.
+
+    Rows whose churn horizon has passed by ``as_of`` are labelled at their own
+    ``as_of`` by the bundle's churn definition (the question the score
+    answered), with the revenue over ``value_days`` × ``margin_rate`` as value;
+    the other rows get NaN for both.
+    """
+    churned = np.full(len(frame), np.nan)
+    value = np.full(len(frame), np.nan)
+    ready = matured(frame, horizon_days=bundle.horizon_days, as_of=as_of).to_numpy()
+    for moment in pd.unique(frame.loc[ready, "as_of"]):
+        rows = ready & (frame["as_of"] == moment).to_numpy()
+        labels = labels_at(history, as_of=pd.Timestamp(moment), horizon_days=bundle.horizon_days,
+                           clv_horizon_days=value_days, **bundle.label_settings(),
+                           margin_rate=margin_rate)
+        ids = frame.loc[rows, "customer_id"]
+        churned[rows] = labels["churned"].reindex(ids).to_numpy()
+        value[rows] = labels["clv_target"].reindex(ids).to_numpy()
+    return churned, value
+
+
 def action_outcomes(history: History, actions: pd.DataFrame, *, as_of: pd.Timestamp,
                     load_bundle: Callable[[str], ChurnBundle]) -> tuple[pd.DataFrame, list[str]]:
     """Matured actions with ``churned`` and ``revenue`` in their horizon; plus notes.
@@ -69,26 +115,14 @@ def action_outcomes(history: History, actions: pd.DataFrame, *, as_of: pd.Timest
     """
     notes: list[str] = []
     parts = []
-    for version, rows in actions.groupby("model_version", sort=True):
-        try:
-            bundle = load_bundle(str(version))
-        except LookupError as error:
-            notes.append(f"{len(rows):,} action(s) scored by model version {version} cannot be "
-                         f"judged: {error}")
-            continue
-        horizon = bundle.horizon_days
-        ready = rows[rows["as_of"] + pd.Timedelta(days=horizon) <= as_of].copy()
-        ready["churned"] = np.nan
-        ready["revenue"] = np.nan
-        for moment in pd.unique(ready["as_of"]):
-            mask = ready["as_of"] == moment
-            labels = labels_at(history, as_of=pd.Timestamp(moment), horizon_days=horizon,
-                               clv_horizon_days=horizon,
-                               **bundle.label_settings(),
-                               margin_rate=1.0)
-            ids = ready.loc[mask, "customer_id"]
-            ready.loc[mask, "churned"] = labels["churned"].reindex(ids).to_numpy()
-            ready.loc[mask, "revenue"] = labels["clv_target"].reindex(ids).to_numpy()
+    for _, rows, bundle in by_model_version(
+            actions, load_bundle, notes=notes,
+            unknown="{count:,} action(s) scored by model version {version} cannot be judged: "
+                    "{error}"):
+        ready = rows[matured(rows, horizon_days=bundle.horizon_days, as_of=as_of)].copy()
+        ready["churned"], ready["revenue"] = matured_labels(
+            history, ready, bundle=bundle, as_of=as_of, value_days=bundle.horizon_days,
+            margin_rate=1.0)
         parts.append(ready)
     if not parts:
         return actions.iloc[0:0].assign(churned=[], revenue=[]), notes

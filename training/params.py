@@ -56,6 +56,9 @@ class TrainParams:
     clv_model: str = "auto"  # auto | tweedie | hurdle (see training.model_choice)
     # short history: may CLV learn from recent 13-week windows (see training.recent_clv)
     clv_recent_windows: bool = True
+    # scale the CLV booster so that its total over its training rows equals the actual total
+    # (training.boosters.balance_total); False: as fitted
+    clv_balance: bool = True
     seed: int = 0
     # lifecycle stages (features.lifecycle): `new` for at most new_days (None: the horizon);
     # `declining` when activity in the last declining_window_days runs below

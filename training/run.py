@@ -16,7 +16,7 @@ import pandas as pd
 
 from features.dataset import Dataset
 from features.history import History
-from features.snapshots import features_of
+from features.snapshots import TrainingSet, features_of
 from models.bundle import ChurnBundle
 from training import registry
 from training.data import build_training_set_for, choose_definition, has_revenue, profile_dataset
@@ -204,6 +204,22 @@ def with_uplift(fit: FitResult, dataset: Dataset, actions: pd.DataFrame, *,
                    notes=[*fit.notes, *notes])
 
 
+def fit_on_dataset(dataset: Dataset, *, as_of: pd.Timestamp, params: TrainParams
+                   ) -> tuple[FitResult, TrainingSet]:
+    """The fit `churnlens train` makes (definition chosen, snapshots, bundle, horizon anchor),
+    and its training set, without tracking: for scripts and tests that score with it."""
+    chosen = choose_definition(dataset, params)
+    training_set = build_training_set_for(dataset, as_of=as_of, params=params,
+                                          definition=chosen.name, churn_definition=chosen)
+    fit = fit_bundle(training_set, params=params, event_types=training_set.event_types,
+                     definition=chosen.name, learn_clv=has_revenue(dataset),
+                     churn_definition=chosen)
+    # label windows shorter than asked (short history): calibrate to the asked horizons
+    fit, _ = anchor_to_requested_horizon(fit, dataset, training_set=training_set, as_of=as_of,
+                                         definition=chosen.name)
+    return fit, training_set
+
+
 def train_and_register(dataset: Dataset, *, as_of: pd.Timestamp, params: TrainParams,
                        dataset_profile: Mapping[str, Any] | None = None,
                        uplift_actions: pd.DataFrame | None = None) -> TrainResult:
@@ -213,17 +229,7 @@ def train_and_register(dataset: Dataset, *, as_of: pd.Timestamp, params: TrainPa
     models (`with_uplift`). Every data problem is raised as `TrainingDataError`
     (or `UpliftDataError`) before anything is logged or registered.
     """
-    chosen = choose_definition(dataset, params)
-    definition = chosen.name
-    training_set = build_training_set_for(dataset, as_of=as_of, params=params,
-                                          definition=definition, churn_definition=chosen)
-    event_types = training_set.event_types
-    fit = fit_bundle(training_set, params=params, event_types=event_types,
-                     definition=definition, learn_clv=has_revenue(dataset),
-                     churn_definition=chosen)
-    # label windows shorter than asked (short history): calibrate to the asked horizons
-    fit, _ = anchor_to_requested_horizon(fit, dataset, training_set=training_set, as_of=as_of,
-                                         definition=definition)
+    fit, training_set = fit_on_dataset(dataset, as_of=as_of, params=params)
     extra: dict[str, Any] = {}
     if uplift_actions is not None:
         fit = with_uplift(fit, dataset, uplift_actions, as_of=as_of, seed=params.seed)

@@ -31,16 +31,28 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import Connection, Engine, Table, select
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Table,
+    and_,
+    exists,
+    literal,
+    not_,
+    or_,
+    select,
+)
 from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from features.database import (
     KEY_COLUMN,
+    MUTABLE_COLUMNS,
     ContractSchema,
+    add_missing,
     database_engine,
-    event_keys,
+    keyed_rows,
     reflect_schema,
-    subscription_keys,
     upsert,
 )
 from serving.ingest.validate import row_error, validate_rows
@@ -50,12 +62,6 @@ from serving.redact import database_problem, masked_url
 _CHUNK = 500
 #: how often a transaction that lost a deadlock or a lock wait is tried again
 _ATTEMPTS = 4
-#: the columns an update may change, per table (the key and customer_id stay)
-_MUTABLE = {
-    "orders": ("ordered_at", "amount", "status", "discount", "items"),
-    "events": (),
-    "subscriptions": ("ended_at", "mrr"),
-}
 
 
 class DatabaseUnavailableError(ConnectionError):
@@ -153,14 +159,17 @@ class LiveStore:
                     self._engine = database_engine(self.url)
         return self._engine
 
-    def schema(self, connection: Connection | None = None) -> ContractSchema:
-        """The tables as the database holds them (attribute columns included)."""
+    def schema(self) -> ContractSchema:
+        """The tables as the database holds them (attribute columns included).
+
+        On first use, bookkeeping a database made by an older churnlens lacks
+        (tables, columns) is added, in a transaction of its own.
+        """
         if self._schema is None:
-            if connection is not None:
-                self._schema = reflect_schema(connection)
-            else:
-                with self.engine.connect() as fresh:
-                    self._schema = reflect_schema(fresh)
+            with self.engine.begin() as own:
+                schema = reflect_schema(own)
+                add_missing(own, schema)
+            self._schema = schema
         return self._schema
 
     def close(self) -> None:
@@ -179,8 +188,9 @@ class LiveStore:
         """
         for attempt in range(1, _ATTEMPTS + 1):
             try:
+                schema = self.schema()
                 with self.engine.begin() as connection:
-                    return self._ingest(connection, table, raw, future_tolerance)
+                    return self._ingest(connection, schema, table, raw, future_tolerance)
             except DBAPIError as error:
                 if _retryable(error) and attempt < _ATTEMPTS:
                     continue
@@ -191,9 +201,8 @@ class LiveStore:
                 raise DatabaseUnavailableError(database_problem(error)) from error
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _ingest(self, connection: Connection, table: str, raw: pd.DataFrame,
-                future_tolerance: timedelta) -> IngestResult:
-        schema = self.schema(connection)
+    def _ingest(self, connection: Connection, schema: ContractSchema, table: str,
+                raw: pd.DataFrame, future_tolerance: timedelta) -> IngestResult:
         now = self.clock()
         known = None
         if table != "customers":
@@ -284,7 +293,7 @@ class LiveStore:
             before = stored.get(row[key])
             if before is None or row[key] in inserted_keys:
                 continue
-            moved = {c: row[c] for c in _MUTABLE[table]
+            moved = {c: row[c] for c in MUTABLE_COLUMNS[table]
                      if c in row and not _same(before.get(c), row[c])
                      and not (c == "ended_at" and row[c] is None)}
             if not moved:
@@ -296,7 +305,8 @@ class LiveStore:
             changed.update({row["customer_id"], before["customer_id"]})
             if table == "orders" and "status" in moved:
                 changes.append({"order_id": row[key], "customer_id": row["customer_id"],
-                                "status": row["status"], "changed_at": now})
+                                "status": row["status"], "from_status": before["status"],
+                                "changed_at": now})
         if changes:
             connection.execute(schema.order_status_changes.insert(), changes)
         return len(inserted_keys), updated, changed
@@ -345,6 +355,75 @@ class LiveStore:
             raise DatabaseUnavailableError(database_problem(error)) from error
         return found
 
+    # -- claiming changes for background rescoring ---------------------------------------
+
+    def claim_changes(self, since: datetime, *, worker: str, lease: timedelta,
+                      limit: int) -> dict[str, datetime]:
+        """Claim up to ``limit`` customers changed at or after ``since`` whose latest stamp no
+        worker has rescored or holds; {customer: the stamp claimed}.
+
+        One conditional upsert on ``rescore_claims``: a row is taken only while it is
+        free (no lease, or one that ran out: its worker died) and behind the
+        customer's stamp. On PostgreSQL two workers claiming the same customer queue
+        on its row and the second then sees the first's lease, so each change is
+        claimed once; on SQLite writers take turns. Customers in id order, so two
+        workers lock rows in the same order.
+        """
+        now = self.clock()
+        schema = self.schema()
+        changes, claims = schema.customer_changes, schema.rescore_claims
+        behind = or_(claims.c.done_stamp.is_(None), claims.c.done_stamp < changes.c.changed_at)
+        free = or_(claims.c.lease_until.is_(None), claims.c.lease_until < now)
+        candidates = (
+            select(changes.c.customer_id, changes.c.changed_at, literal(worker),
+                   literal(now + lease, DateTime))
+            .where(changes.c.changed_at >= since,
+                   ~exists().where(claims.c.customer_id == changes.c.customer_id,
+                                   not_(and_(behind, free))))
+            .order_by(changes.c.customer_id).limit(limit))
+        for attempt in range(1, _ATTEMPTS + 1):
+            try:
+                with self.engine.begin() as connection:
+                    statement = upsert(connection, claims).from_select(
+                        ["customer_id", "claimed_stamp", "claimed_by", "lease_until"],
+                        candidates)
+                    statement = statement.on_conflict_do_update(
+                        index_elements=["customer_id"],
+                        set_={"claimed_stamp": statement.excluded.claimed_stamp,
+                              "claimed_by": statement.excluded.claimed_by,
+                              "lease_until": statement.excluded.lease_until},
+                        where=and_(or_(claims.c.done_stamp.is_(None),
+                                       claims.c.done_stamp < statement.excluded.claimed_stamp),
+                                   free))
+                    claimed = connection.execute(statement.returning(
+                        claims.c.customer_id, claims.c.claimed_stamp))
+                    return dict(sorted((c, t) for c, t in claimed))
+            except DBAPIError as error:
+                if _retryable(error) and attempt < _ATTEMPTS:
+                    continue
+                raise DatabaseUnavailableError(database_problem(error)) from error
+            except SQLAlchemyError as error:
+                raise DatabaseUnavailableError(database_problem(error)) from error
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def finish_claims(self, claimed: dict[str, datetime], *, worker: str,
+                      done: bool = True) -> None:
+        """Release this worker's claims: rescored (``done``) or given back to be tried again."""
+        if not claimed:
+            return
+        claims = self.schema().rescore_claims
+        values = {"lease_until": None}
+        if done:
+            values["done_stamp"] = claims.c.claimed_stamp
+        try:
+            with self.engine.begin() as connection:
+                for chunk in _chunks(sorted(claimed)):
+                    connection.execute(claims.update().where(
+                        claims.c.customer_id.in_(chunk), claims.c.claimed_by == worker
+                    ).values(values))
+        except SQLAlchemyError as error:
+            raise DatabaseUnavailableError(database_problem(error)) from error
+
     def changed_since(self, since: datetime | None) -> dict[str, datetime | None]:
         """Customers stamped at or after ``since`` (None: all), with their stamps."""
         try:
@@ -360,20 +439,7 @@ class LiveStore:
 
 def _table_rows(table: str, used: pd.DataFrame) -> list[dict[str, Any]]:
     """Validated rows as the database table holds them: keys computed, Python values."""
-    frame = used
-    if table == "events":
-        frame = used[["customer_id", "occurred_at", "event_type", "value"]].copy()
-        frame.insert(0, "event_key", event_keys(used).to_numpy())
-        if "event_id" in used.columns:
-            frame.insert(1, "event_id", used["event_id"].astype(object).to_numpy())
-    elif table == "subscriptions":
-        frame = used[["customer_id", "started_at", "ended_at", "plan", "mrr"]].copy()
-        frame.insert(0, "subscription_key", subscription_keys(used).to_numpy())
-        if "subscription_id" in used.columns:
-            frame.insert(1, "subscription_id", used["subscription_id"].astype(object).to_numpy())
-    elif table == "orders":
-        frame = used[["order_id", "customer_id", "ordered_at", "amount", "status", "discount",
-                      "items"]]
+    frame = keyed_rows(table, used)
     columns = list(frame.columns)
     return [{c: _plain(v) for c, v in zip(columns, values, strict=True)}
             for values in frame.itertuples(index=False, name=None)]

@@ -34,10 +34,11 @@ from features.contract import DataContractError
 from features.io import read_dataset
 from serving.ingest.store import LiveStore
 from serving.live.history import HistoryReader
-from serving.prepared import PreparedRows
+from serving.model_holder import freeze_long_lived
 from serving.schemas import ScoreRecord
 
 if TYPE_CHECKING:
+    from models.prediction import PreparedMatrix
     from serving.model_holder import ServingState
 
 logger = logging.getLogger(__name__)
@@ -56,41 +57,29 @@ class Prepared:
 
     version: str
     as_of: pd.Timestamp
-    features: pd.DataFrame
-    #: None when the fast path disagrees with the bundle: score through the features then
-    rows: PreparedRows | None
+    #: the bundle's prepared matrix of these customers (`ChurnBundle.prepare_matrix`)
+    matrix: PreparedMatrix
     #: the change stamp of each customer's history when it was read (None: never changed)
     stamps: dict[str, datetime | None] = field(default_factory=dict)
 
+    @property
+    def features(self) -> pd.DataFrame:
+        return self.matrix.features
+
     def position(self, customer_id: str) -> int | None:
-        if self.rows is not None:
-            return self.rows.position_of(customer_id)
-        try:
-            return int(self.features.index.get_loc(customer_id))
-        except KeyError:
-            return None
+        return self.matrix.position_of(customer_id)
 
     def score(self, state: ServingState, positions: Sequence[int], *, explain: Explain,
               top_k: int) -> list[ScoreRecord]:
         """Score rows by position with the state's scorer (which records to its outbox)."""
-        if self.rows is not None:
-            return state.scorer.score_prepared(self.rows, list(positions), as_of=self.as_of,
-                                               explain=explain, top_k=top_k)
-        return state.scorer.score_features(self.features.iloc[list(positions)],
-                                           as_of=self.as_of, explain=explain, top_k=top_k)
+        return state.scorer.score_rows(self.matrix, list(positions), as_of=self.as_of,
+                                       explain=explain, top_k=top_k)
 
 
 def prepare(state: ServingState, features: pd.DataFrame, *, as_of: pd.Timestamp,
-            stamps: dict[str, datetime | None], verify: bool) -> Prepared:
-    """Prepare features for fast scoring; ``verify`` checks the fast path against the bundle."""
-    rows: PreparedRows | None = PreparedRows(state.loaded.bundle, features)
-    if verify and rows is not None:
-        problem = rows.verify()
-        if problem is not None:
-            logger.warning("fast live scoring disagrees with the bundle (%s); scoring through "
-                           "ChurnBundle.predict/explain instead", problem)
-            rows = None
-    return Prepared(version=state.version, as_of=as_of, features=features, rows=rows,
+            stamps: dict[str, datetime | None]) -> Prepared:
+    """Prepare features for scoring by id with the state's model."""
+    return Prepared(version=state.version, as_of=as_of, matrix=state.scorer.prepare(features),
                     stamps=stamps)
 
 
@@ -144,7 +133,7 @@ class LiveScores:
                 logger.warning("live scoring: the database cannot be prepared whole: %s", error)
                 return None
             features = state.scorer.features(dataset, as_of=as_of)
-            base = prepare(state, features, as_of=as_of, stamps=stamps, verify=True)
+            base = prepare(state, features, as_of=as_of, stamps=stamps)
             self._base = base
             # fresh rows of the same day and model that are newer than the base stay
             self._fresh = {customer_id: entry for customer_id, entry in self._fresh.items()
@@ -152,6 +141,7 @@ class LiveScores:
                            and entry.stamps.get(customer_id) != stamps.get(customer_id)}
             logger.info("live scoring: %d customers prepared as of %s for model version %s",
                         len(features), as_of.isoformat(), base.version)
+            freeze_long_lived()  # the day's matrix lives until tomorrow: out of full collections
             return base
         finally:
             self._build_lock.release()
@@ -194,11 +184,8 @@ class LiveScores:
         features = state.scorer.features(dataset, as_of=as_of)
         if features.empty:
             return None
-        base = self._base
-        verified = base is not None and base.version == state.version and base.rows is not None
         prepared = prepare(state, features, as_of=as_of,
-                           stamps={str(c): stamps.get(str(c)) for c in features.index},
-                           verify=not verified)
+                           stamps={str(c): stamps.get(str(c)) for c in features.index})
         for customer_id in features.index:
             self._fresh[str(customer_id)] = prepared
         self.refreshed += len(features)
@@ -206,8 +193,9 @@ class LiveScores:
 
     def _score_at(self, state: ServingState, customer_id: str, as_of: pd.Timestamp, *,
                   explain: Explain, top_k: int) -> ScoreRecord | None:
-        """An exact moment: only rows before ``as_of`` count; nothing is kept."""
-        dataset = self.reader.read([customer_id])
+        """An exact moment: only rows before ``as_of`` count, orders with the status they had
+        then; nothing is kept."""
+        dataset = self.reader.read([customer_id], as_of=as_of)
         if dataset is None:
             return None
         features = state.scorer.features(dataset, as_of=as_of, customer_ids=[customer_id])

@@ -9,11 +9,14 @@ relay delivers them as it delivers every action.
 
 What is due is read from ``customer_changes``: customers stamped since the
 last look (less an overlap, for transactions that committed after a later one
-was seen) whose stamp differs from the one last rescored. An ingest in this
-process wakes the loop at once; another worker's ingest is seen at the next
-poll. Rescoring the same stamp twice (two workers, a restart within the
-overlap) writes nothing new: scores are keyed by (customer, model, as_of) and
-actions by (customer, rule, cooldown window).
+was seen). Each worker claims a batch in ``rescore_claims`` before rescoring it
+(`LiveStore.claim_changes`: a conditional upsert, so each change is claimed by
+one worker) and marks it done after, so N server workers rescore a change once
+between them; a claim whose worker died runs out after its lease and is taken
+again. An ingest in this process wakes the loop at once; another worker's
+ingest is seen at the next poll. Should a change still be rescored twice (a
+lease that ran out on a slow batch), nothing new is written: scores are keyed
+by (customer, model, as_of) and actions by (customer, rule, cooldown window).
 """
 
 from __future__ import annotations
@@ -21,12 +24,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING
 
+from serving.background import guarded
 from serving.live.fresh import LiveScores, live_as_of
 
 if TYPE_CHECKING:
@@ -46,58 +54,70 @@ class RescoreStats:
     last_error: str | None = None
     #: seconds from a customer's change stamp to its score being written, newest last
     lags: list[float] = field(default_factory=list)
+    #: (customer, change stamp) rescored by this worker, newest last
+    rescored: list[tuple[str, datetime]] = field(default_factory=list)
+
+    def keep_recent(self, limit: int = 10_000) -> None:
+        del self.lags[:-limit]
+        del self.rescored[:-limit]
 
 
 class Rescorer:
-    """Finds customers whose history changed and rescores them with the serving scorer."""
+    """Claims customers whose history changed and rescores them with the serving scorer."""
 
     def __init__(self, live: LiveScores, *, overlap: timedelta = timedelta(minutes=10),
-                 batch_size: int = 500, top_k: int = 5) -> None:
+                 lease: timedelta = timedelta(minutes=5), batch_size: int = 500,
+                 top_k: int = 5, worker: str | None = None) -> None:
         self.live = live
         self.overlap = overlap
+        self.lease = lease
         self.batch_size = batch_size
         self.top_k = top_k
+        #: who holds a claim: host, process and this rescorer
+        self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = RescoreStats()
         self._started = live.clock()
         self._cursor: datetime | None = None
-        self._done: dict[str, datetime | None] = {}
 
-    def due(self) -> dict[str, datetime | None]:
-        """Customers changed since the last look whose current stamp was not rescored yet."""
+    def claim(self) -> dict[str, datetime]:
+        """The next batch of changed customers this worker now holds, with their stamps."""
         since = (self._cursor or self._started) - self.overlap
-        looked_at = self.live.clock()
-        changed = self.live.store.changed_since(since)
-        self._cursor = looked_at
-        # stamps older than the window can never come back: forget them
-        self._done = {c: s for c, s in self._done.items() if s is None or s >= since}
-        return {c: s for c, s in sorted(changed.items()) if self._done.get(c) != s}
+        return self.live.store.claim_changes(since, worker=self.worker, lease=self.lease,
+                                             limit=self.batch_size)
 
     def run_once(self, state: ServingState) -> int:
-        """Rescore every due customer, a batch at a time; how many were rescored."""
+        """Claim and rescore changed customers a batch at a time; how many were rescored."""
         if state.scorer.outbox is None:
             return 0
-        due = self.due()
-        items = list(due.items())
+        looked_at = self.live.clock()
         done = 0
-        for start in range(0, len(items), self.batch_size):
-            batch = dict(items[start : start + self.batch_size])
-            as_of = live_as_of(self.live.clock())
-            prepared = self.live.refresh(state, batch, as_of=as_of)
-            if prepared is not None:
-                positions = list(range(len(prepared.features)))
-                records = prepared.score(state, positions, explain="all", top_k=self.top_k)
-                self.stats.actions += sum(r.recommended_action is not None for r in records)
-                written = time.time()
-                for customer_id in prepared.features.index:
-                    stamp = batch.get(str(customer_id))
-                    if stamp is not None:
-                        self.stats.lags.append(written - _epoch(stamp))
-                del self.stats.lags[:-10_000]
-            self._done.update(batch)
-            self.stats.batches += 1
-            self.stats.customers += len(batch)
+        while batch := self.claim():
+            try:
+                self._rescore(state, batch)
+            except BaseException:
+                self.live.store.finish_claims(batch, worker=self.worker, done=False)
+                raise
+            self.live.store.finish_claims(batch, worker=self.worker)
             done += len(batch)
+        self._cursor = looked_at
         return done
+
+    def _rescore(self, state: ServingState, batch: dict[str, datetime]) -> None:
+        as_of = live_as_of(self.live.clock())
+        prepared = self.live.refresh(state, dict(batch), as_of=as_of)
+        if prepared is not None:
+            positions = list(range(len(prepared.features)))
+            records = prepared.score(state, positions, explain="all", top_k=self.top_k)
+            self.stats.actions += sum(r.recommended_action is not None for r in records)
+            written = time.time()
+            for customer_id in prepared.features.index:
+                stamp = batch.get(str(customer_id))
+                if stamp is not None:
+                    self.stats.lags.append(written - _epoch(stamp))
+        self.stats.rescored.extend(batch.items())
+        self.stats.keep_recent()
+        self.stats.batches += 1
+        self.stats.customers += len(batch)
 
 
 def _epoch(naive_utc: datetime) -> float:
@@ -149,10 +169,9 @@ class LiveLoop:
         while True:
             state = self.holder.state
             if state is not None and not self.live.base_is_current(state):
-                try:
-                    await asyncio.to_thread(self.live.build_base, state)
-                except Exception as error:  # the database may be down: try again later
-                    logger.warning("live scoring: preparing the day's features failed: %s", error)
+                await asyncio.to_thread(guarded, partial(self.live.build_base, state),
+                                        what="live scoring: preparing the day's features",
+                                        retry_seconds=self.poll_seconds)
             await asyncio.sleep(max(self.poll_seconds, 0.05))
 
     async def _rescore(self) -> None:
@@ -160,12 +179,13 @@ class LiveLoop:
         while True:
             state = self.holder.state
             if state is not None:
-                try:
-                    await asyncio.to_thread(self.rescorer.run_once, state)
-                except Exception as error:
+                _, problem = await asyncio.to_thread(
+                    guarded, partial(self.rescorer.run_once, state),
+                    what="live outreach: rescoring changed customers",
+                    retry_seconds=self.poll_seconds)
+                if problem is not None:
                     self.rescorer.stats.failures += 1
-                    self.rescorer.stats.last_error = str(error)
-                    logger.warning("live outreach: rescoring changed customers failed: %s", error)
+                    self.rescorer.stats.last_error = problem
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=max(self.poll_seconds, 0.05))
             self._wake.clear()

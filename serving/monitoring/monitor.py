@@ -24,6 +24,7 @@ from serving.monitoring.outcomes import realized_outcomes
 from serving.monitoring.quality import MIN_OUTCOMES, held_out_figures, realized_quality
 from serving.monitoring.stability import MIN_CUSTOMERS, Drift, measure_drift
 from serving.monitoring.verdict import Thresholds, Verdict, decide
+from training.outcomes import by_model_version
 
 DRIFT_WINDOW_DAYS = 30
 
@@ -104,13 +105,9 @@ def run_monitor(
     held_out: dict[str, dict[str, float]] = {}
     drift: dict[str, Drift] = {}
     window_start = as_of - pd.Timedelta(days=drift_window_days)
-    for version, rows in scores.groupby("model_version", sort=True):
-        try:
-            bundle = load_bundle(str(version))
-        except LookupError as error:
-            notes.append(f"{len(rows):,} score(s) of model version {version} cannot be checked: "
-                         f"{error}")
-            continue
+    for version, rows, bundle in by_model_version(
+            scores, load_bundle, notes=notes,
+            unknown="{count:,} score(s) of model version {version} cannot be checked: {error}"):
         held_out[str(version)] = held_out_figures(bundle.metrics)
         outcome = realized_outcomes(history, rows, bundle=bundle, as_of=as_of)
         judged = int(outcome["churned"].notna().sum())

@@ -14,13 +14,8 @@ import numpy as np
 import pandas as pd
 
 from features.history import History
-from features.labels import labels_at
 from models.bundle import ChurnBundle
-
-
-def matured(scores: pd.DataFrame, *, horizon_days: int, as_of: pd.Timestamp) -> pd.Series:
-    """Scores whose churn window [as_of, as_of + horizon) ended by ``as_of`` (T)."""
-    return scores["as_of"] + pd.Timedelta(days=horizon_days) <= pd.Timestamp(as_of)
+from training.outcomes import matured, matured_labels
 
 
 def realized_outcomes(history: History, scores: pd.DataFrame, *, bundle: ChurnBundle,
@@ -30,22 +25,13 @@ def realized_outcomes(history: History, scores: pd.DataFrame, *, bundle: ChurnBu
     ``churned`` is 1/0 for matured scores of customers in the definition's
     population at their as_of, NaN otherwise; ``actual_value`` is the realised
     value over the CLV horizon (× the bundle's margin rate) where that horizon
-    has passed, NaN otherwise.
+    has passed, NaN otherwise (`training.outcomes.matured_labels`).
     """
     out = scores.copy()
-    out["churned"] = np.nan
-    out["actual_value"] = np.nan
-    ready = matured(out, horizon_days=bundle.horizon_days, as_of=as_of)
-    value_ready = matured(out, horizon_days=bundle.clv_horizon_days, as_of=as_of)
-    for moment in pd.unique(out.loc[ready, "as_of"]):
-        rows = ready & (out["as_of"] == moment)
-        labels = labels_at(history, as_of=pd.Timestamp(moment),
-                           horizon_days=bundle.horizon_days,
-                           clv_horizon_days=bundle.clv_horizon_days,
-                           **bundle.label_settings(),
-                           margin_rate=bundle.margin_rate)
-        ids = out.loc[rows, "customer_id"]
-        out.loc[rows, "churned"] = labels["churned"].reindex(ids).to_numpy()
-        values = labels["clv_target"].reindex(ids).to_numpy()
-        out.loc[rows & value_ready, "actual_value"] = values[value_ready[rows].to_numpy()]
+    churned, value = matured_labels(history, out, bundle=bundle, as_of=as_of,
+                                    value_days=bundle.clv_horizon_days,
+                                    margin_rate=bundle.margin_rate)
+    value_ready = matured(out, horizon_days=bundle.clv_horizon_days, as_of=as_of).to_numpy()
+    out["churned"] = churned
+    out["actual_value"] = np.where(value_ready, value, np.nan)
     return out

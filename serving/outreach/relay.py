@@ -36,8 +36,8 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import httpx
-from sqlalchemy.exc import SQLAlchemyError
 
+from serving.background import guarded
 from serving.outreach.outbox import ActionRow, Outbox, Outcome, utcnow
 from serving.outreach.webhooks import (
     ChannelVariableError,
@@ -45,7 +45,6 @@ from serving.outreach.webhooks import (
     expand_channel,
     sign_headers,
 )
-from serving.redact import database_problem
 from serving.schemas import utc_text
 from serving.settings import OutreachSettings
 
@@ -208,14 +207,11 @@ class Relay:
         """
         total = RelayReport()
         while not stop.is_set():
-            try:
-                total.add(self.drain(stop=stop))
-            except Exception as error:  # keep the background relay alive
-                problem = (database_problem(error) if isinstance(error, SQLAlchemyError)
-                           else f"{type(error).__name__}: {error}")
-                # one line, no traceback: an outbox that is briefly away is expected
-                logger.warning("outreach relay pass failed (retrying in %gs): %s",
-                               self.settings.relay_poll_seconds, problem)
+            report, problem = guarded(lambda: self.drain(stop=stop), what="outreach relay pass",
+                                      retry_seconds=self.settings.relay_poll_seconds)
+            if report is not None:
+                total.add(report)
+            if problem is not None:
                 total.errors.append(f"relay pass failed: {problem}")
                 del total.errors[:-20]
             self._pause(stop, self.settings.relay_poll_seconds)

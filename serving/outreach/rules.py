@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NotRequired, TypedDict
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from typing_extensions import Unpack
 
 from features.reasons import REASON_KINDS
 from models.reasons import ReasonTable
@@ -373,6 +374,25 @@ def held_out(customer_id: str, rule: str, period: int, share: float) -> bool:
     return share > 0 and control_draw(customer_id, rule, period) < share
 
 
+class ScoreColumns(TypedDict):
+    """The score columns the rules read, one entry per customer (`RuleSet.first_rules`).
+
+    ``customer_ids`` and ``as_of`` let a rule hold customers out as control;
+    ``saved_values`` are the uplift models' expected saved values by rule name.
+    """
+
+    risk_tier: np.ndarray
+    value_segment: np.ndarray
+    churn_probability: np.ndarray
+    clv: np.ndarray
+    value_at_risk: np.ndarray
+    reasons: ReasonTable
+    customer_ids: NotRequired[np.ndarray | None]
+    as_of: NotRequired[datetime | None]
+    lifecycle_stage: NotRequired[np.ndarray | None]
+    saved_values: NotRequired[Mapping[str, np.ndarray] | None]
+
+
 @dataclass(frozen=True)
 class RuleSet:
     """Rules in file order, as loaded and validated from ``source``."""
@@ -426,13 +446,7 @@ class RuleSet:
                 break
         return triggered
 
-    def first_actions(
-        self, *, risk_tier: np.ndarray, value_segment: np.ndarray,
-        churn_probability: np.ndarray, clv: np.ndarray, value_at_risk: np.ndarray,
-        reasons: ReasonTable, customer_ids: np.ndarray | None = None,
-        as_of: datetime | None = None, lifecycle_stage: np.ndarray | None = None,
-        saved_values: Mapping[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
+    def first_actions(self, **columns: Unpack[ScoreColumns]) -> np.ndarray:
         """The recommended action per customer, column-wise (None where no rule matches).
 
         The same answer as `recommended_action` of each customer's triggered
@@ -440,32 +454,25 @@ class RuleSet:
         With ``customer_ids`` and ``as_of``, customers a rule holds out as control
         get no recommendation from it (see `recommended_action`).
         """
-        chosen = self.first_rules(
-            risk_tier=risk_tier, value_segment=value_segment,
-            churn_probability=churn_probability, clv=clv, value_at_risk=value_at_risk,
-            reasons=reasons, customer_ids=customer_ids, as_of=as_of,
-            lifecycle_stage=lifecycle_stage, saved_values=saved_values)
+        chosen = self.first_rules(**columns)
         action_of = {rule.name: rule.action for rule in self.rules}
         return np.array([None if name is None else action_of[name] for name in chosen],
                         dtype=object)
 
-    def first_rules(
-        self, *, risk_tier: np.ndarray, value_segment: np.ndarray,
-        churn_probability: np.ndarray, clv: np.ndarray, value_at_risk: np.ndarray,
-        reasons: ReasonTable, customer_ids: np.ndarray | None = None,
-        as_of: datetime | None = None, lifecycle_stage: np.ndarray | None = None,
-        saved_values: Mapping[str, np.ndarray] | None = None,
-    ) -> np.ndarray:
+    def first_rules(self, **columns: Unpack[ScoreColumns]) -> np.ndarray:
         """The name of the rule that recommends each customer's action (None: no rule)."""
-        scores: dict[str, Any] = {"risk_tier": risk_tier, "value_segment": value_segment,
-                                  "churn_probability": churn_probability, "clv": clv,
-                                  "value_at_risk": value_at_risk,
-                                  "lifecycle_stage": lifecycle_stage}
+        risk_tier, reasons = columns["risk_tier"], columns["reasons"]
+        customer_ids, as_of = columns.get("customer_ids"), columns.get("as_of")
+        saved_values = columns.get("saved_values")
         actions = np.full(len(risk_tier), None, dtype=object)
         undecided = np.ones(len(risk_tier), dtype=bool)
         for rule in self.rules:
             saved = (saved_values or {}).get(rule.name)
-            hit = undecided & rule.score_mask(**scores, expected_saved_value=saved)
+            hit = undecided & rule.score_mask(
+                risk_tier=risk_tier, value_segment=columns["value_segment"],
+                churn_probability=columns["churn_probability"], clv=columns["clv"],
+                value_at_risk=columns["value_at_risk"],
+                lifecycle_stage=columns.get("lifecycle_stage"), expected_saved_value=saved)
             if rule.top_reasons is not None and hit.any():
                 hit &= _reason_table_match(reasons, rule.top_reasons)
             held = np.zeros(len(hit), dtype=bool)

@@ -6,8 +6,6 @@ and the answer says what changed. A database that cannot be reached answers
 503 with the reason; nothing is acknowledged that was not committed.
 """
 
-from __future__ import annotations
-
 from datetime import timedelta
 from typing import Annotated
 
@@ -111,38 +109,27 @@ _DESCRIPTION = ("A JSON list of rows in the shape of the `{table}` list of `POST
                 "clock are refused. Needs a key with the `ingest` scope.")
 
 
-@router.post("/customers", response_model=IngestResponse, summary="Add or update customers",
-             description=_DESCRIPTION.format(
-                 table="customers", key="a customer is keyed by `customer_id`; values sent "
-                 "replace stored ones, values left out are kept"))
-def ingest_customers(request: Request, rows: Annotated[CustomerRows, Body()], store: StoreDep,
-                     settings: SettingsDep) -> IngestResponse:
-    return _ingest(request, "customers", rows, store, settings)
+def _ingest_route(table: str, rows_type: object, *, summary: str, key: str) -> None:
+    """``POST /v1/{table}``: its body a list of the table's rows, written by `_ingest`."""
+
+    def ingest(request: Request, rows: Annotated[rows_type, Body()],  # type: ignore[valid-type]
+               store: StoreDep, settings: SettingsDep) -> IngestResponse:
+        return _ingest(request, table, rows, store, settings)
+
+    router.post(f"/{table}", response_model=IngestResponse, summary=summary,
+                name=f"ingest_{table}", description=_DESCRIPTION.format(table=table, key=key),
+                )(ingest)
 
 
-@router.post("/orders", response_model=IngestResponse, summary="Add orders or change their status",
-             description=_DESCRIPTION.format(
-                 table="orders", key="an order is keyed by `order_id`; a repeated order with a "
-                 "new `status` (completed → returned) is an update, recorded with its time"))
-def ingest_orders(request: Request, rows: Annotated[OrderRows, Body()], store: StoreDep,
-                  settings: SettingsDep) -> IngestResponse:
-    return _ingest(request, "orders", rows, store, settings)
-
-
-@router.post("/events", response_model=IngestResponse, summary="Add events",
-             description=_DESCRIPTION.format(
-                 table="events", key="an event is keyed by its `event_id` when sent, else by a "
-                 "hash of its fields, so a retried request never duplicates it"))
-def ingest_events(request: Request, rows: Annotated[EventRows, Body()], store: StoreDep,
-                  settings: SettingsDep) -> IngestResponse:
-    return _ingest(request, "events", rows, store, settings)
-
-
-@router.post("/subscriptions", response_model=IngestResponse,
-             summary="Add subscriptions or end them",
-             description=_DESCRIPTION.format(
-                 table="subscriptions", key="a subscription is keyed by `subscription_id` when "
-                 "sent, else by customer, start and plan; a later `ended_at` or `mrr` updates it"))
-def ingest_subscriptions(request: Request, rows: Annotated[SubscriptionRows, Body()],
-                         store: StoreDep, settings: SettingsDep) -> IngestResponse:
-    return _ingest(request, "subscriptions", rows, store, settings)
+_ingest_route("customers", CustomerRows, summary="Add or update customers",
+              key="a customer is keyed by `customer_id`; values sent replace stored ones, values "
+              "left out are kept")
+_ingest_route("orders", OrderRows, summary="Add orders or change their status",
+              key="an order is keyed by `order_id`; a repeated order with a new `status` "
+              "(completed → returned) is an update, recorded with its time")
+_ingest_route("events", EventRows, summary="Add events",
+              key="an event is keyed by its `event_id` when sent, else by a hash of its fields, "
+              "so a retried request never duplicates it")
+_ingest_route("subscriptions", SubscriptionRows, summary="Add subscriptions or end them",
+              key="a subscription is keyed by `subscription_id` when sent, else by customer, "
+              "start and plan; a later `ended_at` or `mrr` updates it")

@@ -1,0 +1,162 @@
+"""Background rescoring claims each change once across server workers.
+
+Two rescorers over one database stand for two server workers: each claims
+customers in ``rescore_claims`` before rescoring them. SQLite always;
+PostgreSQL when CHURNLENS_TEST_POSTGRES_URL is set (a schema per test). Clocks
+are injected; the workers run side by side in threads released together.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import datetime, timedelta
+
+import pandas as pd
+import pytest
+from live_support import create_tables
+from scratch_db import BACKENDS, scratch_database
+
+from serving.ingest.store import LiveStore
+
+NOW = datetime(2024, 6, 1, 12, 0, 0)
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def side_by_side(*work):
+    """Run the callables in threads released at once; their results in order."""
+    start = threading.Barrier(len(work))
+    results: list = [None] * len(work)
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            results[i] = work[i]()
+        except BaseException as error:  # reported to the test below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(work))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    return results
+
+
+@pytest.fixture(params=BACKENDS)
+def stores(request, tmp_path):
+    """Two stores (two workers) on one fresh database with 40 customers, and their clock."""
+    with scratch_database(request.param, tmp_path, prefix="liveclaim") as url:
+        create_tables(url)
+        clock = Clock(NOW)
+        one, two = LiveStore(url, clock=clock), LiveStore(url, clock=clock)
+        one.ingest("customers", pd.DataFrame({"customer_id": [f"c-{i:02d}" for i in range(40)]}))
+        try:
+            yield one, two, clock
+        finally:
+            one.close()
+            two.close()
+
+
+def test_two_workers_claim_each_change_once_and_a_dead_workers_claim_runs_out(stores):
+    one, two, clock = stores
+    lease = timedelta(minutes=5)
+
+    def drain(store: LiveStore, worker: str) -> list[tuple[str, datetime]]:
+        taken = []
+        while batch := store.claim_changes(NOW - timedelta(hours=1), worker=worker,
+                                           lease=lease, limit=3):
+            taken += batch.items()
+            store.finish_claims(batch, worker=worker)
+        return taken
+
+    first, second = side_by_side(lambda: drain(one, "w1"), lambda: drain(two, "w2"))
+    claimed = Counter(first + second)
+    assert len(claimed) == 40 and set(claimed.values()) == {1}, \
+        f"each of the 40 changes is claimed by exactly one worker: {claimed.most_common(3)}"
+    assert drain(one, "w1") == [] and drain(two, "w2") == [], "nothing is left to claim"
+
+    # a new change of one customer is due again, once
+    clock.now = NOW + timedelta(minutes=1)
+    one.ingest("customers", pd.DataFrame([{"customer_id": "c-07", "signup_at": "2023-01-01"}]))
+    first, second = side_by_side(lambda: drain(one, "w1"), lambda: drain(two, "w2"))
+    assert first + second == [("c-07", NOW + timedelta(minutes=1))]
+
+    # a worker claims and dies: the other cannot take the change until the lease runs out
+    clock.now = NOW + timedelta(minutes=2)
+    one.ingest("customers", pd.DataFrame([{"customer_id": "c-09", "signup_at": "2023-01-02"}]))
+    held = one.claim_changes(NOW, worker="w1", lease=lease, limit=10)
+    assert list(held) == ["c-09"]
+    assert drain(two, "w2") == []
+    clock.now += lease + timedelta(seconds=1)
+    assert drain(two, "w2") == [("c-09", NOW + timedelta(minutes=2))]
+    one.finish_claims(held, worker="w1")  # too late: the claim is w2's now, and done
+    assert drain(one, "w1") == []
+
+
+@pytest.fixture(params=BACKENDS)
+def served_database(request, tmp_path_factory):
+    """(registry, live database URL) loaded from the trained registry's generated data."""
+    from serving_fixtures import trained_registry
+
+    from features.db_load import load_dataset
+    from features.io import read_dataset
+
+    with trained_registry(tmp_path_factory.getbasetemp()) as registry, \
+            scratch_database(request.param, registry.root, prefix="liveclaim") as url:
+        load_dataset(read_dataset(registry.data), url, now=NOW - timedelta(hours=1))
+        yield registry, url
+
+
+@pytest.mark.slow
+def test_two_rescorers_on_one_database_rescore_each_change_exactly_once(served_database,
+                                                                        tmp_path):
+    from serving.live.fresh import LiveScores
+    from serving.live.rescore import Rescorer
+    from serving.model_holder import build_state
+    from serving.outreach.outbox import Outbox
+    from serving.outreach.rules import load_rules
+
+    registry, url = served_database
+    state = build_state(model_uri="models:/churnlens@champion", dataset=None,
+                        rules=load_rules(), outbox=Outbox(f"sqlite:///{tmp_path / 'o.db'}"))
+    clock = Clock(NOW)
+    workers = []
+    for _ in range(2):
+        store = LiveStore(url, clock=clock)
+        workers.append(Rescorer(LiveScores(store), batch_size=4))
+    customers = pd.read_csv(registry.data / "customers.csv", dtype=str)["customer_id"]
+    changed = customers.iloc[:30].tolist()
+    try:
+        writer = workers[0].live.store
+        writer.ingest("events", pd.DataFrame({
+            "customer_id": changed, "occurred_at": (NOW - timedelta(minutes=30)).isoformat(),
+            "event_type": "support_ticket"}))
+        stamps = writer.stamps(changed)
+        side_by_side(*[lambda w=w: w.run_once(state) for w in workers])
+        rescored = Counter(pair for w in workers for pair in w.stats.rescored)
+        assert rescored == Counter(stamps.items()), \
+            "every changed customer is rescored once, by one worker, and no one else is"
+
+        clock.now = NOW + timedelta(minutes=1)
+        again = changed[:5]
+        writer.ingest("events", pd.DataFrame({
+            "customer_id": again, "occurred_at": (NOW - timedelta(minutes=1)).isoformat(),
+            "event_type": "session"}))
+        before = [len(w.stats.rescored) for w in workers]
+        side_by_side(*[lambda w=w: w.run_once(state) for w in workers])
+        second = Counter(pair for w, n in zip(workers, before, strict=True)
+                         for pair in w.stats.rescored[n:])
+        assert second == Counter(writer.stamps(again).items())
+    finally:
+        for worker in workers:
+            worker.live.store.close()
