@@ -47,17 +47,18 @@ def validate_rows(
                                        known_customers=known_customers)
     except DataContractError as error:
         return raw.iloc[:0], [row_error(None, None, str(error), None)]
-    errors = [row_error(int(r.row), str(r.column), str(r.reason), r.value)
-              for r in rejects.itertuples(index=False)]
+    errors = [row_error(int(row), str(column), str(reason), value)
+              for row, column, reason, value in zip(rejects["row"].tolist(), rejects["column"],
+                                                    rejects["reason"], rejects["value"],
+                                                    strict=True)]
     if errors:
         return used, errors
     latest = pd.Timestamp(now) + pd.Timedelta(future_tolerance)
     for column in DATING_COLUMNS[table]:
         ahead = used[column].notna() & (used[column] > latest)
-        for position in ahead[ahead].index:
-            stamp = used.at[position, column]
+        for position, stamp in used.loc[ahead, column].items():
             errors.append(row_error(
-                int(position), column,
+                int(position), column,  # type: ignore[call-overload]  # row labels are ints
                 f"{column} {stamp.isoformat()} is in the future (more than "
                 f"{_duration(future_tolerance)} after the server's clock, "
                 f"{pd.Timestamp(now).isoformat()} UTC); send rows once they have happened",
