@@ -37,6 +37,7 @@ from sqlalchemy import (
     Engine,
     Table,
     and_,
+    bindparam,
     exists,
     literal,
     not_,
@@ -347,6 +348,10 @@ class LiveStore:
         try:
             table = self.schema().customer_changes
             with self.engine.connect() as connection:
+                if len(ids) == 1:  # a score by id: one statement, compiled once and cached
+                    query = select(table.c.customer_id, table.c.changed_at).where(
+                        table.c.customer_id == bindparam("customer_id"))
+                    return {c: t for c, t in connection.execute(query, {"customer_id": ids[0]})}
                 for chunk in _chunks(ids):
                     query = select(table.c.customer_id, table.c.changed_at).where(
                         table.c.customer_id.in_(chunk))
