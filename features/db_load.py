@@ -136,7 +136,7 @@ def _copy(connection: Connection, table: Table, rows: pd.DataFrame) -> None:
     names = ", ".join(f'"{name}"' for name in rows.columns)
     if connection.dialect.name == "postgresql":
         driver = connection.connection.driver_connection
-        assert driver is not None  # an open connection has its psycopg connection
+        assert driver is not None, "an open connection has its driver's connection"
         cursor = driver.cursor()
         with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN (FORMAT csv)') as copy:
             for block in _csv_blocks(arrow):
@@ -222,8 +222,8 @@ def _insert_new(connection: Connection, schema: ContractSchema, name: str,
                 ["order_id", "customer_id", "status", "from_status", "changed_at"],
                 select(stage.c.order_id, stage.c.customer_id, stage.c.status, target.c.status,
                        literal(now, DateTime)).where(same_key, target.c.status != stage.c.status)))
-        moved: dict[str, ColumnElement[Any]] = {
-            c: stage.c[c] for c in MUTABLE_COLUMNS[name] if c in stage.c and c != "ended_at"}
+        moved: dict[str, Any] = {c: stage.c[c] for c in MUTABLE_COLUMNS[name]
+                                 if c in stage.c and c != "ended_at"}
         if "ended_at" in MUTABLE_COLUMNS[name] and "ended_at" in stage.c:
             moved["ended_at"] = func.coalesce(stage.c.ended_at, target.c.ended_at)
         if moved:
