@@ -190,7 +190,7 @@ ADBC_BATCH_BYTES = 128 * 1024 * 1024
 def read_arrow(engine: Engine, query: str) -> pa.Table:
     """Run ``query`` and return its rows as Arrow (ADBC on PostgreSQL)."""
     if engine.dialect.name == "postgresql":
-        import adbc_driver_postgresql.dbapi as adbc  # type: ignore[import-untyped]
+        import adbc_driver_postgresql.dbapi as adbc
         from adbc_driver_postgresql import StatementOptions
 
         with adbc.connect(_adbc_uri(engine.url.render_as_string(hide_password=False))) as conn, \
