@@ -247,6 +247,7 @@ def _fingerprint(
     from features.io import find_tables
     from serving.redact import masked_url
 
+    files: dict[str, Any]
     if is_database_url(data_dir):
         source, files = masked_url(str(data_dir)), {"rows_read": rows_read}
     else:
