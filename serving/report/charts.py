@@ -98,7 +98,7 @@ def score_histogram(scores: pd.DataFrame) -> str:
     fig = new_figure(8.0, 2.8)
     fig.subplots_adjust(left=0.1, bottom=0.18)
     ax = fig.add_subplot()
-    ax.hist(probabilities, bins=np.linspace(0, 1, 21), color="#2563eb", edgecolor="white")
+    ax.hist(probabilities, bins=np.linspace(0, 1, 21).tolist(), color="#2563eb", edgecolor="white")
     ax.set_xlabel("churn probability", fontsize=9)
     ax.set_ylabel("customers", fontsize=9)
     ax.set_title("Distribution of churn probability (customers in the population)",

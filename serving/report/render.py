@@ -47,7 +47,7 @@ def _count(value: Any) -> str:
     return "–" if value is None or pd.isna(value) else f"{round(float(value)):,}"
 
 
-def _month(stamp: pd.Timestamp) -> str:
+def _month(stamp: Any) -> str:
     return f"{pd.Timestamp(stamp):%b %Y}"
 
 
@@ -282,10 +282,11 @@ def _model_section(data: ReportData) -> dict[str, Any]:
     table = risk_value_table(scores)
     total_risk = table["total_value_at_risk"].sum()
     section["tiers"] = [
-        {"tier": row.risk_tier, "segment": row.value_segment, "customers": _count(row.customers),
-         "clv": _money(row.total_clv), "var": _money(row.total_value_at_risk),
-         "share": _pct(row.total_value_at_risk / total_risk) if total_risk else "–"}
-        for row in table.itertuples()
+        {"tier": row["risk_tier"], "segment": row["value_segment"],
+         "customers": _count(row["customers"]), "clv": _money(row["total_clv"]),
+         "var": _money(row["total_value_at_risk"]),
+         "share": _pct(row["total_value_at_risk"] / total_risk) if total_risk else "–"}
+        for row in table.to_dict("records")
     ]
     section["tiers_total"] = {"customers": _count(table["customers"].sum()),
                               "clv": _money(table["total_clv"].sum()),
@@ -296,10 +297,10 @@ def _model_section(data: ReportData) -> dict[str, Any]:
                                 "at-risk customers; none were at risk or explain was off).")
     has_json = "reasons_json" in scores.columns
     section["reasons"] = [
-        {"reason": _feature_description(r.reason) if has_json else r.reason,
-         "feature": r.reason if has_json else "", "top": _count(r.as_top_reason),
-         "share": _pct(r.share), "top3": _count(r.in_top_3), "example": r.example}
-        for r in reasons.itertuples()
+        {"reason": _feature_description(r["reason"]) if has_json else r["reason"],
+         "feature": r["reason"] if has_json else "", "top": _count(r["as_top_reason"]),
+         "share": _pct(r["share"]), "top3": _count(r["in_top_3"]), "example": r["example"]}
+        for r in reasons.to_dict("records")
     ]
     return section
 
