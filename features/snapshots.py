@@ -17,7 +17,7 @@ failing or returning nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -185,14 +185,81 @@ def build_training_set(
     earliest = usable_from(history, definition=definition, as_of=as_of,
                            activity_events=activity_events)
     if earliest is None:
-        population = {"inactivity": "customers with a completed order",
-                      "subscription": "customers with a subscription",
-                      "activity": "customers with any activity (a completed order, an "
-                                  "activity event or a subscription)"}[definition]
-        raise ValueError(f"the {definition} churn definition leaves nobody in the population: "
-                         f"no {population} before {as_of:%Y-%m-%d}, so no training label is "
-                         "possible; choose another --churn (or --activity-events) or a later "
-                         "--as-of")
+        raise ValueError(nobody_in_population(definition, as_of=as_of))
+    plan = plan_snapshots(as_of=as_of, earliest=earliest, horizon_days=horizon_days,
+                          clv_horizon_days=clv_horizon_days, step_days=step_days,
+                          max_snapshots=max_snapshots, min_snapshots=min_snapshots)
+    if event_types is None and history.events is not None:
+        event_types = _types_before(history, as_of)
+    event_types = list(event_types or [])
+    rows = [int(history.known_at(int(d.as_unit("ns").value)).sum()) for d in plan.dates]
+    stacker = _SnapshotStacker(total_rows=sum(rows))
+    business = BusinessSeason.from_history(history, as_of=as_of)
+    for done, part in enumerate(snapshot_rows(
+            history, plan, event_types=event_types, business=business, definition=definition,
+            margin_rate=margin_rate, active_days=active_days,
+            activity_events=activity_events), start=1):
+        stacker.add(part)
+        del part
+        if progress is not None:
+            progress(done, len(plan.dates))
+    return plan.training_set(stacker.frame(), definition=definition, event_types=event_types,
+                             active_days=active_days, activity_events=activity_events,
+                             business_season=business)
+
+
+def nobody_in_population(definition: str, *, as_of: pd.Timestamp) -> str:
+    """Why no training label is possible when nobody enters the population before ``as_of``."""
+    population = {"inactivity": "customers with a completed order",
+                  "subscription": "customers with a subscription",
+                  "activity": "customers with any activity (a completed order, an "
+                              "activity event or a subscription)"}[definition]
+    return (f"the {definition} churn definition leaves nobody in the population: "
+            f"no {population} before {as_of:%Y-%m-%d}, so no training label is "
+            "possible; choose another --churn (or --activity-events) or a later "
+            "--as-of")
+
+
+@dataclass(frozen=True)
+class SnapshotPlan:
+    """Which snapshots a training set has and how they are labelled (no rows).
+
+    Everything here follows from ``as_of``, the settings and the date by which enough of
+    the population exists (`usable_from`), so it can be worked out once and applied to
+    every partition of a customer base alike.
+    """
+
+    as_of: pd.Timestamp
+    dates: list[pd.Timestamp]
+    clv_dates: list[pd.Timestamp]
+    label_horizon_days: int
+    horizon_days: int
+    clv_horizon_days: int
+    clv_window_days: int
+    clv_scale: float
+    notes: list[str]
+
+    def training_set(self, frame: pd.DataFrame, *, definition: str, event_types: list[str],
+                     active_days: int | None, activity_events: Sequence[str] | None,
+                     business_season: BusinessSeason | None) -> TrainingSet:
+        """The `TrainingSet` of ``frame``, the rows built by this plan."""
+        return TrainingSet(
+            frame=frame, snapshot_dates=list(self.dates), notes=list(self.notes),
+            label_horizon_days=self.label_horizon_days, horizon_days=self.horizon_days,
+            clv_horizon_days=self.clv_horizon_days,
+            clv_label_horizon_days=self.clv_window_days, clv_scale=self.clv_scale,
+            definition=definition, event_types=event_types, active_days=active_days,
+            activity_events=None if activity_events is None else list(activity_events),
+            business_season=business_season,
+        )
+
+
+def plan_snapshots(*, as_of: pd.Timestamp, earliest: pd.Timestamp, horizon_days: int,
+                   clv_horizon_days: int, step_days: int, max_snapshots: int,
+                   min_snapshots: int = 3) -> SnapshotPlan:
+    """Snapshot dates and label windows for `build_training_set` (its short-history
+    strategy and CLV windows), from the date ``earliest`` of `usable_from`."""
+    as_of = pd.Timestamp(as_of)
     notes: list[str] = []
     min_snapshots = max(1, min(min_snapshots, max_snapshots))
 
@@ -222,38 +289,35 @@ def build_training_set(
             f"clv_target is set on the {len(clv_dates)} snapshot(s) whose {clv_horizon_days}-day "
             f"window ends by {as_of:%Y-%m-%d} (the oldest ones) and NaN on the other "
             f"{len(dates) - len(clv_dates)}")
+    return SnapshotPlan(as_of=as_of, dates=dates, clv_dates=clv_dates,
+                        label_horizon_days=label_horizon, horizon_days=horizon_days,
+                        clv_horizon_days=clv_horizon_days, clv_window_days=clv_window,
+                        clv_scale=clv_scale, notes=notes)
 
-    if event_types is None and history.events is not None:
-        event_types = _types_before(history, as_of)
-    event_types = list(event_types or [])
-    rows = [int(history.known_at(int(d.as_unit("ns").value)).sum()) for d in dates]
-    stacker = _SnapshotStacker(total_rows=sum(rows))
-    business = BusinessSeason.from_history(history, as_of=as_of)
-    for done, date in enumerate(dates, start=1):
+
+def snapshot_rows(history: History, plan: SnapshotPlan, *, event_types: Sequence[str],
+                  business: BusinessSeason | None, definition: Definition,
+                  margin_rate: float = 1.0, active_days: int | None = None,
+                  activity_events: Sequence[str] | None = None) -> Iterator[pd.DataFrame]:
+    """Each snapshot's rows (customer_id, snapshot_at, features, labels), in plan order.
+
+    Per customer, given the plan and the business-wide season: the same for a whole
+    history as for each partition of its customers.
+    """
+    for date in plan.dates:
         features = features_at(history, as_of=date, event_types=event_types, business=business)
-        labels = labels_at(history, as_of=date, horizon_days=label_horizon,
-                           clv_horizon_days=clv_window, definition=definition,
+        labels = labels_at(history, as_of=date, horizon_days=plan.label_horizon_days,
+                           clv_horizon_days=plan.clv_window_days, definition=definition,
                            margin_rate=margin_rate, active_days=active_days,
                            activity_events=activity_events)
-        if date not in clv_dates:
+        if date not in plan.clv_dates:
             labels["clv_target"] = np.nan
         else:
-            labels["clv_target"] = labels["clv_target"] * clv_scale
+            labels["clv_target"] = labels["clv_target"] * plan.clv_scale
         part = features.join(labels)
         part.insert(0, "snapshot_at", date)
-        stacker.add(part.reset_index())
+        yield part.reset_index()
         del features, labels, part
-        if progress is not None:
-            progress(done, len(dates))
-    frame = stacker.frame()
-    return TrainingSet(
-        frame=frame, snapshot_dates=dates, notes=notes, label_horizon_days=label_horizon,
-        horizon_days=horizon_days, clv_horizon_days=clv_horizon_days,
-        clv_label_horizon_days=clv_window, clv_scale=clv_scale, definition=definition,
-        event_types=event_types, active_days=active_days,
-        activity_events=None if activity_events is None else list(activity_events),
-        business_season=business,
-    )
 
 
 def _longest_horizon(*, as_of: pd.Timestamp, earliest: pd.Timestamp, horizon_days: int,

@@ -23,6 +23,7 @@ import json
 import posixpath
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -55,6 +56,7 @@ from serving.batch import (
     partition,
     score_chunk,
 )
+from serving.outreach.outbox import Outbox
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -78,6 +80,7 @@ class ScoredPartition:
     rows_scored: int
     rows_rejected: int
     input_rows_rejected: dict[str, int]
+    outreach: dict[str, int] | None = None
 
 
 def _fs(url: str) -> tuple[Any, str]:
@@ -92,12 +95,16 @@ def part_path(work: str, number: int, kind: str) -> str:
 
 def score_partition(number: int, *, scorer: Scorer, data: str, manifest: Manifest,
                     as_of: pd.Timestamp, explain: Explain, top_k: int, chunk_size: int,
-                    work: str, columns: list[str], row_group: int) -> ScoredPartition:
+                    work: str, columns: list[str], row_group: int,
+                    outbox_url: str | None = None) -> ScoredPartition:
     """On a worker: read, validate and score partition ``number``; write its parts.
 
     The partition is scored in chunks of at most `PARTITION_CHUNK` customers (sorted
     ids), each chunk's rows streamed to the part file as it is scored, so what the worker
-    holds beyond the partition's tables is one chunk's features and rows. Rejects are
+    holds beyond the partition's tables is one chunk's features and rows. With
+    ``outbox_url`` the worker also writes each chunk's scores and triggered actions to
+    the outbox, in one transaction per chunk (idempotent: a partition run again after a
+    lost worker replaces its scores and skips actions already there). Rejects are
     written before the rows file appears: a partition counts as finished once its rows
     exist.
     """
@@ -107,11 +114,17 @@ def score_partition(number: int, *, scorer: Scorer, data: str, manifest: Manifes
     del validation
     chunks = chunk_ids(dataset.customers["customer_id"], min(chunk_size, PARTITION_CHUNK))
     rejects: list[pd.DataFrame] = []
+    outbox = Outbox(outbox_url) if outbox_url is not None else None
+    outreach = {"scores": 0, "actions": 0}
     rows = PartWriter(part_path(work, number, "rows"), row_group=row_group)
     try:
         for i, part in enumerate(partition(dataset, chunks)):
             result = score_chunk(scorer, part, index=i, as_of=as_of, explain=explain,
-                                 top_k=top_k)
+                                 top_k=top_k, collect_outreach=outbox is not None)
+            if outbox is not None:
+                written = outbox.record_scores(result.records, result.triggered)
+                outreach["scores"] += written.scores
+                outreach["actions"] += written.actions_created
             rows.write(_normalise(result.rows, columns))
             rejects.append(result.rejects)
             del part, result
@@ -125,23 +138,45 @@ def score_partition(number: int, *, scorer: Scorer, data: str, manifest: Manifes
     except BaseException:
         rows.close(keep=False)
         raise
+    finally:
+        if outbox is not None:
+            outbox.close()
     rows.close()
     release_memory()
     return ScoredPartition(
         partition=number, customers=sum(len(c) for c in chunks), rows_scored=rows.rows,
         rows_rejected=len(rejected),
         input_rows_rejected={str(k): int(v) for k, v in
-                             input_rejects.groupby("source").size().items()})
+                             input_rejects.groupby("source").size().items()},
+        outreach=outreach if outbox is not None else None)
+
+
+def worker_outbox_url(url: str) -> str:
+    """The outbox URL as workers must use it: a relative SQLite path made absolute (workers
+    may run elsewhere; it then needs a shared file system), an in-memory one refused."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return url
+    if parsed.database in (None, "", ":memory:"):
+        raise BatchError(f"--outbox-url {url}: an in-memory SQLite outbox is private to one "
+                         "process; workers need a database file or server they can all reach")
+    return parsed.set(database=str(Path(parsed.database).resolve())).render_as_string(
+        hide_password=False)
 
 
 def _fingerprint(data: str, manifest: Manifest, *, model_uri: str, model_version: str,
-                 as_of: pd.Timestamp, explain: str, top_k: int, chunk_size: int
-                 ) -> dict[str, Any]:
-    """What must not change between a run and its resumption."""
+                 as_of: pd.Timestamp, explain: str, top_k: int, chunk_size: int,
+                 outbox: str | None) -> dict[str, Any]:
+    """What must not change between a run and its resumption (the finished partitions'
+    scores went to ``outbox``, or to none)."""
+    from serving.redact import masked_url
+
     return {"data": data, "manifest": hashlib.sha256(manifest.to_json().encode()).hexdigest(),
             "model_uri": model_uri, "model_version": model_version,
             "as_of": as_of.isoformat(), "explain": explain, "top_k": top_k,
-            "chunk_size": chunk_size}
+            "chunk_size": chunk_size, "outbox": masked_url(outbox) if outbox else None}
 
 
 def _prepare_work(work: str, fingerprint: dict[str, Any], *, resume: bool,
@@ -182,12 +217,14 @@ def run_partitioned_batch(
     *, data: str, out: str, scorer: Scorer, model_uri: str, client: Client | None,
     as_of: pd.Timestamp | None = None, top_k: int = 5, explain: Explain = "all",
     resume: bool = False, chunk_size: int = 50_000, progress: Progress | None = None,
-    partitions: int | None = None,
+    partitions: int | None = None, outbox_url: str | None = None,
 ) -> BatchSummary:
     """Score every customer of a partitioned dataset into ``out`` (see the module doc).
 
     ``client`` is a Dask client (one task per partition on its workers) or None (the
-    same tasks in this process). ``progress(done, total)`` counts customers.
+    same tasks in this process). ``progress(done, total)`` counts customers. With
+    ``outbox_url`` (`score --outreach`) each task writes its scores and actions to that
+    outbox, so the workers must reach it; the summary counts what they wrote.
     """
     from serving.scorer import BATCH_COLUMNS, BATCH_TAIL_COLUMNS
 
@@ -195,12 +232,14 @@ def run_partitioned_batch(
     out = str(out)
     if not out.endswith((".parquet", ".csv")):
         raise BatchError(f"--out {out}: the output must end in .parquet or .csv")
+    worker_outbox = worker_outbox_url(outbox_url) if outbox_url is not None else None
     manifest = read_manifest(data, partitions=partitions)
     as_of = pd.Timestamp(as_of) if as_of is not None else manifest.default_as_of()
     rejects_path, work = output_locations(out)
     fingerprint = _fingerprint(data, manifest, model_uri=model_uri,
                                model_version=scorer.model_version, as_of=as_of,
-                               explain=explain, top_k=top_k, chunk_size=chunk_size)
+                               explain=explain, top_k=top_k, chunk_size=chunk_size,
+                               outbox=worker_outbox)
     finished = _prepare_work(work, fingerprint, resume=resume, partitions=manifest.partitions)
     columns = [*BATCH_COLUMNS, *(f"reason_{k}" for k in range(1, top_k + 1)),
                *BATCH_TAIL_COLUMNS]
@@ -218,7 +257,8 @@ def run_partitioned_batch(
         weights=[manifest.rows[k].get("customers", 0) for k in todo],
         scorer=shared, data=data, manifest=manifest, as_of=as_of, explain=explain,
         top_k=top_k, chunk_size=chunk_size, work=work, columns=columns,
-        row_group=part_row_group(manifest.partitions))
+        row_group=part_row_group(manifest.partitions),
+        outbox_url=worker_outbox)
     if failures:
         raise BatchError(_failure_message(failures, finished=len(finished) + len(results),
                                           partitions=manifest.partitions))
@@ -239,6 +279,8 @@ def run_partitioned_batch(
                            "used": sum(part.get(name, 0) for part in manifest.rows),
                            "rejected": manifest.rows_rejected.get(name, 0)}
                     for name in manifest.tables},
+        outreach={key: sum((r.outreach or {}).get(key, 0) for r in results.values())
+                  for key in ("scores", "actions")} if outbox_url is not None else {},
     )
 
 

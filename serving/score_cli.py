@@ -93,10 +93,6 @@ def score(
         console.print(f"[red]error:[/red] --data {data}: not a dataset directory", soft_wrap=True,
                       highlight=False)
         raise typer.Exit(2)
-    if partitioned and outreach:
-        console.print("[red]error:[/red] --outreach is not available for a partitioned dataset "
-                      "yet; score it, then load the scores", soft_wrap=True)
-        raise typer.Exit(2)
     try:
         loaded = load_model(model)
     except (LookupError, ValueError, OSError) as error:
@@ -105,7 +101,7 @@ def score(
         raise typer.Exit(2) from None
     scorer = Scorer(loaded, rules=load_rules(rules))
     outbox = None
-    if outreach:
+    if outreach and not partitioned:  # partitioned: the workers write to the outbox
         from serving.outreach.outbox import Outbox
 
         outbox = Outbox(outbox_url)
@@ -128,7 +124,8 @@ def score(
                     as_of=pd.Timestamp(as_of) if as_of is not None else None, top_k=top_k,
                     explain=explain, engine=engine, scheduler=scheduler, resume=resume,
                     chunk_size=chunk_size, progress=progress, connect_timeout=connect_timeout,
-                    workers=workers or default_workers())
+                    workers=workers or default_workers(),
+                    outbox_url=outbox_url if outreach else None)
             else:
                 summary = run_batch(
                     data=data if database else Path(data), tables=tables, out=Path(out),

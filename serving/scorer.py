@@ -3,6 +3,8 @@
 Features come from `features.pipeline.build_features` with the event types the
 model was trained on, so a customer scored by the API, by ``churnlens score``
 or in the report gets the same numbers from the same code as in training.
+Prediction itself is the bundle's (`ChurnBundle.prepare_matrix`,
+`ChurnBundle.score`); this module turns its columns into records or batch rows.
 Outreach rules, when given, choose the recommended action (the first matching
 rule wins); an outbox, when given, records the scores and triggered actions in
 one transaction.

@@ -441,6 +441,13 @@ def test_score_command_on_a_partitioned_dataset(bundle_dir, parts_dir, local_sco
     assert result.exit_code == 0, result.output
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(local_scores))
 
+    outbox = tmp_path / "outbox.db"
+    result = CliRunner().invoke(build_app(), [
+        "score", "--data", str(parts_dir), "--out", str(out), "--model", str(bundle),
+        "--chunk-size", str(CHUNK), "--outreach", "--outbox-url", f"sqlite:///{outbox}"])
+    assert result.exit_code == 0, result.output
+    assert f"outbox: {CUSTOMERS:,} scores" in result.output, result.output
+
 
 def test_a_plain_dataset_on_dask_gets_the_model_as_a_task_not_scattered(
         scorer, data_dir, cluster, local_scores, tmp_path, monkeypatch):
@@ -477,3 +484,115 @@ def test_score_with_a_scheduler_that_does_not_answer_is_one_line(bundle_dir, dat
         lines = [line for line in result.output.splitlines() if line.strip()]
         assert len(lines) == 1 and f"127.0.0.1:{port} did not answer within 2 s" in lines[0], \
             (data, result.output)
+
+
+def _outbox_rows(url: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The outbox's scores and actions, without what depends on the wall clock or a uuid."""
+    from sqlalchemy import create_engine
+
+    engine = create_engine(url)
+    try:
+        scores = pd.read_sql_table("scores", engine).drop(columns=["scored_at"])
+        actions = pd.read_sql_table("actions", engine)[
+            ["customer_id", "rule", "action", "channel", "payload", "why", "period",
+             "cooldown_days", "as_of", "model_version", "status", "assignment"]]
+    finally:
+        engine.dispose()
+    for frame in (scores, actions):
+        for column in frame.columns:
+            if frame[column].map(lambda v: isinstance(v, dict | list)).any():
+                frame[column] = frame[column].map(lambda v: json.dumps(v, sort_keys=True))
+    key = ["customer_id", "model_version", "as_of"]
+    return (scores.sort_values(key).reset_index(drop=True),
+            actions.sort_values([*key[:1], "rule"]).reset_index(drop=True))
+
+
+def test_outreach_on_worker_processes_writes_the_local_engines_outbox(
+        scorer, data_dir, parts_dir, client, tmp_path):
+    """`score --outreach` on a partitioned dataset: each worker writes its partition's scores
+    and actions; the outbox ends up as the local engine's, and a re-run (a lost worker's
+    partitions run again) duplicates nothing."""
+    from serving.outreach.outbox import Outbox
+
+    local_url = f"sqlite:///{tmp_path / 'local.db'}"
+    outbox = Outbox(local_url)
+    try:
+        local = run_batch(data=data_dir, out=tmp_path / "local.parquet", scorer=scorer,
+                          model_uri="test", chunk_size=CHUNK, workers=1, outbox=outbox,
+                          as_of=AS_OF)
+    finally:
+        outbox.close()
+    dask_url = f"sqlite:///{tmp_path / 'dask.db'}"
+    for _ in range(2):
+        summary = run_partitioned_batch(data=str(parts_dir), out=str(tmp_path / "d.parquet"),
+                                        scorer=scorer, model_uri="test", client=client,
+                                        chunk_size=CHUNK, as_of=AS_OF, outbox_url=dask_url)
+    assert summary.outreach["scores"] == local.outreach["scores"] > 0
+    assert summary.outreach["actions"] == 0, "the second run created actions again"
+    expected_scores, expected_actions = _outbox_rows(local_url)
+    scores, actions = _outbox_rows(dask_url)
+    assert len(expected_actions) == local.outreach["actions"] > 0
+    pd.testing.assert_frame_equal(scores, expected_scores)
+    pd.testing.assert_frame_equal(actions, expected_actions)
+
+
+def test_workers_need_an_outbox_they_can_reach(scorer, parts_dir, tmp_path, monkeypatch):
+    from serving.partitioned_batch import worker_outbox_url
+
+    with pytest.raises(BatchError, match="in-memory SQLite outbox is private to one process"):
+        run_partitioned_batch(data=str(parts_dir), out=str(tmp_path / "s.parquet"),
+                              scorer=scorer, model_uri="test", client=None,
+                              outbox_url="sqlite://")
+    assert not list(tmp_path.iterdir()), "the refused run left files behind"
+    monkeypatch.chdir(tmp_path)
+    assert worker_outbox_url("sqlite:///outbox.db") == f"sqlite:///{tmp_path / 'outbox.db'}"
+    server = "postgresql+psycopg://user:secret@db.example:5432/churn"
+    assert worker_outbox_url(server) == server
+
+
+# -- training snapshots ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("definition", ["inactivity", "activity"])
+def test_training_snapshots_per_partition_equal_the_local_engine(data_dir, parts_dir, client,
+                                                                 definition):
+    """One task per partition builds its customers' snapshot rows; the driver gets day counts
+    and weekly sums first, then the rows, and they equal the whole dataset's."""
+    from features.partitioned_snapshots import build_partitioned_training_set
+    from features.snapshots import build_training_set
+
+    settings = {"as_of": AS_OF, "horizon_days": 90, "clv_horizon_days": 365,
+                "definition": definition, "step_days": 30, "max_snapshots": 6}
+    local = build_training_set(read_source(str(data_dir)).dataset, **settings)
+    partitioned = build_partitioned_training_set(str(parts_dir), client=client, **settings)
+    assert partitioned.snapshot_dates == local.snapshot_dates
+    assert partitioned.notes == local.notes
+    assert (partitioned.label_horizon_days, partitioned.clv_label_horizon_days,
+            partitioned.clv_scale, partitioned.event_types) == (
+        local.label_horizon_days, local.clv_label_horizon_days, local.clv_scale,
+        local.event_types)
+    assert partitioned.business_season is not None and local.business_season is not None
+    assert partitioned.business_season.active == local.business_season.active
+    assert partitioned.business_season.revenue == pytest.approx(local.business_season.revenue,
+                                                                rel=1e-12)
+    pd.testing.assert_frame_equal(partitioned.frame, local.frame, check_exact=False,
+                                  rtol=1e-12)
+
+
+def test_a_short_history_plans_the_same_snapshots_from_day_counts(data_dir, parts_dir):
+    """The 10 % entry date decides the short-history plan (and its note) from its day and
+    whether it lies past the day's start; counts per day give both."""
+    from features.partitioned_snapshots import build_partitioned_training_set
+    from features.snapshots import build_training_set
+
+    dataset = read_source(str(data_dir)).dataset
+    first = dataset.orders["ordered_at"].min()
+    as_of = (first + pd.Timedelta(days=120)).normalize()
+    settings = {"as_of": as_of, "horizon_days": 90, "step_days": 30, "max_snapshots": 6}
+    local = build_training_set(dataset, **settings)
+    assert any("short history" in note for note in local.notes), local.notes
+    partitioned = build_partitioned_training_set(str(parts_dir), client=None, **settings)
+    assert partitioned.notes == local.notes
+    assert partitioned.snapshot_dates == local.snapshot_dates
+    pd.testing.assert_frame_equal(partitioned.frame, local.frame, check_exact=False,
+                                  rtol=1e-12)

@@ -34,6 +34,7 @@ from features.contract import DataContractError
 from features.io import read_dataset
 from serving.ingest.store import LiveStore
 from serving.live.history import HistoryReader
+from serving.model_holder import freeze_long_lived
 from serving.schemas import ScoreRecord
 
 if TYPE_CHECKING:
@@ -140,6 +141,7 @@ class LiveScores:
                            and entry.stamps.get(customer_id) != stamps.get(customer_id)}
             logger.info("live scoring: %d customers prepared as of %s for model version %s",
                         len(features), as_of.isoformat(), base.version)
+            freeze_long_lived()  # the day's matrix lives until tomorrow: out of full collections
             return base
         finally:
             self._build_lock.release()

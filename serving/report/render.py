@@ -47,7 +47,7 @@ def _count(value: Any) -> str:
     return "–" if value is None or pd.isna(value) else f"{round(float(value)):,}"
 
 
-def _month(stamp: Any) -> str:
+def _month(stamp: pd.Timestamp) -> str:
     return f"{pd.Timestamp(stamp):%b %Y}"
 
 
@@ -198,6 +198,7 @@ def _cohort_section(data: ReportData) -> dict[str, Any]:
         return {"notes": notes, "ages": [], "rows": []}
     ages = [c for c in matrix.columns if c != "customers"]
     rows = []
+    cohort: Any
     for cohort, row in matrix.iterrows():
         cells = [{"text": "" if pd.isna(row[a]) else _pct(row[a], 0), "style": _heat(row[a])}
                  for a in ages]
@@ -281,12 +282,12 @@ def _model_section(data: ReportData) -> dict[str, Any]:
             if s in stages.index]
     table = risk_value_table(scores)
     total_risk = table["total_value_at_risk"].sum()
+    tier_rows: list[Any] = list(table.itertuples())
     section["tiers"] = [
-        {"tier": row["risk_tier"], "segment": row["value_segment"],
-         "customers": _count(row["customers"]), "clv": _money(row["total_clv"]),
-         "var": _money(row["total_value_at_risk"]),
-         "share": _pct(row["total_value_at_risk"] / total_risk) if total_risk else "–"}
-        for row in table.to_dict("records")
+        {"tier": row.risk_tier, "segment": row.value_segment, "customers": _count(row.customers),
+         "clv": _money(row.total_clv), "var": _money(row.total_value_at_risk),
+         "share": _pct(row.total_value_at_risk / total_risk) if total_risk else "–"}
+        for row in tier_rows
     ]
     section["tiers_total"] = {"customers": _count(table["customers"].sum()),
                               "clv": _money(table["total_clv"].sum()),
@@ -296,11 +297,12 @@ def _model_section(data: ReportData) -> dict[str, Any]:
         section["notes"].append("The scores carry no reasons (explanations are written for "
                                 "at-risk customers; none were at risk or explain was off).")
     has_json = "reasons_json" in scores.columns
+    counted: list[Any] = list(reasons.itertuples())
     section["reasons"] = [
-        {"reason": _feature_description(r["reason"]) if has_json else r["reason"],
-         "feature": r["reason"] if has_json else "", "top": _count(r["as_top_reason"]),
-         "share": _pct(r["share"]), "top3": _count(r["in_top_3"]), "example": r["example"]}
-        for r in reasons.to_dict("records")
+        {"reason": _feature_description(r.reason) if has_json else r.reason,
+         "feature": r.reason if has_json else "", "top": _count(r.as_top_reason),
+         "share": _pct(r.share), "top3": _count(r.in_top_3), "example": r.example}
+        for r in counted
     ]
     return section
 

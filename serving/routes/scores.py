@@ -52,10 +52,10 @@ async def score_customer(
 ) -> ScoreRecord:
     live = getattr(request.app.state, "live_scores", None)
     if live is not None:
-        record = await score_live(live, state, customer_id, explain=explain,
-                                  top_k=top_k or settings.top_k, as_of=as_of)
-        metrics.observe_scores([record])
-        return record
+        fresh = await score_live(live, state, customer_id, explain=explain,
+                                 top_k=top_k or settings.top_k, as_of=as_of)
+        metrics.observe_scores([fresh])
+        return fresh
     if as_of is not None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, [{
             "loc": ["query", "as_of"], "type": "unsupported", "input": as_of.isoformat(),
@@ -106,8 +106,8 @@ def score_customers(
         require_history(ids, features.index, as_of=as_of)
     except RequestRowsError as error:
         raise _unprocessable(error) from None
-    explain = "all" if body.explain else "none"
-    records = state.scorer.score_features(features, as_of=as_of, explain=explain,
+    records = state.scorer.score_features(features, as_of=as_of,
+                                          explain="all" if body.explain else "none",
                                           top_k=body.top_k)
     by_id = {record.customer_id: record for record in records}
     ordered = [by_id[customer_id] for customer_id in ids]
