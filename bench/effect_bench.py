@@ -51,8 +51,13 @@ def build_seed(root: Path, seed: int, *, customers: int, runner, app) -> tuple[P
     return folder, outbox
 
 
-def train_champion(root: Path, *, customers: int, runner, app) -> None:
-    """Point MLflow at ``root`` and register one churn model trained as of `ACTED_ON`."""
+def train_champion(root: Path, *, customers: int, runner, app,
+                   definition: str | None = None) -> None:
+    """Point MLflow at ``root`` and register one churn model trained as of `ACTED_ON`.
+
+    ``definition`` is the churn definition (None: auto, which is ``activity`` on
+    these worlds, since they have events).
+    """
     import mlflow
 
     from features.io import read_dataset
@@ -68,7 +73,8 @@ def train_champion(root: Path, *, customers: int, runner, app) -> None:
                           "--end", END.isoformat(), "--kind", "ecommerce", "--out",
                           str(root / "training")])
     train_and_register(read_dataset(root / "training").dataset, as_of=pd.Timestamp(ACTED_ON),
-                       params=TrainParams(num_boost_round=100, num_threads=1, seed=0))
+                       params=TrainParams(num_boost_round=100, num_threads=1, seed=0,
+                                          definition=definition))
 
 
 def one_seed(root: Path, seed: int, *, customers: int, runner, app) -> list[dict[str, object]]:

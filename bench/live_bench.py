@@ -9,20 +9,26 @@ Steps, in one run so both databases meet the same machine state:
 
 1. unless the work directory holds them, generate ``--customers`` customers and
    train (`churnlens generate`, `churnlens train`);
-2. per database (SQLite file; PostgreSQL in a schema of its own, dropped after):
-   `churnlens load` the files, `churnlens serve` from the database, then
+2. per database (``--databases``: a SQLite file; PostgreSQL in a schema of its own,
+   dropped after): `churnlens load` the files, `churnlens serve` from the database
+   (outreach on, a rule that fires for every scored customer; the load's changes
+   marked rescored already, as by a server that ran before), wait for the day's
+   matrix, then
+   - **freshness**: for ``--probes`` customers one at a time, one event is
+     ingested and the time from the 2xx to the customer's score in the outbox
+     is measured (the outbox polled every 5 ms); median and p99;
    - **ingestion**: ``--clients`` concurrent clients post batches of 100 new
      events (``POST /v1/events``) for ``--duration`` seconds; accepted events/s.
      Side by side, the **reference**: the same batches written straight into the
      events table (SQLAlchemy ``executemany``, no HTTP, no validation, no
      change stamps), so the ratio is what the API's checks and bookkeeping cost;
-   - **scores by id** with top-5 reasons, open loop at ``--rate``/s: quiet, then
+   - **scores by id** with top-5 reasons: one client at a time (the service time
+     and the rate one connection gets), then open loop at ``--rate``/s: quiet, then
      while ``--events-rate`` events/s are ingested (the target on PostgreSQL:
-     p99 ≤ 25 ms at 100 req/s under 500 events/s, on a quiet machine);
-   - **freshness**: a rule that fires for every scored customer; for
-     ``--probes`` customers one at a time, one event is ingested and the time
-     from the 2xx to the customer's action in the outbox is measured (the
-     outbox polled every 5 ms); median and p99.
+     p99 ≤ 25 ms at 100 req/s under 500 events/s, on a quiet machine). With
+     ``--by-id-outreach off`` (the default) against a second server with outreach
+     off, so the figure is the scoring path's and not the outbox's (with it on,
+     the every-score rule makes each request write the outbox).
 
 Prints a Markdown table and writes ``WORKDIR/live_bench.json``.
 """
@@ -172,11 +178,20 @@ def settled(outbox_url: str, *, quiet_for: float = 5.0) -> None:
         time.sleep(0.5)
 
 
-def eventually_prepared(base: str, customers: list[str]) -> None:
-    """Warm-up: wait until the day's matrix answers (a first pass over the scored customers)."""
-    with httpx.Client(base_url=base, headers=AUTH, timeout=120) as http:
+def by_id_one_at_a_time(base: str, customers: list[str], *, duration: float) -> dict:
+    """Closed loop, one client: each score by id sent when the last answered (service time)."""
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + duration
+    with httpx.Client(base_url=base, headers=AUTH, timeout=60) as http:
         for customer in customers:
-            http.get(f"/v1/customers/{customer}/score?explain=true&top_k=5")
+            if time.perf_counter() >= stop_at:
+                break
+            started = time.perf_counter()
+            http.get(f"/v1/customers/{customer}/score?explain=true&top_k=5").raise_for_status()
+            latencies.append(1000 * (time.perf_counter() - started))
+    return {"sent": len(latencies), "p50_ms": statistics.median(latencies),
+            "p99_ms": percentile(latencies, 0.99),
+            "req_per_s": len(latencies) / (sum(latencies) / 1000)}
 
 
 def by_id_under_ingest(base: str, customers: list[str], written: list[str], *, rate: float,
@@ -270,14 +285,35 @@ def postgres_schema(url: str) -> tuple[str, Callable[[], None]]:
     return f"{url}{separator}options={quote(f'-csearch_path={schema}')}", drop
 
 
-def bench_database(label: str, url: str, *, workdir: Path, env: dict[str, str],
-                   customers: list[str], args: argparse.Namespace) -> dict:
-    subprocess.run([str(VENV_BIN / "churnlens"), "load", "--data", "data", "--into", url],
-                   env=env, cwd=workdir, check=True)
-    (workdir / "rules.yaml").write_text(RULES)
-    outbox = workdir / f"outbox-{label}.db"
-    outbox.unlink(missing_ok=True)
-    outbox_url = f"sqlite:///{outbox}"
+#: `churnlens ARGS` with serving.live's INFO lines in the log ("N customers prepared")
+SERVE_LOGGING_LIVE = ("import logging, sys; logging.basicConfig(level=logging.WARNING); "
+                      "logging.getLogger('serving.live').setLevel(logging.INFO); "
+                      "sys.argv = ['churnlens', *sys.argv[1:]]; import churnlens; churnlens.main()")
+
+
+def mark_rescored(url: str) -> None:
+    """Every loaded customer's change as rescored already, as by a server that ran before:
+    the phases then start without a rescoring of the whole load in the background."""
+    from sqlalchemy import literal, select
+
+    from features.database import database_engine, reflect_schema
+
+    engine = database_engine(url)
+    try:
+        with engine.begin() as connection:
+            schema = reflect_schema(connection)
+            changes, claims = schema.customer_changes, schema.rescore_claims
+            connection.execute(claims.insert().from_select(
+                ["customer_id", "claimed_stamp", "done_stamp", "claimed_by"],
+                select(changes.c.customer_id, changes.c.changed_at, changes.c.changed_at,
+                       literal("bench"))))
+    finally:
+        engine.dispose()
+
+
+def start_server(url: str, *, workdir: Path, env: dict[str, str], outbox_url: str,
+                 outreach: bool, log: Path) -> tuple[subprocess.Popen, str]:
+    """`churnlens serve` on the database (one worker), its log in ``log``."""
     port = free_port()
     serve_env = env | {
         "CHURNLENS_DATA": url,
@@ -286,30 +322,74 @@ def bench_database(label: str, url: str, *, workdir: Path, env: dict[str, str],
         "CHURNLENS_RULES": str(workdir / "rules.yaml"),
         "CHURNLENS_MODEL_POLL_SECONDS": "0",
         "CHURNLENS_LIVE_POLL_SECONDS": "1",
+        "CHURNLENS_OUTREACH_ENABLED": "true" if outreach else "false",
     }
-    server = subprocess.Popen(
-        [str(VENV_BIN / "churnlens"), "serve", "--port", str(port), "--workers", "1",
-         "--log-level", "warning"], env=serve_env, cwd=workdir, start_new_session=True)
+    with open(log, "w") as sink:
+        server = subprocess.Popen(
+            [sys.executable, "-c", SERVE_LOGGING_LIVE, "serve", "--port", str(port),
+             "--workers", "1", "--log-level", "warning"], env=serve_env, cwd=workdir,
+            start_new_session=True, stdout=sink, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
+    wait_until(f"{base}/readyz", timeout=1800, process=server, in_a_row=3)
+    return server, base
+
+
+def wait_prepared(log: Path, *, process: subprocess.Popen, timeout: float = 1800) -> float:
+    """Wait for the server's "customers prepared" line: the day's matrix is built."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout:
+        if "customers prepared as of" in log.read_text(errors="replace"):
+            return time.perf_counter() - started
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}; see {log}")
+        time.sleep(0.5)
+    raise RuntimeError(f"the day's matrix was not prepared within {timeout} s; see {log}")
+
+
+def bench_database(label: str, url: str, *, workdir: Path, env: dict[str, str],
+                   customers: list[str], args: argparse.Namespace) -> dict:
+    subprocess.run([str(VENV_BIN / "churnlens"), "load", "--data", "data", "--into", url],
+                   env=env, cwd=workdir, check=True)
+    mark_rescored(url)
+    (workdir / "rules.yaml").write_text(RULES)
+    outbox = workdir / f"outbox-{label}.db"
+    outbox.unlink(missing_ok=True)
+    outbox_url = f"sqlite:///{outbox}"
+    rng = random.Random(5)
+    shuffled = rng.sample(customers, len(customers))
+    # disjoint groups: scored by id (their rows stay prepared), written to, probed
+    scored, probes = shuffled[: len(shuffled) // 2], shuffled[-args.probes:]
+    written = shuffled[len(shuffled) // 2 : -args.probes]
+    log = workdir / f"serve-{label}.log"
+    server, base = start_server(url, workdir=workdir, env=env, outbox_url=outbox_url,
+                                outreach=True, log=log)
     try:
-        wait_until(f"{base}/readyz", timeout=1800, process=server, in_a_row=3)
+        prepared_s = wait_prepared(log, process=server)
         settled(outbox_url)
-        rng = random.Random(5)
-        shuffled = rng.sample(customers, len(customers))
-        # disjoint groups: scored by id (their rows stay prepared), written to, probed
-        scored, probes = shuffled[: len(shuffled) // 2], shuffled[-args.probes:]
-        written = shuffled[len(shuffled) // 2 : -args.probes]
-        eventually_prepared(base, scored)
+        fresh = freshness(base, outbox_url, probes, probes=args.probes)
+        api = ingest_rate(base, written, clients=args.clients, duration=args.duration)
+        if args.by_id_outreach == "off":  # the by-id phases on a server with outreach off
+            stop(server)
+            log = workdir / f"serve-{label}-by-id.log"
+            server, base = start_server(url, workdir=workdir, env=env, outbox_url=outbox_url,
+                                        outreach=False, log=log)
+            prepared_s = wait_prepared(log, process=server)
+        else:
+            settled(outbox_url)  # the ingest phase's rescoring is done
+        # warm-up: a sample of the scored customers, once (the matrix is built already)
+        with httpx.Client(base_url=base, headers=AUTH, timeout=120) as http:
+            for customer in scored[:500]:
+                http.get(f"/v1/customers/{customer}/score?explain=true&top_k=5")
+        serial = by_id_one_at_a_time(base, scored[500:], duration=args.duration)
         quiet = by_id(base, scored, rate=args.rate, duration=args.duration)
         loaded = by_id_under_ingest(base, scored, written, rate=args.rate,
                                     events_per_s=args.events_rate, duration=args.duration)
-        fresh = freshness(base, outbox_url, probes, probes=args.probes)
-        api = ingest_rate(base, written, clients=args.clients, duration=args.duration)
     finally:
         stop(server)
     reference = reference_rate(url, written, duration=args.duration)
     return {"database": label, "ingest": api, "reference": reference, "freshness": fresh,
-            "by_id_quiet": quiet, "by_id_under_ingest": loaded}
+            "by_id_quiet": quiet, "by_id_under_ingest": loaded, "by_id_one_at_a_time": serial,
+            "prepare_seconds": prepared_s, "by_id_outreach": args.by_id_outreach}
 
 
 def main() -> None:
@@ -323,6 +403,11 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0, help="scores by id per second")
     parser.add_argument("--events-rate", type=float, default=500.0,
                         help="events per second ingested while scoring by id")
+    parser.add_argument("--databases", nargs="+", choices=["sqlite", "postgresql"],
+                        default=["sqlite", "postgresql"])
+    parser.add_argument("--by-id-outreach", choices=["on", "off"], default="off",
+                        help="outreach on the server the by-id phases run against (on: every "
+                        "score by id also writes the outbox, as the rule fires for everyone)")
     args = parser.parse_args()
 
     workdir = args.workdir.resolve()
@@ -339,9 +424,10 @@ def main() -> None:
     results = []
     sqlite_file = workdir / "live.db"
     sqlite_file.unlink(missing_ok=True)
-    results.append(bench_database("SQLite", f"sqlite:///{sqlite_file}", workdir=workdir,
-                                  env=env, customers=customers, args=args))
-    if args.postgres:
+    if "sqlite" in args.databases:
+        results.append(bench_database("SQLite", f"sqlite:///{sqlite_file}", workdir=workdir,
+                                      env=env, customers=customers, args=args))
+    if args.postgres and "postgresql" in args.databases:
         url, drop = postgres_schema(args.postgres)
         try:
             results.append(bench_database("PostgreSQL", url, workdir=workdir, env=env,
@@ -361,13 +447,16 @@ def main() -> None:
               f"{api['events_per_s'] / ref['events_per_s']:.2f} | "
               f"{1000 * fresh['median_s']:.0f} / {1000 * fresh['p99_s']:.0f} |")
     print(f"\nScores by id with top-5 reasons, open loop at {args.rate:g}/s for "
-          f"{args.duration:g} s, latency from each request's due time (ms):\n")
-    print(f"| database | quiet p50 / p99 | while ingesting ~{args.events_rate:g} events/s: "
-          "p50 / p99 | events/s reached | errors |")
-    print("|---|---|---|---|---|")
+          f"{args.duration:g} s, latency from each request's due time (ms); outreach "
+          f"{args.by_id_outreach} on that server:\n")
+    print(f"| database | one at a time: p50 / p99, req/s | quiet p50 / p99 | while ingesting "
+          f"~{args.events_rate:g} events/s: p50 / p99 | events/s reached | errors |")
+    print("|---|---|---|---|---|---|")
     for row in results:
         quiet, loaded = row["by_id_quiet"], row["by_id_under_ingest"]
-        print(f"| {row['database']} | {quiet['p50_ms']:.1f} / {quiet['p99_ms']:.1f} | "
+        serial = row["by_id_one_at_a_time"]
+        print(f"| {row['database']} | {serial['p50_ms']:.1f} / {serial['p99_ms']:.1f}, "
+              f"{serial['req_per_s']:.0f} | {quiet['p50_ms']:.1f} / {quiet['p99_ms']:.1f} | "
               f"{loaded['p50_ms']:.1f} / {loaded['p99_ms']:.1f} | "
               f"{loaded['ingested_events_per_s']:,.0f} | {quiet['errors'] + loaded['errors']} |")
     (workdir / "live_bench.json").write_text(json.dumps(results, indent=2))
