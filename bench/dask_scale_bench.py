@@ -191,6 +191,43 @@ def step_dask(parts: Path, out: Path, bundle: Path, chunk_size: int) -> dict:
             "worker_rest_rss_mb": sorted(rest.values())}
 
 
+def _rss_mb() -> tuple[int, int]:
+    status = Path("/proc/self/status").read_text().splitlines()
+    values = {line.split(":")[0]: int(line.split()[1]) // 1024 for line in status
+              if line.startswith(("VmRSS:", "VmHWM:"))}
+    return values["VmRSS"], values["VmHWM"]
+
+
+def step_profile(parts: Path, out: Path, bundle: Path, chunk_size: int) -> dict:
+    """RSS after each step of one partition's scoring task, in a fresh process: where a
+    worker's memory goes (read and validate, the first chunk, the rest, release)."""
+    import lightgbm  # noqa: F401
+
+    from features.cluster import release_memory
+    from features.partitioned import read_manifest
+    from serving.partitioned_batch import score_partition
+    from serving.scorer import BATCH_COLUMNS, BATCH_TAIL_COLUMNS
+
+    marks: dict[str, tuple[int, int]] = {"imports": _rss_mb()}
+    scorer = _scorer(bundle)
+    marks["model"] = _rss_mb()
+    manifest = read_manifest(str(parts))
+    largest = max(range(manifest.partitions), key=lambda k: manifest.rows[k]["customers"])
+    columns = [*BATCH_COLUMNS, *(f"reason_{k}" for k in range(1, 6)), *BATCH_TAIL_COLUMNS]
+    out.mkdir(parents=True, exist_ok=True)
+    for run in ("first run (compiles the explanation code)", "second run"):
+        _reset_peak()
+        score_partition(largest, scorer=scorer, data=str(parts), manifest=manifest,
+                        as_of=manifest.default_as_of(), explain="all", top_k=5,
+                        chunk_size=chunk_size, work=str(out), columns=columns,
+                        row_group=4096)
+        marks[run] = _rss_mb()
+        release_memory()
+        marks[f"{run}, released"] = _rss_mb()
+    return {"engine": "profile", "partition": largest, "chunk_size": chunk_size,
+            "rss_mb_and_peak_mb": marks}
+
+
 def step_baseline(parts: Path, out: Path, bundle: Path, chunk_size: int) -> dict:
     """The driver's floor: the same imports (dask, distributed, lightgbm, pandas,
     pyarrow), the model loaded and a LocalCluster of 2 workers started, no data."""
@@ -262,7 +299,7 @@ def main() -> None:
     parser.add_argument("--bundle", type=Path, default=None)
     parser.add_argument("--repeats", type=int, default=3,
                         help="runs of each engine at the smallest size (alternating; medians)")
-    parser.add_argument("--step", choices=["dask", "local", "build", "baseline"],
+    parser.add_argument("--step", choices=["dask", "local", "build", "baseline", "profile"],
                         help=argparse.SUPPRESS)
     parser.add_argument("--size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--plain", action="store_true", help=argparse.SUPPRESS)
@@ -277,7 +314,8 @@ def main() -> None:
         print(json.dumps(info))
         return
     if args.step:
-        run = {"dask": step_dask, "local": step_local, "baseline": step_baseline}[args.step]
+        run = {"dask": step_dask, "local": step_local, "baseline": step_baseline,
+               "profile": step_profile}[args.step]
         print(json.dumps(run(args.data, args.out, args.bundle, args.chunk_size)))
         return
 
@@ -299,6 +337,13 @@ def main() -> None:
                      "--size", str(size), "--per-partition", str(args.per_partition),
                      *(["--plain"] if size == sizes[0] else []))
         print(f"dataset {size:,}: {json.dumps(info)}", flush=True)
+        if size == sizes[0]:
+            profile = child("--step", "profile", "--data", str(args.work / f"parts-{size}"),
+                            "--out", str(args.work / "profile-parts"), "--bundle", str(bundle),
+                            "--chunk-size", str(args.chunk_size))
+            report["worker_profile"] = profile
+            print(f"one partition's task, step by step (RSS, peak MB): {json.dumps(profile)}",
+                  flush=True)
         common = ["--bundle", str(bundle), "--chunk-size", str(args.chunk_size)]
         dask_out = args.work / f"scores-dask-{size}.parquet"
         local_out = args.work / f"scores-local-{size}.parquet"

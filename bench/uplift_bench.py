@@ -39,6 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from effect_bench import ACTED_ON, RULES, build_seed, train_champion
 
+#: the ranking by the learner train --uplift would ship (chosen on the training outcomes)
+SHIPPED = "chosen by cross-fitted Qini (shipped)"
 TRUTH = ["true_churn_reduction", "true_revenue_gain", "effect_size", "untreated_churned",
          "lapsed", "declining", "high_value", "price_sensitive"]
 
@@ -115,15 +117,13 @@ class Worlds:
 
 
 def learners() -> dict[str, tuple[object, bool]]:
-    """The uplift variants compared: name → (unfitted estimator, starts from the churn model)."""
-    from models.uplift import TwoModelUplift, XLearnerUplift
+    """The learners `churnlens train --uplift` chooses among: name → (estimator, on churn model)."""
+    from models.uplift import uplift_estimator
+    from training.uplift import CANDIDATES, candidate_name
 
-    return {
-        "two-model": (TwoModelUplift(), False),
-        "X-learner": (XLearnerUplift(), False),
-        "two-model on the churn model": (TwoModelUplift(num_boost_round=50), True),
-        "X-learner on the churn model": (XLearnerUplift(num_boost_round=50), True),
-    }
+    return {candidate_name(method, on_churn_model): (
+        uplift_estimator(method, num_boost_round=rounds), on_churn_model)
+        for method, on_churn_model, rounds in CANDIDATES}
 
 
 def judge(rule: str, world: int, rows: pd.DataFrame, rankings: dict[str, np.ndarray],
@@ -161,6 +161,7 @@ def main() -> None:
 
     from models.uplift import expected_saved_value
     from serving.outreach.rules import load_rules
+    from training.uplift import choose_uplift
 
     costs = {rule.name: rule.cost for rule in load_rules(RULES).rules}
     with tempfile.TemporaryDirectory(prefix="churnlens-uplift-bench-") as folder:
@@ -171,7 +172,8 @@ def main() -> None:
         tests = {seed: worlds.rows(seed) for seed in args.test_seeds}
     columns = [c for c in training.columns if c.startswith("x:")]
     results: list[dict[str, object]] = []
-    counts = []
+    counts: list[str] = []
+    choices: list[str] = []
     for rule in sorted(set(training["rule"])):
         fit_rows = training[training["rule"] == rule]
         treated = (fit_rows["assignment"] == "treated").to_numpy()
@@ -181,6 +183,15 @@ def main() -> None:
             continue
         X_fit = fit_rows[columns].rename(columns=lambda c: c[2:])
         base_fit = fit_rows["churn_probability"].to_numpy(float)
+        # what train --uplift ships: the learner with the best cross-fitted observed Qini
+        choice = choose_uplift(X_fit, treated, fit_rows["churned"].to_numpy(float),
+                               churn_probability=base_fit,
+                               clv=fit_rows["clv"].to_numpy(float))
+        choices.append(f"{rule}: {choice.name} (cross-fitted Qini " + ", ".join(
+            f"{name} {q:.4f}" for name, q in choice.qini.items())
+            + f"; value at risk {choice.value_at_risk_qini:.4f}; difference "
+            f"[{choice.gain_interval[0]:.4f}, {choice.gain_interval[1]:.4f}]: "
+            f"{choice.against_value_at_risk})")
         fitted = {}
         for name, (model, on_churn_model) in learners().items():
             fitted[name] = (model.fit(X_fit, treated, fit_rows["churned"].to_numpy(float),
@@ -204,17 +215,17 @@ def main() -> None:
             for name, (model, on_churn_model) in fitted.items():
                 reduction = model.predict(X_test, baseline=base_test if on_churn_model else None)
                 rankings[name] = expected_saved_value(reduction, clv, costs[rule])
+            rankings[SHIPPED] = rankings[choice.name]
             results.extend(judge(rule, seed, rows, rankings, costs[rule]))
     report(pd.DataFrame(results), header=(
         f"uplift ranking on held-out worlds {args.test_seeds} (churn model: {args.churn}; "
         f"trained on seeds {args.train_seeds}: {'; '.join(counts)}; {args.customers:,} "
         "customers each)"), per_world=args.per_world)
+    print("chosen at training: " + "; ".join(choices))
 
 
 def report(frame: pd.DataFrame, *, header: str, per_world: bool) -> None:
     """Median [min, max] over the held-out worlds; the shipped learner's gain and the headroom."""
-    from training.uplift import UPLIFT_METHOD, UPLIFT_ON_CHURN_MODEL
-
     pd.set_option("display.width", 200)
     print()
     print(header)
@@ -227,14 +238,12 @@ def report(frame: pd.DataFrame, *, header: str, per_world: bool) -> None:
         saved_min=("value saved, top 10%", "min"), saved_max=("value saved, top 10%", "max"))
     print(summary.to_string(float_format=lambda v: f"{v:,.3f}"))
     print()
-    shipped = {"two-model": "two-model", "x-learner": "X-learner"}[UPLIFT_METHOD] + (
-        " on the churn model" if UPLIFT_ON_CHURN_MODEL else "")
     for rule, group in frame.groupby("rule"):
         by_world = group.pivot(index="world", columns="ranking", values="qini")
         base = by_world["value at risk"]
         headroom = by_world["ceiling: true effect size × value at risk"] - base
-        gain = by_world[shipped] - base
-        print(f"{rule}: Qini {by_world[shipped].median():.3f} (shipped: {shipped}) against "
+        gain = by_world[SHIPPED] - base
+        print(f"{rule}: Qini {by_world[SHIPPED].median():.3f} ({SHIPPED}) against "
               f"{base.median():.3f} by value at risk: {gain.median():+.3f} median over "
               f"{len(gain)} worlds ({gain.min():+.3f} to {gain.max():+.3f}; target >= +0.05); "
               f"ceiling {headroom.median():+.3f} ({headroom.min():+.3f} to {headroom.max():+.3f})")

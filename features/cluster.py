@@ -183,12 +183,12 @@ def run_partitions(
         for future in as_completed(futures):
             number = futures[future]
             if future.status == "error":
-                error = future.exception()
-                if not isinstance(error, PartitionError):
+                failure = future.exception()
+                if not isinstance(failure, PartitionError):
                     future.result()  # re-raises with the worker's traceback
                 if not keep_going:
-                    raise PartitionError(str(error))
-                failures.append(PartitionFailure(number, str(error)))
+                    raise PartitionError(str(failure))
+                failures.append(PartitionFailure(number, str(failure)))
             else:
                 results[number] = future.result()
             finished()

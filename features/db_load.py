@@ -14,6 +14,7 @@ import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -134,7 +135,9 @@ def _copy(connection: Connection, table: Table, rows: pd.DataFrame) -> None:
     arrow = _arrow(rows)
     names = ", ".join(f'"{name}"' for name in rows.columns)
     if connection.dialect.name == "postgresql":
-        cursor = connection.connection.driver_connection.cursor()
+        driver = connection.connection.driver_connection
+        assert driver is not None, "an open connection has its driver's connection"
+        cursor = driver.cursor()
         with cursor.copy(f'COPY "{table.name}" ({names}) FROM STDIN (FORMAT csv)') as copy:
             for block in _csv_blocks(arrow):
                 copy.write(block)
@@ -219,7 +222,8 @@ def _insert_new(connection: Connection, schema: ContractSchema, name: str,
                 ["order_id", "customer_id", "status", "from_status", "changed_at"],
                 select(stage.c.order_id, stage.c.customer_id, stage.c.status, target.c.status,
                        literal(now, DateTime)).where(same_key, target.c.status != stage.c.status)))
-        moved = {c: stage.c[c] for c in MUTABLE_COLUMNS[name] if c in stage.c and c != "ended_at"}
+        moved: dict[str, Any] = {c: stage.c[c] for c in MUTABLE_COLUMNS[name]
+                                 if c in stage.c and c != "ended_at"}
         if "ended_at" in MUTABLE_COLUMNS[name] and "ended_at" in stage.c:
             moved["ended_at"] = func.coalesce(stage.c.ended_at, target.c.ended_at)
         if moved:

@@ -75,8 +75,14 @@ def _has_rows(frame: Any) -> bool:
 
 def auto_definition(dataset: Dataset) -> tuple[str, str]:
     """The definition ``auto`` picks for a dataset, and the reason in one sentence."""
-    kinds = [name for name in ("orders", "events", "subscriptions")
-             if _has_rows(dataset.table(name))]
+    return auto_definition_for([name for name in ("orders", "events", "subscriptions")
+                                if _has_rows(dataset.table(name))])
+
+
+def auto_definition_for(kinds: Sequence[str]) -> tuple[str, str]:
+    """`auto_definition` from the history tables that have rows (e.g. a partitioned
+    dataset's manifest), in the order orders, events, subscriptions."""
+    kinds = [name for name in ("orders", "events", "subscriptions") if name in kinds]
     listed = ", ".join(kinds) or "no history"
     if kinds == ["orders"]:
         return "inactivity", "orders only: churn is making no completed order within the horizon"
@@ -107,6 +113,20 @@ def resolve_definition(
     an unknown definition, ``active_days`` ≤ 0, or an activity event type that
     no event has.
     """
+    return resolve_definition_for(
+        [name for name in ("orders", "events", "subscriptions") if _has_rows(dataset.table(name))],
+        event_types_in(dataset), requested=requested, horizon_days=horizon_days,
+        active_days=active_days, activity_events=activity_events)
+
+
+def resolve_definition_for(
+    kinds: Sequence[str], known: Sequence[str], *, requested: str | None = "auto",
+    horizon_days: int = 90, active_days: int | None = None,
+    activity_events: Sequence[str] | None = None,
+) -> ChurnDefinition:
+    """`resolve_definition` from the history tables with rows and the sorted event types
+    (what a partitioned dataset's manifest says, without reading a partition)."""
+    known = list(known)
     requested = requested or "auto"
     if requested not in CHOICES:
         raise DefinitionError("--churn", f"unknown churn definition {requested!r}; expected "
@@ -115,7 +135,6 @@ def resolve_definition(
         raise DefinitionError("--active-days", f"must be a positive number of days, not "
                                                f"{active_days} (default: the horizon, "
                                                f"{horizon_days})")
-    known = event_types_in(dataset)
     if activity_events is not None:
         wanted = [str(t).strip() for t in activity_events if str(t).strip()]
         if not wanted:
@@ -132,7 +151,7 @@ def resolve_definition(
     else:
         types = tuple(t for t in known if t not in PASSIVE_EVENT_TYPES)
     if requested == "auto":
-        name, reason = auto_definition(dataset)
+        name, reason = auto_definition_for(kinds)
         reason = f"auto: {reason}"
     else:
         name, reason = requested, f"--churn {requested} was given"

@@ -268,7 +268,8 @@ class PartitionWriter:
 
     def write(self, dataset: Dataset) -> None:
         """Append one batch of customers (all their rows) to the partitions."""
-        tables = {name: dataset.table(name) for name in dataset.present_tables}
+        tables = {name: frame for name in dataset.present_tables
+                  if (frame := dataset.table(name)) is not None}
         for name, frame in tables.items():
             schema = _schema(frame)
             if self.schema.setdefault(name, schema) != schema:

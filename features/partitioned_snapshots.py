@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -63,6 +63,7 @@ class PartitionStats:
     customers: int
     entries: dict[int, tuple[int, int]]
     season: BusinessSeason | None
+    revenue: bool = False
 
 
 def stats_of_partition(number: int, *, data: str, manifest: Manifest, as_of: pd.Timestamp,
@@ -72,6 +73,10 @@ def stats_of_partition(number: int, *, data: str, manifest: Manifest, as_of: pd.
     dataset = read_partition(data, number, manifest).dataset
     if dataset.customers.empty:
         return PartitionStats(number, 0, {}, None)
+    orders, subscriptions = dataset.orders, dataset.subscriptions
+    revenue = bool(orders is not None and not orders.empty) or bool(
+        subscriptions is not None and "mrr" in subscriptions
+        and (pd.to_numeric(subscriptions["mrr"], errors="coerce") > 0).any())
     history = History(dataset)
     limit = timestamp_ns(as_of)
     entry = population_entry(history, definition, activity_events=activity_events)
@@ -86,7 +91,7 @@ def stats_of_partition(number: int, *, data: str, manifest: Manifest, as_of: pd.
     customers = history.n_customers
     del dataset, history
     release_memory()
-    return PartitionStats(number, customers, entries, season)
+    return PartitionStats(number, customers, entries, season, revenue)
 
 
 def usable_from_counts(entries: Sequence[dict[int, tuple[int, int]]], *,
@@ -153,14 +158,30 @@ def rows_of_partition(number: int, *, data: str, manifest: Manifest, plan: Snaps
     return frame
 
 
-def build_partitioned_training_set(
+@dataclass(frozen=True)
+class PartitionedSnapshots:
+    """A partitioned dataset's training set and what training needs to know besides."""
+
+    training_set: TrainingSet
+    #: whether any partition has revenue a CLV model can learn from (orders, or mrr > 0)
+    has_revenue: bool
+    manifest: Manifest
+
+
+def build_partitioned_training_set(data: str, **settings: Any) -> TrainingSet:
+    """`features.snapshots.build_training_set` of a partitioned dataset (see the module doc);
+    ``settings`` as `partitioned_snapshots`."""
+    return partitioned_snapshots(data, **settings).training_set
+
+
+def partitioned_snapshots(
     data: str, *, client: Client | None, as_of: pd.Timestamp | None = None,
     horizon_days: int = 90, clv_horizon_days: int = 365, definition: Definition = "inactivity",
     step_days: int = 30, max_snapshots: int = 12, min_snapshots: int = 3,
     margin_rate: float = 1.0, active_days: int | None = None,
     activity_events: Sequence[str] | None = None, partitions: int | None = None,
-) -> TrainingSet:
-    """`features.snapshots.build_training_set` of a partitioned dataset (see the module doc).
+) -> PartitionedSnapshots:
+    """The training set of a partitioned dataset, with what else the partitions told.
 
     ``client`` runs the tasks on a Dask cluster; None runs them here, one after the other.
     """
@@ -195,7 +216,9 @@ def build_partitioned_training_set(
     # the local engine's order: snapshots latest first, customers by id within each
     frame = frame.sort_values(["snapshot_at", "customer_id"], ascending=[False, True],
                               kind="stable", ignore_index=True)
-    return plan.training_set(frame, definition=definition, event_types=event_types,
-                             active_days=active_days, activity_events=activity_events,
-                             business_season=business)
+    training_set = plan.training_set(frame, definition=definition, event_types=event_types,
+                                     active_days=active_days, activity_events=activity_events,
+                                     business_season=business)
+    return PartitionedSnapshots(training_set=training_set,
+                                has_revenue=any(s.revenue for s in ordered), manifest=manifest)
 

@@ -256,6 +256,32 @@ def expected_saved_value(reduction: np.ndarray, clv: np.ndarray, cost: float) ->
     return np.asarray(reduction, dtype=float) * np.asarray(clv, dtype=float) - float(cost)
 
 
+def observed_qini(ranking: np.ndarray, treated: np.ndarray, churned: np.ndarray) -> float:
+    """Qini area of ``ranking`` on randomized outcomes, where each customer's effect is unknown.
+
+    For the top k customers of the ranking, the customers saved are estimated as
+    k × (churn rate of the top k's controls − churn rate of its treated); the
+    area between that curve and the straight line to the whole group's figure
+    is summed over k and divided by n² (0 = no better than random order; only
+    differences between rankings of the same customers mean something). Used to
+    choose a learner and to compare it with value at risk where no truth exists.
+    """
+    treated = np.asarray(treated, dtype=bool)
+    churned = np.asarray(churned, dtype=float)
+    n = len(churned)
+    if n == 0 or len(treated) != n or len(ranking) != n:
+        raise ValueError(f"ranking, treated and churned must have the same, non-zero length "
+                         f"({len(ranking)}, {len(treated)}, {n})")
+    order = np.argsort(-np.asarray(ranking, dtype=float), kind="stable")
+    t, y = treated[order], churned[order]
+    n_treated, n_control = np.cumsum(t), np.cumsum(~t)
+    rate_treated = np.cumsum(y * t) / np.maximum(n_treated, 1)
+    rate_control = np.cumsum(y * ~t) / np.maximum(n_control, 1)
+    k = np.arange(1, n + 1)
+    saved = k * (rate_control - rate_treated)
+    return float((saved - k / n * saved[-1]).sum() / n ** 2)
+
+
 def qini_coefficient(ranking: np.ndarray, effect: np.ndarray) -> float:
     """Area between the cumulative-effect curve of ``ranking`` and random, over perfect's.
 

@@ -62,8 +62,8 @@ class BatchError(ValueError):
 class BatchSummary:
     """What a batch run did; ``rows_in == rows_scored + rows_rejected`` always holds."""
 
-    output: Path
-    rejects: Path
+    output: Path | str  # a URL for a partitioned run's output
+    rejects: Path | str
     rows_in: int
     rows_scored: int
     rows_rejected: int
@@ -192,7 +192,8 @@ def _batch_rows(
 # -- partitioning ----------------------------------------------------------------------------
 
 
-def chunk_ids(customer_ids: Sequence[str] | pd.Index, chunk_size: int) -> list[list[str]]:
+def chunk_ids(customer_ids: Sequence[str] | pd.Index | pd.Series,
+              chunk_size: int) -> list[list[str]]:
     """Sorted ids cut every ``chunk_size``: the same boundaries on every run (for resume)."""
     ids = sorted({str(c) for c in customer_ids})
     return [ids[i : i + chunk_size] for i in range(0, len(ids), chunk_size)]
@@ -246,6 +247,7 @@ def _fingerprint(
     from features.io import find_tables
     from serving.redact import masked_url
 
+    files: dict[str, Any]
     if is_database_url(data_dir):
         source, files = masked_url(str(data_dir)), {"rows_read": rows_read}
     else:

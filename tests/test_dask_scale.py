@@ -596,3 +596,47 @@ def test_a_short_history_plans_the_same_snapshots_from_day_counts(data_dir, part
     assert partitioned.snapshot_dates == local.snapshot_dates
     pd.testing.assert_frame_equal(partitioned.frame, local.frame, check_exact=False,
                                   rtol=1e-12)
+
+
+def test_training_on_a_partitioned_dataset_fits_the_local_engines_model(data_dir, parts_dir,
+                                                                        client):
+    """`train` on partitions: the gathered training set is the whole dataset's, so the
+    bundle fitted on it scores held-out rows as the local engine's does."""
+    from dataclasses import replace
+
+    from churn_training_data import FAST
+
+    from training.horizon import needs_anchor
+    from training.partitioned import fit_partitioned
+    from training.run import fit_on_dataset
+
+    params = replace(FAST, clv_horizon_days=90)  # full windows: no horizon anchor either way
+    dataset = read_source(str(data_dir)).dataset
+    local, local_set = fit_on_dataset(dataset, as_of=AS_OF, params=params)
+    assert not any(needs_anchor(local_set))
+    fit, training_set, profile = fit_partitioned(str(parts_dir), client=client, as_of=AS_OF,
+                                                 params=params)
+    pd.testing.assert_frame_equal(training_set.frame, local_set.frame, check_exact=False,
+                                  rtol=1e-12)
+    assert fit.metrics.keys() == local.metrics.keys()
+    for name, value in local.metrics.items():
+        assert fit.metrics[name] == pytest.approx(value, rel=1e-9, nan_ok=True), name
+    assert profile["customers"] == CUSTOMERS and profile["partitions"] == PARTITIONS
+    assert profile["training_rows"] == len(local_set.frame)
+
+
+def test_train_command_on_a_partitioned_dataset(parts_dir, cluster, in_tmp_cwd):
+    from churnlens import build_app
+
+    result = CliRunner().invoke(build_app(), [
+        "train", "--data", str(parts_dir), "--as-of", AS_OF.date().isoformat(),
+        "--churn", "inactivity", "--snapshots", "4", "--engine", "dask",
+        "--scheduler", cluster.scheduler_address])
+    assert result.exit_code == 0, result.output
+    assert "registered churnlens version 1" in result.output, result.output
+    # the 365-day CLV window does not fit this history: the anchor is left out, and said so
+    assert "not applied to a partitioned dataset" in result.output, result.output
+    assert (in_tmp_cwd / "mlflow.db").exists()
+    refused = CliRunner().invoke(build_app(), [
+        "train", "--data", str(parts_dir), "--uplift"])
+    assert refused.exit_code == 2 and "--uplift" in refused.output, refused.output

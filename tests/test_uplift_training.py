@@ -22,7 +22,7 @@ from features.history import History
 from features.io import read_dataset
 from features.pipeline import features_at
 from models.loading import load_model
-from models.uplift import qini_coefficient
+from models.uplift import METHODS, qini_coefficient
 from training.outcomes import read_actions
 from training.run import train_and_register
 
@@ -48,7 +48,16 @@ def test_each_rule_with_enough_outcomes_gets_an_uplift_model(uplifted):
     for model in bundle.uplift:
         assert model.figures["treated"] >= 30 and model.figures["control"] >= 30
         assert f"uplift_{model.rule}_observed_churn_reduction" in result.metrics
-    assert bundle.to_dict()["uplift"][0]["method"] == "two-model"
+        low, high = (result.metrics[f"uplift_{model.rule}_crossfit_qini_gain_{end}"]
+                     for end in ("low", "high"))
+        assert low <= high
+        assert model.method in METHODS
+        # the learner was chosen on the rule's outcomes, and the notes say how it compares
+        # with ranking by value at risk
+        assert any(f"uplift model of rule {model.rule} (" in note and "cross-fitted Qini" in note
+                   for note in result.notes), result.notes
+        assert any(note.startswith(f"rule {model.rule}: ") and "value at risk" in note
+                   for note in result.notes), result.notes
 
 
 def test_the_estimates_find_the_customers_the_offer_helps(uplifted):

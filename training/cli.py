@@ -15,6 +15,7 @@ from features.cli import DataOption, TablesOption
 
 if TYPE_CHECKING:
     from training.params import TrainParams
+    from training.run import TrainResult
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(soft_wrap=True)  # a wrapped line breaks copied ids and paths
@@ -114,8 +115,19 @@ def train(
         "--outbox-url", envvar="CHURNLENS_OUTBOX_URL",
         help="Outbox whose matured actions --uplift learns from (SQLAlchemy URL)")
     ] = "sqlite:///outbox.db",
+    engine: Annotated[str, typer.Option(
+        help="local | dask: with a partitioned dataset (`churnlens partition`), where its "
+             "snapshot tasks run")] = "local",
+    scheduler: Annotated[str | None, typer.Option(
+        help="Dask scheduler address (default: a LocalCluster on this machine)")] = None,
+    connect_timeout: Annotated[float, typer.Option(
+        min=0.1, help="Seconds to wait for the Dask scheduler to answer")] = 10.0,
 ) -> None:
-    """Train churn + CLV models, log an MLflow run, register it and apply the champion gate."""
+    """Train churn + CLV models, log an MLflow run, register it and apply the champion gate.
+
+    On a partitioned dataset the snapshots are built one task per partition (on Dask with
+    ``--engine dask``) and the bundle is fitted here, on the gathered training set.
+    """
     from features.cli import load_or_exit, parse_as_of, source_label
     from features.database import is_database_url
     from features.definition import parse_event_list
@@ -134,6 +146,22 @@ def train(
                           declining_min_activity=declining_min_activity,
                           declining_min_days=declining_min_days)
     _quiet_mlflow()
+    if engine not in ("local", "dask"):
+        raise typer.BadParameter("expected local or dask", param_hint="--engine")
+    if scheduler is not None and engine != "dask":
+        raise typer.BadParameter("--scheduler needs --engine dask", param_hint="--scheduler")
+    from features.partitioned import is_partitioned
+
+    if is_partitioned(data):
+        if uplift or tables is not None:
+            flag = "--uplift" if uplift else "--tables"
+            raise typer.BadParameter("not available for a partitioned dataset", param_hint=flag)
+        _report(_train_partitioned(data, as_of=as_of, params=params, engine=engine,
+                                   scheduler=scheduler, connect_timeout=connect_timeout))
+        return
+    if engine == "dask":
+        raise typer.BadParameter("--engine dask trains on a partitioned dataset: write one "
+                                 "with `churnlens partition` first", param_hint="--engine")
     dataset = load_or_exit(data, tables).dataset
     source = source_label(data) if is_database_url(data) else str(Path(data).resolve())
     cutoff = parse_as_of(as_of, default=dataset.default_as_of)
@@ -146,6 +174,36 @@ def train(
     except (TrainingDataError, OutboxReadError, UpliftDataError) as error:
         console.print(f"[red]error:[/red] {error}", highlight=False)
         raise typer.Exit(2) from error
+    _report(result)
+
+
+def _train_partitioned(data: str, *, as_of: str | None, params: TrainParams, engine: str,
+                       scheduler: str | None, connect_timeout: float) -> TrainResult:
+    """Snapshots per partition (on Dask or here), the fit and its run here."""
+    from contextlib import nullcontext
+
+    from features.cli import parse_as_of
+    from features.cluster import SchedulerUnreachable, dask_client
+    from features.partitioned import PartitionError, read_manifest
+    from training.params import TrainingDataError
+    from training.partitioned import train_partitioned_and_register
+
+    try:
+        manifest = read_manifest(data)
+        cutoff = parse_as_of(as_of, default=manifest.default_as_of)
+        connection = (dask_client(scheduler, connect_timeout=connect_timeout)
+                      if engine == "dask" else nullcontext(None))
+        with console.status(f"training on snapshots up to {cutoff:%Y-%m-%d}"), \
+                connection as client:
+            return train_partitioned_and_register(data, client=client, as_of=cutoff,
+                                                  params=params,
+                                                  dataset_profile={"source": data})
+    except (TrainingDataError, PartitionError, SchedulerUnreachable) as error:
+        console.print(f"[red]error:[/red] {error}", highlight=False)
+        raise typer.Exit(2) from error
+
+
+def _report(result: TrainResult) -> None:
     console.print(f"churn definition: {result.definition} ({result.definition_reason})",
                   highlight=False)
     console.print(_metrics_table(result.metrics))

@@ -20,11 +20,18 @@ from training.params import TrainingDataError, TrainParams
 def profile_dataset(dataset: Dataset, training_set: TrainingSet, *, as_of: pd.Timestamp
                     ) -> dict[str, Any]:
     """What the run was trained on: customers, rows per table, snapshots, churn rate, notes."""
+    return profile_counts(customers=len(dataset.customers), rows=dataset.count_rows(),
+                          training_set=training_set, as_of=as_of)
+
+
+def profile_counts(*, customers: int, rows: dict[str, int], training_set: TrainingSet,
+                   as_of: pd.Timestamp) -> dict[str, Any]:
+    """`profile_dataset` from counts (a partitioned dataset's manifest has them)."""
     frame = training_set.frame
     labelled = frame[frame["in_population"].astype(bool) & frame["churned"].notna()]
     return {
-        "customers": len(dataset.customers),
-        "rows": dataset.count_rows(),
+        "customers": customers,
+        "rows": rows,
         "as_of": pd.Timestamp(as_of).isoformat(),
         "snapshots": len(training_set.snapshot_dates),
         "snapshot_dates": [pd.Timestamp(d).date().isoformat() for d in

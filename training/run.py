@@ -25,12 +25,7 @@ from training.fit import FitResult, fit_bundle, rebuilt
 from training.gate import GATE_RULE, champion_gate
 from training.horizon import anchor_to_requested_horizon
 from training.params import TrainParams
-from training.uplift import (
-    UPLIFT_METHOD,
-    UPLIFT_ON_CHURN_MODEL,
-    fit_uplift,
-    matured_outcomes,
-)
+from training.uplift import candidate_name, fit_uplift, matured_outcomes
 
 
 @dataclass(frozen=True)
@@ -233,8 +228,10 @@ def train_and_register(dataset: Dataset, *, as_of: pd.Timestamp, params: TrainPa
     extra: dict[str, Any] = {}
     if uplift_actions is not None:
         fit = with_uplift(fit, dataset, uplift_actions, as_of=as_of, seed=params.seed)
-        extra = {"uplift_method": UPLIFT_METHOD, "uplift_on_churn_model": UPLIFT_ON_CHURN_MODEL,
-                 "uplift_rules": ",".join(model.rule for model in fit.bundle.uplift)}
+        extra = {"uplift_rules": ",".join(model.rule for model in fit.bundle.uplift),
+                 "uplift_methods": ",".join(
+                     f"{model.rule}:{candidate_name(model.method, model.uses_baseline)}"
+                     for model in fit.bundle.uplift)}
     profile = profile_dataset(dataset, training_set, as_of=as_of) | dict(dataset_profile or {})
     return register_fit(fit, params=params, dataset_profile=profile, extra_params=extra,
                         training_frame=training_set.frame)

@@ -86,8 +86,8 @@ class IngestResult:
     inserted: int
     updated: int
     unchanged: int
+    committed_at: datetime
     changed_customers: tuple[str, ...] = ()
-    committed_at: datetime | None = None
 
 
 def utcnow() -> datetime:
@@ -417,7 +417,7 @@ class LiveStore:
         if not claimed:
             return
         claims = self.schema().rescore_claims
-        values = {"lease_until": None}
+        values: dict[str, Any] = {"lease_until": None}
         if done:
             values["done_stamp"] = claims.c.claimed_stamp
         try:

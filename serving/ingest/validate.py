@@ -47,15 +47,15 @@ def validate_rows(
                                        known_customers=known_customers)
     except DataContractError as error:
         return raw.iloc[:0], [row_error(None, None, str(error), None)]
-    errors = [row_error(int(r.row), str(r.column), str(r.reason), r.value)
-              for r in rejects.itertuples(index=False)]
+    rejected: list[Any] = list(rejects.itertuples(index=False))
+    errors = [row_error(int(r.row), str(r.column), str(r.reason), r.value) for r in rejected]
     if errors:
         return used, errors
     latest = pd.Timestamp(now) + pd.Timedelta(future_tolerance)
     for column in DATING_COLUMNS[table]:
         ahead = used[column].notna() & (used[column] > latest)
-        for position in ahead[ahead].index:
-            stamp = used.at[position, column]
+        late = used.loc[ahead, column]
+        for position, stamp in zip(late.index.tolist(), late.tolist(), strict=True):
             errors.append(row_error(
                 int(position), column,
                 f"{column} {stamp.isoformat()} is in the future (more than "
