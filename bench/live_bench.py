@@ -22,7 +22,8 @@ Steps, in one run so both databases meet the same machine state:
      Side by side, the **reference**: the same batches written straight into the
      events table (SQLAlchemy ``executemany``, no HTTP, no validation, no
      change stamps), so the ratio is what the API's checks and bookkeeping cost;
-   - **scores by id** with top-5 reasons, open loop at ``--rate``/s: quiet, then
+   - **scores by id** with top-5 reasons: one client at a time (the service time
+     and the rate one connection gets), then open loop at ``--rate``/s: quiet, then
      while ``--events-rate`` events/s are ingested (the target on PostgreSQL:
      p99 ≤ 25 ms at 100 req/s under 500 events/s, on a quiet machine). With
      ``--by-id-outreach off`` (the default) against a second server with outreach
@@ -175,6 +176,22 @@ def settled(outbox_url: str, *, quiet_for: float = 5.0) -> None:
         if count != last:
             last, since = count, time.perf_counter()
         time.sleep(0.5)
+
+
+def by_id_one_at_a_time(base: str, customers: list[str], *, duration: float) -> dict:
+    """Closed loop, one client: each score by id sent when the last answered (service time)."""
+    latencies: list[float] = []
+    stop_at = time.perf_counter() + duration
+    with httpx.Client(base_url=base, headers=AUTH, timeout=60) as http:
+        for customer in customers:
+            if time.perf_counter() >= stop_at:
+                break
+            started = time.perf_counter()
+            http.get(f"/v1/customers/{customer}/score?explain=true&top_k=5").raise_for_status()
+            latencies.append(1000 * (time.perf_counter() - started))
+    return {"sent": len(latencies), "p50_ms": statistics.median(latencies),
+            "p99_ms": percentile(latencies, 0.99),
+            "req_per_s": len(latencies) / (sum(latencies) / 1000)}
 
 
 def by_id_under_ingest(base: str, customers: list[str], written: list[str], *, rate: float,
@@ -363,6 +380,7 @@ def bench_database(label: str, url: str, *, workdir: Path, env: dict[str, str],
         with httpx.Client(base_url=base, headers=AUTH, timeout=120) as http:
             for customer in scored[:500]:
                 http.get(f"/v1/customers/{customer}/score?explain=true&top_k=5")
+        serial = by_id_one_at_a_time(base, scored[500:], duration=args.duration)
         quiet = by_id(base, scored, rate=args.rate, duration=args.duration)
         loaded = by_id_under_ingest(base, scored, written, rate=args.rate,
                                     events_per_s=args.events_rate, duration=args.duration)
@@ -370,7 +388,7 @@ def bench_database(label: str, url: str, *, workdir: Path, env: dict[str, str],
         stop(server)
     reference = reference_rate(url, written, duration=args.duration)
     return {"database": label, "ingest": api, "reference": reference, "freshness": fresh,
-            "by_id_quiet": quiet, "by_id_under_ingest": loaded,
+            "by_id_quiet": quiet, "by_id_under_ingest": loaded, "by_id_one_at_a_time": serial,
             "prepare_seconds": prepared_s, "by_id_outreach": args.by_id_outreach}
 
 
@@ -431,12 +449,14 @@ def main() -> None:
     print(f"\nScores by id with top-5 reasons, open loop at {args.rate:g}/s for "
           f"{args.duration:g} s, latency from each request's due time (ms); outreach "
           f"{args.by_id_outreach} on that server:\n")
-    print(f"| database | quiet p50 / p99 | while ingesting ~{args.events_rate:g} events/s: "
-          "p50 / p99 | events/s reached | errors |")
-    print("|---|---|---|---|---|")
+    print(f"| database | one at a time: p50 / p99, req/s | quiet p50 / p99 | while ingesting "
+          f"~{args.events_rate:g} events/s: p50 / p99 | events/s reached | errors |")
+    print("|---|---|---|---|---|---|")
     for row in results:
         quiet, loaded = row["by_id_quiet"], row["by_id_under_ingest"]
-        print(f"| {row['database']} | {quiet['p50_ms']:.1f} / {quiet['p99_ms']:.1f} | "
+        serial = row["by_id_one_at_a_time"]
+        print(f"| {row['database']} | {serial['p50_ms']:.1f} / {serial['p99_ms']:.1f}, "
+              f"{serial['req_per_s']:.0f} | {quiet['p50_ms']:.1f} / {quiet['p99_ms']:.1f} | "
               f"{loaded['p50_ms']:.1f} / {loaded['p99_ms']:.1f} | "
               f"{loaded['ingested_events_per_s']:,.0f} | {quiet['errors'] + loaded['errors']} |")
     (workdir / "live_bench.json").write_text(json.dumps(results, indent=2))

@@ -215,9 +215,14 @@ def is_database_url(source: object) -> bool:
     return _DATABASE_URL.match(str(source)) is not None
 
 
-def database_engine(url: str) -> Engine:
-    """An engine for a churnlens database; SQLite waits for a writer rather than failing."""
-    engine = create_engine(url, pool_pre_ping=True)
+def database_engine(url: str, *, pre_ping: bool = True) -> Engine:
+    """An engine for a churnlens database; SQLite waits for a writer rather than failing.
+
+    ``pre_ping`` tests each pooled connection before use (a round trip), so work
+    after a database restart finds a live connection; without it the first use
+    of a dead connection fails and the pool is refilled.
+    """
+    engine = create_engine(url, pool_pre_ping=pre_ping)
     if engine.dialect.name == "sqlite":
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_connection, _record) -> None:  # pragma: no cover - driver

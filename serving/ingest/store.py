@@ -86,6 +86,7 @@ class IngestResult:
     inserted: int
     updated: int
     unchanged: int
+    #: the server's clock when the transaction began (the change stamp it wrote)
     committed_at: datetime
     changed_customers: tuple[str, ...] = ()
 
@@ -146,6 +147,7 @@ class LiveStore:
         self.url = url
         self.clock = clock
         self._engine: Engine | None = None
+        self._lookup_engine: Engine | None = None
         self._schema: ContractSchema | None = None
         self._lock = threading.Lock()
 
@@ -159,6 +161,17 @@ class LiveStore:
                 if self._engine is None:
                     self._engine = database_engine(self.url)
         return self._engine
+
+    @property
+    def lookup_engine(self) -> Engine:
+        """The engine of the one-row lookup every score by id makes (`stamps`): no pre-ping,
+        so it costs one round trip, not two. After a database restart the first lookup on a
+        dead connection fails (503) and the pool is refilled."""
+        if self._lookup_engine is None:
+            with self._lock:
+                if self._lookup_engine is None:
+                    self._lookup_engine = database_engine(self.url, pre_ping=False)
+        return self._lookup_engine
 
     def schema(self) -> ContractSchema:
         """The tables as the database holds them (attribute columns included).
@@ -174,9 +187,10 @@ class LiveStore:
         return self._schema
 
     def close(self) -> None:
-        if self._engine is not None:
-            self._engine.dispose()
-            self._engine = None
+        for engine in (self._engine, self._lookup_engine):
+            if engine is not None:
+                engine.dispose()
+        self._engine = self._lookup_engine = None
 
     # -- writing -----------------------------------------------------------------------
 
@@ -347,11 +361,12 @@ class LiveStore:
         found: dict[str, datetime] = {}
         try:
             table = self.schema().customer_changes
-            with self.engine.connect() as connection:
-                if len(ids) == 1:  # a score by id: one statement, compiled once and cached
-                    query = select(table.c.customer_id, table.c.changed_at).where(
-                        table.c.customer_id == bindparam("customer_id"))
+            if len(ids) == 1:  # a score by id: one statement, compiled once and cached
+                query = select(table.c.customer_id, table.c.changed_at).where(
+                    table.c.customer_id == bindparam("customer_id"))
+                with self.lookup_engine.connect() as connection:
                     return {c: t for c, t in connection.execute(query, {"customer_id": ids[0]})}
+            with self.engine.connect() as connection:
                 for chunk in _chunks(ids):
                     query = select(table.c.customer_id, table.c.changed_at).where(
                         table.c.customer_id.in_(chunk))
