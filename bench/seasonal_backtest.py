@@ -82,6 +82,7 @@ def run(customers: int, seeds: list[int], max_snapshots: int, *, season_weight: 
                 f"{row['spearman']:.3f} | {row['normalized_gini']:.3f} | "
                 f"{row['total_ratio']:+.1%} | {row['decile_error']:.3f} | "
                 f"{'✓' if ok else '✗'} |")
+            print(lines[-1], file=sys.stderr, flush=True)  # progress: each row as it is done
             if calendar and balance:
                 used = [n for n in result.notes if "calendar inputs used" in n]
                 notes.append(f"- seed {seed}: peak-quarter revenue per day {ratio:.2f}× the rest "

@@ -162,8 +162,9 @@ def wrk(url: str, script: Path, *, concurrency: int, duration: int) -> tuple[flo
     with (script.parent / "wrk_outputs.txt").open("a") as log:
         log.write(f"$ {' '.join(command)}\n{output}\n")
     rps = float(_group(r"Requests/sec:\s+([\d.]+)", output) or "nan")
-    p50 = _ms(_group(r"50%\s+(\S+)", output))
-    p99 = _ms(_group(r"99%\s+(\S+)", output))
+    # the latency distribution's own lines (a "…68.50%" column elsewhere also ends in "50%")
+    p50 = _ms(_group(r"(?m)^\s*50%\s+(\S+)", output))
+    p99 = _ms(_group(r"(?m)^\s*99%\s+(\S+)", output))
     errors = 0
     for pattern in (r"Non-2xx or 3xx responses: (\d+)", r"Socket errors: .*?(\d+) timeout"):
         match = re.search(pattern, output)
@@ -244,7 +245,8 @@ def feature_bodies(workdir: Path, customer_ids: list[str], env: dict[str, str]) 
     dataset = read_dataset(workdir / "data").dataset.for_customers(customer_ids)
     features = build_features(dataset, as_of=dataset.default_as_of(),
                               event_types=bundle.event_types)
-    frame = features[bundle.feature_names].reset_index()
+    # the model's columns as the bundle completes them (business-season inputs included)
+    frame = bundle.prepare_matrix(features).features[bundle.feature_names].reset_index()
     for column in frame.columns:
         if str(frame[column].dtype) == "category":
             frame[column] = frame[column].astype(object)
