@@ -34,6 +34,9 @@ from features.partitioned import (
 from serving.batch import BatchError, run_batch
 from serving.partitioned_batch import ScoredPartition, run_partitioned_batch
 
+#: Dask clusters of worker processes and whole train/score runs: the slow tier
+pytestmark = pytest.mark.slow
+
 CUSTOMERS = 1200
 PARTITIONS = 6
 AS_OF = pd.Timestamp("2026-03-01")
@@ -343,7 +346,6 @@ def test_the_model_survives_the_loss_of_every_worker_holding_it(cluster):
         assert again.result(timeout=120) == 1000
 
 
-@pytest.mark.slow
 def test_a_worker_killed_mid_run_leaves_complete_identical_output(scorer, parts_dir,
                                                                    local_scores, tmp_path):
     from distributed import Client

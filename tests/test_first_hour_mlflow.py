@@ -26,6 +26,7 @@ def _booster_params(booster) -> dict[str, int]:
     return {name: int(value) for name, value in found}
 
 
+@pytest.mark.slow
 def test_demo_run_opens_as_training_with_its_data_and_fitted_params(demo_run):
     client, _ = _client(demo_run.folder)
     experiment = client.get_experiment_by_name("churnlens")

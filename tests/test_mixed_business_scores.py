@@ -25,6 +25,9 @@ from serving.request_data import request_tables
 from serving.scorer import Scorer
 from training.fit import fit_bundle
 
+#: trains a model on a generated mixed business: the slow tier
+pytestmark = pytest.mark.slow
+
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "serving.md"
 
 
