@@ -37,6 +37,14 @@ def _forget_mlflow_stores() -> None:
 
 
 @pytest.fixture(scope="session")
+def fit():
+    """The churn and CLV model fitted once on generated e-commerce data (`fitted`)."""
+    from churn_training_data import fitted
+
+    return fitted()
+
+
+@pytest.fixture(scope="session")
 def demo_run(tmp_path_factory):
     """`churnlens demo` run once, as a user runs it (tests of the first hour share it)."""
     from first_hour_support import run_demo

@@ -7,14 +7,9 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from churn_training_data import fitted, holdout_features
+from churn_training_data import holdout_features
 
 from models.bundle import BUNDLE_FILE, ChurnBundle
-
-
-@pytest.fixture(scope="module")
-def fit():
-    return fitted()
 
 
 @pytest.fixture(scope="module")

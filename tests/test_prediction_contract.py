@@ -15,17 +15,12 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-from churn_training_data import fitted, holdout_features
+from churn_training_data import holdout_features
 
 from models.bundle import apply_calibration
 from models.loading import LoadedModel
 
 TOP_K = 4
-
-
-@pytest.fixture(scope="module")
-def fit():
-    return fitted()
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-import pytest
-from churn_training_data import fitted, holdout_features
+from churn_training_data import holdout_features
 
 from features.contract import validate_tables
 from features.generate import generate_dataset
@@ -59,11 +58,6 @@ def _check_every_feature(frame: pd.DataFrame, info: dict[str, dict], reference: 
                 problems += [f"{name}={value!r} (with {other!r}): {text!r} {p}"
                              for p in _sentence_problems(name, text)]
     assert not problems, "\n".join(problems[:40])
-
-
-@pytest.fixture(scope="module")
-def fit():
-    return fitted()
 
 
 def test_every_feature_of_a_trained_bundle_reads_like_a_person(fit):

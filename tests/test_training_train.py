@@ -34,11 +34,6 @@ def family(feature: str) -> str | None:
                  if any(part in feature for part in parts)), None)
 
 
-@pytest.fixture(scope="module")
-def fit():
-    return fitted()
-
-
 def test_held_out_quality_on_generated_data(fit):
     m = fit.metrics
     assert m["churn_roc_auc"] > 0.85, "behaviour-driven churn should be easy to rank"
