@@ -21,7 +21,6 @@ from live_support import (
     READ,
     WRITE,
     TcpProxy,
-    eventually,
     proxied_url,
     url_host_port,
 )
@@ -78,7 +77,7 @@ def comparable(record: dict) -> dict:
                                          "value_segment", "lifecycle_stage", "reasons")}
 
 
-def test_read_your_writes_across_two_server_workers(database, tmp_path):
+def test_read_your_writes_across_two_server_workers(database, tmp_path, eventually):
     registry, url = database
     one, two = make_app(url, f"sqlite:///{tmp_path / 'o1.db'}"), \
         make_app(url, f"sqlite:///{tmp_path / 'o2.db'}")
@@ -217,7 +216,8 @@ def test_unknown_customer_and_scopes_on_a_live_source(database, tmp_path):
 
 
 @pytest.mark.postgres
-def test_the_server_recovers_by_itself_after_a_database_outage(tmp_path_factory, tmp_path):
+def test_the_server_recovers_by_itself_after_a_database_outage(tmp_path_factory, tmp_path,
+                                                                  eventually):
     from scratch_db import POSTGRES_URL
 
     if not POSTGRES_URL:
@@ -264,7 +264,8 @@ def own_database(request, tmp_path_factory):
         yield registry, url
 
 
-def test_a_returned_order_reaches_the_crm_webhook_without_a_batch_run(own_database, tmp_path):
+def test_a_returned_order_reaches_the_crm_webhook_without_a_batch_run(own_database, tmp_path,
+                                                                      eventually):
     """Outreach follows behaviour: ingest → background rescore → outbox → relay → webhook."""
     from outreach_support import Receiver
 
