@@ -1,14 +1,21 @@
 """Shared fixtures: a temporary working directory, a saved bundle, its scorer, generated data,
-and the clocks that tests drive by hand (the relay's, the model holder's registry polls)."""
+the clocks that tests drive by hand (the relay's, the model holder's registry polls), and
+`eventually`, the one place a test waits for another process."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 
+import httpx
 import pytest
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -207,3 +214,62 @@ def replayed(tmp_path_factory):
                                          "--seed", "5", "--outbox", url])
             assert result.exit_code == 0, result.output
         yield world, url, root / "replayed"
+
+
+def _eventually(condition: Callable[[], T | None], *, timeout: float = 30.0,
+                what: str = "condition") -> T:
+    """Poll ``condition`` until it returns something truthy (and return that); fail after
+    ``timeout`` seconds.
+
+    For what another process or thread makes true: a server answering, a webhook
+    arriving, workers exiting. The deadline only stops a broken test; nothing
+    asserts how long it took. The pause between polls grows from 20 ms to 100 ms.
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.02
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not hold within {timeout} s")
+        time.sleep(pause)  # the suite's one sleep: a pause between polls, never a measurement
+        pause = min(pause * 2, 0.1)
+
+
+@pytest.fixture(scope="session")
+def eventually() -> Callable[..., Any]:
+    """``eventually(condition, timeout=..., what=...)``: poll until another process makes
+    ``condition`` true (see `_eventually`)."""
+    return _eventually
+
+
+@pytest.fixture(scope="session")
+def wait_for(eventually) -> Callable[..., httpx.Response]:
+    """``wait_for(url, timeout=..., ok=(200,), alive=process)``: poll ``url`` until it answers
+    with one of ``ok``; fails at once if the ``alive`` server process exits."""
+
+    def wait(url: str, *, timeout: float = 180.0, ok: tuple[int, ...] = (200,),
+             alive=None) -> httpx.Response:
+        last = ["no answer"]
+
+        def answered() -> httpx.Response | None:
+            if alive is not None and alive.poll() is not None:
+                raise AssertionError(f"the server exited with {alive.returncode} before {url} "
+                                     "answered")
+            try:
+                response = httpx.get(url, timeout=10)
+            except httpx.TransportError as error:
+                last[0] = repr(error)
+                return None
+            if response.status_code in ok:
+                return response
+            last[0] = f"{response.status_code}: {response.text[:300]}"
+            return None
+
+        try:
+            return eventually(answered, timeout=timeout, what=f"{url} answering {ok}")
+        except AssertionError as error:
+            raise AssertionError(f"{error} (last: {last[0]})") from None
+
+    return wait

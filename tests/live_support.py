@@ -1,4 +1,4 @@
-"""Shared by the live-database tests: a database per test, a TCP proxy to cut it, polling.
+"""Shared by the live-database tests: a database per test and a TCP proxy to cut it.
 
 A database is a SQLite file or, when CHURNLENS_TEST_POSTGRES_URL is set, a
 fresh PostgreSQL schema (dropped after). `TcpProxy` stands between a server
@@ -11,10 +11,8 @@ from __future__ import annotations
 import hashlib
 import socket
 import threading
-import time
-from collections.abc import Callable
 from contextlib import suppress
-from typing import Any, TypeVar
+from typing import Any
 
 FULL_KEY, READ_KEY, WRITE_KEY = ("clk_live-full_0123456789", "clk_live-read_0123456789",
                                  "clk_live-write_0123456789")
@@ -29,25 +27,6 @@ KEY_ENTRIES = [_digest(FULL_KEY), f"{_digest(READ_KEY)}:score", f"{_digest(WRITE
 FULL = {"Authorization": f"Bearer {FULL_KEY}"}
 READ = {"Authorization": f"Bearer {READ_KEY}"}
 WRITE = {"Authorization": f"Bearer {WRITE_KEY}"}
-
-T = TypeVar("T")
-
-
-def eventually(condition: Callable[[], T | None], *, timeout: float = 30.0,
-               what: str = "condition") -> T:
-    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds.
-
-    The bound only stops a broken test: nothing asserts how long it took.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} did not hold within {timeout} s")
-        time.sleep(0.02)
-
 
 class TcpProxy:
     """A TCP forwarder on 127.0.0.1 that can drop every connection and refuse new ones."""

@@ -25,7 +25,7 @@ import os
 import re
 import shlex
 import subprocess
-import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +33,7 @@ from typing import Any
 
 import httpx
 import pytest
-from first_hour_support import ROOT, VENV_BIN, background, free_port, wait_for
+from first_hour_support import ROOT, VENV_BIN, background, free_port
 
 #: the first test to ask for the demo pays for it (a few minutes on a busy machine)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -154,6 +154,8 @@ class Session:
     cwd: Path
     logs: Path
     stack: ExitStack
+    wait_for: Callable[..., httpx.Response]  # the conftest fixtures: a server answering,
+    eventually: Callable[..., Any]  # and polling until a condition holds
     env: dict[str, str] = field(default_factory=lambda: {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CHURNLENS_", "MLFLOW_"))},
         "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "CHURNLENS_NO_PROGRESS": "1"})
@@ -218,7 +220,7 @@ class Session:
         process = self.stack.enter_context(background(line, cwd=self.cwd, env=self.env,
                                                       log=log))
         try:
-            wait_for(f"http://127.0.0.1:{real}{probe}", deadline_s=300, alive=process)
+            self.wait_for(f"http://127.0.0.1:{real}{probe}", timeout=300, alive=process)
         except AssertionError as error:
             raise AssertionError(f"{where}: {error}\n{log.read_text()[-3000:]}") from None
         self.ran.append(" ".join(words))
@@ -244,13 +246,17 @@ class Session:
                 url = word
         assert url is not None, f"{where}: curl without a URL"
         method = method or ("POST" if data is not None else "GET")
-        deadline = time.monotonic() + 300
-        while True:
-            response = httpx.request(method, url, headers=headers, content=data, timeout=120)
+        last: list[httpx.Response] = []
+
+        def answered() -> httpx.Response | None:
+            last[:] = [httpx.request(method, url, headers=headers, content=data, timeout=120)]
             # with --workers N each worker loads on its own: 503 until this one is ready
-            if response.status_code != 503 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+            return last[0] if last[0].status_code != 503 else None
+
+        try:
+            response = self.eventually(answered, timeout=300, what=f"{where}: {url} ready")
+        except AssertionError:
+            response = last[0]  # still 503: the assertion below shows its answer
         assert response.is_success, (
             f"{where}: {method} {url} answered {response.status_code}: {response.text[:500]}")
         self.ran.append(f"curl {method} {url}")
@@ -270,12 +276,13 @@ def home(demo_run, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("page", list(PAGES))
-def test_every_example_of_the_page_runs_as_printed(page, home, tmp_path):
+def test_every_example_of_the_page_runs_as_printed(page, home, tmp_path, wait_for, eventually):
     session_logs = tmp_path / "logs"
     session_logs.mkdir()
     skipped: list[str] = []
     with ExitStack() as stack:
-        session = Session(cwd=(home / PAGES[page]).resolve(), logs=session_logs, stack=stack)
+        session = Session(cwd=(home / PAGES[page]).resolve(), logs=session_logs, stack=stack,
+                          wait_for=wait_for, eventually=eventually)
         for block in _examples(page):
             where = f"{page} line {block.line}"
             if block.needs is not None:

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from first_hour_support import background, plain_env, port_of, wait_for
+from first_hour_support import background, plain_env, port_of
 
 from churnlens import command_path, next_steps
 
@@ -51,7 +50,7 @@ def test_printed_steps_rerun_as_printed(demo_run):
         assert done.returncode == 0, f"{step}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
 
 
-def test_mlflow_ui_hint_serves_the_demo_store(demo_run, tmp_path):
+def test_mlflow_ui_hint_serves_the_demo_store(demo_run, tmp_path, wait_for):
     ui = demo_run.hints[0]
     assert port_of(ui) == demo_run.ui_port
     with background(ui, cwd=demo_run.cwd, env=plain_env(), log=tmp_path / "ui.log") as server:
@@ -64,7 +63,7 @@ def test_mlflow_ui_hint_serves_the_demo_store(demo_run, tmp_path):
         assert tags.get("mlflow.experimentKind") == "custom_model_development"
 
 
-def test_serve_and_curl_hints_score_the_named_customer(demo_run, tmp_path):
+def test_serve_and_curl_hints_score_the_named_customer(demo_run, tmp_path, wait_for):
     serve, curl = demo_run.hints[1], demo_run.hints[2]
     assert port_of(serve) == demo_run.port
     with background(serve, cwd=demo_run.cwd, env=plain_env(), log=tmp_path / "serve.log") as s:
@@ -82,7 +81,8 @@ def test_serve_and_curl_hints_score_the_named_customer(demo_run, tmp_path):
     assert "Downloading artifacts" not in log, "no MLflow progress bars in the server output"
 
 
-def test_live_hints_load_serve_and_ingest_as_printed(demo_run, tmp_path):
+def test_live_hints_load_serve_and_ingest_as_printed(demo_run, tmp_path, wait_for,
+                                                     eventually):
     """The live variant: files into SQLite, served, an ingest that rescores the customer."""
     from serving.outreach.outbox import Outbox
 
@@ -106,7 +106,10 @@ def test_live_hints_load_serve_and_ingest_as_printed(demo_run, tmp_path):
         after = run(again)
         assert before["customer_id"] in after
         outbox = Outbox(f"sqlite:///{folder / 'live-outbox.db'}")
-        deadline = time.monotonic() + 120
-        while before["customer_id"] not in set(outbox.action_history()["customer_id"]):
-            assert time.monotonic() < deadline, (tmp_path / "live.log").read_text()[-3000:]
-            time.sleep(0.1)
+        try:
+            eventually(lambda: before["customer_id"] in set(
+                outbox.action_history()["customer_id"]), timeout=120,
+                what="the ingested customer's action in the live outbox")
+        except AssertionError as error:
+            raise AssertionError(f"{error}\n{(tmp_path / 'live.log').read_text()[-3000:]}"
+                                 ) from None
