@@ -13,8 +13,6 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
-from monitoring_support import MATURE_BY
-from serving_fixtures import tiny_params, using_registry_at
 from typer.testing import CliRunner
 
 from churnlens import build_app
@@ -30,11 +28,11 @@ pytestmark = pytest.mark.slow  # end-to-end: training, real scoring and commands
 
 
 @pytest.fixture(scope="module")
-def uplifted(replayed):
+def uplifted(replayed, registry_at, tiny_params):
     world, url, data = replayed
-    with using_registry_at(world.root, world.tracking_uri):
+    with registry_at(world.root, world.tracking_uri):
         result = train_and_register(
-            read_dataset(data).dataset, as_of=pd.Timestamp(MATURE_BY),
+            read_dataset(data).dataset, as_of=pd.Timestamp(world.mature_by),
             params=replace(tiny_params(5), definition="inactivity"),
             uplift_actions=read_actions(url))
         loaded = load_model(f"models:/churnlens/{result.version}")
@@ -81,10 +79,10 @@ def test_the_estimates_find_the_customers_the_offer_helps(uplifted):
     assert qini_coefficient(estimate, rows["true_churn_reduction"].to_numpy(float)) > 0.2
 
 
-def test_train_uplift_says_what_is_missing(replayed, tmp_path):
+def test_train_uplift_says_what_is_missing(replayed, tmp_path, registry_at):
     world, _url, data = replayed
     runner, app = CliRunner(), build_app()
-    with using_registry_at(world.root, world.tracking_uri):
+    with registry_at(world.root, world.tracking_uri):
         empty = f"sqlite:///{tmp_path / 'empty.db'}"
         result = runner.invoke(app, ["train", "--data", str(data), "--uplift", "--outbox-url",
                                      empty])
