@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from first_hour_support import background, plain_env, port_of
 
 from churnlens import command_path, next_steps
 
@@ -42,7 +41,7 @@ def test_demo_prints_one_unwrapped_line_per_command(demo_run):
             f"a bare command needs an activated .venv: {line}")
 
 
-def test_printed_steps_rerun_as_printed(demo_run):
+def test_printed_steps_rerun_as_printed(demo_run, plain_env):
     """A user re-runs a step by pasting its line (no .venv on the PATH)."""
     for step in (s for s in demo_run.steps if " validate " in s or " outreach list " in s):
         done = subprocess.run(["bash", "-c", step], cwd=demo_run.cwd, env=plain_env(),
@@ -50,7 +49,8 @@ def test_printed_steps_rerun_as_printed(demo_run):
         assert done.returncode == 0, f"{step}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
 
 
-def test_mlflow_ui_hint_serves_the_demo_store(demo_run, tmp_path, wait_for):
+def test_mlflow_ui_hint_serves_the_demo_store(demo_run, tmp_path, wait_for, plain_env, port_of,
+                                              background):
     ui = demo_run.hints[0]
     assert port_of(ui) == demo_run.ui_port
     with background(ui, cwd=demo_run.cwd, env=plain_env(), log=tmp_path / "ui.log") as server:
@@ -63,7 +63,8 @@ def test_mlflow_ui_hint_serves_the_demo_store(demo_run, tmp_path, wait_for):
         assert tags.get("mlflow.experimentKind") == "custom_model_development"
 
 
-def test_serve_and_curl_hints_score_the_named_customer(demo_run, tmp_path, wait_for):
+def test_serve_and_curl_hints_score_the_named_customer(demo_run, tmp_path, wait_for, plain_env,
+                                                       port_of, background):
     serve, curl = demo_run.hints[1], demo_run.hints[2]
     assert port_of(serve) == demo_run.port
     with background(serve, cwd=demo_run.cwd, env=plain_env(), log=tmp_path / "serve.log") as s:
@@ -82,7 +83,7 @@ def test_serve_and_curl_hints_score_the_named_customer(demo_run, tmp_path, wait_
 
 
 def test_live_hints_load_serve_and_ingest_as_printed(demo_run, tmp_path, wait_for,
-                                                     eventually):
+                                                     eventually, plain_env, port_of, background):
     """The live variant: files into SQLite, served, an ingest that moves the customer's score
     as printed (probability and tier) and has the rescoring write the printed action, treated
     (not held out), to the live outbox."""

@@ -14,8 +14,6 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 import pytest
-from live_support import create_tables
-from scratch_db import BACKENDS, scratch_database
 
 from serving.ingest.store import LiveStore
 
@@ -52,11 +50,11 @@ def side_by_side(*work):
     return results
 
 
-@pytest.fixture(params=BACKENDS)
-def stores(request, tmp_path):
+@pytest.fixture
+def stores(backend, tmp_path, scratch_database, live_tables):
     """Two stores (two workers) on one fresh database with 40 customers, and their clock."""
-    with scratch_database(request.param, tmp_path, prefix="liveclaim") as url:
-        create_tables(url)
+    with scratch_database(backend, tmp_path, prefix="liveclaim") as url:
+        live_tables.create(url)
         clock = Clock(NOW)
         one, two = LiveStore(url, clock=clock), LiveStore(url, clock=clock)
         one.ingest("customers", pd.DataFrame({"customer_id": [f"c-{i:02d}" for i in range(40)]}))
@@ -103,16 +101,15 @@ def test_two_workers_claim_each_change_once_and_a_dead_workers_claim_runs_out(st
     assert drain(one, "w1") == []
 
 
-@pytest.fixture(params=BACKENDS)
-def served_database(request, tmp_path_factory):
+@pytest.fixture
+def served_database(backend, tmp_path_factory, trained_registry, scratch_database):
     """(registry, live database URL) loaded from the trained registry's generated data."""
-    from serving_fixtures import trained_registry
 
     from features.db_load import load_dataset
     from features.io import read_dataset
 
-    with trained_registry(tmp_path_factory.getbasetemp()) as registry, \
-            scratch_database(request.param, registry.root, prefix="liveclaim") as url:
+    with trained_registry.active() as registry, \
+            scratch_database(backend, registry.root, prefix="liveclaim") as url:
         load_dataset(read_dataset(registry.data), url, now=NOW - timedelta(hours=1))
         yield registry, url
 
@@ -162,11 +159,11 @@ def test_two_rescorers_on_one_database_rescore_each_change_exactly_once(served_d
             worker.live.store.close()
 
 
-@pytest.fixture(params=BACKENDS)
-def empty_database(request, tmp_path):
+@pytest.fixture
+def empty_database(backend, tmp_path, scratch_database, live_tables):
     """A fresh live database with the contract tables and no rows."""
-    with scratch_database(request.param, tmp_path, prefix="livepoll") as url:
-        create_tables(url)
+    with scratch_database(backend, tmp_path, prefix="livepoll") as url:
+        live_tables.create(url)
         yield url
 
 
