@@ -60,6 +60,8 @@ VENV_BIN = Path(sys.executable).parent
 API_KEY = "clk_live_bench_0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 BATCH = 100
+#: the server's CHURNLENS_SWITCH_INTERVAL_MS when --switch-interval-ms is given
+SWITCH_INTERVAL_MS: list[float] = []
 
 RULES = """version: 1
 rules:
@@ -303,6 +305,8 @@ def start_server(url: str, *, workdir: Path, env: dict[str, str], outbox_url: st
         "CHURNLENS_MODEL_POLL_SECONDS": "0",
         "CHURNLENS_LIVE_POLL_SECONDS": "1",
         "CHURNLENS_OUTREACH_ENABLED": "true" if outreach else "false",
+        **({"CHURNLENS_SWITCH_INTERVAL_MS": str(SWITCH_INTERVAL_MS[0])}
+           if SWITCH_INTERVAL_MS else {}),
     }
     with open(log, "w") as sink:
         server = subprocess.Popen(
@@ -376,6 +380,9 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/churnlens-live-bench"))
     parser.add_argument("--postgres", default=os.environ.get("CHURNLENS_TEST_POSTGRES_URL"))
+    parser.add_argument("--switch-interval-ms", type=float, default=None,
+                        help="the server's CHURNLENS_SWITCH_INTERVAL_MS (default: its own, "
+                             "5, Python's)")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--probes", type=int, default=100)
@@ -388,6 +395,8 @@ def main() -> None:
                         help="outreach on the server the by-id phases run against (on: every "
                         "score by id also writes the outbox, as the rule fires for everyone)")
     args = parser.parse_args()
+    if args.switch_interval_ms is not None:
+        SWITCH_INTERVAL_MS.append(args.switch_interval_ms)
 
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)

@@ -237,6 +237,12 @@ class Settings(OutreachSettings):
     ingest_max_rows: int = Field(
         default=10_000, ge=1, le=1_000_000, description="Most rows in one ingestion request"
     )
+    switch_interval_ms: float = Field(
+        default=5.0, gt=0, le=100,
+        description="How long a busy thread (an ingest's validation) may hold the interpreter "
+        "before a waiting request's thread gets it (default: Python's own); shorter may hand "
+        "it to a score by id sooner while ingests run in the same process",
+    )
     live_poll_seconds: float = Field(
         default=1.0, gt=0, le=3600,
         description="On a database source: how often to look for customers another server "
