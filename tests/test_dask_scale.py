@@ -142,10 +142,12 @@ def test_partition_accounts_for_rejected_rows(data_dir, tmp_path):
 
 def test_features_on_worker_processes_equal_the_local_engine(data_dir, parts_dir, client,
                                                              tmp_path):
+    """Each partition's features built in chunks of 60 customers (about 200 per partition)
+    are the local engine's, categorical levels included."""
     local = compute_features(read_source(str(data_dir)).dataset, as_of=AS_OF)
     out = tmp_path / "features.parquet"
     run = compute_partitioned_features(str(parts_dir), out=str(out), as_of=AS_OF,
-                                       client=client)
+                                       client=client, chunk_size=60)
     assert run.customers == len(local)
     pd.testing.assert_frame_equal(pd.read_parquet(out), local.reset_index())
     assert not (tmp_path / "features.parquet.parts").exists()
