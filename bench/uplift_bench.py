@@ -37,40 +37,64 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from effect_bench import ACTED_ON, RULES, build_seed, train_champion
+from effect_bench import ACTED_ON, JUDGED_ON, RULES, build_seed, train_champion
 
 #: the ranking by the learner train --uplift would ship (chosen on the training outcomes)
 SHIPPED = "chosen by cross-fitted Qini (shipped)"
+#: bumped whenever `rule_rows` changes what a cached world holds
+ROWS_VERSION = 3
 TRUTH = ["true_churn_reduction", "true_revenue_gain", "effect_size", "untreated_churned",
          "lapsed", "declining", "high_value", "price_sensitive"]
 
 
 def rule_rows(folder: Path, outbox: str) -> pd.DataFrame:
-    """Matched customers of every rule: model matrix, treated, churned, score, truth."""
+    """Matched customers of every rule: model matrix, treated, churned, score, truth.
+
+    ``churned`` is what ``train --uplift`` learns from (`training.uplift.
+    matured_outcomes`: the champion's churn definition), and the truth is judged
+    in that same definition: the simulator's effects are stated on inactivity
+    churn (`features.outreach_sim`), and a customer it saves places an order,
+    so under the activity definition the action changes the outcome only of
+    those who would have shown no activity at all: their true reduction is the
+    inactivity one times the untreated world's activity label (0 for those who
+    would have stayed active anyway).
+    """
     from features.history import History
     from features.io import read_dataset
     from features.labels import labels_at
     from features.pipeline import features_at
     from models.loading import load_model
     from serving.outreach.outbox import Outbox
+    from training.uplift import matured_outcomes
 
     bundle = load_model("models:/churnlens@champion").bundle
     actions = Outbox(outbox).action_history()
     history = History(read_dataset(folder / "replayed").dataset)
     t = pd.Timestamp(ACTED_ON)
-    labels = labels_at(history, as_of=t, horizon_days=90, clv_horizon_days=90,
-                       definition="inactivity")
+    outcomes = matured_outcomes(history, actions, as_of=pd.Timestamp(JUDGED_ON), bundle=bundle)
+    untreated = labels_at(History(read_dataset(folder / "plain").dataset), as_of=t,
+                          horizon_days=bundle.horizon_days,
+                          clv_horizon_days=bundle.horizon_days,
+                          **bundle.label_settings())["churned"]
     X = bundle.prepare(features_at(history, as_of=t, event_types=bundle.event_types))
     scores = pd.read_parquet(folder / "scores.parquet").set_index("customer_id")
     truth = pd.read_csv(folder / "replayed" / "outreach_truth.csv", dtype={"customer_id": str})
-    rows = actions.merge(truth[["customer_id", "rule", *TRUTH]], on=["customer_id", "rule"])
-    rows["churned"] = labels["churned"].reindex(rows["customer_id"]).to_numpy()
+    rows = outcomes.merge(truth[["customer_id", "rule", *TRUTH]], on=["customer_id", "rule"])
+    judged = untreated.reindex(rows["customer_id"]).to_numpy()
+    rows["true_churn_reduction_inactivity"] = rows["true_churn_reduction"]
+    rows["untreated_churned_judged"] = judged
+    rows["true_churn_reduction"] = rows["true_churn_reduction"].fillna(0).to_numpy() * judged
     for column in ("clv", "value_at_risk", "churn_probability", "value_segment",
                    "lifecycle_stage"):
         rows[column] = scores[column].reindex(rows["customer_id"]).to_numpy()
-    # judged customers: a matured outcome and a churn probability (value at risk) to rank by
+    # learned from: a matured outcome and a churn probability (value at risk) to rank by;
+    # judged: those with a truth in the champion's definition (the simulator states none
+    # for a customer with no completed order before the action: no purchase churn to
+    # prevent, but a discount on a first order), which an activity model also scores
     rows = rows[rows["churned"].notna() & rows["churn_probability"].notna()].reset_index(
         drop=True)
+    rows["judged"] = (rows["true_churn_reduction"].notna()
+                      & rows["true_churn_reduction_inactivity"].notna())
     matrix = X.reindex(pd.Index(rows["customer_id"].astype(str))).reset_index(drop=True)
     return pd.concat([rows, matrix.add_prefix("x:")], axis=1)
 
@@ -78,7 +102,7 @@ def rule_rows(folder: Path, outbox: str) -> pd.DataFrame:
 class Worlds:
     """Each seed's matched customers, built once (champion, generate, score, replay).
 
-    With ``cache``, a seed's rows are kept as ``rows-seed<N>-<customers>.parquet``
+    With ``cache``, a seed's rows are kept as ``rows-v<V>-seed<N>-<customers>-<churn>.parquet``
     there and read back on the next run, so comparing learners does not rebuild
     the worlds (the champion is deterministic: seed 999, as of `ACTED_ON`).
     """
@@ -96,7 +120,8 @@ class Worlds:
 
     def rows(self, seed: int) -> pd.DataFrame:
         path = None if self.cache is None else (
-            self.cache / f"rows-seed{seed}-{self.customers}-{self.definition}.parquet")
+            self.cache / f"rows-v{ROWS_VERSION}-seed{seed}-{self.customers}-"
+                         f"{self.definition}.parquet")
         if path is not None and path.exists():
             frame = pd.read_parquet(path)
             # a categorical column with no level (a plan on a shop with no subscription)
@@ -198,7 +223,7 @@ def main() -> None:
                                       baseline=base_fit if on_churn_model else None),
                             on_churn_model)
         for seed, test in tests.items():
-            rows = test[test["rule"] == rule].reset_index(drop=True)
+            rows = test[(test["rule"] == rule) & test["judged"]].reset_index(drop=True)
             if len(rows) < 50:
                 print(f"{rule}: too few held-out customers in world {seed} ({len(rows)})")
                 continue

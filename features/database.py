@@ -305,27 +305,3 @@ def keyed_rows(name: str, frame: pd.DataFrame) -> pd.DataFrame:
     if given_id in frame.columns:
         rows.insert(1, given_id, frame[given_id].astype(object).to_numpy())
     return rows
-
-
-def statuses_at(orders: pd.DataFrame, changes: pd.DataFrame, *,
-                as_of: pd.Timestamp) -> pd.DataFrame:
-    """``orders`` with the status each had at ``as_of``: changes logged at or after it undone.
-
-    ``changes`` are rows of ``order_status_changes`` (``order_id``, ``status``,
-    ``from_status``, ``changed_at``, ``change_id``). An order with a change before
-    ``as_of`` has the status its latest such change set; an order changed only
-    later has the status its first change left (``from_status``; ``completed``,
-    the contract's default, where a database older than that column logged none).
-    """
-    if changes.empty or orders.empty:
-        return orders
-    ordered = changes.sort_values(["order_id", "changed_at", "change_id"], kind="stable")
-    before = ordered[ordered["changed_at"] < as_of]
-    set_before = before.groupby("order_id", sort=False)["status"].last()
-    first_later = ordered[~ordered["order_id"].isin(set_before.index)].groupby(
-        "order_id", sort=False)["from_status"].first()
-    status_then = pd.concat([set_before, first_later.fillna("completed")])
-    then = orders["order_id"].map(status_then)
-    out = orders.copy()
-    out["status"] = then.where(then.notna(), orders["status"]).astype(orders["status"].dtype)
-    return out

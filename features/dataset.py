@@ -46,6 +46,11 @@ class Dataset:
     orders: pd.DataFrame | None = None
     events: pd.DataFrame | None = None
     subscriptions: pd.DataFrame | None = None
+    #: a database source's log of order status changes (``order_id``, ``customer_id``,
+    #: ``status``, ``from_status``, ``changed_at``, ``change_id``; see
+    #: `features.database`): ``orders`` hold the status as read, and features as of an
+    #: earlier moment give each order the status it had then (`statuses_at`)
+    order_status_changes: pd.DataFrame | None = None
 
     def table(self, name: str) -> pd.DataFrame | None:
         return getattr(self, name)
@@ -85,11 +90,53 @@ class Dataset:
         tables: dict[str, Any] = {
             name: (frame[frame["customer_id"].isin(ids)] if frame is not None else None)
             for name, frame in (
-                (n, self.table(n)) for n in ("customers", *ACTIVITY_TABLES)
+                (n, self.table(n)) for n in ("customers", *ACTIVITY_TABLES,
+                                             "order_status_changes")
             )
         }
         return replace(self, **tables)
 
+    def known_at(self, as_of: pd.Timestamp) -> Dataset:
+        """The dataset as it stood at ``as_of``: each order with the status it had then and
+        the status log cut to the changes before it (the same dataset when nothing changed
+        at or after ``as_of``).
+
+        A model trained as of T labels its snapshots with what was known at T, so a
+        return recorded after T changes neither its labels nor its features.
+        """
+        changes = self.order_status_changes
+        if changes is None or self.orders is None or changes.empty:
+            return self
+        later = changes["changed_at"] >= pd.Timestamp(as_of)
+        if not later.any():
+            return self
+        return replace(self, orders=statuses_at(self.orders, changes, as_of=as_of),
+                       order_status_changes=changes[~later])
+
     def count_rows(self) -> dict[str, int]:
         return {name: len(frame) for name in self.present_tables
                 if (frame := self.table(name)) is not None}
+
+
+def statuses_at(orders: pd.DataFrame, changes: pd.DataFrame, *,
+                as_of: pd.Timestamp) -> pd.DataFrame:
+    """``orders`` with the status each had at ``as_of``: changes logged at or after it undone.
+
+    ``changes`` are rows of ``order_status_changes`` (``order_id``, ``status``,
+    ``from_status``, ``changed_at``, ``change_id``). An order with a change before
+    ``as_of`` has the status its latest such change set; an order changed only
+    later has the status its first change left (``from_status``; ``completed``,
+    the contract's default, where a database older than that column logged none).
+    """
+    if changes.empty or orders.empty:
+        return orders
+    ordered = changes.sort_values(["order_id", "changed_at", "change_id"], kind="stable")
+    before = ordered[ordered["changed_at"] < as_of]
+    set_before = before.groupby("order_id", sort=False)["status"].last()
+    first_later = ordered[~ordered["order_id"].isin(set_before.index)].groupby(
+        "order_id", sort=False)["from_status"].first()
+    status_then = pd.concat([set_before, first_later.fillna("completed")])
+    then = orders["order_id"].map(status_then)
+    out = orders.copy()
+    out["status"] = then.where(then.notna(), orders["status"]).astype(orders["status"].dtype)
+    return out

@@ -23,7 +23,7 @@ other databases (SQLite) through SQLAlchemy and ``pandas.read_sql``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -247,10 +247,47 @@ def read_database(url: str, *, tables: Path | str | None = None) -> ValidationRe
                                     "of that name; map one with --tables)")
         raw = {name: partial(_reader, engine, query, label=sources[name].label())
                for name, query in queries.items()}
-        return require_history(validate_tables(
+        result = require_history(validate_tables(
             raw, sources={name: source.label() for name, source in sources.items()}))
+        changes = read_status_log(engine, sources.get("orders"))
+        if changes is None:
+            return result
+        return replace(result, dataset=replace(result.dataset, order_status_changes=changes))
     finally:
         engine.dispose()
+
+
+#: the columns of the order status log, as `features.dataset.statuses_at` reads them
+STATUS_LOG_COLUMNS = ("order_id", "customer_id", "status", "from_status", "changed_at",
+                      "change_id")
+
+
+def read_status_log(engine: Engine, orders: TableSource | None) -> pd.DataFrame | None:
+    """The database's log of order status changes, when its orders are churnlens's own.
+
+    Features as of T then see each order's status at T (`features.history.History.at`).
+    A mapped orders table (``--tables``) has no log: its statuses are as read.
+    """
+    if orders is None or orders.is_query or orders.relation != "orders" or orders.columns:
+        return None
+    found = inspect(engine)
+    if not found.has_table("order_status_changes"):
+        return None
+    logged = {column["name"] for column in found.get_columns("order_status_changes")}
+    picks = ", ".join(column if column in logged else f"NULL AS {column}"
+                      for column in STATUS_LOG_COLUMNS)
+    log = _reader(engine, f"SELECT {picks} FROM order_status_changes",
+                  label="order_status_changes")
+    out = pd.DataFrame({
+        "order_id": log["order_id"].astype(str).to_numpy(dtype=object),
+        "customer_id": log["customer_id"].astype(str).to_numpy(dtype=object),
+        "status": log["status"].astype(str).to_numpy(dtype=object),
+        "from_status": log["from_status"].astype(object).where(log["from_status"].notna(),
+                                                                None).to_numpy(dtype=object),
+        "changed_at": pd.to_datetime(log["changed_at"]).astype("datetime64[ns]"),
+        "change_id": pd.to_numeric(log["change_id"]).astype("int64"),
+    })
+    return out
 
 
 def _masked(url: str) -> str:

@@ -14,6 +14,7 @@ output built from a `History` comes out sorted by ``customer_id``.
 
 from __future__ import annotations
 
+import copy
 from functools import cached_property
 
 import numpy as np
@@ -21,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from features.dataset import ORDER_STATUSES, Dataset
+from features.dataset import ORDER_STATUSES, Dataset, statuses_at
 
 NS_PER_DAY = 86_400 * 10**9
 #: "never": a timestamp later than any real one, so `t < T` is False for it
@@ -89,18 +90,47 @@ class OrderArrays:
         self.discount = np.nan_to_num(orders["discount"].to_numpy(dtype=np.float64)[order])
         self.items = orders["items"].to_numpy(dtype=np.float64)[order]
         self.completed = self.status == COMPLETED
-        gaps = np.full(len(self.t), np.nan)
-        rows = np.flatnonzero(self.completed)
-        if len(rows):
-            by_customer = rows[np.argsort(self.code[rows], kind="stable")]
-            same = self.code[by_customer][1:] == self.code[by_customer][:-1]
-            deltas = (self.t[by_customer][1:] - self.t[by_customer][:-1]) / NS_PER_DAY
-            gaps[by_customer[1:][same]] = deltas[same]
-        self.gap_days = gaps
+        self.gap_days = _completed_gaps(self.code, self.t, self.completed)
+        #: the sorting permutation: row ``i`` of the frame is at ``position[i]``
+        self._order = order
 
     def end(self, as_of_ns: int) -> int:
         """Number of rows strictly before ``as_of``."""
         return int(np.searchsorted(self.t, as_of_ns, side="left"))
+
+    def positions(self, rows: np.ndarray) -> np.ndarray:
+        """Where rows of the orders frame (integer positions) are in these sorted arrays."""
+        if isinstance(self._order, slice):
+            return rows
+        where = np.empty(len(self._order), dtype=np.int64)
+        where[self._order] = np.arange(len(self._order))
+        return where[rows]
+
+    def with_statuses(self, positions: np.ndarray, statuses: np.ndarray) -> OrderArrays:
+        """A copy whose orders at ``positions`` have the status codes ``statuses``; the
+        gaps between completed orders are worked out again for their customers only."""
+        out = copy.copy(self)
+        out.status = self.status.copy()
+        out.status[positions] = statuses
+        out.completed = out.status == COMPLETED
+        touched = np.isin(self.code, np.unique(self.code[positions]))
+        out.gap_days = self.gap_days.copy()
+        out.gap_days[touched] = _completed_gaps(self.code[touched], self.t[touched],
+                                                out.completed[touched])
+        return out
+
+
+def _completed_gaps(code: np.ndarray, t: np.ndarray, completed: np.ndarray) -> np.ndarray:
+    """Days since the customer's previous completed order, on completed orders (time-sorted
+    rows; NaN on each customer's first completed order and on other statuses)."""
+    gaps = np.full(len(t), np.nan)
+    rows = np.flatnonzero(completed)
+    if len(rows):
+        by_customer = rows[np.argsort(code[rows], kind="stable")]
+        same = code[by_customer][1:] == code[by_customer][:-1]
+        deltas = (t[by_customer][1:] - t[by_customer][:-1]) / NS_PER_DAY
+        gaps[by_customer[1:][same]] = deltas[same]
+    return gaps
 
 
 class EventArrays:
@@ -179,6 +209,38 @@ class History:
     @property
     def n_customers(self) -> int:
         return len(self.customer_ids)
+
+    def at(self, as_of_ns: int) -> History:
+        """This history with each order's status as it was at ``as_of``.
+
+        A database source logs status changes (`Dataset.order_status_changes`); a
+        return recorded at or after T is undone for features as of T, as a row
+        timestamped at or after T is left out. Without a change at or after T this
+        is the history itself; otherwise a copy sharing everything but the orders'
+        statuses (and the gaps between completed orders of the customers changed).
+        """
+        changes = self.dataset.order_status_changes
+        orders = self.orders
+        if changes is None or orders is None or changes.empty:
+            return self
+        when = to_ns(changes["changed_at"])
+        later = changes["order_id"][when >= as_of_ns]
+        if later.empty:
+            return self
+        frame = self.dataset.orders
+        assert frame is not None  # there are order arrays
+        rows = np.flatnonzero(frame["order_id"].isin(later.unique()).to_numpy())
+        then = statuses_at(frame.iloc[rows][["order_id", "status"]], changes,
+                           as_of=pd.Timestamp(as_of_ns))
+        codes = np.array([STATUS_CODES.get(str(s), -1) for s in then["status"]], dtype=np.int8)
+        positions = orders.positions(rows)
+        differs = orders.status[positions] != codes
+        if not differs.any():
+            return self
+        out = copy.copy(self)
+        out.__dict__["orders"] = orders.with_statuses(positions[differs], codes[differs])
+        out.__dict__["first_seen_ns"] = self.first_seen_ns
+        return out
 
     def codes_of(self, table: str) -> np.ndarray:
         """Customer codes (positions in the sorted ids) of a table's rows."""

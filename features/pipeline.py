@@ -244,6 +244,7 @@ def features_at(
     (`features.business`); scoring gets them from the model bundle instead.
     """
     t = timestamp_ns(as_of)
+    history = history.at(t)  # orders with the status they had at T
     known = history.known_at(t)
     columns: dict[str, np.ndarray] = {}
     columns.update(_order_features(history, t))

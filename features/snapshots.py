@@ -172,6 +172,10 @@ def build_training_set(
     Everything applied is said in ``notes``. A ValueError says what to change
     when nothing can be labelled.
 
+    On a database source with a status log, labels count each order with the status
+    known at ``as_of`` and a snapshot's features with the status it had at the
+    snapshot's date: a return recorded later changes neither.
+
     ``progress(done, total)`` is called after each snapshot. ``active_days``
     and ``activity_events`` are the ``activity`` definition's settings
     (`features.labels.label_customers`).
@@ -181,7 +185,9 @@ def build_training_set(
         raise ValueError("horizon_days, clv_horizon_days, step_days and max_snapshots "
                          "must be positive")
     as_of = pd.Timestamp(as_of)
-    history = History(dataset)
+    # labels with what was known at as_of; each snapshot's features see the statuses at
+    # its own date (`features_at`)
+    history = History(dataset.known_at(as_of))
     earliest = usable_from(history, definition=definition, as_of=as_of,
                            activity_events=activity_events)
     if earliest is None:

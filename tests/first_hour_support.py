@@ -1,10 +1,9 @@
 """A new user's first hour, for tests: one demo folder, and commands run as printed.
 
 `run_demo` runs ``churnlens demo`` once (300 customers) in a fresh directory
-the way a user does; `Background` starts a printed server command in its own
-process group and stops it (and every child) afterwards; `wait_for` polls a
-URL until it answers or a deadline passes (a deadline on a real server, never a
-timing assertion).
+the way a user does; `background` starts a printed server command in its own
+process group and stops it (and every child) afterwards (the `wait_for` fixture
+polls it until it answers).
 """
 
 from __future__ import annotations
@@ -16,12 +15,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -72,26 +68,6 @@ def run_demo(cwd: Path) -> DemoRun:
         hints=[line[4:] for line in tail.splitlines() if line.startswith("  $ ")],
         steps=[line[2:] for line in done.stdout.splitlines() if line.startswith("$ cd ")],
     )
-
-
-def wait_for(url: str, *, deadline_s: float = 180, ok: tuple[int, ...] = (200,),
-              alive: subprocess.Popen | None = None) -> httpx.Response:
-    """Poll ``url`` until it answers with one of ``ok`` (fails if the server process exits)."""
-    end = time.monotonic() + deadline_s
-    last = "no answer"
-    while time.monotonic() < end:
-        if alive is not None and alive.poll() is not None:
-            raise AssertionError(f"the server exited with {alive.returncode} before {url} "
-                                 "answered")
-        try:
-            response = httpx.get(url, timeout=10)
-            if response.status_code in ok:
-                return response
-            last = f"{response.status_code}: {response.text[:300]}"
-        except httpx.TransportError as error:
-            last = repr(error)
-        time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer {ok} within {deadline_s} s (last: {last})")
 
 
 @contextlib.contextmanager

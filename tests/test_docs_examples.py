@@ -25,7 +25,8 @@ import os
 import re
 import shlex
 import subprocess
-import time
+import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,11 +34,13 @@ from typing import Any
 
 import httpx
 import pytest
-from first_hour_support import ROOT, VENV_BIN, background, free_port, wait_for
 
 #: the first test to ask for the demo pays for it (a few minutes on a busy machine)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
+ROOT = Path(__file__).resolve().parents[1]
+#: the commands installed beside the interpreter running the tests
+VENV_BIN = Path(sys.executable).parent
 PAGES = {"README.md": "churnlens-demo", "docs/serving.md": "."}
 #: lines not run here, and why (each is run elsewhere in the suite)
 NOT_RUN = {
@@ -154,6 +157,12 @@ class Session:
     cwd: Path
     logs: Path
     stack: ExitStack
+    # the conftest fixtures: a server answering, polling until a condition holds, a free
+    # port, a shell line in its own process group
+    wait_for: Callable[..., httpx.Response]
+    eventually: Callable[..., Any]
+    free_port: Callable[[], int]
+    background: Callable[..., Any]
     env: dict[str, str] = field(default_factory=lambda: {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CHURNLENS_", "MLFLOW_"))},
         "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "CHURNLENS_NO_PROGRESS": "1"})
@@ -207,7 +216,7 @@ class Session:
         if "--host" in words:
             words[words.index("--host") + 1] = "127.0.0.1"
         documented = int(words[words.index("--port") + 1]) if "--port" in words else 8000
-        real = free_port()
+        real = self.free_port()
         if "--port" in words:
             words[words.index("--port") + 1] = str(real)
         else:
@@ -215,10 +224,10 @@ class Session:
         self.ports[documented] = real
         log = self.logs / f"{words[0]}-{real}.log"
         line = " ".join(shlex.quote(w) for w in [str(VENV_BIN / words[0]), *words[1:]])
-        process = self.stack.enter_context(background(line, cwd=self.cwd, env=self.env,
+        process = self.stack.enter_context(self.background(line, cwd=self.cwd, env=self.env,
                                                       log=log))
         try:
-            wait_for(f"http://127.0.0.1:{real}{probe}", deadline_s=300, alive=process)
+            self.wait_for(f"http://127.0.0.1:{real}{probe}", timeout=300, alive=process)
         except AssertionError as error:
             raise AssertionError(f"{where}: {error}\n{log.read_text()[-3000:]}") from None
         self.ran.append(" ".join(words))
@@ -244,13 +253,17 @@ class Session:
                 url = word
         assert url is not None, f"{where}: curl without a URL"
         method = method or ("POST" if data is not None else "GET")
-        deadline = time.monotonic() + 300
-        while True:
-            response = httpx.request(method, url, headers=headers, content=data, timeout=120)
+        last: list[httpx.Response] = []
+
+        def answered() -> httpx.Response | None:
+            last[:] = [httpx.request(method, url, headers=headers, content=data, timeout=120)]
             # with --workers N each worker loads on its own: 503 until this one is ready
-            if response.status_code != 503 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
+            return last[0] if last[0].status_code != 503 else None
+
+        try:
+            response = self.eventually(answered, timeout=300, what=f"{where}: {url} ready")
+        except AssertionError:
+            response = last[0]  # still 503: the assertion below shows its answer
         assert response.is_success, (
             f"{where}: {method} {url} answered {response.status_code}: {response.text[:500]}")
         self.ran.append(f"curl {method} {url}")
@@ -270,12 +283,15 @@ def home(demo_run, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("page", list(PAGES))
-def test_every_example_of_the_page_runs_as_printed(page, home, tmp_path):
+def test_every_example_of_the_page_runs_as_printed(page, home, tmp_path, wait_for, eventually,
+                                                  free_port, background):
     session_logs = tmp_path / "logs"
     session_logs.mkdir()
     skipped: list[str] = []
     with ExitStack() as stack:
-        session = Session(cwd=(home / PAGES[page]).resolve(), logs=session_logs, stack=stack)
+        session = Session(cwd=(home / PAGES[page]).resolve(), logs=session_logs, stack=stack,
+                          wait_for=wait_for, eventually=eventually, free_port=free_port,
+                          background=background)
         for block in _examples(page):
             where = f"{page} line {block.line}"
             if block.needs is not None:

@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -88,13 +87,6 @@ def _running(pid: int) -> bool:
     return stat[stat.rindex(")") + 2] != "Z"
 
 
-def _wait_for(condition, what: str) -> None:
-    deadline = time.monotonic() + PATIENCE_SECONDS
-    while not condition():
-        assert time.monotonic() < deadline, f"gave up waiting: {what}"
-        time.sleep(0.1)
-
-
 @contextmanager
 def _reaped(pids: set[int]) -> Iterator[None]:
     """Whatever the test asserts, leave none of the processes it started behind (``pids``
@@ -109,7 +101,7 @@ def _reaped(pids: set[int]) -> Iterator[None]:
 
 @pytest.mark.slow
 def test_workers_die_with_a_killed_driver_and_resume_completes(bundle_dir, data_dir,
-                                                               tmp_path):
+                                                               tmp_path, eventually):
     reference = _uninterrupted(bundle_dir, data_dir, tmp_path / "reference.parquet")
 
     out = tmp_path / "scores.parquet"
@@ -123,7 +115,8 @@ def test_workers_die_with_a_killed_driver_and_resume_completes(bundle_dir, data_
             return driver.poll() is None and len(workers) >= 2 and any(
                 work.glob("rows-*.parquet"))
 
-        _wait_for(progress_and_workers, "the driver's workers and a first finished chunk")
+        eventually(progress_and_workers, timeout=PATIENCE_SECONDS,
+                   what="the driver's workers and a first finished chunk")
         total = -(-CUSTOMERS // CHUNK)
         finished = len(list(work.glob("rows-*.parquet")))
         assert finished < total, "the dataset must be big enough to interrupt the run"
@@ -131,8 +124,9 @@ def test_workers_die_with_a_killed_driver_and_resume_completes(bundle_dir, data_
         workers.add(driver.pid)  # reaped by the finally block should an assert fail first
         driver.send_signal(signal.SIGKILL)
         driver.wait()
-        _wait_for(lambda: not any(_running(p) for p in workers - {driver.pid}),
-                  f"workers {sorted(workers)} to exit after their driver was killed")
+        eventually(lambda: not any(_running(p) for p in workers - {driver.pid}),
+                   timeout=PATIENCE_SECONDS,
+                   what=f"workers {sorted(workers)} to exit after their driver was killed")
 
     assert not out.exists(), "the output appears only when the run completes"
     # one worker: the resumed run needs none of the killed run's processes

@@ -11,10 +11,8 @@ from datetime import datetime
 
 import pandas as pd
 import pytest
-from live_support import create_tables
-from scratch_db import BACKENDS, scratch_database
 
-from features.database import statuses_at
+from features.dataset import statuses_at
 from features.pipeline import build_features
 from serving.ingest.store import LiveStore
 from serving.live.history import HistoryReader
@@ -57,10 +55,10 @@ def test_statuses_at_undoes_changes_logged_at_or_after_the_moment():
     assert statuses_at(orders, changes.iloc[:0], as_of=t("2024-05-15")) is orders
 
 
-@pytest.fixture(params=BACKENDS)
-def database(request, tmp_path):
-    with scratch_database(request.param, tmp_path, prefix="livehist") as url:
-        create_tables(url)
+@pytest.fixture
+def database(backend, tmp_path, scratch_database, live_tables):
+    with scratch_database(backend, tmp_path, prefix="livehist") as url:
+        live_tables.create(url)
         yield url
 
 
@@ -106,6 +104,47 @@ def test_an_order_returned_after_as_of_counts_as_completed_then(database):
         current = reader.read(["c-1"])
         assert current is not None and \
             current.orders.set_index("order_id")["status"]["o-1"] == "returned"
+    finally:
+        store.close()
+
+
+def test_a_batch_read_as_of_t_agrees_with_the_by_id_read_and_ignores_a_later_return(database):
+    """`read_dataset(URL)` carries the status log: features as of T are the same before and
+    after a return recorded after T, and equal the by-id read as of T; after the return's
+    moment it counts."""
+    from features.io import read_dataset
+
+    clock = Clock(datetime(2024, 5, 1, 9, 0))
+    store = LiveStore(database, clock=clock)
+    try:
+        ids = [f"c-{i}" for i in range(3)]
+        store.ingest("customers", pd.DataFrame({"customer_id": ids, "signup_at": "2023-06-01"}))
+        placed = pd.DataFrame({
+            "order_id": [f"o-{c}-{i}" for c in range(3) for i in range(4)],
+            "customer_id": [f"c-{c}" for c in range(3) for _ in range(4)],
+            "ordered_at": [f"2024-0{1 + i}-1{c}T10:00:00" for c in range(3) for i in range(4)],
+            "amount": 40.0, "status": "completed"})
+        store.ingest("orders", placed)
+        moment = pd.Timestamp("2024-05-05")
+        before = build_features(read_dataset(database).dataset, as_of=moment)
+
+        clock.now = datetime(2024, 5, 10, 12, 0)  # c-1 returns an April order on 10 May
+        returned = placed[placed["order_id"] == "o-1-3"].assign(status="returned")
+        assert store.ingest("orders", returned).updated == 1
+
+        read = read_dataset(database).dataset
+        assert read.order_status_changes is not None and len(read.order_status_changes) == 1
+        assert read.orders is not None and \
+            read.orders.set_index("order_id")["status"]["o-1-3"] == "returned"
+        pd.testing.assert_frame_equal(build_features(read, as_of=moment), before,
+                                      obj="batch features as of a moment before the return")
+        by_id = HistoryReader(store.engine).read(["c-1"], as_of=moment)
+        assert by_id is not None
+        pd.testing.assert_frame_equal(build_features(by_id, as_of=moment),
+                                      before.loc[["c-1"]], obj="by id and batch as of T")
+        later = build_features(read, as_of=pd.Timestamp("2024-05-11"))
+        assert later.loc["c-1", "returned_orders_total"] == 1
+        assert later.loc[["c-0", "c-2"], "returned_orders_total"].tolist() == [0, 0]
     finally:
         store.close()
 

@@ -13,28 +13,29 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
-from monitoring_support import MATURE_BY
-from serving_fixtures import tiny_params, using_registry_at
 from typer.testing import CliRunner
 
 from churnlens import build_app
 from features.history import History
 from features.io import read_dataset
+from features.labels import labels_at
 from features.pipeline import features_at
 from models.loading import load_model
 from models.uplift import METHODS, qini_coefficient
-from training.outcomes import read_actions
-from training.run import train_and_register
+from serving.monitoring.tracking import RegisteredBundles
+from training.outcomes import action_outcomes, read_actions
+from training.run import fit_on_dataset, train_and_register
+from training.uplift import matured_outcomes
 
 pytestmark = pytest.mark.slow  # end-to-end: training, real scoring and commands
 
 
 @pytest.fixture(scope="module")
-def uplifted(replayed):
+def uplifted(replayed, registry_at, tiny_params):
     world, url, data = replayed
-    with using_registry_at(world.root, world.tracking_uri):
+    with registry_at(world.root, world.tracking_uri):
         result = train_and_register(
-            read_dataset(data).dataset, as_of=pd.Timestamp(MATURE_BY),
+            read_dataset(data).dataset, as_of=pd.Timestamp(world.mature_by),
             params=replace(tiny_params(5), definition="inactivity"),
             uplift_actions=read_actions(url))
         loaded = load_model(f"models:/churnlens/{result.version}")
@@ -81,12 +82,46 @@ def test_the_estimates_find_the_customers_the_offer_helps(uplifted):
     assert qini_coefficient(estimate, rows["true_churn_reduction"].to_numpy(float)) > 0.2
 
 
-def test_train_uplift_says_what_is_missing(replayed, tmp_path):
+def test_train_uplift_says_what_is_missing(replayed, tmp_path, registry_at):
     world, _url, data = replayed
     runner, app = CliRunner(), build_app()
-    with using_registry_at(world.root, world.tracking_uri):
+    with registry_at(world.root, world.tracking_uri):
         empty = f"sqlite:///{tmp_path / 'empty.db'}"
         result = runner.invoke(app, ["train", "--data", str(data), "--uplift", "--outbox-url",
                                      empty])
     assert result.exit_code == 2
     assert "no actions table" in result.output and "score --outreach" in result.output
+
+
+def test_uplift_outcomes_follow_the_churn_definition_of_the_model_they_ship_in(
+        replayed, registry_at, tiny_params):
+    """Actions scored by an inactivity model, an activity model trained --uplift: the
+    outcomes its learners see are activity churn (what its probability and its
+    expected_saved_value are about), not the scoring model's inactivity churn."""
+    world, url, data = replayed
+    dataset = read_dataset(data).dataset
+    history = History(dataset)
+    as_of = pd.Timestamp(world.mature_by)
+    fit, _ = fit_on_dataset(dataset, as_of=as_of,
+                            params=replace(tiny_params(5), definition="activity"))
+    assert fit.bundle.definition == "activity"
+    actions = read_actions(url)
+    learned = matured_outcomes(history, actions, as_of=as_of, bundle=fit.bundle)
+    with registry_at(world.root, world.tracking_uri):
+        measured, _ = action_outcomes(history, actions, as_of=as_of,
+                                      load_bundle=RegisteredBundles())
+    assert len(learned) > 100
+    differs = 0
+    for moment, rows in learned.groupby("as_of"):
+        expected = labels_at(history, as_of=pd.Timestamp(moment),
+                             horizon_days=fit.bundle.horizon_days,
+                             clv_horizon_days=fit.bundle.horizon_days,
+                             **fit.bundle.label_settings())["churned"]
+        expected = expected.reindex(rows["customer_id"]).to_numpy()
+        got = rows["churned"].to_numpy()
+        assert ((got == expected) | (pd.isna(got) & pd.isna(expected))).all(), (
+            f"outcomes as of {moment} are the activity labels of the model trained --uplift")
+        scored_by = measured.set_index("id")["churned"].reindex(rows["id"]).to_numpy()
+        differs += int((got != scored_by).sum())
+    assert differs > 0, ("the scoring model's inactivity outcomes (what outreach effect "
+                         "measures) differ from the activity ones for some customers")

@@ -127,3 +127,18 @@ def action_outcomes(history: History, actions: pd.DataFrame, *, as_of: pd.Timest
     if not parts:
         return actions.iloc[0:0].assign(churned=[], revenue=[]), notes
     return pd.concat(parts), notes
+
+
+def outcomes_for(history: History, actions: pd.DataFrame, *, bundle: ChurnBundle,
+                 as_of: pd.Timestamp) -> pd.DataFrame:
+    """Actions matured by ``as_of`` under ``bundle``'s horizon, labelled by its definition.
+
+    Whichever version scored them: what an uplift model shipped in ``bundle``
+    learns must be the churn ``bundle`` predicts, since the learner starts from
+    its probability and ``expected_saved_value`` sits beside it.
+    """
+    ready = actions[matured(actions, horizon_days=bundle.horizon_days, as_of=as_of)].copy()
+    ready["churned"], ready["revenue"] = matured_labels(
+        history, ready, bundle=bundle, as_of=as_of, value_days=bundle.horizon_days,
+        margin_rate=1.0)
+    return ready

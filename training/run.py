@@ -7,7 +7,7 @@ Every MLflow call goes through `training.registry`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -165,38 +165,21 @@ def register_fit(fit: FitResult, *, params: TrainParams, dataset_profile: Mappin
                        definition_reason=str(bundle.churn_definition.get("reason", "")))
 
 
-def _registered_bundles() -> Callable[[str], ChurnBundle]:
-    """``load(version)`` → that registered version's bundle, downloaded once."""
-    loaded: dict[str, ChurnBundle] = {}
-
-    def load(version: str) -> ChurnBundle:
-        if version not in loaded:
-            if not version.isdigit():
-                raise LookupError(f"it is not a registered version ({version!r})")
-            with registry.temporary_directory() as tmp:
-                loaded[version] = ChurnBundle.load(registry.download_bundle(version, Path(tmp)))
-        return loaded[version]
-
-    return load
-
-
 def with_uplift(fit: FitResult, dataset: Dataset, actions: pd.DataFrame, *,
                 as_of: pd.Timestamp, seed: int = 0) -> FitResult:
     """The fit with uplift models of the rules whose actions have matured by ``as_of``.
 
     ``actions`` is the outbox's actions table (`training.outcomes.read_actions`);
-    each is labelled by the registered version that scored it. Raises
+    each is labelled by the fit's own churn definition and horizon, whichever
+    version scored it (`training.uplift.matured_outcomes`). Raises
     `UpliftDataError` when no rule has enough treated and control outcomes.
     """
-    registry.configure_tracking()
     history = History(dataset)
-    outcomes, notes = matured_outcomes(history, actions, as_of=as_of,
-                                       load_bundle=_registered_bundles())
+    outcomes = matured_outcomes(history, actions, as_of=as_of, bundle=fit.bundle)
     fitted = fit_uplift(fit.bundle, history, outcomes, seed=seed)
-    notes = [*notes, *fitted.notes]
-    bundle = rebuilt(fit.bundle, uplift=fitted.models, notes=[*fit.bundle.notes, *notes])
+    bundle = rebuilt(fit.bundle, uplift=fitted.models, notes=[*fit.bundle.notes, *fitted.notes])
     return replace(fit, bundle=bundle, metrics=fit.metrics | fitted.metrics,
-                   notes=[*fit.notes, *notes])
+                   notes=[*fit.notes, *fitted.notes])
 
 
 def fit_on_dataset(dataset: Dataset, *, as_of: pd.Timestamp, params: TrainParams

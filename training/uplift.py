@@ -2,12 +2,13 @@
 
 ``churnlens train --uplift`` reads every action of the outbox whose churn
 horizon has passed by the training cut-off (treated and held-out control
-customers alike, labelled by the model version that scored them:
-`training.outcomes`), and fits, per rule with enough of both, an uplift model
-(`models.uplift`) on the customers' features as of the day the rule fired,
-prepared with the newly trained bundle (the matrix it scores with). The models
-ship in that bundle; scoring turns each into ``expected_saved_value`` =
-estimated churn reduction × CLV − the rule's cost.
+customers alike, labelled by the churn definition and horizon of the newly
+trained bundle, whichever version scored them: `matured_outcomes`), and fits,
+per rule with enough of both, an uplift model (`models.uplift`) on the
+customers' features as of the day the rule fired, prepared with the newly
+trained bundle (the matrix it scores with). The models ship in that bundle;
+scoring turns each into ``expected_saved_value`` = estimated churn reduction ×
+CLV − the rule's cost.
 
 Which learner a rule gets is chosen on its own outcomes (`choose_uplift`):
 each candidate of `CANDIDATES` (two-model and X-learner, each from scratch and
@@ -21,7 +22,6 @@ so the notes say whether the rule's uplift ranking beats ranking by risk.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,7 +31,7 @@ from features.history import History
 from features.pipeline import features_at
 from models.bundle import ChurnBundle
 from models.uplift import RuleUplift, observed_qini, uplift_estimator
-from training.outcomes import action_outcomes
+from training.outcomes import outcomes_for
 
 #: the learners `choose_uplift` compares, in order of preference on a tie: (method, starts
 #: from the churn model's probability as LightGBM ``init_score``, boosting rounds)
@@ -213,7 +213,7 @@ def fit_uplift(bundle: ChurnBundle, history: History, outcomes: pd.DataFrame, *,
     """An uplift model for every rule with ``min_group`` matured treated and control outcomes.
 
     ``outcomes`` are the outbox's actions with ``churned`` (`training.outcomes.
-    action_outcomes`). Rules with too few are named in the notes; when no rule
+    outcomes_for`). Rules with too few are named in the notes; when no rule
     has enough, `UpliftDataError` says how many each has.
     """
     labelled = outcomes[outcomes["churned"].notna()]
@@ -272,9 +272,16 @@ def _against_risk(rule: str, choice: UpliftChoice) -> str:
 
 
 def matured_outcomes(history: History, actions: pd.DataFrame, *, as_of: pd.Timestamp,
-                     load_bundle: Callable[[str], ChurnBundle]) -> tuple[pd.DataFrame, list[str]]:
-    """The outbox's actions whose horizon has passed by ``as_of``, labelled (see module doc)."""
+                     bundle: ChurnBundle) -> pd.DataFrame:
+    """The outbox's actions whose horizon has passed by ``as_of``, labelled by ``bundle``.
+
+    ``bundle`` is the one the uplift models ship in: its churn definition and
+    horizon judge every action, not those of the version that scored it (a rule
+    fired by an activity model teaches an inactivity model how contacting
+    changes inactivity churn, the churn its probability and its
+    ``expected_saved_value`` are about).
+    """
     if actions.empty:
         raise UpliftDataError("the outbox holds no action yet: score with outreach "
                               "(churnlens score --outreach) and rules with a control_share first")
-    return action_outcomes(history, actions, as_of=as_of, load_bundle=load_bundle)
+    return outcomes_for(history, actions, bundle=bundle, as_of=as_of)

@@ -17,8 +17,8 @@ from sqlalchemy import Connection, Engine, bindparam, inspect, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from features.contract import validate_tables
-from features.database import CONTRACT_TABLES, statuses_at
-from features.dataset import Dataset
+from features.database import CONTRACT_TABLES
+from features.dataset import Dataset, statuses_at
 from features.db_source import find_sources, source_query
 from serving.ingest.store import DatabaseUnavailableError
 from serving.redact import database_problem

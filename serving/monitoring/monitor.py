@@ -99,7 +99,7 @@ def run_monitor(
         raise MonitorInputError(
             f"the outbox holds no score before {as_of.date()}: score customers with "
             "`churnlens score --outreach` (or the API) first")
-    history = History(dataset)
+    history = History(dataset.known_at(as_of))  # outcomes known by as_of, statuses too
     notes: list[str] = []
     joined: list[pd.DataFrame] = []
     held_out: dict[str, dict[str, float]] = {}

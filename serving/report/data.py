@@ -191,6 +191,7 @@ def gather_report(
     ``as_of`` with the shared scorer.
     """
     as_of = pd.Timestamp(as_of)
+    dataset = dataset.known_at(as_of)  # orders with the statuses known then (a database's log)
     metrics = retention_metrics(dataset, as_of=as_of, horizon_days=horizon_days)
     view, loaded = _model_view(model_uri)
     if scores_path is not None:
