@@ -692,10 +692,8 @@ def test_report_metrics_per_partition_equal_the_local_engine(data_dir, parts_dir
     _assert_same_metrics(local, partitioned)
 
 
-def test_report_metrics_with_empty_partitions_equal_the_local_engine(tmp_path):
-    from features_fixtures import AS_OF as TINY_AS_OF
-    from features_fixtures import tiny_tables
-
+def test_report_metrics_with_empty_partitions_equal_the_local_engine(tmp_path, tiny_tables,
+                                                                    tiny_as_of):
     from features.partitioned_metrics import partitioned_retention_metrics
     from features.retention import retention_metrics
 
@@ -703,8 +701,8 @@ def test_report_metrics_with_empty_partitions_equal_the_local_engine(tmp_path):
     write_partitioned(tiny, str(tmp_path / "parts"), partitions=16)
     manifest = read_manifest(str(tmp_path / "parts"))
     partitioned = partitioned_retention_metrics(str(tmp_path / "parts"), manifest, client=None,
-                                                as_of=TINY_AS_OF, horizon_days=30)
-    local = retention_metrics(tiny.dataset, as_of=TINY_AS_OF, horizon_days=30)
+                                                as_of=tiny_as_of, horizon_days=30)
+    local = retention_metrics(tiny.dataset, as_of=tiny_as_of, horizon_days=30)
     for name in ("inactivity_churn", "repeat_purchase", "order_status", "cohorts"):
         pd.testing.assert_frame_equal(getattr(partitioned, name), getattr(local, name),
                                       check_exact=False, rtol=1e-12, obj=name)
