@@ -177,6 +177,19 @@ def test_scores_on_worker_processes_equal_the_local_engine(scorer, parts_dir, cl
     assert not (tmp_path / "scores.parquet.parts").exists()
 
 
+def test_the_local_clusters_workers_keep_dasks_housekeeping_quiet(client):
+    """Dask's default ticks, profiler and monitors took ~20% of a core from the scoring."""
+    from features.cluster import QUIET_HOUSEKEEPING
+
+    def settings() -> dict[str, object]:
+        import dask
+
+        return {key: dask.config.get(key) for key in QUIET_HOUSEKEEPING}
+
+    for worker, values in client.run(settings).items():
+        assert values == QUIET_HOUSEKEEPING, worker
+
+
 def test_the_driver_never_reads_a_partition_or_a_table(scorer, parts_dir, client,
                                                        local_scores, tmp_path, monkeypatch):
     """The driver process cannot read data at all here; workers (other processes) can."""
