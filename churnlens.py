@@ -7,9 +7,12 @@ import json
 import os
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from serving.live.example import LiveExample
 
 #: modules whose typer ``app`` contributes top-level commands
 COMMAND_MODULES = (
@@ -78,17 +81,26 @@ def next_steps(folder: Path, *, bin_dir: Path, cwd: Path, customer_id: str,
     ]
 
 
-def live_steps(folder: Path, *, bin_dir: Path, cwd: Path, customer_id: str,
-               order: dict[str, object], port: int = 8001) -> list[tuple[str, str]]:
+def live_steps(folder: Path, *, bin_dir: Path, cwd: Path, example: LiveExample,
+               port: int = 8001) -> list[tuple[str, str]]:
     """The live variant's hints: the demo's files in a SQLite database, served, written to.
 
-    ``order`` is the customer's latest completed order; the hint sends it back as
-    returned, which moves the customer's score and has the rescoring fire an action.
+    ``example`` (`serving.live.example.pick_live_example`) is a customer whose
+    latest completed order, sent back as returned, changes their tier and fires an
+    action; the hint says what it changes, as the demo's model scored it.
     """
     churnlens = shlex.quote(command_path("churnlens", bin_dir=bin_dir, folder=folder, cwd=cwd))
     enter = f"cd {shlex.quote(str(folder))} &&"
-    returned = json.dumps([{**order, "status": "returned"}], separators=(",", ":"))
+    returned = json.dumps([{**example.order, "status": "returned"}], separators=(",", ":"))
     base = f"http://127.0.0.1:{port}/v1"
+    customer_id, before, after = example.customer_id, example.before, example.after
+    moves = (f"churn probability {before.churn_probability:.3f} ({before.risk_tier}) to "
+             f"{after.churn_probability:.3f} ({after.risk_tier})")
+    if after.recommended_action is not None and before.recommended_action is None:
+        fires = (f"and the background rescoring writes {after.recommended_action} to the live "
+                 "outbox")
+    else:
+        fires = "(no rule newly matches this customer, so no action is written)"
     return [
         ("the live variant: the demo's files loaded into a SQLite database",
          f"{enter} {churnlens} load --data data --into sqlite:///live.db"),
@@ -99,8 +111,8 @@ def live_steps(folder: Path, *, bin_dir: Path, cwd: Path, customer_id: str,
          f"CHURNLENS_RELAY_ENABLED=true {churnlens} serve --port {port}"),
         (f"from a second terminal, {customer_id}'s score now",
          f"curl -s {base}/customers/{customer_id}/score"),
-        (f"{customer_id} returns their latest order (an ingest: the score moves, and the "
-         "rescoring writes the action that now matches to the outbox)",
+        (f"{customer_id} returns their latest order (an ingest): the score moves from {moves}, "
+         f"{fires}",
          f"curl -s -X POST -H 'Content-Type: application/json' {base}/orders "
          f"-d {shlex.quote(returned)}"),
         ("the score again, and the actions the live outbox holds",
@@ -109,28 +121,33 @@ def live_steps(folder: Path, *, bin_dir: Path, cwd: Path, customer_id: str,
     ]
 
 
-def _latest_order(data: Path, customer_id: str) -> dict[str, object]:
-    """The customer's latest completed order before now (else anyone's), as ingestion takes it.
-
-    Generated data runs to the end of today; an ingested row may not lie ahead of the
-    server's clock, so orders of the coming hours are passed over.
-    """
-    import pandas as pd
+def live_example(folder: Path) -> LiveExample | None:
+    """The live hints' customer, scored with the demo's champion as the live server will."""
+    import contextlib
+    from datetime import UTC, datetime
 
     from features.io import read_dataset
+    from models.loading import load_model
+    from serving.live.example import pick_live_example
+    from serving.outreach.rules import load_rules
+    from serving.scorer import Scorer
 
-    orders = read_dataset(data).dataset.orders
-    now = pd.Timestamp.now(tz="UTC").tz_localize(None)
-    done = orders[(orders["status"] == "completed") & (orders["ordered_at"] < now)]
-    mine = done[done["customer_id"] == customer_id]
-    latest = (mine if len(mine) else done).sort_values("ordered_at").iloc[-1]
-    order: dict[str, object] = {
-        "order_id": str(latest["order_id"]), "customer_id": str(latest["customer_id"]),
-        "ordered_at": latest["ordered_at"].isoformat(), "amount": float(latest["amount"]),
-        "discount": float(latest["discount"])}
-    if pd.notna(latest["items"]):
-        order["items"] = float(latest["items"])
-    return order
+    settings = {"MLFLOW_TRACKING_URI": f"sqlite:///{(folder / 'mlflow.db').resolve()}",
+                "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    saved = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        with contextlib.chdir(folder):  # the registry's artifacts are under ./mlartifacts
+            scorer = Scorer(load_model(), rules=load_rules(None))
+            dataset = read_dataset("data").dataset
+            now = datetime.now(UTC).replace(tzinfo=None)
+            return pick_live_example(dataset, scorer, now=now)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _most_value_at_risk(scores: Path) -> str:
@@ -194,9 +211,9 @@ def demo(
     customer_id = _most_value_at_risk(folder / "scores.parquet")
     hints = next_steps(folder, bin_dir=bin_dir, cwd=cwd, port=port, ui_port=ui_port,
                        customer_id=customer_id)
-    order = _latest_order(folder / "data", customer_id)
-    live = live_steps(folder, bin_dir=bin_dir, cwd=cwd, customer_id=str(order["customer_id"]),
-                      port=port + 1, order=order)
+    example = live_example(folder)
+    live = (live_steps(folder, bin_dir=bin_dir, cwd=cwd, example=example, port=port + 1)
+            if example is not None else [])
     # plain print: rich would wrap long lines at the terminal width and break a copied command
     print(f"Everything is in {folder}/: data/, mlflow.db, mlartifacts/, outbox.db, "
           f"scores.parquet, report.html")
@@ -205,7 +222,9 @@ def demo(
     for what, line in hints:
         print(f"  {what}:")
         print(f"  $ {line}")
-    print("The live variant (a database as the source of record; docs/serving.md, Live data):")
+    if live:
+        print("The live variant (a database as the source of record; docs/serving.md, "
+              "Live data):")
     for what, line in live:
         print(f"  {what}:")
         print(f"  $ {line}")

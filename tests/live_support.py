@@ -12,6 +12,7 @@ import hashlib
 import socket
 import threading
 from contextlib import suppress
+from dataclasses import dataclass, field
 from typing import Any
 
 FULL_KEY, READ_KEY, WRITE_KEY = ("clk_live-full_0123456789", "clk_live-read_0123456789",
@@ -22,11 +23,23 @@ def _digest(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-#: a key for everything, one that may only read, one that may only write
-KEY_ENTRIES = [_digest(FULL_KEY), f"{_digest(READ_KEY)}:score", f"{_digest(WRITE_KEY)}:ingest"]
-FULL = {"Authorization": f"Bearer {FULL_KEY}"}
-READ = {"Authorization": f"Bearer {READ_KEY}"}
-WRITE = {"Authorization": f"Bearer {WRITE_KEY}"}
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@dataclass(frozen=True)
+class ScopedKeys:
+    """A key for everything, one that may only read (score), one that may only write (ingest):
+    ``entries`` as the server's settings hold them, the others as headers."""
+
+    entries: list[str] = field(default_factory=lambda: [
+        _digest(FULL_KEY), f"{_digest(READ_KEY)}:score", f"{_digest(WRITE_KEY)}:ingest"])
+    full: dict[str, str] = field(default_factory=lambda: _bearer(FULL_KEY))
+    read: dict[str, str] = field(default_factory=lambda: _bearer(READ_KEY))
+    write: dict[str, str] = field(default_factory=lambda: _bearer(WRITE_KEY))
+
+
+SCOPED_KEYS = ScopedKeys()
 
 class TcpProxy:
     """A TCP forwarder on 127.0.0.1 that can drop every connection and refuse new ones."""
@@ -105,6 +118,18 @@ def url_host_port(url: str) -> tuple[str, int]:
 
     parsed = make_url(url)
     return parsed.host or "127.0.0.1", parsed.port or 5432
+
+
+class LiveTables:
+    """The contract tables of a live database: create them empty, count their rows."""
+
+    @staticmethod
+    def create(url: str, *, attributes: dict[str, str] | None = None) -> None:
+        create_tables(url, attributes=attributes)
+
+    @staticmethod
+    def count(url: str, table: str, **where: Any) -> int:
+        return count_rows(url, table, **where)
 
 
 def create_tables(url: str, *, attributes: dict[str, str] | None = None) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import date
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -31,14 +32,31 @@ DRIFT_BY = "2024-03-15"
 
 @dataclass
 class MonitoredWorld:
+    """Where the world is, and its dates: `END` of the data, `MATURE_BY`, `DRIFT_BY`,
+    `DRIFT_DATE` (see the module doc)."""
+
     root: Path
     plain: Path
     shifted: Path
     tracking_uri: str
     version: str
+    end: ClassVar[date] = END
+    mature_by: ClassVar[str] = MATURE_BY
+    drift_by: ClassVar[str] = DRIFT_BY
+    drift_date: ClassVar[str] = DRIFT_DATE
 
     def outbox(self, name: str) -> str:
         return f"sqlite:///{self.root / f'{name}.db'}"
+
+    @staticmethod
+    def score_into(runner, app, *, data: Path, as_of: str, outbox: str, out: Path) -> None:
+        """``churnlens score --outreach`` of ``data`` as of ``as_of`` into ``outbox``."""
+        score_into(runner, app, data=data, as_of=as_of, outbox=outbox, out=out)
+
+    @staticmethod
+    def outcomes_from_orders(data: Path, scores: pd.DataFrame) -> pd.Series:
+        """See `outcomes_from_orders`."""
+        return outcomes_from_orders(data, scores)
 
 
 def score_into(runner, app, *, data: Path, as_of: str, outbox: str, out: Path) -> None:

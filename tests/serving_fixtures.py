@@ -1,13 +1,16 @@
 """A tiny trained model in a temporary MLflow SQLite registry, for the serving tests.
 
 Real, not mocked: a generated dataset, `train_and_register` with few trees, a
-real registry with the ``champion`` alias. Built once per test module.
+real registry with the ``champion`` alias. Trained once per test session; the
+fixtures of ``conftest.py`` (`trained_registry`, `running_server`, `api_key`, ...)
+are how tests reach what is here.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
@@ -15,10 +18,25 @@ from pathlib import Path
 
 import pytest
 
-API_KEY = "clk_serving-tests_0123456789abcdef"
-API_DIGEST = hashlib.sha256(API_KEY.encode()).hexdigest()
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
 END = date(2024, 6, 1)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as a client sends it (``auth`` headers) and as settings hold it (``digest``)."""
+
+    key: str
+
+    @property
+    def digest(self) -> str:
+        return hashlib.sha256(self.key.encode()).hexdigest()
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.key}"}
+
+
+SERVING_KEY = ApiKey("clk_serving-tests_0123456789abcdef")
 
 
 @dataclass
@@ -31,6 +49,12 @@ class TrainedRegistry:
     def env(self) -> dict[str, str]:
         return {"MLFLOW_TRACKING_URI": self.tracking_uri}
 
+    @contextmanager
+    def active(self) -> Iterator[TrainedRegistry]:
+        """cwd and MLflow pointing at this registry for the duration."""
+        with using_registry_at(self.root, self.tracking_uri):
+            yield self
+
 
 def tiny_params(seed: int = 0):
     from training.params import TrainParams
@@ -39,20 +63,8 @@ def tiny_params(seed: int = 0):
                        step_days=60, num_threads=1, seed=seed, calibration="none")
 
 
-_SHARED: dict[str, TrainedRegistry] = {}
-
-
-def shared_registry(base: Path) -> TrainedRegistry:
-    """Train once per test process (training logs plots and takes a while); reuse after.
-
-    Tests that move the alias put it back, so every module sees the same champion.
-    """
-    if "registry" not in _SHARED:
-        _SHARED["registry"] = _train(base / "serving-registry")
-    return _SHARED["registry"]
-
-
-def _train(root: Path, *, customers: int = 400, seed: int = 11) -> TrainedRegistry:
+def train_registry(root: Path, *, customers: int = 400, seed: int = 11) -> TrainedRegistry:
+    """Generate a dataset in ``root`` and train its first model into ``root``'s registry."""
     from features.generate import generate_dataset
     from features.io import read_dataset
     from training.run import train_and_register
@@ -84,14 +96,6 @@ def using_registry_at(root: Path, tracking_uri: str):
         yield
 
 
-@contextmanager
-def trained_registry(base: Path):
-    """The shared trained registry, with cwd and MLflow pointing at it for the duration."""
-    registry = shared_registry(base)
-    with using_registry_at(registry.root, registry.tracking_uri):
-        yield registry
-
-
 def wait_ready(target, *, timeout: float = 120.0):
     """The serving state once the first model load has settled (the timeout only guards a
     broken test; nothing is polled). ``target`` is an app or a TestClient; an HTTP client
@@ -105,14 +109,6 @@ def wait_ready(target, *, timeout: float = 120.0):
     assert holder.settled.wait(timeout), f"the model did not load within {timeout} s"
     assert holder.state is not None, f"no model is serving: {holder.last_error}"
     return holder.state
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @contextmanager

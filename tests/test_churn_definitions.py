@@ -9,7 +9,6 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
-from features_fixtures import tiny_dataset
 
 from features.contract import validate_tables
 from features.definition import (
@@ -203,7 +202,7 @@ def test_activity_population_rule_on_generated_data(mixed):
         assert np.array_equal(mask, labels["in_population"].to_numpy()), f"as of {as_of}"
 
 
-def test_tiny_dataset_gets_the_activity_definition():
+def test_tiny_dataset_gets_the_activity_definition(tiny_dataset):
     assert auto_definition(tiny_dataset())[0] == "activity"
 
 

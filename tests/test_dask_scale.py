@@ -290,18 +290,16 @@ def test_an_in_memory_fsspec_dataset(data_dir, scorer, local_scores):
     memory.rm("/", recursive=True)
 
 
-def test_partitions_without_customers_are_fine(tmp_path):
-    from features_fixtures import AS_OF as TINY_AS_OF
-    from features_fixtures import tiny_tables
+def test_partitions_without_customers_are_fine(tmp_path, tiny_tables, tiny_as_of):
 
     tiny = validate_tables(tiny_tables())
     write_partitioned(tiny, str(tmp_path / "parts"), partitions=16)
     manifest = read_manifest(str(tmp_path / "parts"))
     assert sum(1 for part in manifest.rows if part["customers"] == 0) >= 8
     out = tmp_path / "features.parquet"
-    compute_partitioned_features(str(tmp_path / "parts"), out=str(out), as_of=TINY_AS_OF,
+    compute_partitioned_features(str(tmp_path / "parts"), out=str(out), as_of=tiny_as_of,
                                  client=None)
-    local = compute_features(tiny.dataset, as_of=TINY_AS_OF)
+    local = compute_features(tiny.dataset, as_of=tiny_as_of)
     pd.testing.assert_frame_equal(pd.read_parquet(out), local.reset_index())
 
 
@@ -601,18 +599,16 @@ def test_a_short_history_plans_the_same_snapshots_from_day_counts(data_dir, part
 
 
 def test_training_on_a_partitioned_dataset_fits_the_local_engines_model(data_dir, parts_dir,
-                                                                        client):
+                                                                        client, fast_params):
     """`train` on partitions: the gathered training set is the whole dataset's, so the
     bundle fitted on it scores held-out rows as the local engine's does."""
     from dataclasses import replace
-
-    from churn_training_data import FAST
 
     from training.horizon import needs_anchor
     from training.partitioned import fit_partitioned
     from training.run import fit_on_dataset
 
-    params = replace(FAST, clv_horizon_days=90)  # full windows: no horizon anchor either way
+    params = replace(fast_params, clv_horizon_days=90)  # full windows: no horizon anchor either way
     dataset = read_source(str(data_dir)).dataset
     local, local_set = fit_on_dataset(dataset, as_of=AS_OF, params=params)
     assert not any(needs_anchor(local_set))

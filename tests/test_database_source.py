@@ -10,8 +10,6 @@ from datetime import datetime
 
 import pandas as pd
 import pytest
-from db_source_support import run_cli, small_dataset
-from scratch_db import BACKENDS, scratch_database
 from sqlalchemy import create_engine, func, insert, select, text
 
 from features.contract import DataContractError
@@ -24,7 +22,7 @@ NOW = datetime(2026, 7, 1, 12, 0)
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory):
+def files(tmp_path_factory, small_dataset):
     """A clean generated dataset, and a copy with rows the contract rejects."""
     clean = small_dataset(tmp_path_factory.mktemp("clean"))
     dirty = tmp_path_factory.mktemp("dirty")
@@ -38,9 +36,9 @@ def files(tmp_path_factory):
     return {"clean": clean, "dirty": dirty}
 
 
-@pytest.fixture(params=BACKENDS)
-def url(request, tmp_path):
-    with scratch_database(request.param, tmp_path, prefix="source") as found:
+@pytest.fixture
+def url(backend, tmp_path, scratch_database):
+    with scratch_database(backend, tmp_path, prefix="source") as found:
         yield found
 
 
@@ -96,7 +94,7 @@ def test_rows_at_or_after_as_of_change_nothing(files, url):
                                   obj="features as of T after adding rows at or after T")
 
 
-def test_load_twice_adds_nothing_and_replace_starts_over(files, url, tmp_path):
+def test_load_twice_adds_nothing_and_replace_starts_over(files, url, tmp_path, run_cli):
     first = run_cli("load", "--data", str(files["clean"]), "--into", url)
     assert first.exit_code == 0, first.output
     loaded = _counts(url)
@@ -119,7 +117,7 @@ def test_load_twice_adds_nothing_and_replace_starts_over(files, url, tmp_path):
 
 
 def test_reloading_files_where_an_order_was_returned_updates_it_and_logs_the_change(
-        files, url, tmp_path):
+        files, url, tmp_path, run_cli):
     """An order's new status in the files is an update with its change logged, once."""
     assert run_cli("load", "--data", str(files["clean"]), "--into", url).exit_code == 0
     changed = tmp_path / "changed"
@@ -159,7 +157,7 @@ def test_reloading_files_where_an_order_was_returned_updates_it_and_logs_the_cha
     pd.testing.assert_series_equal(stored.sort_index(), expected.sort_index())
 
 
-def test_load_accounts_for_rejected_rows(files, url, tmp_path):
+def test_load_accounts_for_rejected_rows(files, url, tmp_path, run_cli):
     rejects = tmp_path / "load.rejects.csv"
     result = run_cli("load", "--data", str(files["dirty"]), "--into", url,
                      "--rejects", str(rejects))
@@ -211,7 +209,7 @@ def _crm_schema(url: str) -> None:
     engine.dispose()
 
 
-def test_a_mapping_reads_an_existing_schema(url, tmp_path):
+def test_a_mapping_reads_an_existing_schema(url, tmp_path, run_cli):
     _crm_schema(url)
     mapping = tmp_path / "tables.yaml"
     mapping.write_text(
@@ -242,7 +240,7 @@ def test_a_mapping_reads_an_existing_schema(url, tmp_path):
     ("orders:\n  from: SELECT * FROM no_such_table\n", "orders: the SELECT fails"),
 ])
 def test_a_mapping_that_names_what_is_missing_fails_in_one_line(url, tmp_path, yaml_text,
-                                                                message):
+                                                                message, run_cli):
     _crm_schema(url)
     mapping = tmp_path / "tables.yaml"
     mapping.write_text(yaml_text)
@@ -263,7 +261,7 @@ def test_a_database_without_customers_says_so(url):
         read_dataset(url)
 
 
-def test_load_refuses_a_foreign_table_of_a_contract_name(files, url):
+def test_load_refuses_a_foreign_table_of_a_contract_name(files, url, run_cli):
     engine = create_engine(url)
     with engine.begin() as connection:
         connection.execute(text("CREATE TABLE events (customer_id TEXT, occurred_at TIMESTAMP, "

@@ -25,6 +25,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -33,11 +34,13 @@ from typing import Any
 
 import httpx
 import pytest
-from first_hour_support import ROOT, VENV_BIN, background, free_port
 
 #: the first test to ask for the demo pays for it (a few minutes on a busy machine)
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
+ROOT = Path(__file__).resolve().parents[1]
+#: the commands installed beside the interpreter running the tests
+VENV_BIN = Path(sys.executable).parent
 PAGES = {"README.md": "churnlens-demo", "docs/serving.md": "."}
 #: lines not run here, and why (each is run elsewhere in the suite)
 NOT_RUN = {
@@ -154,8 +157,12 @@ class Session:
     cwd: Path
     logs: Path
     stack: ExitStack
-    wait_for: Callable[..., httpx.Response]  # the conftest fixtures: a server answering,
-    eventually: Callable[..., Any]  # and polling until a condition holds
+    # the conftest fixtures: a server answering, polling until a condition holds, a free
+    # port, a shell line in its own process group
+    wait_for: Callable[..., httpx.Response]
+    eventually: Callable[..., Any]
+    free_port: Callable[[], int]
+    background: Callable[..., Any]
     env: dict[str, str] = field(default_factory=lambda: {
         **{k: v for k, v in os.environ.items() if not k.startswith(("CHURNLENS_", "MLFLOW_"))},
         "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "CHURNLENS_NO_PROGRESS": "1"})
@@ -209,7 +216,7 @@ class Session:
         if "--host" in words:
             words[words.index("--host") + 1] = "127.0.0.1"
         documented = int(words[words.index("--port") + 1]) if "--port" in words else 8000
-        real = free_port()
+        real = self.free_port()
         if "--port" in words:
             words[words.index("--port") + 1] = str(real)
         else:
@@ -217,7 +224,7 @@ class Session:
         self.ports[documented] = real
         log = self.logs / f"{words[0]}-{real}.log"
         line = " ".join(shlex.quote(w) for w in [str(VENV_BIN / words[0]), *words[1:]])
-        process = self.stack.enter_context(background(line, cwd=self.cwd, env=self.env,
+        process = self.stack.enter_context(self.background(line, cwd=self.cwd, env=self.env,
                                                       log=log))
         try:
             self.wait_for(f"http://127.0.0.1:{real}{probe}", timeout=300, alive=process)
@@ -276,13 +283,15 @@ def home(demo_run, tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("page", list(PAGES))
-def test_every_example_of_the_page_runs_as_printed(page, home, tmp_path, wait_for, eventually):
+def test_every_example_of_the_page_runs_as_printed(page, home, tmp_path, wait_for, eventually,
+                                                  free_port, background):
     session_logs = tmp_path / "logs"
     session_logs.mkdir()
     skipped: list[str] = []
     with ExitStack() as stack:
         session = Session(cwd=(home / PAGES[page]).resolve(), logs=session_logs, stack=stack,
-                          wait_for=wait_for, eventually=eventually)
+                          wait_for=wait_for, eventually=eventually, free_port=free_port,
+                          background=background)
         for block in _examples(page):
             where = f"{page} line {block.line}"
             if block.needs is not None:

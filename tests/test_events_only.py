@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from churn_training_data import FAST, generated
 
 from features.pipeline import build_features
 from models.bundle import ChurnBundle
@@ -18,11 +17,13 @@ from training.run import train_and_register
 
 
 @pytest.mark.slow
-def test_events_only_data_trains_and_scores_every_active_customer(in_tmp_cwd: Path):
+def test_events_only_data_trains_and_scores_every_active_customer(in_tmp_cwd: Path, generated,
+                                                                  fast_params):
     _, dataset = generated("mixed")
     events_only = replace(dataset, orders=None, subscriptions=None)
     as_of = events_only.default_as_of()
-    result = train_and_register(events_only, as_of=as_of, params=replace(FAST, definition=None))
+    result = train_and_register(events_only, as_of=as_of,
+                                params=replace(fast_params, definition=None))
     assert NO_REVENUE_NOTE in result.notes, result.notes
     assert not any(k.startswith("clv_") for k in result.metrics)
     with registry.temporary_directory() as tmp:

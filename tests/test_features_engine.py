@@ -6,7 +6,6 @@ from datetime import date
 
 import pandas as pd
 import pytest
-from features_fixtures import AS_OF, tiny_dataset, tiny_tables
 from typer.testing import CliRunner
 
 from features.contract import validate_tables
@@ -68,12 +67,12 @@ def test_dask_by_scheduler_address(dataset, cluster):
     assert seen[-1] == (3, 3)
 
 
-def test_unknown_engine(dataset):
+def test_unknown_engine(dataset, tiny_as_of):
     with pytest.raises(ValueError, match="local, dask"):
-        compute_features(dataset, as_of=AS_OF, engine="spark")
+        compute_features(dataset, as_of=tiny_as_of, engine="spark")
 
 
-def test_features_command_writes_the_table(tmp_path):
+def test_features_command_writes_the_table(tmp_path, tiny_tables):
     from churnlens import build_app
 
     write_dataset(tiny_tables(), tmp_path / "data")
@@ -87,7 +86,7 @@ def test_features_command_writes_the_table(tmp_path):
     assert "7 customers" in result.output
 
 
-def test_features_command_rejects_bad_options(tmp_path):
+def test_features_command_rejects_bad_options(tmp_path, tiny_tables):
     from churnlens import build_app
 
     write_dataset(tiny_tables(), tmp_path / "data")
@@ -103,14 +102,14 @@ def test_features_command_rejects_bad_options(tmp_path):
     assert missing.exit_code == 2 and "nowhere" in missing.output
 
 
-def test_dask_with_more_partitions_than_customers(cluster):
+def test_dask_with_more_partitions_than_customers(cluster, tiny_dataset, tiny_as_of):
     """Empty partitions are skipped; a missing events table keeps fixed event columns."""
     from distributed import Client
 
     dataset = tiny_dataset(events=True)
-    local = compute_features(dataset, as_of=AS_OF, event_types=["login"])
+    local = compute_features(dataset, as_of=tiny_as_of, event_types=["login"])
     with Client(cluster) as client:
-        distributed = compute_features(dataset, as_of=AS_OF, engine="dask", client=client,
+        distributed = compute_features(dataset, as_of=tiny_as_of, engine="dask", client=client,
                                        partitions=16, event_types=["login"])
     pd.testing.assert_frame_equal(distributed, local)
     assert "days_since_last_login" in distributed.columns

@@ -7,7 +7,6 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
-from features_fixtures import AS_OF, tiny_dataset
 
 from features.contract import validate_tables
 from features.generate import generate_dataset
@@ -15,8 +14,8 @@ from features.labels import default_definition, label_customers
 from features.pipeline import build_features
 
 
-def test_inactivity_labels_by_hand():
-    labels = label_customers(tiny_dataset(), as_of=AS_OF, horizon_days=90)
+def test_inactivity_labels_by_hand(tiny_dataset, tiny_as_of):
+    labels = label_customers(tiny_dataset(), as_of=tiny_as_of, horizon_days=90)
     assert list(labels.index) == list("ABCDFGH"), "same rows as the features"
     assert labels["in_population"].dtype == bool
     population = labels.index[labels["in_population"]].tolist()
@@ -28,13 +27,13 @@ def test_inactivity_labels_by_hand():
     assert labels.at["B", "clv_target"] == 0
 
 
-def test_margin_rate_scales_clv():
-    labels = label_customers(tiny_dataset(), as_of=AS_OF, margin_rate=0.25)
+def test_margin_rate_scales_clv(tiny_dataset, tiny_as_of):
+    labels = label_customers(tiny_dataset(), as_of=tiny_as_of, margin_rate=0.25)
     assert labels.at["A", "clv_target"] == 20
 
 
-def test_subscription_labels_by_hand():
-    labels = label_customers(tiny_dataset(), as_of=AS_OF, horizon_days=90,
+def test_subscription_labels_by_hand(tiny_dataset, tiny_as_of):
+    labels = label_customers(tiny_dataset(), as_of=tiny_as_of, horizon_days=90,
                              definition="subscription")
     assert labels.index[labels["in_population"]].tolist() == ["G", "H"], "F had ended"
     assert labels.at["G", "churned"] == 1, "G's subscription ends 09-01, before T + 90"
@@ -46,19 +45,19 @@ def test_subscription_labels_by_hand():
     assert labels.at["A", "clv_target"] == 80, "order revenue counts too"
 
 
-def test_short_horizon_sees_less():
-    labels = label_customers(tiny_dataset(), as_of=AS_OF, horizon_days=3)
+def test_short_horizon_sees_less(tiny_dataset, tiny_as_of):
+    labels = label_customers(tiny_dataset(), as_of=tiny_as_of, horizon_days=3)
     assert labels.at["A", "churned"] == 1, "the next order (07-05) is 4 days away"
 
 
-def test_default_definition():
+def test_default_definition(tiny_dataset):
     assert default_definition(tiny_dataset()) == "activity", "orders, events, subscriptions"
     assert default_definition(tiny_dataset(subscriptions=True)) == "activity", "orders, events"
 
 
-def test_unknown_definition_is_refused():
+def test_unknown_definition_is_refused(tiny_dataset, tiny_as_of):
     with pytest.raises(ValueError, match="inactivity"):
-        label_customers(tiny_dataset(), as_of=AS_OF, definition="vibes")
+        label_customers(tiny_dataset(), as_of=tiny_as_of, definition="vibes")
 
 
 @pytest.fixture(scope="module")

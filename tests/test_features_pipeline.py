@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from features_fixtures import AS_OF, tiny_dataset
 
 from features.pipeline import (
     FIXED_FEATURES,
@@ -19,8 +18,8 @@ from features.pipeline import (
 
 
 @pytest.fixture(scope="module")
-def features() -> pd.DataFrame:
-    return build_features(tiny_dataset(), as_of=AS_OF)
+def features(tiny_dataset, tiny_as_of) -> pd.DataFrame:
+    return build_features(tiny_dataset(), as_of=tiny_as_of)
 
 
 def value(features: pd.DataFrame, customer: str, name: str) -> float:
@@ -146,20 +145,21 @@ def test_static_attributes(features):
     assert value(features, "B", "age") == 41
 
 
-def test_fixed_event_types_give_stable_columns():
-    full = build_features(tiny_dataset(), as_of=AS_OF)
-    no_events = build_features(tiny_dataset(events=True), as_of=AS_OF,
+def test_fixed_event_types_give_stable_columns(tiny_dataset, tiny_as_of):
+    full = build_features(tiny_dataset(), as_of=tiny_as_of)
+    no_events = build_features(tiny_dataset(events=True), as_of=tiny_as_of,
                                event_types=["login", "page_view"])
     assert list(no_events.columns) == list(full.columns), "a missing table keeps every column"
     assert (no_events["login_events_total"] == 0).all()
     assert no_events["days_since_last_login"].isna().all()
-    only_one = build_features(tiny_dataset(), as_of=AS_OF, event_types=["page_view", "purchase"])
+    only_one = build_features(tiny_dataset(), as_of=tiny_as_of,
+                              event_types=["page_view", "purchase"])
     assert set(event_feature_names("purchase")) <= set(only_one.columns)
     assert not set(event_feature_names("login")) & set(only_one.columns)
 
 
-def test_missing_tables_keep_order_and_subscription_columns():
-    without = build_features(tiny_dataset(orders=True, subscriptions=True), as_of=AS_OF)
+def test_missing_tables_keep_order_and_subscription_columns(tiny_dataset, tiny_as_of):
+    without = build_features(tiny_dataset(orders=True, subscriptions=True), as_of=tiny_as_of)
     assert set(FIXED_FEATURES) - {"current_plan"} <= set(without.columns)
     assert (without["completed_orders_total"] == 0).all()
     assert (without["revenue_90d"] == 0).all()

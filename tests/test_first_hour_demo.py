@@ -7,7 +7,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from first_hour_support import background, plain_env, port_of
 
 from churnlens import command_path, next_steps
 
@@ -42,7 +41,7 @@ def test_demo_prints_one_unwrapped_line_per_command(demo_run):
             f"a bare command needs an activated .venv: {line}")
 
 
-def test_printed_steps_rerun_as_printed(demo_run):
+def test_printed_steps_rerun_as_printed(demo_run, plain_env):
     """A user re-runs a step by pasting its line (no .venv on the PATH)."""
     for step in (s for s in demo_run.steps if " validate " in s or " outreach list " in s):
         done = subprocess.run(["bash", "-c", step], cwd=demo_run.cwd, env=plain_env(),
@@ -50,7 +49,8 @@ def test_printed_steps_rerun_as_printed(demo_run):
         assert done.returncode == 0, f"{step}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
 
 
-def test_mlflow_ui_hint_serves_the_demo_store(demo_run, tmp_path, wait_for):
+def test_mlflow_ui_hint_serves_the_demo_store(demo_run, tmp_path, wait_for, plain_env, port_of,
+                                              background):
     ui = demo_run.hints[0]
     assert port_of(ui) == demo_run.ui_port
     with background(ui, cwd=demo_run.cwd, env=plain_env(), log=tmp_path / "ui.log") as server:
@@ -63,7 +63,8 @@ def test_mlflow_ui_hint_serves_the_demo_store(demo_run, tmp_path, wait_for):
         assert tags.get("mlflow.experimentKind") == "custom_model_development"
 
 
-def test_serve_and_curl_hints_score_the_named_customer(demo_run, tmp_path, wait_for):
+def test_serve_and_curl_hints_score_the_named_customer(demo_run, tmp_path, wait_for, plain_env,
+                                                       port_of, background):
     serve, curl = demo_run.hints[1], demo_run.hints[2]
     assert port_of(serve) == demo_run.port
     with background(serve, cwd=demo_run.cwd, env=plain_env(), log=tmp_path / "serve.log") as s:
@@ -82,12 +83,23 @@ def test_serve_and_curl_hints_score_the_named_customer(demo_run, tmp_path, wait_
 
 
 def test_live_hints_load_serve_and_ingest_as_printed(demo_run, tmp_path, wait_for,
-                                                     eventually):
-    """The live variant: files into SQLite, served, an ingest that rescores the customer."""
+                                                     eventually, plain_env, port_of, background):
+    """The live variant: files into SQLite, served, an ingest that moves the customer's score
+    as printed (probability and tier) and has the rescoring write the printed action, treated
+    (not held out), to the live outbox."""
+    import re
+
     from serving.outreach.outbox import Outbox
 
     load, serve, score, ingest, again = demo_run.hints[3:8]
     folder = demo_run.cwd / "demo"
+    promise = re.search(
+        r"(\S+) returns their latest order \(an ingest\): the score moves from churn "
+        r"probability ([\d.]+) \((\w+)\) to ([\d.]+) \((\w+)\), and the background "
+        r"rescoring writes (\w+) to the live outbox", demo_run.output)
+    assert promise, f"the demo promises a tier change and an action:\n{demo_run.output[-3000:]}"
+    customer, p_before, tier_before, p_after, tier_after, action = promise.groups()
+    assert tier_before != tier_after
 
     def run(line: str) -> str:
         done = subprocess.run(["bash", "-c", line], cwd=demo_run.cwd, env=plain_env(),
@@ -100,16 +112,27 @@ def test_live_hints_load_serve_and_ingest_as_printed(demo_run, tmp_path, wait_fo
     with background(serve, cwd=demo_run.cwd, env=plain_env(), log=tmp_path / "live.log") as s:
         wait_for(f"http://127.0.0.1:{live_port}/readyz", alive=s)
         before = json.loads(run(score))
+        assert before["customer_id"] == customer
+        assert (f"{before['churn_probability']:.3f}", before["risk_tier"]) == \
+            (p_before, tier_before)
         written = json.loads(run(ingest))
         assert written["updated"] == 1, written
-        assert written["customers_changed"] == [before["customer_id"]], written
-        after = run(again)
-        assert before["customer_id"] in after
+        assert written["customers_changed"] == [customer], written
+        after = json.loads(run(again.split(" && ", 1)[0]))
+        assert (f"{after['churn_probability']:.3f}", after["risk_tier"]) == \
+            (p_after, tier_after), "the score moves as the demo printed"
+        assert after["recommended_action"] == action
+        assert customer in run(again)
         outbox = Outbox(f"sqlite:///{folder / 'live-outbox.db'}")
+
+        def fired():
+            actions = outbox.action_history()
+            return actions[(actions["customer_id"] == customer) & (actions["action"] == action)
+                           & (actions["assignment"] == "treated")]
+
         try:
-            eventually(lambda: before["customer_id"] in set(
-                outbox.action_history()["customer_id"]), timeout=120,
-                what="the ingested customer's action in the live outbox")
+            eventually(lambda: not fired().empty, timeout=120,
+                       what="the printed action, treated, in the live outbox")
         except AssertionError as error:
             raise AssertionError(f"{error}\n{(tmp_path / 'live.log').read_text()[-3000:]}"
                                  ) from None

@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-from first_hour_support import ROOT, VENV_BIN, plain_env
 from mlflow import MlflowClient
 
 from models.bundle import ChurnBundle
 from training.registry import EXPERIMENT_KIND_TAG, TRAINING_EXPERIMENT_KIND, TRAINING_RUN_TAG
+
+ROOT = Path(__file__).resolve().parents[1]
+#: the commands installed beside the interpreter running the tests
+VENV_BIN = Path(sys.executable).parent
 
 
 def _client(folder) -> tuple[MlflowClient, str]:
@@ -62,7 +66,7 @@ def test_demo_run_opens_as_training_with_its_data_and_fitted_params(demo_run):
 
 
 @pytest.mark.slow
-def test_mlflow_run_logs_into_churnlens_beside_the_store(demo_run, tmp_path):
+def test_mlflow_run_logs_into_churnlens_beside_the_store(demo_run, tmp_path, plain_env):
     """`mlflow run . -e train` from an activated environment, in a fresh folder."""
     env = plain_env(PATH=f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin")
     done = subprocess.run(

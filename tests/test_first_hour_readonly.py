@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
-from first_hour_support import VENV_BIN, plain_env
 
 pytestmark = pytest.mark.slow  # end-to-end: real servers, subprocesses or training
 
+#: the commands installed beside the interpreter running the tests
+VENV_BIN = Path(sys.executable).parent
+
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
+def data_dir(tmp_path_factory, plain_env):
     where = tmp_path_factory.mktemp("readonly-data")
     subprocess.run([str(VENV_BIN / "churnlens"), "generate", "--customers", "300", "--out",
                     str(where / "data"), "--seed", "5"], env=plain_env(), check=True,
@@ -19,10 +23,16 @@ def data_dir(tmp_path_factory):
     return where / "data"
 
 
-def _run(args: list[str], cwd, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(VENV_BIN / "churnlens"), *args], cwd=cwd,
-                          env=plain_env(CHURNLENS_NO_PROGRESS="1", **env), capture_output=True,
-                          text=True, timeout=300, check=False)
+@pytest.fixture(scope="module")
+def run_command(plain_env):
+    """``run_command(args, cwd, **env)``: ``churnlens ARGS`` in a user's shell."""
+
+    def run(args: list[str], cwd, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(VENV_BIN / "churnlens"), *args], cwd=cwd,
+                              env=plain_env(CHURNLENS_NO_PROGRESS="1", **env),
+                              capture_output=True, text=True, timeout=300, check=False)
+
+    return run
 
 
 def _error_lines(done: subprocess.CompletedProcess) -> list[str]:
@@ -40,8 +50,8 @@ def _error_lines(done: subprocess.CompletedProcess) -> list[str]:
     (["outreach", "retry", "--all-dead"], {}, "outbox.db", "churnlens score --outreach"),
 ], ids=["score", "promote", "serve", "outreach-list", "outreach-dead", "outreach-retry"])
 def test_read_only_command_refuses_without_creating_a_store(tmp_path, data_dir, args, env,
-                                                            store, fix):
-    done = _run([a.replace("{data}", str(data_dir)) for a in args], tmp_path, **env)
+                                                            store, fix, run_command):
+    done = run_command([a.replace("{data}", str(data_dir)) for a in args], tmp_path, **env)
     assert done.returncode == 2, done.stdout + done.stderr
     lines = _error_lines(done)
     assert len(lines) == 1, f"one line, not a traceback or a box: {lines}"
@@ -53,8 +63,8 @@ def test_read_only_command_refuses_without_creating_a_store(tmp_path, data_dir, 
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "nothing may be created"
 
 
-def test_report_without_stores_writes_only_the_report_and_says_why(tmp_path, data_dir):
-    done = _run(["report", "--data", str(data_dir), "--out", "report.html"], tmp_path)
+def test_report_without_stores_writes_only_the_report_and_says_why(tmp_path, data_dir, run_command):
+    done = run_command(["report", "--data", str(data_dir), "--out", "report.html"], tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
     assert f"sqlite:///{tmp_path}/mlflow.db" in done.stderr, (

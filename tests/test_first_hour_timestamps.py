@@ -14,7 +14,6 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from outreach_support import score_record
 from typer.testing import CliRunner
 
 from serving.outreach.cli import app as outreach_app
@@ -32,7 +31,7 @@ UTC_TEXT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
     datetime(2024, 6, 1, tzinfo=UTC),
     datetime(2024, 6, 1, 2, tzinfo=timezone(timedelta(hours=2))),
 ])
-def test_naive_and_aware_datetimes_read_alike(moment):
+def test_naive_and_aware_datetimes_read_alike(moment, score_record):
     assert utc_text(moment) == "2024-06-01T00:00:00Z"
     record = score_record("c1", as_of=moment)
     assert json.loads(record.model_dump_json())["as_of"] == "2024-06-01T00:00:00Z"
@@ -45,7 +44,7 @@ def test_the_openapi_schema_still_says_date_time():
 
 
 @pytest.fixture
-def outbox(tmp_path):
+def outbox(tmp_path, score_record):
     store = Outbox(f"sqlite:///{tmp_path / 'outbox.db'}")
     records, actions = load_rules(None).recommend([score_record("c1"), score_record("c2")])
     store.record_scores(records, actions)

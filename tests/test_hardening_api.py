@@ -12,33 +12,32 @@ the connection still serves the next request.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import pytest
-from hardening_support import Raw, encode, minimal_body, strict_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scratch_db import BACKENDS, scratch_database
-from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry
 
 from features.contract import MAX_ID_LENGTH
 from serving.settings import Settings
 
 pytestmark = pytest.mark.slow  # end-to-end: real servers, subprocesses or training
 
-JSON_HEADERS = {**AUTH, "Content-Type": "application/json"}
 #: examples of the property test; the figure is quoted in docs/serving.md
 PROPERTY_EXAMPLES = 150
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def server(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def server(backend, tmp_path_factory, trained_registry, api_key, running_server, scratch_database):
     """(base URL, a client on one keep-alive connection) for a served app and its outbox."""
     from serving.app import create_app
 
-    with trained_registry(tmp_path_factory.getbasetemp()) as registry, \
-            scratch_database(request.param, registry.root, prefix="hardening") as url:
-        app_settings = Settings(data=registry.data, api_keys=[API_DIGEST], model_poll_seconds=0,
+    with trained_registry.active() as registry, \
+            scratch_database(backend, registry.root, prefix="hardening") as url:
+        app_settings = Settings(data=registry.data, api_keys=[api_key.digest], model_poll_seconds=0,
                                 outbox_url=url, max_batch_size=20, max_body_bytes=256 * 1024)
         with running_server(create_app(app_settings)) as base:
             limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
@@ -46,16 +45,61 @@ def server(request, tmp_path_factory):
                 yield base, client
 
 
-def post_raw(client: httpx.Client, body: str | bytes, headers: dict | None = None):
-    content = body.encode("utf-8") if isinstance(body, str) else body
-    return client.post("/v1/scores", content=content, headers=headers or JSON_HEADERS)
+@dataclass(frozen=True)
+class Raw:
+    """JSON text inserted verbatim: ``1e309``, ``NaN``, a 400-digit integer."""
+
+    text: str
 
 
-def assert_clean_refusal(answer: httpx.Response, client: httpx.Client, status: int = 422):
-    """The expected 4xx, a JSON body a strict parser reads, and a connection still usable."""
-    assert answer.status_code == status, answer.text
-    strict_json(answer.text)
-    assert client.get("/healthz").status_code == 200, "the connection did not survive"
+def encode(value: Any) -> str:
+    """JSON text for ``value``; `Raw` parts verbatim, other strings escaped as JSON allows.
+
+    ``json.dumps`` with ``ensure_ascii`` writes a lone surrogate or a NUL as a
+    ``\\uXXXX`` escape: valid JSON text that decodes to exactly that string.
+    """
+    if isinstance(value, Raw):
+        return value.text
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{json.dumps(str(k))}:{encode(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(encode(v) for v in value) + "]"
+    return json.dumps(value, allow_nan=True)
+
+
+def minimal_body(**order: Any) -> dict[str, Any]:
+    """One customer with one order; ``order`` overrides its fields."""
+    return {
+        "customers": [{"customer_id": "c"}],
+        "orders": [{"order_id": "o", "customer_id": "c", "ordered_at": "2024-01-01",
+                    "amount": 12.5, **order}],
+        "as_of": "2024-06-01",
+    }
+
+
+@dataclass(frozen=True)
+class RawApi:
+    """Raw requests to the served app with the test key, and the check of a clean refusal."""
+
+    auth: dict[str, str]
+    strict_json: Callable[[str], Any]
+
+    def post_raw(self, client: httpx.Client, body: str | bytes, headers: dict | None = None):
+        content = body.encode("utf-8") if isinstance(body, str) else body
+        json_headers = {**self.auth, "Content-Type": "application/json"}
+        return client.post("/v1/scores", content=content, headers=headers or json_headers)
+
+    def assert_clean_refusal(self, answer: httpx.Response, client: httpx.Client,
+                             status: int = 422):
+        """The expected 4xx, a JSON body a strict parser reads, and a connection still usable."""
+        assert answer.status_code == status, answer.text
+        self.strict_json(answer.text)
+        assert client.get("/healthz").status_code == 200, "the connection did not survive"
+
+
+@pytest.fixture(scope="module")
+def raw_api(api_key, strict_json) -> RawApi:
+    return RawApi(auth=api_key.auth, strict_json=strict_json)
 
 
 # -- 1. non-finite numbers and lone surrogates answer 422, not 500 -------------------------
@@ -66,10 +110,10 @@ def assert_clean_refusal(answer: httpx.Response, client: httpx.Client, status: i
     {"items": Raw("Infinity")}, {"discount": Raw("1e400")},
     {"order_id": "\ud800"}, {"status": "\udfff"},
 ], ids=lambda order: f"{next(iter(order))}={next(iter(order.values()))!r}")
-def test_non_finite_numbers_and_surrogates_in_orders_are_422(server, order):
+def test_non_finite_numbers_and_surrogates_in_orders_are_422(server, order, raw_api):
     _, client = server
-    answer = post_raw(client, encode(minimal_body(**order)))
-    assert_clean_refusal(answer, client)
+    answer = raw_api.post_raw(client, encode(minimal_body(**order)))
+    raw_api.assert_clean_refusal(answer, client)
     field = next(iter(order))
     assert any(field in problem["loc"] for problem in answer.json()["detail"]), answer.text
 
@@ -83,9 +127,10 @@ def test_non_finite_numbers_and_surrogates_in_orders_are_422(server, order):
     {"customers": [{"customer_id": "c", "attributes": {"size": Raw("-1e309")}}]},
 ], ids=["event-value", "event-type-surrogate", "mrr-nan", "attribute-surrogate",
         "attribute-infinite"])
-def test_hostile_values_in_other_tables_are_422(server, extra):
+def test_hostile_values_in_other_tables_are_422(server, extra, raw_api):
     _, client = server
-    assert_clean_refusal(post_raw(client, encode({**minimal_body(), **extra})), client)
+    raw_api.assert_clean_refusal(raw_api.post_raw(client, encode({**minimal_body(), **extra})),
+                                 client)
 
 
 # -- 8. strict types: what the schema says is what is accepted ------------------------------
@@ -98,10 +143,10 @@ def test_hostile_values_in_other_tables_are_422(server, extra):
     ({"as_of": 1717200000}, "as_of"),
     ({"as_of": "1717200000"}, "as_of"),
 ])
-def test_request_options_are_strictly_typed(server, change, field):
+def test_request_options_are_strictly_typed(server, change, field, raw_api):
     _, client = server
-    answer = post_raw(client, encode({**minimal_body(), **change}))
-    assert_clean_refusal(answer, client)
+    answer = raw_api.post_raw(client, encode({**minimal_body(), **change}))
+    raw_api.assert_clean_refusal(answer, client)
     assert any(field in problem["loc"] for problem in answer.json()["detail"]), answer.text
 
 
@@ -109,15 +154,15 @@ def test_request_options_are_strictly_typed(server, change, field):
     {"amount": True}, {"amount": "12.5"}, {"items": "3"}, {"ordered_at": 1704067200},
     {"ordered_at": True},
 ])
-def test_order_fields_are_strictly_typed(server, order):
+def test_order_fields_are_strictly_typed(server, order, raw_api):
     _, client = server
-    assert_clean_refusal(post_raw(client, encode(minimal_body(**order))), client)
+    raw_api.assert_clean_refusal(raw_api.post_raw(client, encode(minimal_body(**order))), client)
 
 
-def test_iso_dates_integers_for_numbers_and_real_booleans_are_accepted(server):
+def test_iso_dates_integers_for_numbers_and_real_booleans_are_accepted(server, raw_api):
     _, client = server
     body = {**minimal_body(amount=12, ordered_at="2024-01-01"), "explain": False, "top_k": 3}
-    answer = post_raw(client, encode(body))
+    answer = raw_api.post_raw(client, encode(body))
     assert answer.status_code == 200, answer.text
     assert answer.json()["scores"][0]["customer_id"] == "c"
 
@@ -125,7 +170,7 @@ def test_iso_dates_integers_for_numbers_and_real_booleans_are_accepted(server):
 # -- 2. one id limit everywhere, NUL refused at the boundary ---------------------------------
 
 
-def test_ids_over_the_limit_are_422_and_at_the_limit_are_scored(server):
+def test_ids_over_the_limit_are_422_and_at_the_limit_are_scored(server, raw_api):
     """The limit is the outbox column's: an id it accepts is stored on PostgreSQL too."""
     _, client = server
     longest = "c" * MAX_ID_LENGTH
@@ -133,10 +178,10 @@ def test_ids_over_the_limit_are_422_and_at_the_limit_are_scored(server):
             "orders": [{"order_id": "o" * MAX_ID_LENGTH, "customer_id": longest,
                         "ordered_at": "2024-01-01", "amount": 40.0}],
             "as_of": "2024-06-01"}
-    answer = post_raw(client, json.dumps(body))
+    answer = raw_api.post_raw(client, json.dumps(body))
     assert answer.status_code == 200, answer.text
     too_long = json.loads(json.dumps(body).replace(longest, longest + "x"))
-    assert_clean_refusal(post_raw(client, json.dumps(too_long)), client)
+    raw_api.assert_clean_refusal(raw_api.post_raw(client, json.dumps(too_long)), client)
 
 
 @pytest.mark.parametrize("path", [
@@ -144,17 +189,17 @@ def test_ids_over_the_limit_are_422_and_at_the_limit_are_scored(server):
     "/v1/actions?customer_id=a%00b", "/v1/actions?rule=a%00b",
     f"/v1/customers/{'c' * (MAX_ID_LENGTH + 1)}/score",
 ])
-def test_nul_and_over_long_ids_in_paths_and_queries_are_422(server, path):
+def test_nul_and_over_long_ids_in_paths_and_queries_are_422(server, path, raw_api):
     _, client = server
-    assert_clean_refusal(client.get(path, headers=AUTH), client)
+    raw_api.assert_clean_refusal(client.get(path, headers=raw_api.auth), client)
 
 
-def test_nul_in_a_body_id_is_422(server):
+def test_nul_in_a_body_id_is_422(server, raw_api):
     _, client = server
     body = minimal_body()
     body["customers"][0]["customer_id"] = "a\x00b"
     body["orders"][0]["customer_id"] = "a\x00b"
-    assert_clean_refusal(post_raw(client, encode(body)), client)
+    raw_api.assert_clean_refusal(raw_api.post_raw(client, encode(body)), client)
 
 
 # -- 7. the key is checked before the body is read ------------------------------------------
@@ -165,12 +210,13 @@ def test_nul_in_a_body_id_is_422(server):
     json.dumps(minimal_body(amount="12.5")).encode(), b"x" * (512 * 1024),
 ], ids=["malformed", "not-utf8", "deeply-nested", "invalid", "over-the-limit"])
 @pytest.mark.parametrize("authorization", [None, "Bearer", "Bearer clk_unknown-key"])
-def test_without_a_key_every_body_gets_401_or_403(server, body, authorization):
+def test_without_a_key_every_body_gets_401_or_403(server, body, authorization, raw_api,
+                                                  strict_json):
     _, client = server
     headers = {"Content-Type": "application/json"}
     if authorization:
         headers["Authorization"] = authorization
-    answer = post_raw(client, body, headers)
+    answer = raw_api.post_raw(client, body, headers)
     expected = 403 if authorization == "Bearer clk_unknown-key" else 401
     assert answer.status_code == expected, answer.text
     assert "key" in strict_json(answer.text)["detail"].lower()
@@ -247,7 +293,7 @@ def near_valid_body(draw) -> dict:
     return body
 
 
-def test_no_body_gets_a_server_error(server):
+def test_no_body_gets_a_server_error(server, raw_api, strict_json):
     """Whatever the body (PROPERTY_EXAMPLES generated ones), never a 5xx; always strict JSON."""
     _, client = server
     seen: dict[int, int] = {}
@@ -256,7 +302,7 @@ def test_no_body_gets_a_server_error(server):
     @settings(max_examples=PROPERTY_EXAMPLES, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     def never_a_server_error(body: dict) -> None:
-        answer = post_raw(client, encode(body))
+        answer = raw_api.post_raw(client, encode(body))
         seen[answer.status_code] = seen.get(answer.status_code, 0) + 1
         assert answer.status_code < 500, (encode(body)[:500], answer.text[:500])
         strict_json(answer.text)

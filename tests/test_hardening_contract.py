@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from serving_fixtures import trained_registry
 from test_contract import CUSTOMERS, ORDERS, run, write_dataset
 
 from features.contract import (
@@ -59,9 +58,9 @@ def test_history_with_every_row_rejected_is_unusable(tmp_path):
     assert_one_line_exit_2(directory, "no usable history")
 
 
-def test_score_says_the_same_in_one_line(tmp_path, tmp_path_factory):
+def test_score_says_the_same_in_one_line(tmp_path, tmp_path_factory, trained_registry):
     directory = write_dataset(tmp_path / "data", customers="customer_id,signup_at\n")
-    with trained_registry(tmp_path_factory.getbasetemp()):
+    with trained_registry.active():
         result = run(["score", "--data", str(directory), "--out", str(tmp_path / "s.parquet")])
     assert result.exit_code != 0
     assert "Traceback" not in result.output

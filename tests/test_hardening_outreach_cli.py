@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from outreach_support import triggered
 from typer.testing import CliRunner
 
 from serving.outreach.cli import app as outreach_app
@@ -14,7 +13,7 @@ def invoke(*args: str):
     return CliRunner().invoke(outreach_app, list(args))
 
 
-def test_retry_all_dead_requeues_failed_actions_too(tmp_path):
+def test_retry_all_dead_requeues_failed_actions_too(tmp_path, triggered):
     """`outreach dead` lists failed (e.g. 410) and dead actions; --all-dead requeues both."""
     url = f"sqlite:///{tmp_path / 'outbox.db'}"
     outbox = Outbox(url)

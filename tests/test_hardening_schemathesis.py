@@ -13,7 +13,6 @@ from collections import Counter
 
 import pytest
 import schemathesis
-from hardening_support import strict_json
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error
@@ -23,8 +22,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from scratch_db import BACKENDS, scratch_database
-from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry
 
 from serving.settings import Settings
 
@@ -37,13 +34,14 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 OPEN_ROUTES = ("/healthz", "/readyz", "/metrics")
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def base_url(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def base_url(backend, tmp_path_factory, trained_registry, api_key, running_server,
+             scratch_database):
     from serving.app import create_app
 
-    with trained_registry(tmp_path_factory.getbasetemp()) as registry, \
-            scratch_database(request.param, registry.root, prefix="hardening") as url:
-        app_settings = Settings(data=registry.data, api_keys=[API_DIGEST], model_poll_seconds=0,
+    with trained_registry.active() as registry, \
+            scratch_database(backend, registry.root, prefix="hardening") as url:
+        app_settings = Settings(data=registry.data, api_keys=[api_key.digest], model_poll_seconds=0,
                                 outbox_url=url, max_batch_size=5, max_body_bytes=64 * 1024)
         with running_server(create_app(app_settings)) as base:
             yield base
@@ -70,9 +68,9 @@ def _run(base_url: str, check) -> Counter:
     return seen
 
 
-def test_with_a_key_no_request_gets_a_server_error(base_url):
+def test_with_a_key_no_request_gets_a_server_error(base_url, api_key):
     def check(case) -> int:
-        response = case.call_and_validate(base_url=base_url, headers=AUTH, checks=CHECKS)
+        response = case.call_and_validate(base_url=base_url, headers=api_key.auth, checks=CHECKS)
         return response.status_code
 
     seen = _run(base_url, check)
@@ -81,7 +79,7 @@ def test_with_a_key_no_request_gets_a_server_error(base_url):
     assert {200, 422} <= set(seen), seen
 
 
-def test_without_a_key_every_protected_route_is_401(base_url):
+def test_without_a_key_every_protected_route_is_401(base_url, strict_json):
     def check(case) -> int:
         for name in [h for h in (case.headers or {}) if h.lower() == "authorization"]:
             del case.headers[name]

@@ -19,9 +19,6 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from outreach_support import Receiver
-from scratch_db import BACKENDS, scratch_database
-from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry
 
 from serving.outreach.webhooks import new_secret
 from serving.redact import masked_url
@@ -63,30 +60,31 @@ def test_masked_url_hides_only_the_password():
     assert masked_url(Path("/data/shop")) == "/data/shop"
 
 
-@pytest.fixture(params=BACKENDS)
-def secret_url(request, tmp_path):
-    with scratch_database(request.param, tmp_path, prefix="hardening") as url:
+@pytest.fixture
+def secret_url(backend, tmp_path, scratch_database):
+    with scratch_database(backend, tmp_path, prefix="hardening") as url:
         yield with_password(url)
 
 
 def test_no_response_output_or_log_holds_a_secret(secret_url, tmp_path, tmp_path_factory,
-                                                 monkeypatch, caplog):
+                                                  monkeypatch, caplog, trained_registry, api_key,
+                                                  running_server, make_receiver):
     from serving.app import create_app
 
     signing = new_secret()
-    receiver = Receiver(secret=signing).start()
+    receiver = make_receiver(secret=signing).start()
     rules = tmp_path / "rules.yaml"
     template = receiver.url("/ok?token=${CRM_TOKEN}")
     rules.write_text(RULES.format(channel=template))
     monkeypatch.setenv("CRM_TOKEN", TOKEN)
     caplog.set_level(logging.DEBUG)
-    with trained_registry(tmp_path_factory.getbasetemp()) as registry:
-        app_settings = Settings(data=registry.data, api_keys=[API_DIGEST], model_poll_seconds=0,
+    with trained_registry.active() as registry:
+        app_settings = Settings(data=registry.data, api_keys=[api_key.digest], model_poll_seconds=0,
                                 outbox_url=secret_url, rules=rules)
         customers = list(pd.read_csv(registry.data / "customers.csv", dtype=str)
                          ["customer_id"].head(5))
         with running_server(create_app(app_settings)) as base, \
-                httpx.Client(base_url=base, headers=AUTH) as client:
+                httpx.Client(base_url=base, headers=api_key.auth) as client:
             answers = [client.get(f"/v1/customers/{c}/score") for c in customers]
             assert any(a.status_code == 200 for a in answers), [a.text for a in answers]
             actions = client.get("/v1/actions")
@@ -127,7 +125,7 @@ def test_no_response_output_or_log_holds_a_secret(secret_url, tmp_path, tmp_path
         assert_no_secret(record.getMessage(), f"log record of {record.name}")
 
 
-def test_readyz_names_no_path_or_address(tmp_path):
+def test_readyz_names_no_path_or_address(tmp_path, api_key):
     """A dataset that cannot be read: /readyz says which setting, not where it points."""
     from fastapi.testclient import TestClient
 
@@ -136,7 +134,7 @@ def test_readyz_names_no_path_or_address(tmp_path):
     hidden = tmp_path / "internal-share-host42"
     hidden.mkdir()
     (hidden / "orders.csv").write_text("order_id,customer_id,ordered_at,amount\n")
-    app = create_app(Settings(data=hidden, api_keys=[API_DIGEST], model_poll_seconds=0,
+    app = create_app(Settings(data=hidden, api_keys=[api_key.digest], model_poll_seconds=0,
                               outbox_url=f"sqlite:///{tmp_path / 'outbox.db'}"))
     with TestClient(app) as client:
         assert app.state.holder.settled.wait(120), "reading the dataset never finished"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from churn_training_data import generated
 
 from features.definition import resolve_definition
 from features.history import History
@@ -67,7 +66,7 @@ def test_rules_round_trip_and_stage_names():
 
 
 @pytest.fixture(scope="module")
-def stages_over_time():
+def stages_over_time(generated):
     """Stages of the generated mixed business every four weeks over two years."""
     data, dataset = generated("mixed")
     chosen = resolve_definition(dataset, requested="auto")

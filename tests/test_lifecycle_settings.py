@@ -8,7 +8,6 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pytest
-from churn_training_data import FAST, training_set
 from typer.testing import CliRunner
 
 from churnlens import build_app
@@ -71,15 +70,15 @@ def test_train_params_and_the_command_name_the_flag(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-def test_thresholds_are_stored_in_the_bundle():
+def test_thresholds_are_stored_in_the_bundle(training_set, fast_params):
     ts = training_set("ecommerce", "inactivity")
-    params = replace(FAST, new_days=30, declining_window_days=30, declining_ratio=0.3,
+    params = replace(fast_params, new_days=30, declining_window_days=30, declining_ratio=0.3,
                      declining_min_activity=3, declining_min_days=45)
     fit = fit_bundle(ts, params=params, event_types=ts.event_types, definition="inactivity")
     stored = fit.bundle.lifecycle
     assert (stored["new_days"], stored["recent_days"], stored["declining_ratio"],
             stored["min_earlier_activity"], stored["min_earlier_days"]) == (30, 30, 0.3, 3, 45)
-    default = fit_bundle(ts, params=FAST, event_types=ts.event_types,
+    default = fit_bundle(ts, params=fast_params, event_types=ts.event_types,
                          definition="inactivity").bundle.lifecycle
     assert (default["new_days"], default["recent_days"], default["declining_ratio"]) == (
         90, 90, 0.5), "defaults: new for the horizon, the documented declining test"

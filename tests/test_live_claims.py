@@ -14,8 +14,6 @@ from datetime import datetime, timedelta
 
 import pandas as pd
 import pytest
-from live_support import create_tables
-from scratch_db import BACKENDS, scratch_database
 
 from serving.ingest.store import LiveStore
 
@@ -52,11 +50,11 @@ def side_by_side(*work):
     return results
 
 
-@pytest.fixture(params=BACKENDS)
-def stores(request, tmp_path):
+@pytest.fixture
+def stores(backend, tmp_path, scratch_database, live_tables):
     """Two stores (two workers) on one fresh database with 40 customers, and their clock."""
-    with scratch_database(request.param, tmp_path, prefix="liveclaim") as url:
-        create_tables(url)
+    with scratch_database(backend, tmp_path, prefix="liveclaim") as url:
+        live_tables.create(url)
         clock = Clock(NOW)
         one, two = LiveStore(url, clock=clock), LiveStore(url, clock=clock)
         one.ingest("customers", pd.DataFrame({"customer_id": [f"c-{i:02d}" for i in range(40)]}))
@@ -103,16 +101,15 @@ def test_two_workers_claim_each_change_once_and_a_dead_workers_claim_runs_out(st
     assert drain(one, "w1") == []
 
 
-@pytest.fixture(params=BACKENDS)
-def served_database(request, tmp_path_factory):
+@pytest.fixture
+def served_database(backend, tmp_path_factory, trained_registry, scratch_database):
     """(registry, live database URL) loaded from the trained registry's generated data."""
-    from serving_fixtures import trained_registry
 
     from features.db_load import load_dataset
     from features.io import read_dataset
 
-    with trained_registry(tmp_path_factory.getbasetemp()) as registry, \
-            scratch_database(request.param, registry.root, prefix="liveclaim") as url:
+    with trained_registry.active() as registry, \
+            scratch_database(backend, registry.root, prefix="liveclaim") as url:
         load_dataset(read_dataset(registry.data), url, now=NOW - timedelta(hours=1))
         yield registry, url
 
@@ -160,3 +157,128 @@ def test_two_rescorers_on_one_database_rescore_each_change_exactly_once(served_d
     finally:
         for worker in workers:
             worker.live.store.close()
+
+
+@pytest.fixture
+def empty_database(backend, tmp_path, scratch_database, live_tables):
+    """A fresh live database with the contract tables and no rows."""
+    with scratch_database(backend, tmp_path, prefix="livepoll") as url:
+        live_tables.create(url)
+        yield url
+
+
+@pytest.fixture
+def serving_state(bundle_dir, tmp_path):
+    """The fast test model with the built-in rules and an outbox of its own."""
+    from serving.model_holder import build_state
+    from serving.outreach.outbox import Outbox
+    from serving.outreach.rules import load_rules
+
+    return build_state(model_uri=str(bundle_dir), dataset=None, rules=load_rules(),
+                       outbox=Outbox(f"sqlite:///{tmp_path / 'outbox.db'}"))
+
+
+def _activity(store: LiveStore, customers: list[str], at: datetime) -> None:
+    store.ingest("customers", pd.DataFrame({"customer_id": customers,
+                                            "signup_at": "2023-01-01"}))
+    store.ingest("events", pd.DataFrame({"customer_id": customers, "event_type": "session",
+                                         "occurred_at": (at - timedelta(hours=1)).isoformat()}))
+
+
+def test_a_poll_reads_only_the_changes_since_its_last_look(empty_database, serving_state):
+    """Rows of ``customer_changes`` each poll reads: the first poll sweeps the overlap, later
+    ones start at the last look less the commit grace, and a change committed later than
+    that (a slow transaction) is found by the next sweep; each change is rescored once."""
+    from serving.live.fresh import LiveScores
+    from serving.live.rescore import Rescorer
+
+    clock = Clock(NOW)
+    store = LiveStore(empty_database, clock=clock)
+    rescorer = Rescorer(LiveScores(store), commit_grace=timedelta(seconds=5),
+                        sweep_every=timedelta(minutes=1), batch_size=8)
+    reads: list[int] = []
+
+    def poll(at: datetime) -> int:
+        clock.now = at
+        seen = rescorer.stats.changes_read
+        done = rescorer.run_once(serving_state)
+        reads.append(rescorer.stats.changes_read - seen)
+        return done
+
+    try:
+        first = [f"a-{i:02d}" for i in range(20)]
+        _activity(store, first, NOW)
+        assert poll(NOW) == 20                                  # the first poll: a sweep
+        # the next polls start 5 s before the previous look: the 20 are read (not
+        # rescored) again until a look 5 s after them
+        assert poll(NOW + timedelta(seconds=2)) == 0
+        assert poll(NOW + timedelta(seconds=10)) == 0
+        assert poll(NOW + timedelta(seconds=11)) == 0           # nothing new: nothing read
+        _activity(store, ["b-00", "b-01", "b-02"], clock.now)
+        assert poll(NOW + timedelta(seconds=11)) == 3           # only the new changes
+        assert poll(NOW + timedelta(seconds=30)) == 0
+        # a transaction stamped at +12 s that commits only after the watermark passed it
+        late = LiveStore(empty_database, clock=Clock(NOW + timedelta(seconds=12)))
+        _activity(late, ["late-0"], NOW + timedelta(seconds=12))
+        late.close()
+        assert poll(NOW + timedelta(seconds=40)) == 0, "stamped before the watermark: missed"
+        assert poll(NOW + timedelta(seconds=61)) == 1, "the minute's sweep finds it"
+        assert reads == [20, 20, 20, 0, 3, 3, 0, 24], reads
+        assert rescorer.stats.sweeps == 2 and rescorer.stats.polls == len(reads)
+        rescored = Counter(customer for customer, _ in rescorer.stats.rescored)
+        assert rescored == Counter([*first, "b-00", "b-01", "b-02", "late-0"]), \
+            "every change rescored exactly once"
+    finally:
+        store.close()
+
+
+def test_an_empty_database_is_read_whole_once_until_something_is_written(empty_database,
+                                                                         serving_state):
+    from serving.live.fresh import LiveScores
+
+    clock = Clock(NOW)
+    store = LiveStore(empty_database, clock=clock)
+    live = LiveScores(store)
+    try:
+        for _ in range(3):
+            assert live.build_base(serving_state) is None
+        assert live.builds == 1, "nothing was written: the whole read is not repeated"
+        _activity(store, ["c-1", "c-2"], NOW)
+        base = live.build_base(serving_state)
+        assert live.builds == 2 and base is not None
+        assert {"c-1", "c-2"} <= set(base.features.index)
+        assert live.build_base(serving_state) is base and live.builds == 2
+    finally:
+        store.close()
+
+
+def test_a_first_load_is_not_rescored_but_a_later_changed_load_is(empty_database,
+                                                                  generated_ecommerce):
+    """A first load is history in bulk: its customers are marked rescored. A later load of
+    changed files (an order returned) is behaviour: that customer is claimable."""
+    from features.db_load import load_dataset
+    from features.io import read_dataset
+
+    data = read_dataset(generated_ecommerce(customers=60, seed=12))
+    load_dataset(data, empty_database, now=NOW - timedelta(minutes=2))
+    store = LiveStore(empty_database, clock=Clock(NOW))
+    try:
+        since = NOW - timedelta(hours=1)
+        assert len(store.changed_since(since)) == 60
+        assert store.claim_changes(since, worker="w", lease=timedelta(minutes=5),
+                                   limit=100) == {}, "a first load is not rescored"
+        orders = data.dataset.orders
+        assert orders is not None
+        row = orders[orders["status"] == "completed"].index[0]
+        changed = orders.copy()
+        changed.loc[row, "status"] = "returned"
+        reloaded = type(data)(dataset=type(data.dataset)(
+            customers=data.dataset.customers, orders=changed, events=data.dataset.events,
+            subscriptions=data.dataset.subscriptions), rejects=data.rejects,
+            rows_read=data.rows_read)
+        report = load_dataset(reloaded, empty_database, now=NOW - timedelta(minutes=1))
+        assert report.updated["orders"] == 1
+        claimed = store.claim_changes(since, worker="w", lease=timedelta(minutes=5), limit=100)
+        assert list(claimed) == [str(orders.loc[row, "customer_id"])]
+    finally:
+        store.close()

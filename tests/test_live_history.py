@@ -11,8 +11,6 @@ from datetime import datetime
 
 import pandas as pd
 import pytest
-from live_support import create_tables
-from scratch_db import BACKENDS, scratch_database
 
 from features.dataset import statuses_at
 from features.pipeline import build_features
@@ -57,10 +55,10 @@ def test_statuses_at_undoes_changes_logged_at_or_after_the_moment():
     assert statuses_at(orders, changes.iloc[:0], as_of=t("2024-05-15")) is orders
 
 
-@pytest.fixture(params=BACKENDS)
-def database(request, tmp_path):
-    with scratch_database(request.param, tmp_path, prefix="livehist") as url:
-        create_tables(url)
+@pytest.fixture
+def database(backend, tmp_path, scratch_database, live_tables):
+    with scratch_database(backend, tmp_path, prefix="livehist") as url:
+        live_tables.create(url)
         yield url
 
 

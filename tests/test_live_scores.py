@@ -15,17 +15,6 @@ from datetime import datetime, timedelta
 import httpx
 import pandas as pd
 import pytest
-from live_support import (
-    FULL,
-    KEY_ENTRIES,
-    READ,
-    WRITE,
-    TcpProxy,
-    proxied_url,
-    url_host_port,
-)
-from scratch_db import BACKENDS, scratch_database
-from serving_fixtures import running_server, trained_registry, wait_ready
 
 from serving.settings import Settings
 
@@ -43,21 +32,21 @@ def load_into(url: str, data) -> None:
     load_dataset(read_dataset(data), url, now=NOW - timedelta(hours=1))
 
 
-def make_app(url: str, outbox: str, *, rules=None, outreach: bool = False):
+def make_app(url: str, outbox: str, *, keys, rules=None, outreach: bool = False):
     from serving.app import create_app
 
-    app = create_app(Settings(data=url, api_keys=KEY_ENTRIES, model_poll_seconds=0,
+    app = create_app(Settings(data=url, api_keys=keys.entries, model_poll_seconds=0,
                               outbox_url=outbox, outreach_enabled=outreach, rules=rules,
                               live_poll_seconds=0.05))
     app.state.live_store.clock = lambda: NOW
     return app
 
 
-@pytest.fixture(scope="module", params=BACKENDS)
-def database(request, tmp_path_factory):
+@pytest.fixture(scope="module")
+def database(backend, tmp_path_factory, trained_registry, scratch_database):
     """(registry, live database URL) filled from the registry's generated data."""
-    with trained_registry(tmp_path_factory.getbasetemp()) as registry, \
-            scratch_database(request.param, registry.root, prefix="live") as url:
+    with trained_registry.active() as registry, \
+            scratch_database(backend, registry.root, prefix="live") as url:
         load_into(url, registry.data)
         yield registry, url
 
@@ -77,10 +66,11 @@ def comparable(record: dict) -> dict:
                                          "value_segment", "lifecycle_stage", "reasons")}
 
 
-def test_read_your_writes_across_two_server_workers(database, tmp_path, eventually):
+def test_read_your_writes_across_two_server_workers(database, tmp_path, eventually, running_server,
+                                                    wait_ready, scoped_keys):
     registry, url = database
-    one, two = make_app(url, f"sqlite:///{tmp_path / 'o1.db'}"), \
-        make_app(url, f"sqlite:///{tmp_path / 'o2.db'}")
+    one, two = make_app(url, f"sqlite:///{tmp_path / 'o1.db'}", keys=scoped_keys), \
+        make_app(url, f"sqlite:///{tmp_path / 'o2.db'}", keys=scoped_keys)
     customer = first_customers(registry.data, 3)[2]
     with running_server(one) as base_one, running_server(two) as base_two, \
             httpx.Client(base_url=base_one, timeout=60) as writer, \
@@ -88,16 +78,16 @@ def test_read_your_writes_across_two_server_workers(database, tmp_path, eventual
         wait_ready(writer)
         wait_ready(reader)
         eventually(lambda: two.state.live_scores.base is not None, what="the day's matrix")
-        before = reader.get(f"/v1/customers/{customer}/score", headers=READ)
+        before = reader.get(f"/v1/customers/{customer}/score", headers=scoped_keys.read)
         assert before.status_code == 200, before.text
         assert pd.Timestamp(before.json()["as_of"].rstrip("Z")) == DAY
-        written = writer.post("/v1/orders", headers=WRITE,
+        written = writer.post("/v1/orders", headers=scoped_keys.write,
                               json=recent_orders(customer, f"ryw-{customer}"))
         assert written.status_code == 200 and written.json()["inserted"] == 6, written.text
         # the very next request to the other worker reflects the committed rows
-        after = reader.get(f"/v1/customers/{customer}/score", headers=READ)
+        after = reader.get(f"/v1/customers/{customer}/score", headers=scoped_keys.read)
         assert after.status_code == 200, after.text
-        exact = reader.get(f"/v1/customers/{customer}/score", headers=READ,
+        exact = reader.get(f"/v1/customers/{customer}/score", headers=scoped_keys.read,
                            params={"as_of": DAY.isoformat()})
         assert comparable(after.json()) == comparable(exact.json()), \
             "the refreshed row must score as the customer's history read afresh"
@@ -106,27 +96,28 @@ def test_read_your_writes_across_two_server_workers(database, tmp_path, eventual
         assert two.state.live_scores.refreshed >= 1
         # another customer is still served from the day's prepared matrix
         other = first_customers(registry.data, 4)[3]
-        served = reader.get(f"/v1/customers/{other}/score", headers=READ).json()
-        direct = reader.get(f"/v1/customers/{other}/score", headers=READ,
+        served = reader.get(f"/v1/customers/{other}/score", headers=scoped_keys.read).json()
+        direct = reader.get(f"/v1/customers/{other}/score", headers=scoped_keys.read,
                             params={"as_of": DAY.isoformat()}).json()
         assert comparable(served) == comparable(direct)
 
 
-def test_rows_at_or_after_as_of_change_nothing(database, tmp_path):
+def test_rows_at_or_after_as_of_change_nothing(database, tmp_path, running_server, wait_ready,
+                                               scoped_keys):
     registry, url = database
-    app = make_app(url, f"sqlite:///{tmp_path / 'o.db'}")
+    app = make_app(url, f"sqlite:///{tmp_path / 'o.db'}", keys=scoped_keys)
     customer = first_customers(registry.data, 6)[5]
     moment = "2024-05-20T00:00:00"
     with running_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
         wait_ready(client)
-        before = client.get(f"/v1/customers/{customer}/score", headers=FULL,
+        before = client.get(f"/v1/customers/{customer}/score", headers=scoped_keys.full,
                             params={"as_of": moment})
         assert before.status_code == 200, before.text
         later = [{"order_id": f"pit-{customer}-{i}", "customer_id": customer,
                   "ordered_at": at, "amount": 500.0, "status": "returned"}
                  for i, at in enumerate([moment, "2024-05-25T08:00:00", "2024-06-01T11:00:00"])]
-        assert client.post("/v1/orders", headers=WRITE, json=later).status_code == 200
-        assert client.post("/v1/events", headers=WRITE, json=[
+        assert client.post("/v1/orders", headers=scoped_keys.write, json=later).status_code == 200
+        assert client.post("/v1/events", headers=scoped_keys.write, json=[
             {"customer_id": customer, "occurred_at": moment, "event_type": "support_ticket"}
         ]).status_code == 200
         # an order placed before the moment and returned after it was completed then
@@ -140,19 +131,17 @@ def test_rows_at_or_after_as_of_change_nothing(database, tmp_path):
                     "discount": float(row["discount"] or 0), "status": "returned"}
         if row["items"]:
             returned["items"] = float(row["items"])
-        answer = client.post("/v1/orders", headers=WRITE, json=[returned])
+        answer = client.post("/v1/orders", headers=scoped_keys.write, json=[returned])
         assert answer.status_code == 200 and answer.json()["updated"] == 1, answer.text
-        after = client.get(f"/v1/customers/{customer}/score", headers=FULL,
+        after = client.get(f"/v1/customers/{customer}/score", headers=scoped_keys.full,
                            params={"as_of": moment})
         assert comparable(after.json()) == comparable(before.json())
 
 
 def test_a_return_after_as_of_leaves_the_batch_score_as_of_then_byte_identical(
-        database, tmp_path, monkeypatch):
+        database, tmp_path, monkeypatch, run_cli, running_server, wait_ready, scoped_keys):
     """``score --as-of T`` on the database writes the same bytes before and after a return
     ingested after T, and the by-id ``?as_of=T`` agrees with it for that customer."""
-    from db_source_support import run_cli
-
     from features.io import read_dataset
     from features.pipeline import build_features
 
@@ -175,7 +164,7 @@ def test_a_return_after_as_of_leaves_the_batch_score_as_of_then_byte_identical(
         assert result.exit_code == 0, result.output
         return out.read_bytes()
 
-    app = make_app(url, f"sqlite:///{tmp_path / 'o.db'}")
+    app = make_app(url, f"sqlite:///{tmp_path / 'o.db'}", keys=scoped_keys)
     first = batch("before.parquet")
     with running_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
         wait_ready(client)
@@ -184,9 +173,9 @@ def test_a_return_after_as_of_leaves_the_batch_score_as_of_then_byte_identical(
                     "discount": float(row["discount"]), "status": "returned"}
         if pd.notna(row["items"]):
             returned["items"] = float(row["items"])
-        answer = client.post("/v1/orders", headers=WRITE, json=[returned])
+        answer = client.post("/v1/orders", headers=scoped_keys.write, json=[returned])
         assert answer.status_code == 200 and answer.json()["updated"] == 1, answer.text
-        by_id = client.get(f"/v1/customers/{customer}/score", headers=FULL,
+        by_id = client.get(f"/v1/customers/{customer}/score", headers=scoped_keys.full,
                            params={"as_of": moment.isoformat()})
         assert by_id.status_code == 200, by_id.text
     assert batch("after.parquet") == first, \
@@ -205,69 +194,69 @@ def test_a_return_after_as_of_leaves_the_batch_score_as_of_then_byte_identical(
         build_features(now, as_of=moment).loc[customer, "returned_orders_total"] + 1
 
 
-def test_unknown_customer_and_scopes_on_a_live_source(database, tmp_path):
+def test_unknown_customer_and_scopes_on_a_live_source(database, tmp_path, running_server,
+                                                      wait_ready, scoped_keys):
     _, url = database
-    app = make_app(url, f"sqlite:///{tmp_path / 'o.db'}")
+    app = make_app(url, f"sqlite:///{tmp_path / 'o.db'}", keys=scoped_keys)
     with running_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
         wait_ready(client)
-        missing = client.get("/v1/customers/nobody-here/score", headers=READ)
+        missing = client.get("/v1/customers/nobody-here/score", headers=scoped_keys.read)
         assert missing.status_code == 404 and "nobody-here" in missing.text
-        assert client.get("/v1/customers/nobody-here/score", headers=WRITE).status_code == 403
+        assert client.get("/v1/customers/nobody-here/score",
+                          headers=scoped_keys.write).status_code == 403
 
 
 @pytest.mark.postgres
-def test_the_server_recovers_by_itself_after_a_database_outage(tmp_path_factory, tmp_path,
-                                                                  eventually):
-    from scratch_db import POSTGRES_URL
-
-    if not POSTGRES_URL:
-        pytest.skip("CHURNLENS_TEST_POSTGRES_URL is not set (.ci/run sets it)")
-    with trained_registry(tmp_path_factory.getbasetemp()) as registry, \
+def test_the_server_recovers_by_itself_after_a_database_outage(
+        postgres_url, tmp_path_factory, tmp_path, eventually, trained_registry, scratch_database,
+        running_server, wait_ready, scoped_keys, tcp_proxy):
+    with trained_registry.active() as registry, \
             scratch_database("postgresql", registry.root, prefix="live") as url:
         load_into(url, registry.data)
-        proxy = TcpProxy(*url_host_port(url))
+        proxy, through_proxy = tcp_proxy(url)
         try:
-            app = make_app(proxied_url(url, proxy), f"sqlite:///{tmp_path / 'o.db'}")
+            app = make_app(through_proxy, f"sqlite:///{tmp_path / 'o.db'}", keys=scoped_keys)
             customer = first_customers(registry.data, 8)[7]
             with running_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
                 wait_ready(client)
                 assert client.get(f"/v1/customers/{customer}/score",
-                                  headers=FULL).status_code == 200
+                                  headers=scoped_keys.full).status_code == 200
                 proxy.cut()
-                refused = client.post("/v1/orders", headers=WRITE,
+                refused = client.post("/v1/orders", headers=scoped_keys.write,
                                       json=recent_orders(customer, f"outage-{customer}", n=1))
                 assert refused.status_code == 503, refused.text
                 assert "nothing was written" in refused.json()["detail"]
-                down = client.get(f"/v1/customers/{customer}/score", headers=FULL)
+                down = client.get(f"/v1/customers/{customer}/score", headers=scoped_keys.full)
                 assert down.status_code == 503 and "database" in down.json()["detail"]
                 proxy.restore()
 
                 def accepted() -> bool:
-                    answer = client.post("/v1/orders", headers=WRITE, json=recent_orders(
-                        customer, f"outage-{customer}", n=1))
+                    answer = client.post("/v1/orders", headers=scoped_keys.write,
+                                         json=recent_orders(customer, f"outage-{customer}", n=1))
                     assert answer.status_code in (200, 503), answer.text
                     return answer.status_code == 200
 
                 eventually(accepted, what="ingestion after the database came back")
                 assert client.get(f"/v1/customers/{customer}/score",
-                                  headers=FULL).status_code == 200
+                                  headers=scoped_keys.full).status_code == 200
         finally:
             proxy.close()
 
 
-@pytest.fixture(params=BACKENDS)
-def own_database(request, tmp_path_factory):
+@pytest.fixture
+def own_database(backend, tmp_path_factory, trained_registry, scratch_database):
     """A live database for one test (its changes must not reach other tests' rescorers)."""
-    with trained_registry(tmp_path_factory.getbasetemp()) as registry, \
-            scratch_database(request.param, registry.root, prefix="live") as url:
+    with trained_registry.active() as registry, \
+            scratch_database(backend, registry.root, prefix="live") as url:
         load_into(url, registry.data)
         yield registry, url
 
 
 def test_a_returned_order_reaches_the_crm_webhook_without_a_batch_run(own_database, tmp_path,
-                                                                      eventually):
+                                                                      eventually, running_server,
+                                                                      wait_ready, scoped_keys,
+                                                                      make_receiver):
     """Outreach follows behaviour: ingest → background rescore → outbox → relay → webhook."""
-    from outreach_support import Receiver
 
     from features.io import read_dataset
     from models.loading import load_model
@@ -302,7 +291,7 @@ def test_a_returned_order_reaches_the_crm_webhook_without_a_batch_run(own_databa
     threshold = (before[customer] + after[customer]) / 2
 
     secret = new_secret()
-    receiver = Receiver(secret=secret).start()
+    receiver = make_receiver(secret=secret).start()
     rules = tmp_path / "rules.yaml"
     rules.write_text(f"""version: 1
 rules:
@@ -313,7 +302,7 @@ rules:
     cooldown_days: 30
 """)
     outbox_url = f"sqlite:///{tmp_path / 'outbox.db'}"
-    app = make_app(url, outbox_url, rules=rules, outreach=True)
+    app = make_app(url, outbox_url, keys=scoped_keys, rules=rules, outreach=True)
     relay = start_relay_in_background(OutreachSettings(
         outbox_url=outbox_url, webhook_secret=secret, relay_poll_seconds=0.02,
         request_timeout_seconds=5, relay_lease_seconds=120))
@@ -325,7 +314,7 @@ rules:
                      "ordered_at": row.ordered_at.isoformat(), "amount": row.amount,
                      "discount": row.discount, "status": "returned"}
                     for row in mine.itertuples(index=False)]
-            answer = client.post("/v1/orders", headers=WRITE, json=rows)
+            answer = client.post("/v1/orders", headers=scoped_keys.write, json=rows)
             assert answer.status_code == 200, answer.text
             delivered = eventually(lambda: [r for r in receiver.received if r.verified],
                                    what="a signed webhook for the returned orders")
@@ -334,7 +323,7 @@ rules:
             # more behaviour within the cooldown: rescored again, no second action
             rescorer = app.state.rescorer
             seen = rescorer.stats.customers
-            assert client.post("/v1/events", headers=WRITE, json=[
+            assert client.post("/v1/events", headers=scoped_keys.write, json=[
                 {"customer_id": customer, "occurred_at": (NOW - timedelta(minutes=5)).isoformat(),
                  "event_type": "support_ticket"}]).status_code == 200
             eventually(lambda: rescorer.stats.customers > seen, what="the second rescoring")

@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from churn_training_data import FAST, generated
 
 from features.contract import validate_tables
 from features.definition import resolve_definition
@@ -32,14 +31,14 @@ DOCS = Path(__file__).resolve().parents[1] / "docs" / "serving.md"
 
 
 @pytest.fixture(scope="module")
-def mixed_fit():
+def mixed_fit(generated, fast_params):
     _, dataset = generated("mixed")
     chosen = resolve_definition(dataset, requested="auto")
     training_set = build_training_set(
         dataset, as_of=dataset.default_as_of(), horizon_days=90, definition=chosen.name,
-        max_snapshots=FAST.max_snapshots, active_days=chosen.active_days,
+        max_snapshots=fast_params.max_snapshots, active_days=chosen.active_days,
         activity_events=chosen.activity_events)
-    fit = fit_bundle(training_set, params=replace(FAST, definition=None),
+    fit = fit_bundle(training_set, params=replace(fast_params, definition=None),
                      churn_definition=chosen)
     return dataset, fit
 

@@ -7,13 +7,12 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from churn_training_data import holdout_features
 
 from models.bundle import BUNDLE_FILE, ChurnBundle
 
 
 @pytest.fixture(scope="module")
-def features(fit):
+def features(fit, holdout_features):
     return holdout_features(fit)
 
 

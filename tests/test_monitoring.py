@@ -13,15 +13,6 @@ import uuid
 import numpy as np
 import pandas as pd
 import pytest
-from monitoring_support import (
-    DRIFT_BY,
-    DRIFT_DATE,
-    MATURE_BY,
-    outcomes_from_orders,
-    score_into,
-    shared_world,
-)
-from serving_fixtures import using_registry_at
 from sklearn.metrics import roc_auc_score
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
@@ -36,11 +27,8 @@ POSTGRES_URL = os.environ.get("CHURNLENS_TEST_POSTGRES_URL")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
-    root = tmp_path_factory.getbasetemp() / "monitoring-world"
-    root.mkdir(exist_ok=True)
-    with using_registry_at(root, f"sqlite:///{root / 'mlflow.db'}"):
-        yield shared_world(root)
+def world(monitored_world):
+    return monitored_world
 
 
 def monitor(world, *args: str):
@@ -56,15 +44,15 @@ def gauges_of(outbox_url: str) -> dict[tuple[str, str], float]:
 
 
 def test_realized_auc_equals_the_auc_from_the_generated_truth(world):
-    result = monitor(world, "--data", str(world.plain), "--as-of", MATURE_BY,
+    result = monitor(world, "--data", str(world.plain), "--as-of", world.mature_by,
                      "--outbox", world.outbox("plain"))
     assert result.exit_code == 0, result.output
     assert result.output.strip().splitlines()[-1].startswith("KEEP: model version")
     realized = gauges_of(world.outbox("plain"))[("realized_roc_auc", world.version)]
 
     scores = Outbox(world.outbox("plain")).score_history()
-    matured = scores[scores["as_of"] + pd.Timedelta(days=90) <= pd.Timestamp(MATURE_BY)]
-    truth = outcomes_from_orders(world.plain, matured)
+    matured = scores[scores["as_of"] + pd.Timedelta(days=90) <= pd.Timestamp(world.mature_by)]
+    truth = world.outcomes_from_orders(world.plain, matured)
     known = truth.notna() & matured["churn_probability"].notna()
     direct = roc_auc_score(truth[known], matured.loc[known, "churn_probability"])
     assert known.sum() > 3000, "thousands of matured scores are checked"
@@ -86,7 +74,7 @@ def test_realized_auc_equals_the_auc_from_the_generated_truth(world):
 def test_the_run_is_logged_to_mlflow_and_linked_to_the_version(world):
     from mlflow import MlflowClient
 
-    result = monitor(world, "--data", str(world.plain), "--as-of", MATURE_BY,
+    result = monitor(world, "--data", str(world.plain), "--as-of", world.mature_by,
                      "--outbox", world.outbox("plain"))
     assert result.exit_code == 0, result.output
     client = MlflowClient(world.tracking_uri)
@@ -107,7 +95,7 @@ def test_halved_sessions_are_flagged_first_and_ask_for_a_retrain(world):
     from serving.monitoring.monitor import run_monitor
     from serving.monitoring.tracking import RegisteredBundles
 
-    result = monitor(world, "--data", str(world.shifted), "--as-of", DRIFT_BY,
+    result = monitor(world, "--data", str(world.shifted), "--as-of", world.drift_by,
                      "--outbox", world.outbox("shifted"), "--no-mlflow")
     assert result.exit_code == 1, result.output
     last = result.output.strip().splitlines()[-1]
@@ -117,13 +105,13 @@ def test_halved_sessions_are_flagged_first_and_ask_for_a_retrain(world):
 
     scores = Outbox(world.outbox("shifted")).score_history()
     checked = run_monitor(read_dataset(world.shifted).dataset, scores,
-                          as_of=pd.Timestamp(DRIFT_BY), load_bundle=RegisteredBundles())
+                          as_of=pd.Timestamp(world.drift_by), load_bundle=RegisteredBundles())
     top = checked.drift[world.version].top_features(1)["name"].iloc[0]
     assert "session" in top, f"the feature that moved most should read sessions, not {top}"
 
 
 def test_unshifted_data_keeps_the_model(world):
-    result = monitor(world, "--data", str(world.plain), "--as-of", DRIFT_BY,
+    result = monitor(world, "--data", str(world.plain), "--as-of", world.drift_by,
                      "--outbox", world.outbox("plain"), "--no-mlflow")
     assert result.exit_code == 0, result.output
     assert "KEEP" in result.output.strip().splitlines()[-1]
@@ -135,7 +123,7 @@ def test_metrics_route_exports_the_last_run(world):
     from serving.app import create_app
     from serving.settings import Settings
 
-    result = monitor(world, "--data", str(world.plain), "--as-of", MATURE_BY,
+    result = monitor(world, "--data", str(world.plain), "--as-of", world.mature_by,
                      "--outbox", world.outbox("plain"), "--no-mlflow")
     assert result.exit_code == 0, result.output
     realized = gauges_of(world.outbox("plain"))[("realized_roc_auc", world.version)]
@@ -159,8 +147,8 @@ def test_no_outbox_is_one_sentence(world, tmp_path):
 def test_scores_not_matured_and_too_few_are_sentences_not_numbers(world, tmp_path):
     url = f"sqlite:///{tmp_path / 'few.db'}"
     runner, app = CliRunner(), build_app()
-    score_into(runner, app, data=world.plain, as_of="2024-06-01", outbox=url,
-               out=tmp_path / "s.parquet")
+    world.score_into(runner, app, data=world.plain, as_of="2024-06-01", outbox=url,
+                     out=tmp_path / "s.parquet")
     store = Outbox(url)
     with store.engine.begin() as connection:  # keep 40 customers only
         connection.execute(text(
@@ -178,13 +166,13 @@ def test_scores_not_matured_and_too_few_are_sentences_not_numbers(world, tmp_pat
 
 def test_a_version_missing_from_the_registry_is_named(world, tmp_path):
     url = f"sqlite:///{tmp_path / 'gone.db'}"
-    score_into(CliRunner(), build_app(), data=world.plain, as_of="2024-01-01", outbox=url,
-               out=tmp_path / "s.parquet")
+    world.score_into(CliRunner(), build_app(), data=world.plain, as_of="2024-01-01",
+                     outbox=url, out=tmp_path / "s.parquet")
     store = Outbox(url)
     with store.engine.begin() as connection:
         connection.execute(text("UPDATE scores SET model_version = '99'"))
     store.close()
-    result = monitor(world, "--data", str(world.plain), "--as-of", MATURE_BY,
+    result = monitor(world, "--data", str(world.plain), "--as-of", world.mature_by,
                      "--outbox", url, "--no-mlflow")
     assert result.exit_code == 2, result.output
     assert "model version 99 cannot be checked" in result.output
@@ -201,16 +189,16 @@ def test_monitoring_on_a_postgres_outbox(world, tmp_path):
     url = f"{POSTGRES_URL}?options=-csearch_path%3D{schema}"
     try:
         runner, app = CliRunner(), build_app()
-        for day in ("2024-01-01", DRIFT_DATE):
-            score_into(runner, app, data=world.plain, as_of=day, outbox=url,
-                       out=tmp_path / f"{day}.parquet")
-        result = monitor(world, "--data", str(world.plain), "--as-of", MATURE_BY,
+        for day in ("2024-01-01", world.drift_date):
+            world.score_into(runner, app, data=world.plain, as_of=day, outbox=url,
+                             out=tmp_path / f"{day}.parquet")
+        result = monitor(world, "--data", str(world.plain), "--as-of", world.mature_by,
                          "--outbox", url, "--no-mlflow")
         assert result.exit_code == 0, result.output
         on_pg = gauges_of(url)[("realized_roc_auc", world.version)]
         scores = Outbox(url).score_history()
         matured = scores[scores["as_of"] == pd.Timestamp("2024-01-01")]
-        truth = outcomes_from_orders(world.plain, matured)
+        truth = world.outcomes_from_orders(world.plain, matured)
         known = truth.notna() & matured["churn_probability"].notna()
         direct = roc_auc_score(truth[known], matured.loc[known, "churn_probability"])
         assert abs(on_pg - direct) <= 0.005

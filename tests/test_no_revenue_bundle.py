@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from churn_training_data import FAST, holdout_features, training_set
 
 from models.bundle import ChurnBundle
 from models.loading import LoadedModel
@@ -18,9 +17,9 @@ from training.fit import NO_REVENUE_NOTE, fit_bundle
 
 
 @pytest.fixture(scope="module")
-def no_clv():
+def no_clv(training_set, fast_params):
     ts = training_set()
-    return fit_bundle(ts, params=FAST, event_types=ts.event_types, definition="inactivity",
+    return fit_bundle(ts, params=fast_params, event_types=ts.event_types, definition="inactivity",
                       learn_clv=False)
 
 
@@ -30,7 +29,8 @@ def _scorer(fit, **kwargs) -> Scorer:
     return Scorer(loaded, **kwargs)
 
 
-def test_the_bundle_says_why_it_has_no_clv_and_still_scores_churn(no_clv, tmp_path: Path):
+def test_the_bundle_says_why_it_has_no_clv_and_still_scores_churn(no_clv, tmp_path: Path,
+                                                                  holdout_features):
     bundle = no_clv.bundle
     assert not bundle.has_clv
     assert NO_REVENUE_NOTE in no_clv.notes and bundle.clv_note == NO_REVENUE_NOTE
@@ -50,7 +50,8 @@ def test_the_bundle_says_why_it_has_no_clv_and_still_scores_churn(no_clv, tmp_pa
                                predicted["churn_probability"])
 
 
-def test_scores_keep_reasons_and_a_null_clv_through_the_outbox_and_rules(no_clv, tmp_path):
+def test_scores_keep_reasons_and_a_null_clv_through_the_outbox_and_rules(
+        no_clv, tmp_path, holdout_features):
     outbox = Outbox(f"sqlite:///{tmp_path / 'outbox.db'}")
     rules = parse_rules("""
 rules:
@@ -83,7 +84,7 @@ rules:
     assert load_rules() is not None
 
 
-def test_the_by_id_path_agrees_with_the_bundle(no_clv):
+def test_the_by_id_path_agrees_with_the_bundle(no_clv, holdout_features):
     features = holdout_features(no_clv)
     scorer = _scorer(no_clv)
     prepared = scorer.prepare(features)
@@ -97,8 +98,8 @@ def test_the_by_id_path_agrees_with_the_bundle(no_clv):
     assert any(r.reasons for r in by_id), "churn reasons without a CLV model"
 
 
-def test_data_with_orders_still_learns_clv():
+def test_data_with_orders_still_learns_clv(training_set, fast_params):
     ts = training_set()
-    fit = fit_bundle(ts, params=replace(FAST, clv_seeds=1), event_types=ts.event_types,
+    fit = fit_bundle(ts, params=replace(fast_params, clv_seeds=1), event_types=ts.event_types,
                      definition="inactivity")
     assert fit.bundle.has_clv and fit.bundle.clv_note is None

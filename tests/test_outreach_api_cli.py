@@ -7,7 +7,6 @@ import json
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from outreach_support import score_record, triggered
 from typer.testing import CliRunner
 
 from serving.outreach.cli import app as outreach_app
@@ -41,7 +40,7 @@ def client(outbox):
         yield test_client
 
 
-def test_list_a_customers_actions_with_why(client, outbox):
+def test_list_a_customers_actions_with_why(client, outbox, score_record):
     records, actions = load_rules(None).recommend([score_record("c1"), score_record("c2")])
     outbox.record_scores(records, actions)
     response = client.get("/v1/customers/c1/actions")
@@ -56,7 +55,7 @@ def test_list_a_customers_actions_with_why(client, outbox):
     assert client.get("/v1/actions", params={"status": "sent"}).status_code == 422
 
 
-def test_acknowledge_and_retry_through_the_api(client, outbox):
+def test_acknowledge_and_retry_through_the_api(client, outbox, triggered):
     outbox.record_scores([], triggered(2, "http://127.0.0.1:9/ok"))
     first, second = sorted(row.id for row in outbox.list_actions())
     acknowledged = client.post(f"/v1/actions/{first}/acknowledge")
@@ -77,7 +76,7 @@ def test_acknowledge_and_retry_through_the_api(client, outbox):
     assert client.get(f"/v1/actions/{second}").json()["id"] == second
 
 
-def test_router_falls_back_to_the_settings_outbox(outbox):
+def test_router_falls_back_to_the_settings_outbox(outbox, triggered):
     """Without outreach scoring (no outbox in the serving state) the settings name the outbox."""
     app = FastAPI()
     app.include_router(router)
@@ -100,7 +99,7 @@ def invoke(*args: str):
     return CliRunner().invoke(outreach_app, list(args), terminal_width=200)
 
 
-def test_cli_list_deliver_dead_and_retry(outbox, cli_env):
+def test_cli_list_deliver_dead_and_retry(outbox, cli_env, score_record, triggered):
     gap_only = [reason for reason in score_record("x").reasons if reason.kind != "returns"]
     records, actions = load_rules(None).recommend([
         score_record("c1"), score_record("c2", value_segment="low", reasons=gap_only)])

@@ -7,7 +7,6 @@ import sys
 from datetime import datetime
 
 import pytest
-from outreach_support import Receiver, score_record
 from test_outreach_delivery import SECRET, fast_settings
 
 from serving.outreach.outbox import ActionStateError, Outbox
@@ -26,16 +25,17 @@ rules:
 """
 
 
-def _assignments(customers: list[str], *, share: float, as_of: datetime) -> dict[str, bool]:
+def _assignments(score_record, customers: list[str], *, share: float,
+                 as_of: datetime) -> dict[str, bool]:
     rules = parse_rules(RULE.format(channel="file:x.jsonl", share=share))
     _, actions = rules.recommend([score_record(c, as_of=as_of) for c in customers])
     return {action.customer_id: action.control for action in actions}
 
 
-def test_control_assignment_is_stable_across_runs_and_processes():
+def test_control_assignment_is_stable_across_runs_and_processes(score_record):
     customers = [f"C{i:06d}" for i in range(400)]
-    here = _assignments(customers, share=0.3, as_of=datetime(2024, 5, 1))
-    assert here == _assignments(customers, share=0.3, as_of=datetime(2024, 5, 1))
+    here = _assignments(score_record, customers, share=0.3, as_of=datetime(2024, 5, 1))
+    assert here == _assignments(score_record, customers, share=0.3, as_of=datetime(2024, 5, 1))
     code = (
         "from serving.outreach.rules import control_draw;"
         "print(','.join(f'{control_draw(f\"C{i:06d}\", \"call-them\", 661):.12f}'"
@@ -51,7 +51,7 @@ def test_control_assignment_is_stable_across_runs_and_processes():
     share = sum(here.values()) / len(here)
     assert 0.24 < share < 0.36, f"about 30% held out, got {share:.2f}"
     # a new cooldown window is a new draw: not the same customers every month
-    later = _assignments(customers, share=0.3, as_of=datetime(2024, 7, 1))
+    later = _assignments(score_record, customers, share=0.3, as_of=datetime(2024, 7, 1))
     assert later != here
 
 
@@ -82,8 +82,9 @@ def test_built_in_rules_hold_out_ten_percent_and_have_costs():
     assert rules.named("renamed-long-ago") is None
 
 
-def test_control_actions_never_reach_the_webhook(tmp_path, relay_clock, settle):
-    receiver = Receiver(secret=SECRET).start()
+def test_control_actions_never_reach_the_webhook(tmp_path, relay_clock, settle, score_record,
+                                                 make_receiver):
+    receiver = make_receiver(secret=SECRET).start()
     outbox = Outbox(f"sqlite:///{tmp_path / 'outbox.db'}")
     try:
         rules = parse_rules(RULE.format(channel=receiver.url("/ok"), share=0.5))
@@ -113,7 +114,7 @@ def test_control_actions_never_reach_the_webhook(tmp_path, relay_clock, settle):
         receiver.stop()
 
 
-def test_a_held_out_customer_is_recommended_nothing_by_the_rule(tmp_path):
+def test_a_held_out_customer_is_recommended_nothing_by_the_rule(tmp_path, score_record):
     """The score must not tell a CRM to contact a control customer; batch and API agree."""
     import numpy as np
 

@@ -16,7 +16,6 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from outreach_support import Receiver, triggered
 from standardwebhooks import WebhookVerificationError
 
 from serving.outreach.outbox import Outbox, utcnow
@@ -71,8 +70,8 @@ def free_port() -> int:
 
 
 @pytest.fixture
-def receiver():
-    server = Receiver(secret=SECRET).start()
+def receiver(make_receiver):
+    server = make_receiver(secret=SECRET).start()
     yield server
     server.stop()
 
@@ -84,7 +83,7 @@ def outbox(tmp_path):
     store.close()
 
 
-def test_retry_after_is_honoured_on_the_relays_clock(outbox, receiver):
+def test_retry_after_is_honoured_on_the_relays_clock(outbox, receiver, triggered):
     """The relay schedules the retry at its own now + Retry-After, not before."""
     outbox.record_scores([], triggered(1, receiver.url("/retry-after/30"), rule="limited"))
     start = utcnow()
@@ -106,7 +105,7 @@ def test_retry_after_is_honoured_on_the_relays_clock(outbox, receiver):
 
 
 def test_each_receiver_answer_leaves_the_action_in_the_right_state(
-    outbox, receiver, relay_clock, settle
+    outbox, receiver, relay_clock, settle, triggered
 ):
     closed = f"http://127.0.0.1:{free_port()}/ok"
     cases = {
@@ -154,7 +153,8 @@ def test_each_receiver_answer_leaves_the_action_in_the_right_state(
         "server-error", "gone", "bad-request", "slow", "refused"}
 
 
-def test_receiver_down_then_up_delivers_everything_exactly_once(outbox, relay_clock):
+def test_receiver_down_then_up_delivers_everything_exactly_once(outbox, relay_clock, make_receiver,
+                                                                triggered):
     """Retries against a closed port stay pending; once the receiver is up, each id lands once."""
     port = free_port()
     outbox.record_scores([], triggered(40, f"http://127.0.0.1:{port}/ok"))
@@ -168,7 +168,7 @@ def test_receiver_down_then_up_delivers_everything_exactly_once(outbox, relay_cl
             assert {(row.status, row.attempts) for row in rows} == {("pending", attempt)}
             assert relay.drain().claimed == 0, "nothing is due before its backoff has passed"
             relay_clock.advance_to(max(row.next_attempt_at for row in rows))
-        receiver = Receiver(secret=SECRET, port=port).start()
+        receiver = make_receiver(secret=SECRET, port=port).start()
         try:
             assert relay.drain().delivered == 40
             ids = receiver.ids()
@@ -182,7 +182,7 @@ def test_receiver_down_then_up_delivers_everything_exactly_once(outbox, relay_cl
 
 @pytest.mark.slow
 def test_relay_killed_mid_batch_loses_nothing_and_redelivers_with_the_same_id(
-    outbox, receiver, relay_clock
+    outbox, receiver, relay_clock, triggered
 ):
     outbox.record_scores([], triggered(60, receiver.url("/hold")))
     # requests wait on the receiver until the test releases them: the kill lands mid-batch
@@ -220,7 +220,7 @@ def test_relay_killed_mid_batch_loses_nothing_and_redelivers_with_the_same_id(
     assert all(r.verified for r in receiver.received)
 
 
-def test_two_relays_on_one_sqlite_outbox_deliver_each_action_once(outbox, receiver):
+def test_two_relays_on_one_sqlite_outbox_deliver_each_action_once(outbox, receiver, triggered):
     outbox.record_scores([], triggered(200, receiver.url("/ok")))
     # a generous timeout: a response slower than the timeout is retried, and that
     # legitimate at-least-once duplicate is not what this test is about
@@ -244,7 +244,7 @@ def test_two_relays_on_one_sqlite_outbox_deliver_each_action_once(outbox, receiv
 
 
 def test_signatures_verify_and_tampering_or_a_stale_timestamp_fails(
-    outbox, receiver, relay_clock, settle
+    outbox, receiver, relay_clock, settle, triggered
 ):
     outbox.record_scores([], triggered(1, receiver.url("/ok")))
     with Relay(outbox, settings=fast_settings(outbox.url), clock=relay_clock) as relay:
@@ -271,7 +271,7 @@ def test_signatures_verify_and_tampering_or_a_stale_timestamp_fails(
 
 
 def test_file_sink_appends_one_line_per_action_and_skips_ids_already_written(
-    outbox, tmp_path, relay_clock, settle
+    outbox, tmp_path, relay_clock, settle, triggered
 ):
     outbox.record_scores([], triggered(5, "file:sinks/actions.jsonl"))
     settings = fast_settings(outbox.url, webhook_secret=None, sink_dir=tmp_path)
@@ -292,7 +292,7 @@ def test_file_sink_appends_one_line_per_action_and_skips_ids_already_written(
     assert outbox.status_counts()["delivered"] == 5
 
 
-def test_without_a_secret_webhooks_wait_and_files_go_out(outbox, receiver, tmp_path):
+def test_without_a_secret_webhooks_wait_and_files_go_out(outbox, receiver, tmp_path, triggered):
     outbox.record_scores([], triggered(2, receiver.url("/ok"), rule="hook"))
     outbox.record_scores([], triggered(2, "file:out.jsonl", rule="file"))
     settings = fast_settings(outbox.url, webhook_secret=None, sink_dir=tmp_path)
@@ -302,7 +302,7 @@ def test_without_a_secret_webhooks_wait_and_files_go_out(outbox, receiver, tmp_p
     assert outbox.waiting_webhooks() == 2
 
 
-def test_background_relay_delivers_and_stops(outbox, receiver):
+def test_background_relay_delivers_and_stops(outbox, receiver, triggered):
     """Due actions go out on the first pass, and actions recorded later on the next one."""
     passes = threading.Semaphore(0)
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from monitoring_support import MATURE_BY
 from typer.testing import CliRunner
 
 from churnlens import build_app
@@ -27,18 +26,18 @@ pytestmark = pytest.mark.slow  # end-to-end: training, real scoring and commands
 RULES = Path(__file__).resolve().parent.parent / "bench" / "effect_rules.yaml"
 ACTED_ON = "2024-01-01"  # the day the `replayed` world's rules acted (tests/conftest.py)
 
-def effects_of(url: str, data: Path, **options):
+def effects_of(world, url: str, data: Path, **options):
     actions = Outbox(url).action_history()
     costs = {"success-call": 25.0, "win-back": 10.0, "reactivation": 0.05}
     return measure_effects(History(read_dataset(data).dataset), actions,
-                           as_of=pd.Timestamp(MATURE_BY), costs=costs,
+                           as_of=pd.Timestamp(world.mature_by), costs=costs,
                            load_bundle=RegisteredBundles(), **options)
 
 
 def test_intervals_cover_the_true_effect_of_each_measured_rule(replayed):
-    _world, url, data = replayed
+    world, url, data = replayed
     truth = pd.read_csv(data / "outreach_truth.csv")
-    effects, notes = effects_of(url, data)
+    effects, notes = effects_of(world, url, data)
     assert notes == []
     measured = [e for e in effects if e.measured]
     assert {e.rule for e in measured} >= {"win-back", "success-call"}, effects
@@ -55,9 +54,9 @@ def test_intervals_cover_the_true_effect_of_each_measured_rule(replayed):
 
 
 def test_the_command_prints_the_table_and_the_sentences(replayed):
-    _world, url, data = replayed
+    world, url, data = replayed
     result = CliRunner().invoke(build_app(), [
-        "outreach", "effect", "--data", str(data), "--as-of", MATURE_BY, "--outbox", url,
+        "outreach", "effect", "--data", str(data), "--as-of", world.mature_by, "--outbox", url,
         "--rules", str(RULES)])
     assert result.exit_code == 0, result.output
     assert "Did the outreach work?" in result.output
@@ -65,17 +64,17 @@ def test_the_command_prints_the_table_and_the_sentences(replayed):
 
 
 def test_a_renamed_rule_and_an_unknown_rule_are_sentences(replayed, tmp_path):
-    _world, url, data = replayed
+    world, url, data = replayed
     renamed = tmp_path / "rules.yaml"
     renamed.write_text(RULES.read_text().replace("name: win-back", "name: win-back-2024"))
     result = CliRunner().invoke(build_app(), [
-        "outreach", "effect", "--data", str(data), "--as-of", MATURE_BY, "--outbox", url,
+        "outreach", "effect", "--data", str(data), "--as-of", world.mature_by, "--outbox", url,
         "--rules", str(renamed)])
     assert result.exit_code == 0, result.output
     assert ("rule 'win-back' is not in the rules file (renamed or removed since its actions "
             "fired)") in " ".join(result.output.split())
     result = CliRunner().invoke(build_app(), [
-        "outreach", "effect", "--data", str(data), "--as-of", MATURE_BY, "--outbox", url,
+        "outreach", "effect", "--data", str(data), "--as-of", world.mature_by, "--outbox", url,
         "--rule", "nobody-has-this"])
     assert result.exit_code == 2
     assert "no action of rule 'nobody-has-this' in the outbox" in result.output
@@ -83,7 +82,7 @@ def test_a_renamed_rule_and_an_unknown_rule_are_sentences(replayed, tmp_path):
 
 
 def test_too_few_controls_and_unmatured_actions_are_not_numbers(replayed):
-    _world, url, data = replayed
+    world, url, data = replayed
     actions = Outbox(url).action_history()
     rows = actions[actions["rule"] == "win-back"].head(40).assign(churned=0.0, revenue=1.0)
     effect = rule_effect("win-back", rows, cost=10.0)
@@ -96,7 +95,7 @@ def test_too_few_controls_and_unmatured_actions_are_not_numbers(replayed):
     assert all("no matured outcome yet (n = 0)" in e.note for e in effects)
     with pytest.raises(EffectInputError, match="holds no action yet"):
         measure_effects(History(read_dataset(data).dataset), actions.iloc[0:0],
-                        as_of=pd.Timestamp(MATURE_BY), costs={},
+                        as_of=pd.Timestamp(world.mature_by), costs={},
                         load_bundle=RegisteredBundles())
 
 
@@ -138,7 +137,7 @@ def test_the_report_answers_did_the_scores_come_true(replayed):
 
     world, url, data = replayed
     dataset = read_dataset(data).dataset
-    gathered = gather_report(dataset, as_of=pd.Timestamp(MATURE_BY), model_uri=(
+    gathered = gather_report(dataset, as_of=pd.Timestamp(world.mature_by), model_uri=(
         "models:/churnlens@champion"), scores_path=world.root / "effect.parquet",
         outbox_url=url)
     html = render_report(gathered)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from outreach_support import score_record
 
 from models.reasons import ReasonTable
 from serving.outreach.rules import RulesError, load_rules, parse_rules
@@ -26,7 +25,7 @@ rules:
 """
 
 
-def test_rules_select_on_the_lifecycle_stage():
+def test_rules_select_on_the_lifecycle_stage(score_record):
     rules = parse_rules(STAGED)
     lapsed = score_record("a", lifecycle_stage="lapsed", risk_tier="not_applicable",
                           churn_probability=None, value_at_risk=None, reasons=[])
@@ -41,7 +40,7 @@ def test_rules_select_on_the_lifecycle_stage():
     assert rules.evaluate(score_record("e")) == [], "a record without a stage matches no stage"
 
 
-def test_column_wise_actions_agree_with_records_on_stages():
+def test_column_wise_actions_agree_with_records_on_stages(score_record):
     rules = parse_rules(STAGED)
     stages = np.array(["lapsed", "lapsed", "new", "declining", "never_active", "active"],
                       dtype=object)
@@ -73,7 +72,8 @@ def test_an_unknown_stage_is_named_with_its_rule_and_field():
         parse_rules(STAGED.replace("[lapsed]", "[]"))
 
 
-def test_built_in_rules_win_back_lapsed_valuable_customers_and_onboard_stalling_new_ones():
+def test_built_in_rules_win_back_lapsed_valuable_customers_and_onboard_stalling_new_ones(
+        score_record):
     rules = load_rules(None)
     lapsed = score_record("a", lifecycle_stage="lapsed", risk_tier="not_applicable",
                           churn_probability=None, value_at_risk=None, reasons=[])

@@ -8,7 +8,6 @@ import uuid
 from datetime import datetime, timedelta
 
 import pytest
-from outreach_support import Receiver, score_record, triggered
 from sqlalchemy import create_engine, text
 
 from serving.outreach.outbox import (
@@ -53,14 +52,15 @@ def outbox(request, tmp_path):
     store.close()
 
 
-def scored(customers: int, *, as_of: datetime = datetime(2024, 5, 1), **changes: object):
+def scored(score_record, customers: int, *, as_of: datetime = datetime(2024, 5, 1),
+           **changes: object):
     rules = load_rules(None)
     return rules.recommend(
         [score_record(f"c{i}", as_of=as_of, **changes) for i in range(customers)]
     )
 
 
-def medium_risk(as_of: datetime):
+def medium_risk(score_record, as_of: datetime):
     """Three customers with an order gap (reactivation, 21-day cooldown) and three with
     returns among their top reasons (experience follow-up, 45 days)."""
     rules = load_rules(None)
@@ -72,17 +72,17 @@ def medium_risk(as_of: datetime):
         + [score_record(f"r{i}", **medium) for i in range(3)])
 
 
-def test_scores_and_actions_are_written_once_per_cooldown_window(outbox):
-    records, actions = medium_risk(datetime(2024, 5, 1))
+def test_scores_and_actions_are_written_once_per_cooldown_window(outbox, score_record):
+    records, actions = medium_risk(score_record, datetime(2024, 5, 1))
     first = outbox.record_scores(records, actions)
     assert (first.scores, first.actions_created, first.actions_skipped) == (6, 6, 0)
     again = outbox.record_scores(records, actions)
     assert (again.actions_created, again.actions_skipped) == (0, 6), "re-scoring is idempotent"
     # a week later: still inside both cooldowns (21 and 45 days)
-    records, actions = medium_risk(datetime(2024, 5, 8))
+    records, actions = medium_risk(score_record, datetime(2024, 5, 8))
     assert outbox.record_scores(records, actions).actions_created == 0
     # 22 days later the 21-day reactivation cooldown has passed, the 45-day one has not
-    records, actions = medium_risk(datetime(2024, 5, 23))
+    records, actions = medium_risk(score_record, datetime(2024, 5, 23))
     later = outbox.record_scores(records, actions)
     assert later.actions_created == 3
     assert outbox.status_counts()["pending"] == 9
@@ -94,7 +94,7 @@ def test_scores_and_actions_are_written_once_per_cooldown_window(outbox):
                       ("experience-follow-up", "pending"): 3}
 
 
-def test_every_score_is_kept_and_the_latest_is_found(outbox):
+def test_every_score_is_kept_and_the_latest_is_found(outbox, score_record):
     outbox.record_scores([score_record("c1", churn_probability=0.5, as_of=datetime(2024, 5, 2))])
     outbox.record_scores([score_record("c1", churn_probability=0.9, as_of=datetime(2024, 5, 1))])
     assert outbox.latest_score("c1")["churn_probability"] == 0.5, "an older score never wins"
@@ -129,8 +129,8 @@ def test_an_outbox_from_before_score_history_is_refused_with_a_sentence(tmp_path
         Outbox(url).engine  # noqa: B018
 
 
-def test_scores_and_actions_share_one_transaction(outbox):
-    records, actions = scored(2)
+def test_scores_and_actions_share_one_transaction(outbox, score_record):
+    records, actions = scored(score_record, 2)
     broken = [*actions,
               actions[0].__class__(**{**actions[0].__dict__, "rule": "other", "channel": None})]
     with pytest.raises(Exception):  # noqa: B017 - any database error will do
@@ -139,7 +139,7 @@ def test_scores_and_actions_share_one_transaction(outbox):
     assert outbox.list_actions() == []
 
 
-def test_acknowledge_retry_and_dead_letters(outbox):
+def test_acknowledge_retry_and_dead_letters(outbox, triggered):
     outbox.record_scores([], triggered(3, "http://127.0.0.1:9/ok"))
     first, second, third = (row.id for row in sorted(outbox.list_actions(),
                                                       key=lambda row: row.customer_id))
@@ -164,7 +164,7 @@ def test_acknowledge_retry_and_dead_letters(outbox):
         outbox.list_actions(status="sent")
 
 
-def test_expired_lease_makes_a_claimed_action_claimable_again(outbox):
+def test_expired_lease_makes_a_claimed_action_claimable_again(outbox, triggered):
     outbox.record_scores([], triggered(3, "http://127.0.0.1:9/ok"))
     token, claimed = outbox.claim_due(limit=10, lease_seconds=60)
     assert len(claimed) == 3 and all(row.attempts == 1 for row in claimed)
@@ -175,7 +175,7 @@ def test_expired_lease_makes_a_claimed_action_claimable_again(outbox):
     assert token2 != token and all(row.attempts == 2 for row in again)
 
 
-def test_a_claim_takes_at_most_its_limit_and_never_a_claimed_row(outbox):
+def test_a_claim_takes_at_most_its_limit_and_never_a_claimed_row(outbox, triggered):
     outbox.record_scores([], triggered(50, "http://127.0.0.1:9/ok"))
     _, first = outbox.claim_due(limit=10, lease_seconds=30)
     _, second = outbox.claim_due(limit=10, lease_seconds=30)
@@ -184,8 +184,8 @@ def test_a_claim_takes_at_most_its_limit_and_never_a_claimed_row(outbox):
     assert outbox.status_counts()["pending"] == 30
 
 
-def test_acknowledged_actions_are_not_delivered(outbox):
-    receiver = Receiver(secret=None).start()
+def test_acknowledged_actions_are_not_delivered(outbox, triggered, make_receiver):
+    receiver = make_receiver(secret=None).start()
     try:
         outbox.record_scores([], triggered(2, receiver.url("/ok")))
         outbox.acknowledge(outbox.list_actions()[0].id)
@@ -200,10 +200,10 @@ def test_acknowledged_actions_are_not_delivered(outbox):
 @needs_postgres
 @pytest.mark.postgres
 def test_two_relays_on_one_postgres_outbox_deliver_each_action_exactly_once(
-    postgres_schema, relay_clock, settle
+    postgres_schema, relay_clock, settle, triggered, make_receiver
 ):
     secret = new_secret()
-    receiver = Receiver(secret=secret).start()
+    receiver = make_receiver(secret=secret).start()
     setup = Outbox(POSTGRES_URL, schema=postgres_schema)
     try:
         # the receiver holds every request until both relays have theirs in flight

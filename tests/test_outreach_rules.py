@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from outreach_support import score_record
 
 from serving.outreach.rules import RulesError, load_rules, parse_rules
 from serving.schemas import Reason
@@ -31,7 +30,7 @@ def _reasons(*kinds: str) -> list[Reason]:
                    text=f"{kind} sentence.", kind=kind) for i, kind in enumerate(kinds)]
 
 
-def test_default_rules_load_and_follow_retention_practice():
+def test_default_rules_load_and_follow_retention_practice(score_record):
     rules = load_rules(None)
     names = [rule.name for rule in rules.rules]
     assert names[:4] == ["success-call", "experience-follow-up", "onboarding-nudge",
@@ -62,7 +61,7 @@ def test_default_rules_load_and_follow_retention_practice():
                    reasons=[]) == []
 
 
-def test_the_first_matching_rule_is_the_recommendation():
+def test_the_first_matching_rule_is_the_recommendation(score_record):
     rules = load_rules(None)
     records, triggered = rules.recommend([
         score_record("a", value_segment="mid", risk_tier="medium", churn_probability=0.4,
@@ -75,7 +74,7 @@ def test_the_first_matching_rule_is_the_recommendation():
     assert [t.customer_id for t in triggered] == ["a", "c"]
 
 
-def test_kinds_and_names_select_together_and_unknown_kinds_are_refused():
+def test_kinds_and_names_select_together_and_unknown_kinds_are_refused(score_record):
     rules = parse_rules(rules_with(
         top_reasons="{features: ['return*'], kinds: [visit_gap], within: 2}"))
     assert len(rules.evaluate(score_record("c"))) == 1, "return_rate_365d by name"
@@ -92,7 +91,7 @@ def test_kinds_and_names_select_together_and_unknown_kinds_are_refused():
         parse_rules(rules_with(top_reasons="{within: 2}"))
 
 
-def test_top_reasons_count_only_reasons_that_raise_the_risk():
+def test_top_reasons_count_only_reasons_that_raise_the_risk(score_record):
     rules = parse_rules(rules_with(top_reasons="{features: [tenure*], within: 3}"))
     record = score_record("c1")  # tenure_days is a reason, but it lowers the risk
     assert rules.evaluate(record) == []
@@ -102,7 +101,7 @@ def test_top_reasons_count_only_reasons_that_raise_the_risk():
     assert len(rules.evaluate(record)) == 1
 
 
-def test_numeric_conditions_and_missing_probability():
+def test_numeric_conditions_and_missing_probability(score_record):
     rules = parse_rules(rules_with(min_churn_probability=0.8, min_clv=500, max_value_at_risk=600))
     assert len(rules.evaluate(score_record("c", churn_probability=0.81))) == 1
     assert rules.evaluate(score_record("c", churn_probability=0.79)) == []
@@ -111,7 +110,7 @@ def test_numeric_conditions_and_missing_probability():
     assert rules.evaluate(score_record("c", churn_probability=None, value_at_risk=None)) == []
 
 
-def test_payload_template_fills_named_fields_only():
+def test_payload_template_fills_named_fields_only(score_record):
     rules = parse_rules(rules_with(payload="""
       note: "Call {customer_id}: {top_reason}"
       probability: "{churn_probability}"
@@ -186,7 +185,7 @@ def test_channel_may_come_from_the_environment(monkeypatch):
         parse_rules(text)
 
 
-def test_cooldown_period_is_the_window_index():
+def test_cooldown_period_is_the_window_index(score_record):
     rules = parse_rules(RULE)
     jan = rules.evaluate(score_record("c", as_of=datetime(2024, 1, 1)))[0]
     jan_later = rules.evaluate(score_record("c", as_of=datetime(2024, 1, 5)))[0]
@@ -194,7 +193,7 @@ def test_cooldown_period_is_the_window_index():
     assert jan.period == jan_later.period
 
 
-def test_reasons_in_any_order_are_ranked_by_contribution():
+def test_reasons_in_any_order_are_ranked_by_contribution(score_record):
     rules = parse_rules(rules_with(top_reasons="{features: [days_since_last_order], within: 1}"))
     shuffled = score_record("c", reasons=[
         Reason(feature="return_rate_365d", value=0.4, contribution=0.3, text="returns"),
@@ -203,7 +202,7 @@ def test_reasons_in_any_order_are_ranked_by_contribution():
     assert len(rules.evaluate(shuffled)) == 1
 
 
-def test_first_actions_column_wise_equal_evaluating_each_record():
+def test_first_actions_column_wise_equal_evaluating_each_record(score_record):
     import numpy as np
 
     from models.reasons import reason_table

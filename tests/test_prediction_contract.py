@@ -15,7 +15,6 @@ import pickle
 import numpy as np
 import pandas as pd
 import pytest
-from churn_training_data import holdout_features
 
 from models.bundle import apply_calibration
 from models.loading import LoadedModel
@@ -24,7 +23,7 @@ TOP_K = 4
 
 
 @pytest.fixture(scope="module")
-def features(fit):
+def features(fit, holdout_features):
     return holdout_features(fit)
 
 

@@ -9,7 +9,6 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
-from churn_training_data import holdout_features
 
 from features.contract import validate_tables
 from features.generate import generate_dataset
@@ -60,7 +59,7 @@ def _check_every_feature(frame: pd.DataFrame, info: dict[str, dict], reference: 
     assert not problems, "\n".join(problems[:40])
 
 
-def test_every_feature_of_a_trained_bundle_reads_like_a_person(fit):
+def test_every_feature_of_a_trained_bundle_reads_like_a_person(fit, holdout_features):
     bundle = fit.bundle
     features = holdout_features(fit)[bundle.feature_names]
     reference = bundle.reference["retained_median"]
@@ -155,7 +154,8 @@ def test_kinds_keep_support_contact_apart_from_visit_and_order_gaps():
     assert kind("revenue_same_season_last_year") == "seasonality"
 
 
-def test_a_renamed_feature_keeps_its_sentence_and_an_old_bundle_still_loads(fit, tmp_path):
+def test_a_renamed_feature_keeps_its_sentence_and_an_old_bundle_still_loads(
+        fit, tmp_path, holdout_features):
     bundle = fit.bundle
     entry = bundle.feature_info["days_since_last_order"]
     reference = {"mean_days_between_orders": 21.0}

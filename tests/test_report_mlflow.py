@@ -8,18 +8,17 @@ calibration and lift charts, and the notes when a model or a chart is missing.
 from __future__ import annotations
 
 import pandas as pd
-from serving_fixtures import trained_registry
 from test_report_render import sections
 from typer.testing import CliRunner
 
 from serving.report import fetch_run_plots, gather_report
 
 
-def test_report_with_the_champion_scores_and_embeds_its_charts(tmp_path) -> None:
+def test_report_with_the_champion_scores_and_embeds_its_charts(tmp_path, trained_registry) -> None:
     from churnlens import build_app
 
     out = tmp_path / "report.html"
-    with trained_registry(tmp_path) as registry:
+    with trained_registry.active() as registry:
         result = CliRunner().invoke(build_app(), [
             "report", "--data", str(registry.data), "--out", str(out),
             "--outbox", f"sqlite:///{tmp_path / 'absent.db'}"])
@@ -34,12 +33,12 @@ def test_report_with_the_champion_scores_and_embeds_its_charts(tmp_path) -> None
     assert "no model could be loaded" not in model
 
 
-def test_missing_run_chart_and_missing_model_are_named(tmp_path) -> None:
+def test_missing_run_chart_and_missing_model_are_named(tmp_path, trained_registry) -> None:
     import mlflow
 
     chart = tmp_path / "calibration.png"
     chart.write_bytes(b"\x89PNG\r\n\x1a\nstand-in calibration chart")
-    with trained_registry(tmp_path):
+    with trained_registry.active():
         with mlflow.start_run() as run:
             mlflow.log_artifact(str(chart), artifact_path="plots")
         plots, notes = fetch_run_plots(run.info.run_id)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from churn_training_data import FAST, generated
 
 from features.labels import default_definition
 from models.loading import LoadedModel
@@ -21,12 +20,12 @@ HORIZON = pd.Timedelta(days=90)
 
 
 @pytest.fixture(scope="module")
-def scored():
+def scored(generated, fast_params):
     """A mixed business scored 90 days before its end, and who churned in those 90 days why."""
     data, dataset = generated("mixed", customers=2000, seed=7)
     as_of = dataset.default_as_of() - HORIZON
     definition = default_definition(dataset)
-    params = replace(FAST, definition=definition)
+    params = replace(fast_params, definition=definition)
     fit, _ = fit_on_dataset(dataset, as_of=as_of, params=params)
     loaded = LoadedModel(bundle=fit.bundle, name="t", version="1", alias=None, run_id=None,
                          trained_at=None)

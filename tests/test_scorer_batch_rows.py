@@ -12,8 +12,7 @@ TOP_K = 4
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    from churn_training_data import fitted
+def loaded(tmp_path_factory, fitted):
 
     from models.loading import load_model
 

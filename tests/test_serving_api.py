@@ -7,14 +7,13 @@ import sqlite3
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from serving_fixtures import API_DIGEST, AUTH, trained_registry, wait_ready
 
 from serving.settings import Settings
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    with trained_registry(tmp_path_factory.getbasetemp()) as trained:
+def registry(tmp_path_factory, trained_registry):
+    with trained_registry.active() as trained:
         yield trained
 
 
@@ -26,13 +25,13 @@ def dataset(registry):
 
 
 @pytest.fixture(scope="module")
-def settings(registry):
-    return Settings(data=registry.data, api_keys=[API_DIGEST], model_poll_seconds=0,
+def settings(registry, api_key):
+    return Settings(data=registry.data, api_keys=[api_key.digest], model_poll_seconds=0,
                     outbox_url=f"sqlite:///{registry.root / 'outbox.db'}", max_batch_size=20)
 
 
 @pytest.fixture(scope="module")
-def client(registry, settings):
+def client(registry, settings, wait_ready):
     from serving.app import create_app
 
     with TestClient(create_app(settings)) as test_client:
@@ -90,8 +89,8 @@ def test_readyz_after_load_names_the_version(client, registry):
                                             "model_version": registry.version, "detail": None}
 
 
-def test_model_info(client, registry):
-    info = client.get("/v1/model", headers=AUTH).json()
+def test_model_info(client, registry, api_key):
+    info = client.get("/v1/model", headers=api_key.auth).json()
     assert info["name"] == "churnlens"
     assert info["version"] == registry.version
     assert info["alias"] == "champion"
@@ -103,8 +102,8 @@ def test_model_info(client, registry):
     assert info["lifecycle"]["active_days"] == chosen["active_days"]
 
 
-def test_score_by_id_matches_the_batch_scorer(client, scored_customer):
-    answer = client.get(f"/v1/customers/{scored_customer.customer_id}/score", headers=AUTH)
+def test_score_by_id_matches_the_batch_scorer(client, scored_customer, api_key):
+    answer = client.get(f"/v1/customers/{scored_customer.customer_id}/score", headers=api_key.auth)
     assert answer.status_code == 200, answer.text
     record = answer.json()
     assert record["churn_probability"] == pytest.approx(scored_customer.churn_probability)
@@ -118,31 +117,32 @@ def test_score_by_id_matches_the_batch_scorer(client, scored_customer):
     assert record["as_of"].endswith("T00:00:00Z"), "by id, as_of reads like every timestamp"
 
 
-def test_score_by_id_explain_false_and_top_k(client, scored_customer):
+def test_score_by_id_explain_false_and_top_k(client, scored_customer, api_key):
     url = f"/v1/customers/{scored_customer.customer_id}/score"
-    assert client.get(url, params={"explain": "false"}, headers=AUTH).json()["reasons"] == []
-    two = client.get(url, params={"top_k": 2}, headers=AUTH).json()["reasons"]
+    assert client.get(url, params={"explain": "false"},
+                      headers=api_key.auth).json()["reasons"] == []
+    two = client.get(url, params={"top_k": 2}, headers=api_key.auth).json()["reasons"]
     assert 0 < len(two) <= 2
 
 
-def test_score_by_id_unknown_customer_is_404(client):
-    answer = client.get("/v1/customers/no-such-customer/score", headers=AUTH)
+def test_score_by_id_unknown_customer_is_404(client, api_key):
+    answer = client.get("/v1/customers/no-such-customer/score", headers=api_key.auth)
     assert answer.status_code == 404
     assert "no-such-customer" in answer.json()["detail"]
 
 
-def test_score_by_id_bad_top_k_is_422_naming_it(client, scored_customer):
+def test_score_by_id_bad_top_k_is_422_naming_it(client, scored_customer, api_key):
     answer = client.get(f"/v1/customers/{scored_customer.customer_id}/score",
-                        params={"top_k": 0}, headers=AUTH)
+                        params={"top_k": 0}, headers=api_key.auth)
     assert answer.status_code == 422
     assert answer.json()["detail"][0]["loc"] == ["query", "top_k"]
 
 
-def test_score_by_history_gives_the_same_score_as_by_id(client, dataset, scored_customer):
+def test_score_by_history_gives_the_same_score_as_by_id(client, dataset, scored_customer, api_key):
     """No skew: the same history sent in the body scores exactly like the stored one."""
     as_of = dataset.default_as_of().isoformat()
     body = history_body(dataset, scored_customer.customer_id, as_of=as_of)
-    answer = client.post("/v1/scores", json=body, headers=AUTH)
+    answer = client.post("/v1/scores", json=body, headers=api_key.auth)
     assert answer.status_code == 200, answer.text
     [record] = answer.json()["scores"]
     assert record["customer_id"] == scored_customer.customer_id
@@ -153,13 +153,13 @@ def test_score_by_history_gives_the_same_score_as_by_id(client, dataset, scored_
 
 
 def test_score_by_history_keeps_request_order_and_records_to_the_outbox(
-        client, dataset, registry):
+        client, dataset, registry, api_key):
     ids = list(dataset.customers["customer_id"][:6])[::-1]
     bodies = [history_body(dataset, customer_id) for customer_id in ids]
     body = {name: [row for b in bodies for row in b[name]]
             for name in ("customers", "orders", "events", "subscriptions")}
     body.update(as_of=dataset.default_as_of().isoformat(), explain=False)
-    answer = client.post("/v1/scores", json=body, headers=AUTH)
+    answer = client.post("/v1/scores", json=body, headers=api_key.auth)
     assert answer.status_code == 200, answer.text
     scores = answer.json()["scores"]
     assert [s["customer_id"] for s in scores] == ids
@@ -169,9 +169,9 @@ def test_score_by_history_keeps_request_order_and_records_to_the_outbox(
     assert set(ids) <= stored, "scores served by the API should be in the outbox"
 
 
-def test_score_by_history_without_as_of_uses_now(client, dataset, scored_customer):
+def test_score_by_history_without_as_of_uses_now(client, dataset, scored_customer, api_key):
     body = history_body(dataset, scored_customer.customer_id)
-    answer = client.post("/v1/scores", json=body, headers=AUTH)
+    answer = client.post("/v1/scores", json=body, headers=api_key.auth)
     assert answer.status_code == 200, answer.text
     served_as_of = pd.Timestamp(answer.json()["as_of"])
     assert served_as_of.tzinfo is not None, "timestamps on the wire carry their UTC offset"
@@ -197,47 +197,47 @@ def test_score_by_history_without_as_of_uses_now(client, dataset, scored_custome
         (lambda b: b.update(top_k=0), ["body", "top_k"]),
     ],
 )
-def test_malformed_history_is_422_naming_the_field(client, dataset, change, where):
+def test_malformed_history_is_422_naming_the_field(client, dataset, change, where, api_key):
     customer_id = next(iter(dataset.orders["customer_id"]))
     body = history_body(dataset, customer_id)
     body["orders"] = body["orders"][:1]
     change(body)
-    answer = client.post("/v1/scores", json=body, headers=AUTH)
+    answer = client.post("/v1/scores", json=body, headers=api_key.auth)
     assert answer.status_code == 422, answer.text
     locations = [error["loc"] for error in answer.json()["detail"]]
     assert where in locations, locations
 
 
-def test_customer_without_history_before_as_of_is_422(client, dataset):
+def test_customer_without_history_before_as_of_is_422(client, dataset, api_key):
     customer_id = next(iter(dataset.orders["customer_id"]))
     body = history_body(dataset, customer_id, as_of="1990-01-01T00:00:00")
     body["customers"][0]["signup_at"] = None
-    answer = client.post("/v1/scores", json=body, headers=AUTH)
+    answer = client.post("/v1/scores", json=body, headers=api_key.auth)
     assert answer.status_code == 422, answer.text
     assert answer.json()["detail"][0]["loc"] == ["body", "customers", 0, "customer_id"]
 
 
-def test_history_without_activity_is_422(client):
+def test_history_without_activity_is_422(client, api_key):
     body = {"customers": [{"customer_id": "lonely"}]}
-    answer = client.post("/v1/scores", json=body, headers=AUTH)
+    answer = client.post("/v1/scores", json=body, headers=api_key.auth)
     assert answer.status_code == 422
     assert "orders, events or subscriptions" in answer.json()["detail"][0]["msg"]
 
 
-def test_batch_over_the_limit_is_422_with_a_clear_message(client, settings):
+def test_batch_over_the_limit_is_422_with_a_clear_message(client, settings, api_key):
     size = settings.max_batch_size + 1
     body = {"customers": [{"customer_id": f"c{i}"} for i in range(size)],
             "orders": [{"order_id": "o1", "customer_id": "c0",
                         "ordered_at": "2024-01-01T00:00:00", "amount": 10}]}
-    answer = client.post("/v1/scores", json=body, headers=AUTH)
+    answer = client.post("/v1/scores", json=body, headers=api_key.auth)
     assert answer.status_code == 422
     [error] = answer.json()["detail"]
     assert error["loc"] == ["body", "customers"]
     assert "CHURNLENS_MAX_BATCH_SIZE" in error["msg"] and str(size) in error["msg"]
 
 
-def test_metrics_record_scores_served(client, scored_customer):
-    client.get(f"/v1/customers/{scored_customer.customer_id}/score", headers=AUTH)
+def test_metrics_record_scores_served(client, scored_customer, api_key):
+    client.get(f"/v1/customers/{scored_customer.customer_id}/score", headers=api_key.auth)
     text = client.get("/metrics").text
     assert "churnlens_scores_total{" in text
     assert "churnlens_churn_probability_bucket" in text
@@ -274,14 +274,14 @@ def test_scorer_recommends_with_rules(dataset, scorer):
     assert any(r.recommended_action for r in records), "the built-in rules should fire for some"
 
 
-def test_score_by_id_recommends_the_first_matching_rule(client, dataset, registry):
+def test_score_by_id_recommends_the_first_matching_rule(client, dataset, registry, api_key):
     from serving.outreach.rules import load_rules, recommended_action
     from serving.schemas import ScoreRecord
 
     rules = load_rules(None)
     seen_actions = set()
     for customer_id in list(dataset.customers["customer_id"][:40]):
-        answer = client.get(f"/v1/customers/{customer_id}/score", headers=AUTH)
+        answer = client.get(f"/v1/customers/{customer_id}/score", headers=api_key.auth)
         if answer.status_code == 404:
             continue
         record = ScoreRecord.model_validate(answer.json())

@@ -7,7 +7,6 @@ import threading
 
 import httpx
 import pytest
-from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry
 
 from serving.settings import Settings
 
@@ -15,8 +14,8 @@ pytestmark = pytest.mark.slow  # end-to-end: real servers, subprocesses or train
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory):
-    with trained_registry(tmp_path_factory.getbasetemp()) as trained:
+def registry(tmp_path_factory, trained_registry):
+    with trained_registry.active() as trained:
         yield trained
 
 
@@ -30,7 +29,8 @@ def _second_version(first: str) -> str:
     return register(source.source, run_id=source.run_id)
 
 
-def test_alias_move_swaps_the_model_without_failing_a_request(registry, manual_polls):
+def test_alias_move_swaps_the_model_without_failing_a_request(registry, manual_polls, api_key,
+                                                              running_server):
     """Requests keep going while the registry poll swaps the model; none fails or goes back.
 
     The server polls the registry only when the test says so (``manual_polls``), and
@@ -40,7 +40,7 @@ def test_alias_move_swaps_the_model_without_failing_a_request(registry, manual_p
     from serving.app import create_app
     from training.registry import promote
 
-    settings = Settings(data=registry.data, api_keys=[API_DIGEST], model_poll_seconds=30,
+    settings = Settings(data=registry.data, api_keys=[api_key.digest], model_poll_seconds=30,
                         outreach_enabled=False)
     dataset = read_dataset(registry.data).dataset
     customer_ids = list(dataset.orders["customer_id"].unique()[:20])
@@ -57,7 +57,7 @@ def test_alias_move_swaps_the_model_without_failing_a_request(registry, manual_p
         def hammer(results: list[tuple[int, str | None]], warm: threading.Event,
                    done: threading.Event) -> None:
             after = 0
-            with httpx.Client(base_url=base_url, headers=AUTH, timeout=60) as client:
+            with httpx.Client(base_url=base_url, headers=api_key.auth, timeout=60) as client:
                 for i in itertools.count():
                     seen_swap = swapped.is_set()  # read before the request is sent
                     customer_id = customer_ids[i % len(customer_ids)]
@@ -89,7 +89,7 @@ def test_alias_move_swaps_the_model_without_failing_a_request(registry, manual_p
             for thread in threads:
                 thread.join(120)
             promote(registry.version, reason="restore the shared test champion")
-        with httpx.Client(base_url=base_url, headers=AUTH, timeout=60) as client:
+        with httpx.Client(base_url=base_url, headers=api_key.auth, timeout=60) as client:
             served = client.get("/v1/model").json()["version"]
             metrics = client.get("/metrics").text
 

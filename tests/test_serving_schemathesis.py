@@ -20,7 +20,6 @@ from schemathesis.specs.openapi.checks import (
     response_schema_conformance,
     status_code_conformance,
 )
-from serving_fixtures import API_DIGEST, AUTH, running_server, trained_registry
 
 from serving.settings import Settings
 
@@ -32,12 +31,12 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @pytest.fixture(scope="module")
-def base_url(tmp_path_factory):
+def base_url(tmp_path_factory, trained_registry, api_key, running_server):
     from serving.app import create_app
 
-    with trained_registry(tmp_path_factory.getbasetemp()) as registry:
+    with trained_registry.active() as registry:
         app_settings = Settings(
-            data=registry.data, api_keys=[API_DIGEST], model_poll_seconds=0,
+            data=registry.data, api_keys=[api_key.digest], model_poll_seconds=0,
             outbox_url=f"sqlite:///{registry.root / 'schemathesis-outbox.db'}",
             max_batch_size=5, max_body_bytes=64 * 1024,
         )
@@ -50,7 +49,7 @@ def _operations(base_url: str) -> list:
     return [result.ok() for result in schema.get_all_operations()]
 
 
-def test_api_conforms_to_its_schema(base_url):
+def test_api_conforms_to_its_schema(base_url, api_key):
     """Every operation, with valid and invalid generated requests, a bounded number each."""
     operations = _operations(base_url)
     labels = {operation.label for operation in operations}
@@ -62,7 +61,7 @@ def test_api_conforms_to_its_schema(base_url):
         @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
                   suppress_health_check=list(HealthCheck))
         def conforms(case) -> None:
-            case.call_and_validate(base_url=base_url, headers=AUTH, checks=CHECKS)
+            case.call_and_validate(base_url=base_url, headers=api_key.auth, checks=CHECKS)
 
         try:
             conforms()

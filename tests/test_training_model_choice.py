@@ -8,7 +8,6 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import pytest
-from churn_training_data import fitted
 
 from training.boosters import balance_total, fit_clv, season_weights
 from training.model_choice import (
@@ -117,7 +116,7 @@ def test_tree_size_changes_only_for_a_clear_held_out_gain():
     assert not tried, "no candidates: nothing is fitted"
 
 
-def test_fit_records_its_choices():
+def test_fit_records_its_choices(fitted):
     m = fitted().metrics
     assert m["tree_num_leaves"] in (15, 3, 7)
     assert set(m) >= {"tree_size_auc_15l20m", "tree_size_auc_3l50m", "clv_hurdle"}

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from churn_training_data import FAST, fitted, generated, holdout_features
 from typer.testing import CliRunner
 
 from models.loading import ModelNotFoundError, load_model, resolve_version
@@ -50,21 +49,20 @@ def _use_store(mp: pytest.MonkeyPatch, directory: Path, uri: str) -> None:
         mp.delenv(name, raising=False)
 
 
-def _register_twice():
+def _register_twice(fit, fast_params):
     """Register the same fitted model twice: v1 becomes champion, v2 stays challenger."""
-    fit = fitted()
-    first = register_fit(fit, params=FAST, dataset_profile=PROFILE)
-    second = register_fit(fit, params=FAST, dataset_profile=PROFILE)
+    first = register_fit(fit, params=fast_params, dataset_profile=PROFILE)
+    second = register_fit(fit, params=fast_params, dataset_profile=PROFILE)
     return fit, first, second
 
 
 @pytest.fixture(scope="module")
-def sqlite_flow(tmp_path_factory):
+def sqlite_flow(tmp_path_factory, fit, fast_params):
     """A temporary SQLite tracking store holding two registered versions."""
     directory = tmp_path_factory.mktemp("sqlite-store")
     with pytest.MonkeyPatch.context() as mp:
         _use_store(mp, directory, f"sqlite:///{directory / 'mlflow.db'}")
-        yield directory, *_register_twice()
+        yield directory, *_register_twice(fit, fast_params)
 
 
 def _check_gate(first, second) -> None:
@@ -75,7 +73,7 @@ def _check_gate(first, second) -> None:
     assert registry.aliases() == {"champion": "1", "challenger": "2"}
 
 
-def _check_manual_promotion(fit, second) -> None:
+def _check_manual_promotion(fit, second, holdout_features) -> None:
     from churnlens import build_app
 
     runner = CliRunner()
@@ -142,7 +140,7 @@ def test_default_store_is_sqlite_with_local_artifacts(in_tmp_cwd, monkeypatch):
     assert ours.artifact_location == (in_tmp_cwd / "mlartifacts").as_uri() + "/churnlens"
 
 
-def test_pyfunc_loads_in_a_fresh_process_with_identical_scores(sqlite_flow):
+def test_pyfunc_loads_in_a_fresh_process_with_identical_scores(sqlite_flow, holdout_features):
     store, fit, _, _ = sqlite_flow
     features = holdout_features(fit).head(200)
     example = features.reset_index()
@@ -170,13 +168,14 @@ def test_pyfunc_loads_in_a_fresh_process_with_identical_scores(sqlite_flow):
     assert reasons == fit.bundle.explain(features, top_k=3)
 
 
-def test_manual_promotion_moves_the_champion_and_load_model_follows(sqlite_flow):
+def test_manual_promotion_moves_the_champion_and_load_model_follows(sqlite_flow,
+                                                                     holdout_features):
     _, fit, _, second = sqlite_flow
-    _check_manual_promotion(fit, second)
+    _check_manual_promotion(fit, second, holdout_features)
 
 
 @pytest.mark.postgres
-def test_registry_flow_on_postgresql(tmp_path):
+def test_registry_flow_on_postgresql(tmp_path, fit, fast_params, holdout_features):
     base = os.environ.get("CHURNLENS_TEST_POSTGRES_URL")
     if not base:
         pytest.skip("CHURNLENS_TEST_POSTGRES_URL is not set")
@@ -185,15 +184,15 @@ def test_registry_flow_on_postgresql(tmp_path):
     try:
         with pytest.MonkeyPatch.context() as mp:
             _use_store(mp, tmp_path, url)
-            fit, first, second = _register_twice()
+            fit, first, second = _register_twice(fit, fast_params)
             _check_gate(first, second)
-            _check_manual_promotion(fit, second)
+            _check_manual_promotion(fit, second, holdout_features)
     finally:
         for _ in databases:  # drops the database
             pass
 
 
-def test_train_command_end_to_end(in_tmp_cwd, monkeypatch):
+def test_train_command_end_to_end(in_tmp_cwd, monkeypatch, generated):
     from churnlens import build_app
 
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")

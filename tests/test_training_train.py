@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from churn_training_data import FAST, fitted, generated, holdout_features, shuffled, training_set
 
 from features.snapshots import features_of
 from training.fit import fit_bundle
@@ -43,7 +42,7 @@ def test_held_out_quality_on_generated_data(fit):
     assert m["churn_train_rows"] > m["churn_holdout_rows"] > 100
 
 
-def test_clv_total_over_its_training_rows_equals_theirs(fit):
+def test_clv_total_over_its_training_rows_equals_theirs(fit, training_set):
     """The bundle's CLV is balanced on the rows it learned from: the factor is stored in
     the booster, so whatever scores with the bundle predicts that total."""
     valued = training_set().frame.dropna(subset=["clv_target"])
@@ -60,7 +59,7 @@ def test_most_important_churn_features_are_the_generator_causes(fit):
         f"top churn features {top} should be gaps/recency, activity, returns or tickets")
 
 
-def test_reasons_of_customers_who_churn_name_the_generator_causes(fit):
+def test_reasons_of_customers_who_churn_name_the_generator_causes(fit, generated, holdout_features):
     """Customers who churn in the held-out window (ground truth) get reasons from the
     behaviours that drive churn in the generator, and long-gap churners get gap reasons."""
     data, _ = generated()
@@ -102,7 +101,7 @@ def test_reasons_of_customers_who_churn_name_the_generator_causes(fit):
                           "session_trend_30d": lambda s: s * 0,
                           "session_per_active_day_30d": lambda s: s * np.nan}),
 ])
-def test_churn_risk_rises_with_each_generator_cause(fit, behaviour, change):
+def test_churn_risk_rises_with_each_generator_cause(fit, behaviour, change, holdout_features):
     features = holdout_features(fit)
     labels = fit.holdout.set_index("customer_id")
     active = features[labels["in_population"].astype(bool)
@@ -113,9 +112,9 @@ def test_churn_risk_rises_with_each_generator_cause(fit, behaviour, change):
     assert after - before > 0.01, f"{behaviour} should raise churn risk ({before:.3f}→{after:.3f})"
 
 
-def test_shuffled_labels_give_a_model_no_better_than_chance():
+def test_shuffled_labels_give_a_model_no_better_than_chance(training_set, shuffled, fast_params):
     ts = shuffled(training_set())
-    result = fit_bundle(ts, params=FAST, event_types=ts.event_types, definition="inactivity")
+    result = fit_bundle(ts, params=fast_params, event_types=ts.event_types, definition="inactivity")
     assert abs(result.metrics["churn_roc_auc"] - 0.5) < 0.06, result.metrics["churn_roc_auc"]
 
 
@@ -125,9 +124,9 @@ def _only(ts, snapshots: int):
                    snapshot_dates=dates)
 
 
-def test_a_single_labelled_snapshot_trains_on_a_split_by_customer():
+def test_a_single_labelled_snapshot_trains_on_a_split_by_customer(training_set, fast_params):
     ts = _only(training_set(), 1)
-    result = fit_bundle(ts, params=FAST, event_types=ts.event_types, definition="inactivity")
+    result = fit_bundle(ts, params=fast_params, event_types=ts.event_types, definition="inactivity")
     assert result.validation == "customer split"
     labelled = ts.frame[ts.frame["in_population"].astype(bool) & ts.frame["churned"].notna()]
     held = set(result.holdout["customer_id"])
@@ -140,37 +139,37 @@ def test_a_single_labelled_snapshot_trains_on_a_split_by_customer():
     assert any("split by customer id" in note for note in result.bundle.notes)
 
 
-def test_a_single_label_class_is_refused_with_advice():
+def test_a_single_label_class_is_refused_with_advice(training_set, fast_params):
     ts = training_set()
     frame = ts.frame.assign(churned=ts.frame["churned"].where(ts.frame["churned"].isna(), 1.0))
     with pytest.raises(TrainingDataError, match=r"every customer .* churned.*--horizon"):
-        fit_bundle(replace(ts, frame=frame), params=FAST)
+        fit_bundle(replace(ts, frame=frame), params=fast_params)
 
 
-def test_too_few_customers_are_refused():
+def test_too_few_customers_are_refused(training_set, fast_params):
     ts = training_set()
     keep = ts.frame["customer_id"].isin(ts.frame["customer_id"].unique()[:20])
     with pytest.raises(TrainingDataError, match=r"only \d+ customer\(s\).*at least 30"):
-        fit_bundle(replace(ts, frame=ts.frame[keep]), params=FAST)
+        fit_bundle(replace(ts, frame=ts.frame[keep]), params=fast_params)
 
 
-def test_no_revenue_for_clv_is_refused():
+def test_no_revenue_for_clv_is_refused(training_set, fast_params):
     ts = training_set()
     with pytest.raises(TrainingDataError, match=r"no customer has any revenue.*orders"):
-        fit_bundle(replace(ts, frame=ts.frame.assign(clv_target=0.0)), params=FAST)
+        fit_bundle(replace(ts, frame=ts.frame.assign(clv_target=0.0)), params=fast_params)
 
 
-def test_bad_data_registers_nothing(in_tmp_cwd: Path):
+def test_bad_data_registers_nothing(in_tmp_cwd: Path, generated, fast_params):
     _, dataset = generated()
     events_only = replace(dataset, orders=None, subscriptions=None)
     with pytest.raises(TrainingDataError, match=r"neither orders nor subscriptions.*orders.csv"):
-        train_and_register(events_only, as_of=dataset.default_as_of(), params=FAST)
+        train_and_register(events_only, as_of=dataset.default_as_of(), params=fast_params)
     few = dataset.for_customers(dataset.customers["customer_id"][:10])
     with pytest.raises(TrainingDataError, match=r"10 customers; at least 30"):
-        train_and_register(few, as_of=dataset.default_as_of(), params=FAST)
+        train_and_register(few, as_of=dataset.default_as_of(), params=fast_params)
     early = dataset.orders["ordered_at"].min() + pd.Timedelta(days=20)
     with pytest.raises(TrainingDataError):
-        train_and_register(dataset, as_of=early, params=FAST)
+        train_and_register(dataset, as_of=early, params=fast_params)
     assert not (in_tmp_cwd / "mlflow.db").exists(), "nothing may be logged for bad data"
     assert not (in_tmp_cwd / "mlartifacts").exists()
 
@@ -197,7 +196,7 @@ def test_train_params_validate_their_values():
         TrainParams(definition="monthly")
 
 
-def test_training_set_fit_and_bundle_are_complete_when_built():
+def test_training_set_fit_and_bundle_are_complete_when_built(training_set, fitted):
     from dataclasses import FrozenInstanceError
 
     from training.fit import rebuilt

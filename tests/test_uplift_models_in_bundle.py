@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from churn_training_data import fitted, holdout_features
 
 from models.bundle import ChurnBundle
 from models.reasons import ReasonTable
@@ -30,8 +29,8 @@ def rule_uplift(bundle: ChurnBundle, features: pd.DataFrame, *, on_churn_model: 
 
 
 @pytest.mark.parametrize("on_churn_model", [False, True])
-def test_uplift_models_ship_in_the_bundle_and_score_the_same_after_loading(tmp_path,
-                                                                          on_churn_model):
+def test_uplift_models_ship_in_the_bundle_and_score_the_same_after_loading(
+        tmp_path, on_churn_model, fitted, holdout_features):
     fit = fitted()
     features = holdout_features(fit)
     model = rule_uplift(fit.bundle, features, on_churn_model=on_churn_model)
@@ -52,7 +51,7 @@ def test_uplift_models_ship_in_the_bundle_and_score_the_same_after_loading(tmp_p
     pd.testing.assert_frame_equal(loaded.predict(features), fit.bundle.predict(features))
 
 
-def test_a_bundle_without_uplift_estimates_nothing(tmp_path):
+def test_a_bundle_without_uplift_estimates_nothing(tmp_path, fitted, holdout_features):
     fit = fitted()
     loaded = ChurnBundle.load(fit.bundle.save(tmp_path / "bundle"))
     X = loaded.prepare(holdout_features(fit))
@@ -130,7 +129,8 @@ rules:
 """
 
 
-def test_scores_carry_the_expected_saved_value_of_the_rule_that_recommends():
+def test_scores_carry_the_expected_saved_value_of_the_rule_that_recommends(
+        fitted, holdout_features):
     from models.loading import LoadedModel
     from serving.scorer import Scorer, records_to_frame
 

@@ -13,8 +13,6 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
-from monitoring_support import MATURE_BY
-from serving_fixtures import tiny_params, using_registry_at
 from typer.testing import CliRunner
 
 from churnlens import build_app
@@ -33,11 +31,11 @@ pytestmark = pytest.mark.slow  # end-to-end: training, real scoring and commands
 
 
 @pytest.fixture(scope="module")
-def uplifted(replayed):
+def uplifted(replayed, registry_at, tiny_params):
     world, url, data = replayed
-    with using_registry_at(world.root, world.tracking_uri):
+    with registry_at(world.root, world.tracking_uri):
         result = train_and_register(
-            read_dataset(data).dataset, as_of=pd.Timestamp(MATURE_BY),
+            read_dataset(data).dataset, as_of=pd.Timestamp(world.mature_by),
             params=replace(tiny_params(5), definition="inactivity"),
             uplift_actions=read_actions(url))
         loaded = load_model(f"models:/churnlens/{result.version}")
@@ -84,10 +82,10 @@ def test_the_estimates_find_the_customers_the_offer_helps(uplifted):
     assert qini_coefficient(estimate, rows["true_churn_reduction"].to_numpy(float)) > 0.2
 
 
-def test_train_uplift_says_what_is_missing(replayed, tmp_path):
+def test_train_uplift_says_what_is_missing(replayed, tmp_path, registry_at):
     world, _url, data = replayed
     runner, app = CliRunner(), build_app()
-    with using_registry_at(world.root, world.tracking_uri):
+    with registry_at(world.root, world.tracking_uri):
         empty = f"sqlite:///{tmp_path / 'empty.db'}"
         result = runner.invoke(app, ["train", "--data", str(data), "--uplift", "--outbox-url",
                                      empty])
@@ -95,20 +93,21 @@ def test_train_uplift_says_what_is_missing(replayed, tmp_path):
     assert "no actions table" in result.output and "score --outreach" in result.output
 
 
-def test_uplift_outcomes_follow_the_churn_definition_of_the_model_they_ship_in(replayed):
+def test_uplift_outcomes_follow_the_churn_definition_of_the_model_they_ship_in(
+        replayed, registry_at, tiny_params):
     """Actions scored by an inactivity model, an activity model trained --uplift: the
     outcomes its learners see are activity churn (what its probability and its
     expected_saved_value are about), not the scoring model's inactivity churn."""
     world, url, data = replayed
     dataset = read_dataset(data).dataset
     history = History(dataset)
-    as_of = pd.Timestamp(MATURE_BY)
+    as_of = pd.Timestamp(world.mature_by)
     fit, _ = fit_on_dataset(dataset, as_of=as_of,
                             params=replace(tiny_params(5), definition="activity"))
     assert fit.bundle.definition == "activity"
     actions = read_actions(url)
     learned = matured_outcomes(history, actions, as_of=as_of, bundle=fit.bundle)
-    with using_registry_at(world.root, world.tracking_uri):
+    with registry_at(world.root, world.tracking_uri):
         measured, _ = action_outcomes(history, actions, as_of=as_of,
                                       load_bundle=RegisteredBundles())
     assert len(learned) > 100

@@ -39,6 +39,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     exists,
+    func,
     literal,
     not_,
     or_,
@@ -441,6 +442,15 @@ class LiveStore:
                     connection.execute(claims.update().where(
                         claims.c.customer_id.in_(chunk), claims.c.claimed_by == worker
                     ).values(values))
+        except SQLAlchemyError as error:
+            raise DatabaseUnavailableError(database_problem(error)) from error
+
+    def latest_change(self) -> datetime | None:
+        """The latest change stamp of any customer (None: nothing was ever written)."""
+        try:
+            table = self.schema().customer_changes
+            with self.engine.connect() as connection:
+                return connection.execute(select(func.max(table.c.changed_at))).scalar()
         except SQLAlchemyError as error:
             raise DatabaseUnavailableError(database_problem(error)) from error
 

@@ -95,6 +95,12 @@ class LiveScores:
         self._build_lock = threading.Lock()
         #: customers prepared one by one since start (their history changed): for tests and /metrics
         self.refreshed = 0
+        #: whole reads of the database for the day's matrix (tests and /metrics)
+        self.builds = 0
+        #: a whole read found nothing to prepare (no history yet): it is tried again only
+        #: once the database's latest change stamp has moved from ``_unusable_latest``
+        self._unusable = False
+        self._unusable_latest: datetime | None = None
 
     def clock(self) -> datetime:
         """Naive UTC now: the injected clock, else the store's."""
@@ -126,12 +132,19 @@ class LiveScores:
             return self._base
         try:
             as_of = live_as_of(self.clock())
+            if self._unusable and self.store.latest_change() == self._unusable_latest:
+                return None  # nothing was written since the read that found nothing to use
             stamps = self.store.changed_since(None)  # before the rows: see the docstring
+            latest = max((s for s in stamps.values() if s is not None), default=None)
+            self.builds += 1
             try:
                 dataset = read_dataset(self.store.url).dataset
             except DataContractError as error:  # e.g. no history yet: customers one by one
-                logger.warning("live scoring: the database cannot be prepared whole: %s", error)
+                logger.warning("live scoring: the database cannot be prepared whole (tried "
+                               "again once something is written to it): %s", error)
+                self._unusable, self._unusable_latest = True, latest
                 return None
+            self._unusable = False
             features = state.scorer.features(dataset, as_of=as_of)
             base = prepare(state, features, as_of=as_of, stamps=stamps)
             self._base = base

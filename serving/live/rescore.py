@@ -7,9 +7,14 @@ choose the actions and whose outbox writes each score and the actions that now
 match in one transaction, cooldowns holding (`serving.outreach.outbox`). The
 relay delivers them as it delivers every action.
 
-What is due is read from ``customer_changes``: customers stamped since the
-last look (less an overlap, for transactions that committed after a later one
-was seen). Each worker claims a batch in ``rescore_claims`` before rescoring it
+What is due is read from ``customer_changes`` by a watermark kept per worker:
+a poll reads the customers stamped since its previous look, less a short commit
+grace (an ingest's stamp is taken inside its transaction, so one still in flight
+when the worker looked carries a stamp at most that much older than the look).
+So a poll reads only the last seconds' changes, and an idle poll writes
+nothing. Once a minute a sweep reads the whole overlap (10 minutes) again, for a
+transaction that took longer than the grace to commit, or a worker whose clock
+runs behind. Each worker claims a batch in ``rescore_claims`` before rescoring it
 (`LiveStore.claim_changes`: a conditional upsert, so each change is claimed by
 one worker) and marks it done after, so N server workers rescore a change once
 between them; a claim whose worker died runs out after its lease and is taken
@@ -56,6 +61,10 @@ class RescoreStats:
     lags: list[float] = field(default_factory=list)
     #: (customer, change stamp) rescored by this worker, newest last
     rescored: list[tuple[str, datetime]] = field(default_factory=list)
+    #: polls, the sweeps among them, and the ``customer_changes`` rows they read
+    polls: int = 0
+    sweeps: int = 0
+    changes_read: int = 0
 
     def keep_recent(self, limit: int = 10_000) -> None:
         del self.lags[:-limit]
@@ -66,32 +75,50 @@ class Rescorer:
     """Claims customers whose history changed and rescores them with the serving scorer."""
 
     def __init__(self, live: LiveScores, *, overlap: timedelta = timedelta(minutes=10),
+                 commit_grace: timedelta = timedelta(seconds=5),
+                 sweep_every: timedelta = timedelta(minutes=1),
                  lease: timedelta = timedelta(minutes=5), batch_size: int = 500,
                  top_k: int = 5, worker: str | None = None) -> None:
         self.live = live
         self.overlap = overlap
+        self.commit_grace = commit_grace
+        self.sweep_every = sweep_every
         self.lease = lease
         self.batch_size = batch_size
         self.top_k = top_k
         #: who holds a claim: host, process and this rescorer
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.stats = RescoreStats()
-        self._started = live.clock()
-        self._cursor: datetime | None = None
+        #: changes stamped before this were all seen (None: sweep first)
+        self._watermark: datetime | None = None
+        self._last_sweep: datetime | None = None
 
-    def claim(self) -> dict[str, datetime]:
-        """The next batch of changed customers this worker now holds, with their stamps."""
-        since = (self._cursor or self._started) - self.overlap
+    def claim(self, since: datetime) -> dict[str, datetime]:
+        """The next batch of customers changed since ``since`` this worker now holds."""
         return self.live.store.claim_changes(since, worker=self.worker, lease=self.lease,
                                              limit=self.batch_size)
+
+    def window_start(self, looked_at: datetime) -> tuple[datetime, bool]:
+        """Where this poll starts reading changes, and whether it is a sweep (the whole
+        overlap: the first poll, then every ``sweep_every``)."""
+        if (self._watermark is None or self._last_sweep is None
+                or looked_at - self._last_sweep >= self.sweep_every):
+            return looked_at - self.overlap, True
+        return self._watermark, False
 
     def run_once(self, state: ServingState) -> int:
         """Claim and rescore changed customers a batch at a time; how many were rescored."""
         if state.scorer.outbox is None:
             return 0
         looked_at = self.live.clock()
+        since, sweep = self.window_start(looked_at)
+        changed = self.live.store.changed_since(since)
+        self.stats.polls += 1
+        self.stats.sweeps += sweep
+        self.stats.changes_read += len(changed)
         done = 0
-        while batch := self.claim():
+        # nothing changed in the window: no claim to try (an idle poll writes nothing)
+        while changed and (batch := self.claim(since)):
             try:
                 self._rescore(state, batch)
             except BaseException:
@@ -99,7 +126,12 @@ class Rescorer:
                 raise
             self.live.store.finish_claims(batch, worker=self.worker)
             done += len(batch)
-        self._cursor = looked_at
+        # every change committed when we looked was read; one still in flight then carries
+        # a stamp within the grace before the look
+        mark = looked_at - self.commit_grace
+        self._watermark = mark if self._watermark is None else max(self._watermark, mark)
+        if sweep:
+            self._last_sweep = looked_at
         return done
 
     def _rescore(self, state: ServingState, batch: dict[str, datetime]) -> None:
