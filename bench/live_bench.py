@@ -11,8 +11,8 @@ Steps, in one run so both databases meet the same machine state:
    train (`churnlens generate`, `churnlens train`);
 2. per database (``--databases``: a SQLite file; PostgreSQL in a schema of its own,
    dropped after): `churnlens load` the files, `churnlens serve` from the database
-   (outreach on, a rule that fires for every scored customer; the load's changes
-   marked rescored already, as by a server that ran before), wait for the day's
+   (outreach on, a rule that fires for every scored customer; a first load's changes
+   are marked rescored by `churnlens load` itself), wait for the day's
    matrix, then
    - **freshness**: for ``--probes`` customers one at a time, one event is
      ingested and the time from the 2xx to the customer's score in the outbox
@@ -291,26 +291,6 @@ SERVE_LOGGING_LIVE = ("import logging, sys; logging.basicConfig(level=logging.WA
                       "sys.argv = ['churnlens', *sys.argv[1:]]; import churnlens; churnlens.main()")
 
 
-def mark_rescored(url: str) -> None:
-    """Every loaded customer's change as rescored already, as by a server that ran before:
-    the phases then start without a rescoring of the whole load in the background."""
-    from sqlalchemy import literal, select
-
-    from features.database import database_engine, reflect_schema
-
-    engine = database_engine(url)
-    try:
-        with engine.begin() as connection:
-            schema = reflect_schema(connection)
-            changes, claims = schema.customer_changes, schema.rescore_claims
-            connection.execute(claims.insert().from_select(
-                ["customer_id", "claimed_stamp", "done_stamp", "claimed_by"],
-                select(changes.c.customer_id, changes.c.changed_at, changes.c.changed_at,
-                       literal("bench"))))
-    finally:
-        engine.dispose()
-
-
 def start_server(url: str, *, workdir: Path, env: dict[str, str], outbox_url: str,
                  outreach: bool, log: Path) -> tuple[subprocess.Popen, str]:
     """`churnlens serve` on the database (one worker), its log in ``log``."""
@@ -350,7 +330,6 @@ def bench_database(label: str, url: str, *, workdir: Path, env: dict[str, str],
                    customers: list[str], args: argparse.Namespace) -> dict:
     subprocess.run([str(VENV_BIN / "churnlens"), "load", "--data", "data", "--into", url],
                    env=env, cwd=workdir, check=True)
-    mark_rescored(url)
     (workdir / "rules.yaml").write_text(RULES)
     outbox = workdir / f"outbox-{label}.db"
     outbox.unlink(missing_ok=True)

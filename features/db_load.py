@@ -5,7 +5,11 @@ PostgreSQL, ``executemany`` on SQLite), then into the contract tables with
 ``INSERT … ON CONFLICT DO NOTHING`` on each table's key, all in one
 transaction. A second load of the same files therefore adds nothing, and a
 failed load leaves the database as it was. Customers with new rows are
-stamped in ``customer_changes`` so a running server rescores them.
+stamped in ``customer_changes`` so a running server scores them afresh by id and
+rescores them for outreach. A first load (into an empty database) is history
+arriving in bulk, not behaviour as it happens: its customers are marked
+rescored in ``rescore_claims``, so a server starting on it does not rescore the
+whole base for outreach (``churnlens score --outreach`` acts on a base).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from sqlalchemy import (
     DateTime,
     MetaData,
     Select,
+    String,
     Table,
     and_,
     exists,
@@ -182,6 +187,15 @@ def _stamp(connection: Connection, schema: ContractSchema, customers: Select, *,
         index_elements=["customer_id"], set_={"changed_at": stamp.excluded.changed_at}))
 
 
+def _mark_rescored(connection: Connection, schema: ContractSchema) -> None:
+    """Every stamped customer's change as rescored already (a first load: see the module)."""
+    changes, claims = schema.customer_changes, schema.rescore_claims
+    connection.execute(claims.insert().from_select(
+        ["customer_id", "claimed_stamp", "done_stamp", "claimed_by"],
+        select(changes.c.customer_id, changes.c.changed_at, changes.c.changed_at,
+               literal("churnlens load", String)).where(true())))
+
+
 def _insert_new(connection: Connection, schema: ContractSchema, name: str,
                 rows: pd.DataFrame, *, now: datetime) -> tuple[int, int]:
     """Stage ``rows``, stamp the customers they change, update changed rows, insert new ones;
@@ -274,11 +288,15 @@ def load_dataset(validation: ValidationResult, url: str, *, now: datetime,
             else:
                 _check_existing(connection, schema)
             schema.metadata.create_all(connection, checkfirst=True)
+            first = not connection.execute(
+                select(exists().select_from(schema.customer_changes))).scalar_one()
             for name in ("customers", "orders", "events", "subscriptions"):
                 rows = table_rows(dataset, name, now=now)
                 if rows is not None:
                     report.added[name], report.updated[name] = _insert_new(
                         connection, schema, name, rows, now=now)
+            if first:
+                _mark_rescored(connection, schema)
     finally:
         engine.dispose()
     return report

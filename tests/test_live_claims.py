@@ -250,3 +250,35 @@ def test_an_empty_database_is_read_whole_once_until_something_is_written(empty_d
         assert live.build_base(serving_state) is base and live.builds == 2
     finally:
         store.close()
+
+
+def test_a_first_load_is_not_rescored_but_a_later_changed_load_is(empty_database,
+                                                                  generated_ecommerce):
+    """A first load is history in bulk: its customers are marked rescored. A later load of
+    changed files (an order returned) is behaviour: that customer is claimable."""
+    from features.db_load import load_dataset
+    from features.io import read_dataset
+
+    data = read_dataset(generated_ecommerce(customers=60, seed=12))
+    load_dataset(data, empty_database, now=NOW - timedelta(minutes=2))
+    store = LiveStore(empty_database, clock=Clock(NOW))
+    try:
+        since = NOW - timedelta(hours=1)
+        assert len(store.changed_since(since)) == 60
+        assert store.claim_changes(since, worker="w", lease=timedelta(minutes=5),
+                                   limit=100) == {}, "a first load is not rescored"
+        orders = data.dataset.orders
+        assert orders is not None
+        row = orders[orders["status"] == "completed"].index[0]
+        changed = orders.copy()
+        changed.loc[row, "status"] = "returned"
+        reloaded = type(data)(dataset=type(data.dataset)(
+            customers=data.dataset.customers, orders=changed, events=data.dataset.events,
+            subscriptions=data.dataset.subscriptions), rejects=data.rejects,
+            rows_read=data.rows_read)
+        report = load_dataset(reloaded, empty_database, now=NOW - timedelta(minutes=1))
+        assert report.updated["orders"] == 1
+        claimed = store.claim_changes(since, worker="w", lease=timedelta(minutes=5), limit=100)
+        assert list(claimed) == [str(orders.loc[row, "customer_id"])]
+    finally:
+        store.close()
