@@ -6,7 +6,8 @@ of ``bench/effect_rules.yaml`` (half of every rule's customers held out), the
 same world is regenerated and ``outreach replay`` replays the actions (treated customers
 answer with the known effects of `features.outreach_sim`), and the measured
 churn reduction of each rule is compared with its true average effect
-(``outreach_truth.csv``). Reported per rule: seeds measured, share of seeds
+(``outreach_truth.csv``, carried into the champion's churn definition:
+`truth_in_definition`). Reported per rule: seeds measured, share of seeds
 whose interval covers the truth (target ≥ 90%), mean truth, mean estimate,
 mean interval width.
 
@@ -77,6 +78,32 @@ def train_champion(root: Path, *, customers: int, runner, app,
                                           definition=definition))
 
 
+def truth_in_definition(folder: Path, truth: pd.DataFrame) -> pd.Series:
+    """Each truth row's true churn reduction in the champion's churn definition.
+
+    The simulator states its effects on inactivity churn (`features.outreach_sim`):
+    a customer it saves places an order. Under the activity definition that
+    order changes the outcome only of a customer who would otherwise have shown
+    no activity at all, so the true reduction is the inactivity one times the
+    untreated world's activity label (and 0 for a customer with no completed
+    order before the action, whom the simulator never saves); NaN outside the
+    definition's population. Under inactivity it is the simulator's own truth.
+    """
+    from features.history import History
+    from features.io import read_dataset
+    from features.labels import labels_at
+    from models.loading import load_model
+
+    bundle = load_model("models:/churnlens@champion").bundle
+    untreated = labels_at(History(read_dataset(folder / "plain").dataset),
+                          as_of=pd.Timestamp(ACTED_ON), horizon_days=bundle.horizon_days,
+                          clv_horizon_days=bundle.horizon_days,
+                          **bundle.label_settings())["churned"]
+    judged = untreated.reindex(truth["customer_id"].astype(str)).to_numpy()
+    return pd.Series(truth["true_churn_reduction"].fillna(0).to_numpy() * judged,
+                     index=truth.index)
+
+
 def one_seed(root: Path, seed: int, *, customers: int, runner, app) -> list[dict[str, object]]:
     from features.history import History
     from features.io import read_dataset
@@ -86,7 +113,9 @@ def one_seed(root: Path, seed: int, *, customers: int, runner, app) -> list[dict
     from serving.outreach.rules import load_rules
 
     folder, outbox = build_seed(root, seed, customers=customers, runner=runner, app=app)
-    truth = pd.read_csv(folder / "replayed" / "outreach_truth.csv")
+    truth = pd.read_csv(folder / "replayed" / "outreach_truth.csv", dtype={"customer_id": str})
+    # the truth of the churn the champion measures (its definition), see truth_in_definition
+    truth["true_churn_reduction"] = truth_in_definition(folder, truth)
     costs = {rule.name: rule.cost for rule in load_rules(RULES).rules}
     store = Outbox(outbox)
     effects, _ = measure_effects(History(read_dataset(folder / "replayed").dataset),

@@ -40,20 +40,41 @@ class PartitionFailure:
     reason: str
 
 
+#: Dask's housekeeping, slowed down for batch runs with no dashboard: its defaults (the
+#: event loop's 20 ms tick, a stack sample of the running task every 10 ms for the
+#: dashboard's profile, memory checks every 100 ms in each nanny and worker, system
+#: metrics every 500 ms, work stealing every 100 ms) cost an idle LocalCluster of 2
+#: workers about 20% of one core (driver 9.5%, each worker 5-6%), taken from the scoring;
+#: with these, about 6% (bench figures in docs/scale.md). Tasks here last seconds, so
+#: nothing reacts later than it should: a worker over its memory limit is still caught
+#: within a second.
+QUIET_HOUSEKEEPING = {
+    "distributed.admin.tick.interval": "1s",
+    "distributed.worker.profile.enabled": False,
+    "distributed.worker.memory.monitor-interval": "1s",
+    "distributed.admin.system-monitor.interval": "5s",
+    "distributed.scheduler.work-stealing-interval": "1s",
+}
+
+
 def local_cluster(*, workers: int | None = 2, processes: bool = True) -> Any:
-    """A LocalCluster listening on loopback only, without a dashboard.
+    """A LocalCluster listening on loopback only, without a dashboard, with quiet
+    housekeeping (`QUIET_HOUSEKEEPING`; the workers take the configuration they are
+    started with).
 
     ``dashboard_address=None`` does not do that: the scheduler's HTTP server (health,
     metrics) still starts, on port 8787 of every interface, and clashes with any other
     cluster on the machine. Here it gets a free loopback port. ``workers=None`` lets
     Dask choose from the cores.
     """
+    import dask.config
     from distributed import LocalCluster
 
     loopback = {"host": "127.0.0.1"} if processes else {}  # threads talk in-process
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
-                        dashboard_address="127.0.0.1:0", scheduler_kwargs={"dashboard": False},
-                        **loopback)
+    with dask.config.set(QUIET_HOUSEKEEPING):
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=processes,
+                            dashboard_address="127.0.0.1:0",
+                            scheduler_kwargs={"dashboard": False}, **loopback)
 
 
 @contextmanager

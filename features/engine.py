@@ -20,17 +20,22 @@ import numpy as np
 import pandas as pd
 from fsspec.core import url_to_fs
 
+from features.chunks import chunk_ids, partition
 from features.cluster import local_cluster, release_memory, run_one, run_partitions
 from features.dataset import ACTIVITY_TABLES, Dataset
 from features.partitioned import Manifest, read_manifest, read_partition
 from features.pipeline import build_features, event_types_before
-from features.sorted_merge import part_row_group, write_merged, write_part
+from features.sorted_merge import PartWriter, part_row_group, write_merged
 
 if TYPE_CHECKING:
     from distributed import Client
 
 Engine = Literal["local", "dask"]
 ENGINES: tuple[str, ...] = ("local", "dask")
+#: customers whose features a partition's task builds at a time, each chunk's rows
+#: streamed to the part file: a worker holds the partition's tables and one chunk's
+#: features, as when scoring (`serving.partitioned_batch.PARTITION_CHUNK`)
+FEATURE_CHUNK = 5_000
 
 
 def partition_of(customer_ids: pd.Series | np.ndarray, partitions: int) -> np.ndarray:
@@ -153,23 +158,43 @@ class FeatureRun:
 
 
 def features_of_partition(number: int, *, data: str, manifest: Manifest, as_of: pd.Timestamp,
-                          event_types: list[str], work: str, row_group: int) -> FeaturePart:
-    """On a worker: read and validate partition ``number``, write its feature rows."""
+                          event_types: list[str], work: str, row_group: int,
+                          chunk_size: int = FEATURE_CHUNK) -> FeaturePart:
+    """On a worker: read and validate partition ``number``, write its feature rows.
+
+    The features are built ``chunk_size`` customers at a time (sorted ids; features are
+    per customer, so the rows are the same as for the whole partition) and each chunk's
+    rows are streamed to the part file, so the worker holds one chunk's features.
+    """
     validation = read_partition(data, number, manifest)
-    if validation.dataset.customers.empty:
-        return FeaturePart(partition=number, customers=0, rows_read=validation.rows_read,
-                           rows_rejected=validation.rows_rejected, categories={}, path="")
-    frame = build_features(validation.dataset, as_of=as_of, event_types=event_types)
-    customers, rows_read, rows_rejected = (len(frame), validation.rows_read,
-                                           validation.rows_rejected)
-    categories = {str(c): [str(level) for level in frame[c].cat.categories]
-                  for c in frame.columns if isinstance(frame[c].dtype, pd.CategoricalDtype)}
+    dataset, rows_read, rows_rejected = (validation.dataset, validation.rows_read,
+                                         validation.rows_rejected)
+    del validation
     path = posixpath.join(work, f"features-{number:05d}.parquet")
-    write_part(frame.reset_index(), path, row_group=row_group)
-    del frame, validation
+    levels: dict[str, set[str]] = {}
+    writer = PartWriter(path, row_group=row_group)
+    try:
+        chunks = chunk_ids(dataset.customers["customer_id"], chunk_size)
+        for part in partition(dataset, chunks):
+            frame = build_features(part, as_of=as_of, event_types=event_types)
+            if frame.empty:
+                continue
+            for column in frame.columns:
+                if isinstance(frame[column].dtype, pd.CategoricalDtype):
+                    levels.setdefault(str(column), set()).update(
+                        str(level) for level in frame[column].cat.categories)
+            writer.write(frame.reset_index())
+            del part, frame
+    except BaseException:
+        writer.close(keep=False)
+        raise
+    del dataset
+    writer.close(keep=writer.rows > 0)
     release_memory()
-    return FeaturePart(partition=number, customers=customers, rows_read=rows_read,
-                       rows_rejected=rows_rejected, categories=categories, path=path)
+    return FeaturePart(partition=number, customers=writer.rows, rows_read=rows_read,
+                       rows_rejected=rows_rejected,
+                       categories={c: sorted(v) for c, v in levels.items()},
+                       path=path if writer.rows else "")
 
 
 def merge_feature_parts(*, parts: list[str], out: str,
@@ -183,6 +208,7 @@ def merge_feature_parts(*, parts: list[str], out: str,
 def compute_partitioned_features(
     data: str, *, out: str, as_of: pd.Timestamp | None = None, client: Client | None = None,
     partitions: int | None = None, progress: Callable[[int, int], None] | None = None,
+    chunk_size: int = FEATURE_CHUNK,
 ) -> FeatureRun:
     """The feature table of a partitioned dataset, one task per partition, merged into ``out``.
 
@@ -201,7 +227,7 @@ def compute_partitioned_features(
         features_of_partition, range(manifest.partitions), client=client, name="features",
         progress=progress, data=data, manifest=manifest, as_of=as_of,
         event_types=manifest.event_types_before(as_of), work=work,
-        row_group=part_row_group(manifest.partitions))
+        row_group=part_row_group(manifest.partitions), chunk_size=chunk_size)
     ordered = [parts[k] for k in sorted(parts)]
     written = [p for p in ordered if p.customers]
     if not written:

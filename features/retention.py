@@ -177,17 +177,23 @@ def _active_mask(n_customers: int, codes: np.ndarray) -> np.ndarray:
     return mask
 
 
-def _lost_table(months: pd.DatetimeIndex, active_at: list[np.ndarray]) -> pd.DataFrame:
-    """customers_at_start / customers_lost / churn_rate from the active sets at each boundary."""
+def _lost_tally(months: pd.DatetimeIndex, active_at: list[np.ndarray]) -> pd.DataFrame:
+    """customers_at_start / customers_lost per month from the active sets at each boundary."""
     at_start = np.array([a.sum() for a in active_at[:-1]], dtype=np.int64)
     lost = np.array([(a & ~b).sum() for a, b in itertools.pairwise(active_at)],
                     dtype=np.int64)
+    return pd.DataFrame({"customers_at_start": at_start, "customers_lost": lost}, index=months)
+
+
+def _churn_from_tally(tally: pd.DataFrame) -> pd.DataFrame:
+    """churn_rate = lost / at start, from the first month with customers at its start."""
+    if tally.empty:
+        return _empty_monthly(CHURN_COLUMNS)
+    at_start = tally["customers_at_start"].to_numpy()
+    lost = tally["customers_lost"].to_numpy()
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(at_start > 0, lost / np.maximum(at_start, 1), np.nan)
-    frame = pd.DataFrame(
-        {"customers_at_start": at_start, "customers_lost": lost, "churn_rate": rate},
-        index=months,
-    )
+    frame = tally.assign(churn_rate=rate)[CHURN_COLUMNS]
     first_nonzero = np.flatnonzero(at_start > 0)
     return frame.iloc[first_nonzero[0]:] if first_nonzero.size else frame.iloc[0:0]
 
@@ -220,12 +226,16 @@ def inactivity_churn_by_month(dataset: Dataset, *, as_of: pd.Timestamp,
 
 
 def _inactivity_churn(history: _Before, *, horizon_days: int) -> pd.DataFrame:
+    return _churn_from_tally(_inactivity_tally(history, horizon_days=horizon_days))
+
+
+def _inactivity_tally(history: _Before, *, horizon_days: int) -> pd.DataFrame:
     orders = history.completed_orders()
     if orders is None:
-        return _empty_monthly(CHURN_COLUMNS)
+        return _empty_monthly(TALLY_COLUMNS["inactivity_churn"])
     months = complete_months(pd.Timestamp(int(orders.t.min())), history.as_of)
     if months.empty:
-        return _empty_monthly(CHURN_COLUMNS)
+        return _empty_monthly(TALLY_COLUMNS["inactivity_churn"])
     horizon = int(horizon_days) * NS_PER_DAY
     n = history.n
     active_at = []
@@ -233,7 +243,7 @@ def _inactivity_churn(history: _Before, *, horizon_days: int) -> pd.DataFrame:
         b = timestamp_ns(boundary)
         window = (orders.t >= b - horizon) & (orders.t < b)
         active_at.append(_active_mask(n, orders.code[window]))
-    return _lost_table(months, active_at)
+    return _lost_tally(months, active_at)
 
 
 def subscription_churn_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -242,13 +252,17 @@ def subscription_churn_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.
 
 
 def _subscription_churn(history: _Before) -> pd.DataFrame:
+    return _churn_from_tally(_subscription_tally(history))
+
+
+def _subscription_tally(history: _Before) -> pd.DataFrame:
     subs = history.subscriptions()
     if subs is None:
-        return _empty_monthly(CHURN_COLUMNS)
+        return _empty_monthly(TALLY_COLUMNS["subscription_churn"])
     months = complete_months(pd.Timestamp(int(subs["started"].min())), history.as_of)
     if months.empty:
-        return _empty_monthly(CHURN_COLUMNS)
-    return _lost_table(months, [history.subscribed_at(b) for b in _boundaries(months)])
+        return _empty_monthly(TALLY_COLUMNS["subscription_churn"])
+    return _lost_tally(months, [history.subscribed_at(b) for b in _boundaries(months)])
 
 
 # --------------------------------------------------------------------------- MRR
@@ -269,12 +283,17 @@ def mrr_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.DataFrame:
 
 
 def _mrr(history: _Before) -> pd.DataFrame:
+    return _mrr_from_tally(_mrr_tally(history))
+
+
+def _mrr_tally(history: _Before) -> pd.DataFrame:
+    """Per month: the MRR of the customers paying at its start, and its movements (sums)."""
     known = history.subscriptions()
     if known is None or not (known["mrr"].fillna(0) > 0).any():
-        return _empty_monthly(MRR_COLUMNS)
+        return _empty_monthly(TALLY_COLUMNS["mrr"])
     months = complete_months(pd.Timestamp(int(known["started"].min())), history.as_of)
     if months.empty:
-        return _empty_monthly(MRR_COLUMNS)
+        return _empty_monthly(TALLY_COLUMNS["mrr"])
     subs = history.history.subscriptions  # every row; `running_at` masks the known ones
     assert subs is not None
     mrr = subs["mrr"].fillna(0.0).to_numpy(dtype=float)
@@ -290,17 +309,24 @@ def _mrr(history: _Before) -> pd.DataFrame:
     for start, end in itertools.pairwise(per_boundary):
         paying = start > 0
         s, e = start[paying], end[paying]
-        starting = s.sum()
-        churned = s[e <= 0].sum()
         kept = e > 0
-        contraction = np.clip(s[kept] - e[kept], 0, None).sum()
-        expansion = np.clip(e[kept] - s[kept], 0, None).sum()
-        retained = e.sum()
-        rows.append((starting, expansion, contraction, churned, retained,
-                     (churned + contraction) / starting if starting > 0 else np.nan,
-                     retained / starting if starting > 0 else np.nan))
-    frame = pd.DataFrame(rows, columns=MRR_COLUMNS, index=months)
-    first = np.flatnonzero(frame["starting_mrr"].to_numpy() > 0)
+        rows.append((s.sum(), np.clip(e[kept] - s[kept], 0, None).sum(),
+                     np.clip(s[kept] - e[kept], 0, None).sum(), s[e <= 0].sum(), e.sum()))
+    return pd.DataFrame(rows, columns=TALLY_COLUMNS["mrr"], index=months, dtype=float)
+
+
+def _mrr_from_tally(tally: pd.DataFrame) -> pd.DataFrame:
+    if tally.empty:
+        return _empty_monthly(MRR_COLUMNS)
+    starting = tally["starting_mrr"].to_numpy()
+    churn = (tally["churned_mrr"] + tally["contraction_mrr"]).to_numpy()
+    retained = tally["retained_mrr"].to_numpy()
+    paying = starting > 0
+    divisor = np.where(paying, starting, 1.0)
+    frame = tally.assign(gross_mrr_churn_rate=np.where(paying, churn / divisor, np.nan),
+                         net_revenue_retention=np.where(paying, retained / divisor, np.nan)
+                         )[MRR_COLUMNS]
+    first = np.flatnonzero(starting > 0)
     return frame.iloc[first[0]:] if first.size else frame.iloc[0:0]
 
 
@@ -322,12 +348,17 @@ def repeat_purchase_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.Dat
 
 
 def _repeat_purchase(history: _Before) -> pd.DataFrame:
+    return _repeat_from_tally(_repeat_tally(history))
+
+
+def _repeat_tally(history: _Before) -> pd.DataFrame:
+    """Per month: ordering and returning customers, returning orders and their revenue."""
     orders = history.completed_orders()
     if orders is None:
-        return _empty_monthly(REPEAT_COLUMNS)
+        return _empty_monthly(TALLY_COLUMNS["repeat_purchase"])
     months = complete_months(pd.Timestamp(int(orders.t.min())), history.as_of)
     if months.empty:
-        return _empty_monthly(REPEAT_COLUMNS)
+        return _empty_monthly(TALLY_COLUMNS["repeat_purchase"])
     month_no = _month_of_ns(orders.t)
     first_month = pd.Series(month_no).groupby(orders.code).transform("min").to_numpy()
     frame = pd.DataFrame({
@@ -347,9 +378,15 @@ def _repeat_purchase(history: _Before) -> pd.DataFrame:
     result.index = pd.DatetimeIndex([_month_start_of(m) for m in result.index],
                                     name=MONTH_INDEX_NAME)
     result = result.reindex(months)
-    counts = ["ordering_customers", "returning_customers", "returning_orders",
-              "returning_revenue"]
+    counts = TALLY_COLUMNS["repeat_purchase"]
     result[counts] = result[counts].fillna(0)
+    return result[counts]
+
+
+def _repeat_from_tally(tally: pd.DataFrame) -> pd.DataFrame:
+    if tally.empty:
+        return _empty_monthly(REPEAT_COLUMNS)
+    result = tally.copy()
     result["repeat_purchase_rate"] = (result["returning_customers"]
                                       / result["ordering_customers"].where(
                                           result["ordering_customers"] > 0))
@@ -364,12 +401,17 @@ def overall_repeat_customer_share(dataset: Dataset, *, as_of: pd.Timestamp) -> f
 
 
 def _repeat_share(history: _Before) -> float:
+    buyers, repeaters = _repeat_share_tally(history)
+    return repeaters / buyers if buyers else float("nan")
+
+
+def _repeat_share_tally(history: _Before) -> tuple[int, int]:
+    """(customers with a completed order, those with two or more)."""
     orders = history.completed_orders()
     if orders is None:
-        return float("nan")
+        return 0, 0
     counts = np.bincount(orders.code, minlength=history.n)
-    buyers = counts > 0
-    return float((counts[buyers] >= 2).mean())
+    return int((counts > 0).sum()), int((counts >= 2).sum())
 
 
 @dataclass(frozen=True)
@@ -409,9 +451,14 @@ def order_status_rates_by_month(dataset: Dataset, *, as_of: pd.Timestamp) -> pd.
 
 
 def _order_status(history: _Before) -> pd.DataFrame:
+    return _status_from_tally(_status_tally(history))
+
+
+def _status_tally(history: _Before) -> pd.DataFrame:
+    """Per month: orders placed, and those returned, cancelled, unclaimed."""
     orders = history.orders()
     if orders is None:
-        return _empty_monthly(STATUS_COLUMNS)
+        return _empty_monthly(TALLY_COLUMNS["order_status"])
     months = complete_months(pd.Timestamp(int(orders.t.min())), history.as_of)
     month_no = _month_of_ns(orders.t)
     # validated orders carry only the contract's statuses (codes of `ORDER_STATUSES`)
@@ -421,10 +468,18 @@ def _order_status(history: _Before) -> pd.DataFrame:
     counts = counts.reindex(months).fillna(0)
     result = pd.DataFrame(index=months)
     result["orders"] = counts.sum(axis=1)
+    for status in ("returned", "cancelled", "unclaimed"):
+        result[status] = counts.get(status, 0.0)
+    return result
+
+
+def _status_from_tally(tally: pd.DataFrame) -> pd.DataFrame:
+    if tally.empty:
+        return _empty_monthly(STATUS_COLUMNS)
+    result = tally.copy()
     total = result["orders"].where(result["orders"] > 0)
     for status, rate in (("returned", "return_rate"), ("cancelled", "cancellation_rate"),
                          ("unclaimed", "unclaimed_rate")):
-        result[status] = counts.get(status, 0.0)
         result[rate] = result[status] / total
     return result[STATUS_COLUMNS]
 
@@ -490,7 +545,8 @@ def _signup_months(history: _Before) -> pd.Series:
         missing = np.flatnonzero(~known)
         rows = bitmap[missing]
         seen = rows.any(axis=1)
-        result[missing[seen]] = first_month + rows[seen].argmax(axis=1)
+        if seen.any():  # no activity in a complete month at all: no column to look in
+            result[missing[seen]] = first_month + rows[seen].argmax(axis=1)
     return pd.Series(result)
 
 
@@ -508,31 +564,58 @@ def cohort_retention(dataset: Dataset, *, as_of: pd.Timestamp,
 
 
 def _cohorts(history: _Before, *, max_cohorts: int) -> pd.DataFrame:
+    return _cohorts_from_tally(_cohort_tally(history), as_of=history.as_of,
+                               max_cohorts=max_cohorts)
+
+
+def _cohort_tally(history: _Before) -> pd.DataFrame:
+    """Every cohort (signup month number, index): its size (``customers``) and how many of
+    its customers were active in each complete month since (columns 0, 1, ...; 0 beyond
+    the months known)."""
     last = _last_complete_month(history.as_of)
     cohort = _signup_months(history).to_numpy()
     known = ~np.isnan(cohort)
     cohort_of = np.where(known, cohort, np.inf)
-    keep = np.unique(cohort_of[known & (cohort_of <= last)]).astype(np.int64)[-max_cohorts:]
+    keep = np.unique(cohort_of[known & (cohort_of <= last)]).astype(np.int64)
     if keep.size == 0:
-        return pd.DataFrame(columns=["customers"], index=pd.DatetimeIndex([], name="cohort"))
+        return pd.DataFrame(columns=["customers"], index=pd.Index([], dtype=np.int64,
+                                                                   name="cohort"), dtype=np.int64)
     bitmap, first_month = _activity(history)
     ages = np.arange(last - keep.min() + 1)
-    shares = np.full((keep.size, ages.size), np.nan)
-    sizes = np.zeros(keep.size)
+    active = np.zeros((keep.size, ages.size), dtype=np.int64)
+    sizes = np.zeros(keep.size, dtype=np.int64)
     for row, month in enumerate(keep):
         members = np.flatnonzero(cohort_of == month)
         sizes[row] = members.size
         known_ages = last - month + 1
         lo = month - first_month
-        active = np.zeros(known_ages)
         # months before the bitmap's first month hold no activity by construction
         start = max(lo, 0)
-        counts = bitmap[members, start:lo + known_ages].sum(axis=0)
-        active[start - lo:] = counts
-        shares[row, :known_ages] = active / members.size
+        active[row, start - lo:known_ages] = bitmap[members, start:lo + known_ages].sum(axis=0)
+    frame = pd.DataFrame(active, columns=[int(a) for a in ages],
+                         index=pd.Index(keep, name="cohort"))
+    frame.insert(0, "customers", sizes)
+    return frame
+
+
+def _cohorts_from_tally(tally: pd.DataFrame, *, as_of: pd.Timestamp,
+                        max_cohorts: int) -> pd.DataFrame:
+    """The latest ``max_cohorts`` cohorts' shares active per month since signup."""
+    if tally.empty:
+        return pd.DataFrame(columns=["customers"], index=pd.DatetimeIndex([], name="cohort"))
+    last = _last_complete_month(as_of)
+    kept = tally.sort_index().iloc[-max_cohorts:]
+    keep = kept.index.to_numpy(dtype=np.int64)
+    ages = np.arange(last - keep.min() + 1)
+    shares = np.full((keep.size, ages.size), np.nan)
+    sizes = kept["customers"].to_numpy(dtype=float)
+    counts = kept.reindex(columns=[int(a) for a in ages], fill_value=0).to_numpy()
+    for row, month in enumerate(keep):
+        known_ages = last - month + 1
+        shares[row, :known_ages] = counts[row, :known_ages] / int(sizes[row])
     frame = pd.DataFrame(shares, columns=[int(a) for a in ages])
     frame.insert(0, "customers", sizes)
-    frame.index = pd.DatetimeIndex([_month_start_of(m) for m in keep], name="cohort")
+    frame.index = pd.DatetimeIndex([_month_start_of(int(m)) for m in keep], name="cohort")
     return frame
 
 
@@ -558,17 +641,113 @@ class RetentionMetrics:
 def retention_metrics(dataset: Dataset, *, as_of: pd.Timestamp, horizon_days: int = 90,
                       max_cohorts: int = 24) -> RetentionMetrics:
     """Compute all retention metrics as of a date (see the module docstring for the rules)."""
+    return metrics_from_tallies(retention_tallies(dataset, as_of=as_of,
+                                                  horizon_days=horizon_days),
+                                max_cohorts=max_cohorts)
+
+
+#: the additive columns of each monthly tally (`RetentionTallies`)
+TALLY_COLUMNS = {
+    "inactivity_churn": ["customers_at_start", "customers_lost"],
+    "subscription_churn": ["customers_at_start", "customers_lost"],
+    "mrr": ["starting_mrr", "expansion_mrr", "contraction_mrr", "churned_mrr", "retained_mrr"],
+    "repeat_purchase": ["ordering_customers", "returning_customers", "returning_orders",
+                        "returning_revenue"],
+    "order_status": ["orders", "returned", "cancelled", "unclaimed"],
+}
+
+
+@dataclass(frozen=True)
+class RetentionTallies:
+    """The counts and sums behind `RetentionMetrics`, for one set of customers.
+
+    Every figure is a count or a sum over customers, so the tallies of disjoint sets of
+    customers (the partitions of a customer base) add up to the tallies of their union
+    (`combine_tallies`); the rates are taken once, from the sums (`metrics_from_tallies`).
+    Monthly tallies run from the set's own first month to the last complete month before
+    ``as_of``: months before it count nobody. A few hundred numbers, whatever the number
+    of customers.
+    """
+
+    as_of: pd.Timestamp
+    horizon_days: int
+    inactivity_churn: pd.DataFrame
+    subscription_churn: pd.DataFrame
+    mrr: pd.DataFrame
+    repeat_purchase: pd.DataFrame
+    repeat_customers: tuple[int, int]  #: (customers with a completed order, with two or more)
+    order_status: pd.DataFrame
+    cohorts: pd.DataFrame
+
+
+def retention_tallies(dataset: Dataset, *, as_of: pd.Timestamp,
+                      horizon_days: int = 90) -> RetentionTallies:
+    """The tallies of ``dataset``'s customers as of a date (one partition, or all)."""
     history = _Before(dataset, as_of)
-    repeat = _repeat_purchase(history)
+    return RetentionTallies(
+        as_of=history.as_of, horizon_days=horizon_days,
+        inactivity_churn=_inactivity_tally(history, horizon_days=horizon_days),
+        subscription_churn=_subscription_tally(history),
+        mrr=_mrr_tally(history),
+        repeat_purchase=_repeat_tally(history),
+        repeat_customers=_repeat_share_tally(history),
+        order_status=_status_tally(history),
+        cohorts=_cohort_tally(history),
+    )
+
+
+def _add_frames(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Sum frames of counts over the union of their rows and columns (absent = 0)."""
+    present = [f for f in frames if not f.empty]
+    if len(present) <= 1:
+        return present[0] if present else frames[0]
+    index = present[0].index
+    columns = list(present[0].columns)
+    for frame in present[1:]:
+        index = index.union(frame.index)
+        columns += [c for c in frame.columns if c not in columns]
+    if isinstance(index, pd.DatetimeIndex):  # months as `complete_months` has them: no freq
+        index = pd.DatetimeIndex(index.to_numpy(), name=index.name)
+    total = present[0].reindex(index=index, columns=columns, fill_value=0)
+    for frame in present[1:]:
+        total = total + frame.reindex(index=index, columns=columns, fill_value=0)
+    return total
+
+
+def combine_tallies(parts: list[RetentionTallies]) -> RetentionTallies:
+    """The tallies of the union of disjoint sets of customers (all with one ``as_of``)."""
+    if not parts:
+        raise ValueError("no tallies to combine")
+    first = parts[0]
+    if any(p.as_of != first.as_of or p.horizon_days != first.horizon_days for p in parts):
+        raise ValueError("tallies taken as of different dates or horizons cannot be combined")
+    return RetentionTallies(
+        as_of=first.as_of, horizon_days=first.horizon_days,
+        inactivity_churn=_add_frames([p.inactivity_churn for p in parts]),
+        subscription_churn=_add_frames([p.subscription_churn for p in parts]),
+        mrr=_add_frames([p.mrr for p in parts]),
+        repeat_purchase=_add_frames([p.repeat_purchase for p in parts]),
+        repeat_customers=(sum(p.repeat_customers[0] for p in parts),
+                          sum(p.repeat_customers[1] for p in parts)),
+        order_status=_add_frames([p.order_status for p in parts]),
+        cohorts=_add_frames([p.cohorts for p in parts]),
+    )
+
+
+def metrics_from_tallies(tallies: RetentionTallies, *, max_cohorts: int = 24) -> RetentionMetrics:
+    """The rates and the report's tables from (combined) tallies."""
+    repeat = _repeat_from_tally(tallies.repeat_purchase)
+    buyers, repeaters = tallies.repeat_customers
     return RetentionMetrics(
-        as_of=history.as_of,
-        horizon_days=horizon_days,
-        inactivity_churn=_inactivity_churn(history, horizon_days=horizon_days),
-        subscription_churn=_subscription_churn(history),
-        mrr=_mrr(history),
+        as_of=tallies.as_of,
+        horizon_days=tallies.horizon_days,
+        inactivity_churn=_churn_from_tally(tallies.inactivity_churn),
+        subscription_churn=_churn_from_tally(tallies.subscription_churn),
+        mrr=_mrr_from_tally(tallies.mrr),
         repeat_purchase=repeat,
         returning_aov_trend=monthly_trend(repeat["returning_aov"].tail(12)),
-        repeat_customer_share=_repeat_share(history),
-        order_status=_order_status(history),
-        cohorts=_cohorts(history, max_cohorts=max_cohorts),
+        repeat_customer_share=repeaters / buyers if buyers else float("nan"),
+        order_status=_status_from_tally(tallies.order_status),
+        cohorts=_cohorts_from_tally(tallies.cohorts, as_of=tallies.as_of,
+                                    max_cohorts=max_cohorts),
     )

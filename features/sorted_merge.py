@@ -93,34 +93,43 @@ def merged_batches(parts: Sequence[str], *, key: str,
     """Tables of rows in ``key`` order across ``parts`` (each already sorted by ``key``).
 
     The key space is cut into ranges of about ``buffer_rows`` rows, from the first and
-    last key of every row group in the parts' footers; each range is read from the row
-    groups that overlap it (part by part, a file open only while it is read), sorted and
-    yielded. So the merge holds one range plus at most one row group per part at each
-    end, and, by the parts' row groups of `part_row_group` rows, about two ranges in all,
+    last key of every row group in the parts' footers. Each part is read in order, every
+    row group once (a file open only while it is read): a range takes the rows below its
+    upper bound from the row groups that start below it, and the rest of the last one
+    waits for the next range. So the merge holds one range plus at most one row group per
+    part, and, by the parts' row groups of `part_row_group` rows, about two ranges in all,
     whatever the number of customers. What it keeps across ranges is the list of row
     groups and their first and last keys.
     """
     groups = _row_groups(parts, key)
     bounds = _bounds(groups, buffer_rows)
-    edges: list[tuple[Any, Any]] = list(zip([None, *bounds], [*bounds, None], strict=True))
     by_part: dict[int, list[_RowGroup]] = {}
     for group in groups:
         by_part.setdefault(group.part, []).append(group)
-    for low, high in edges:
+    read = dict.fromkeys(by_part, 0)  # row groups of each part read so far
+    rest: dict[int, pa.Table] = {}  # rows of a part's last row group above the last bound
+    for high in [*bounds, None]:
         pieces: list[pa.Table] = []
         for number, part_groups in sorted(by_part.items()):
-            wanted = [g.index for g in part_groups
-                      if (low is None or g.last >= low) and (high is None or g.first < high)]
-            if not wanted:
-                continue
-            fs, path = _fs(parts[number])
-            with fs.open(path, "rb") as handle:
-                table = pq.ParquetFile(handle, pre_buffer=False).read_row_groups(wanted)
-            keys = table.column(key)
-            start = 0 if low is None else _count_below(keys, low)
-            stop = table.num_rows if high is None else _count_below(keys, high)
+            start = read[number]
+            stop = start
+            while stop < len(part_groups) and (high is None or part_groups[stop].first < high):
+                stop += 1
+            held = [rest.pop(number)] if number in rest else []
             if stop > start:
-                pieces.append(table.slice(start, stop - start))
+                fs, path = _fs(parts[number])
+                with fs.open(path, "rb") as handle:
+                    held.append(pq.ParquetFile(handle, pre_buffer=False).read_row_groups(
+                        [g.index for g in part_groups[start:stop]]))
+                read[number] = stop
+            if not held:
+                continue
+            table = held[0] if len(held) == 1 else pa.concat_tables(held)
+            below = table.num_rows if high is None else _count_below(table.column(key), high)
+            if below:
+                pieces.append(table.slice(0, below))
+            if below < table.num_rows:
+                rest[number] = table.slice(below)
         if not pieces:
             continue
         same = all(piece.schema == pieces[0].schema for piece in pieces)

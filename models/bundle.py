@@ -13,6 +13,9 @@ It is stored as LightGBM's own text model files plus one ``bundle.json`` (no
 pickles), so a bundle written by one version of the code can be read, diffed
 and audited by anyone.
 
+Why it scores what it does (contributions, reasons, their sentences) is the
+bundle's `models.explanations.BundleExplanations` half, in its own module.
+
 Risk tiers: ``high`` is the riskiest 20% and ``medium`` the next 30% of the
 churn population on the held-out training snapshot (cut points = the 80th and
 50th percentiles of its calibrated churn probability), ``low`` the rest.
@@ -24,7 +27,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,7 @@ from features.business import BUSINESS_FEATURES, BusinessSeason
 from features.lifecycle import LifecycleRules, lifecycle_rules, lifecycle_stages
 from features.pipeline import event_slug
 from models.contributions import exact_contributions
-from models.explain import companion_of, reason_kind, sentence_of
+from models.explanations import BundleExplanations
 from models.prediction import (
     AT_RISK_TIERS,
     SMALL_ROWS,
@@ -46,7 +49,7 @@ from models.prediction import (
     check_explain,
     model_matrix,
 )
-from models.reasons import ReasonTable, reason_table
+from models.reasons import ReasonTable
 from models.uplift import RuleUplift, churn_reductions
 
 BUNDLE_FILE = "bundle.json"
@@ -137,12 +140,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-class ChurnBundle:
+class ChurnBundle(BundleExplanations):
     """Churn + CLV models with their feature spec, cut points and reason texts.
 
     Built by `training.fit.fit_bundle`; read back with `ChurnBundle.load`.
     Scoring needs a feature frame from `features.pipeline.build_features`
     computed with ``event_types=bundle.event_types``.
+    ``explain``, ``explain_value``, ``explain_table`` and ``contributions`` come
+    from `BundleExplanations`.
     """
 
     def __init__(
@@ -219,24 +224,6 @@ class ChurnBundle:
         self._layout: tuple[list[str], list[int]] | None = None
 
     # -- features -----------------------------------------------------------------
-
-    @property
-    def reason_kinds(self) -> list[str]:
-        """What each feature means as a reason, in feature order ("other" in older bundles)."""
-        return [reason_kind(self.feature_info.get(name)) for name in self.feature_names]
-
-    @property
-    def reason_companions(self) -> list[int]:
-        """Per feature, the position of the feature its sentence also reads (-1: none)."""
-        position = {name: j for j, name in enumerate(self.feature_names)}
-        return [position.get(companion_of(self.feature_info.get(name)) or "", -1)
-                for name in self.feature_names]
-
-    def _reason_layout(self) -> tuple[list[str], list[int]]:
-        """`reason_kinds` and `reason_companions`, worked out once (scoring by id asks per row)."""
-        if self._layout is None:
-            self._layout = (self.reason_kinds, self.reason_companions)
-        return self._layout
 
     def prepare(self, features: pd.DataFrame) -> pd.DataFrame:
         """The model matrix: training's column order, training's categorical levels.
@@ -431,110 +418,6 @@ class ChurnBundle:
                             index=features.index)
 
     # -- explanations ---------------------------------------------------------------
-
-    def _contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Exact TreeSHAP of the churn model in log-odds, (n, n_features + 1); last = base."""
-        if len(X) == 0:
-            return np.empty((0, len(self.feature_names) + 1))
-        # Same numbers as pred_contrib (to ~1e-12), tens of times faster: models/contributions.py
-        return exact_contributions(self.churn_booster, X)
-
-    def _clv_contributions(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
-        """Exact TreeSHAP of the CLV model (log scale of the Tweedie mean); zeros without one."""
-        if len(X) == 0 or self.clv_booster is None:
-            return np.zeros((len(X), len(self.feature_names) + 1))
-        return exact_contributions(self.clv_booster, X, n_threads=1 if len(X) <= SMALL_ROWS
-                                   else None)
-
-    def contributions(self, features: pd.DataFrame) -> pd.DataFrame:
-        """Churn contributions per feature plus ``base_value`` (sums to the raw log-odds)."""
-        prepared = self.prepare_matrix(features)
-        return pd.DataFrame(self._contributions(prepared.matrix), index=features.index,
-                            columns=[*self.feature_names, "base_value"])
-
-    def _select(self, features: pd.DataFrame, rows: Iterable[Any] | None) -> pd.DataFrame:
-        if rows is None:
-            return features
-        rows = list(rows)
-        missing = [r for r in rows if r not in features.index]
-        if missing:
-            raise KeyError(f"customer(s) not in the feature frame: {missing[:5]}")
-        return features.loc[rows]
-
-    def _text_of(self, reference: str) -> Callable[..., str]:
-        """``(feature, value[, companion]) -> sentence`` with the ``reference`` statistics.
-
-        Each feature's sentence is prepared once per bundle (kept in a cache that
-        pickling leaves out: Dask ships bundles to its workers).
-        """
-        cache = self._sentences
-        typical = self.reference.get(reference, {})
-
-        def text_of(name: str, value: Any, *companion: Any) -> str:
-            render = cache.get((reference, name))
-            if render is None:
-                render = cache[(reference, name)] = sentence_of(
-                    name, self.feature_info.get(name), typical)
-            return render(value, *companion)
-
-        return text_of
-
-    def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_sentences"] = {}  # prepared renderers hold lambdas and partials: rebuilt on use
-        state["_layout"] = None
-        return state
-
-    def _reason_table(self, prepared: PreparedMatrix, at: np.ndarray, contributions: np.ndarray,
-                      *, top_k: int, reference: str) -> ReasonTable:
-        """Top-k reasons of rows ``at`` of ``prepared`` from their contributions."""
-        names = self.feature_names
-        kinds, companions = self._reason_layout()
-
-        def column_values(j: int, rows: np.ndarray) -> np.ndarray:
-            return prepared.column(names[j], at[rows])
-
-        return reason_table(contributions, column_values, names=names,
-                            text_of=self._text_of(reference), top_k=top_k,
-                            kinds=kinds, companions=companions)
-
-    def explain_table(self, features: pd.DataFrame, *, top_k: int = 5,
-                      wanted: np.ndarray | None = None) -> ReasonTable:
-        """Churn reasons of every row as a `ReasonTable` (what `explain` returns as dicts).
-
-        Only rows in the churn population, and in ``wanted`` (a boolean mask) when
-        given, are explained; the others get no reasons.
-        """
-        prepared = self.prepare_matrix(features)
-        explained = prepared.population.copy()
-        if wanted is not None:
-            explained &= np.asarray(wanted, dtype=bool)
-        every = np.arange(len(prepared))
-        contributions = np.zeros((len(prepared), len(self.feature_names) + 1))
-        if explained.any():
-            contributions[explained] = self._contributions(prepared.matrix[explained])
-        return self._reason_table(prepared, every, contributions, top_k=top_k,
-                                  reference="retained_median")
-
-    def explain(self, features: pd.DataFrame, *, top_k: int = 5,
-                rows: Iterable[Any] | None = None) -> list[list[dict[str, Any]]]:
-        """Top-k reasons toward churn per customer: ``{feature, value, contribution, text}``.
-
-        ``rows`` are customer ids (index labels) to explain, in the order wanted;
-        default all. Contributions are exact TreeSHAP values of the churn model in
-        log-odds; only features that raise the risk are reasons. Customers
-        outside the churn population get no reasons.
-        """
-        prepared = self.prepare_matrix(self._select(features, rows))
-        return self.score(prepared, explain="all", top_k=top_k).reasons.rows()
-
-    def explain_value(self, features: pd.DataFrame, *, top_k: int = 5,
-                      rows: Iterable[Any] | None = None) -> list[list[dict[str, Any]]]:
-        """Top-k features raising each customer's predicted CLV, same shape as `explain`."""
-        prepared = self.prepare_matrix(self._select(features, rows))
-        table = self.score(prepared, explain="none", top_k=top_k, value_reasons=True)
-        assert table.value_reasons is not None
-        return table.value_reasons.rows()
 
     def feature_importance(self) -> pd.DataFrame:
         """Total gain per feature of both models, most important churn feature first."""

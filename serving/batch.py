@@ -37,8 +37,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
+
+from features.chunks import chunk_ids, partition
 
 if TYPE_CHECKING:
     from features.dataset import Dataset
@@ -190,48 +191,6 @@ def _batch_rows(
 
 
 # -- partitioning ----------------------------------------------------------------------------
-
-
-def chunk_ids(customer_ids: Sequence[str] | pd.Index | pd.Series,
-              chunk_size: int) -> list[list[str]]:
-    """Sorted ids cut every ``chunk_size``: the same boundaries on every run (for resume)."""
-    ids = sorted({str(c) for c in customer_ids})
-    return [ids[i : i + chunk_size] for i in range(0, len(ids), chunk_size)]
-
-
-def partition(dataset: Dataset, chunks: Sequence[Sequence[str]]) -> Iterator[Dataset]:
-    """``dataset.for_customers(chunk)`` for each chunk, without rescanning every table.
-
-    Each table's rows are grouped by chunk once (a stable sort, so rows keep their order);
-    a chunk's tables are then slices, identical to what ``for_customers`` returns.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    ordered = pa.array([c for chunk in chunks for c in chunk], type=pa.large_string())
-    starts = np.cumsum([0, *(len(c) for c in chunks)])
-    # chunk numbers fit 16 bits for up to 32,767 chunks: numpy sorts those stably by radix
-    small = np.int16 if len(chunks) < np.iinfo(np.int16).max else np.int32
-    tables: dict[str, tuple[pd.DataFrame, np.ndarray, np.ndarray]] = {}
-    for name in ("customers", "orders", "events", "subscriptions"):
-        frame = dataset.table(name)
-        if frame is None:
-            continue
-        # position of each row's customer in the sorted ids (Arrow's hash kernel, no copies)
-        ids = pa.array(frame["customer_id"].array, type=pa.large_string())
-        position = pc.index_in(ids, value_set=ordered).fill_null(-1).to_numpy()
-        chunk_of = (np.searchsorted(starts, position, side="right") - 1).astype(small)
-        chunk_of[position < 0] = len(chunks)
-        del ids, position
-        order = np.argsort(chunk_of, kind="stable")
-        bounds = np.searchsorted(chunk_of[order], np.arange(len(chunks) + 1))
-        tables[name] = (frame, order, bounds)
-    for i in range(len(chunks)):
-        parts = {
-            name: frame.take(order[bounds[i] : bounds[i + 1]])
-            for name, (frame, order, bounds) in tables.items()
-        }
-        yield replace(dataset, **parts)
 
 
 # -- work directory ------------------------------------------------------------------------

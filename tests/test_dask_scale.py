@@ -142,10 +142,12 @@ def test_partition_accounts_for_rejected_rows(data_dir, tmp_path):
 
 def test_features_on_worker_processes_equal_the_local_engine(data_dir, parts_dir, client,
                                                              tmp_path):
+    """Each partition's features built in chunks of 60 customers (about 200 per partition)
+    are the local engine's, categorical levels included."""
     local = compute_features(read_source(str(data_dir)).dataset, as_of=AS_OF)
     out = tmp_path / "features.parquet"
     run = compute_partitioned_features(str(parts_dir), out=str(out), as_of=AS_OF,
-                                       client=client)
+                                       client=client, chunk_size=60)
     assert run.customers == len(local)
     pd.testing.assert_frame_equal(pd.read_parquet(out), local.reset_index())
     assert not (tmp_path / "features.parquet.parts").exists()
@@ -173,6 +175,19 @@ def test_scores_on_worker_processes_equal_the_local_engine(scorer, parts_dir, cl
     local_rejects = local_scores.with_name("scores.rejects.csv").read_text()
     assert (tmp_path / "scores.rejects.csv").read_text() == local_rejects
     assert not (tmp_path / "scores.parquet.parts").exists()
+
+
+def test_the_local_clusters_workers_keep_dasks_housekeeping_quiet(client):
+    """Dask's default ticks, profiler and monitors took ~20% of a core from the scoring."""
+    from features.cluster import QUIET_HOUSEKEEPING
+
+    def settings() -> dict[str, object]:
+        import dask
+
+        return {key: dask.config.get(key) for key in QUIET_HOUSEKEEPING}
+
+    for worker, values in client.run(settings).items():
+        assert values == QUIET_HOUSEKEEPING, worker
 
 
 def test_the_driver_never_reads_a_partition_or_a_table(scorer, parts_dir, client,
@@ -638,3 +653,104 @@ def test_train_command_on_a_partitioned_dataset(parts_dir, cluster, in_tmp_cwd):
     refused = CliRunner().invoke(build_app(), [
         "train", "--data", str(parts_dir), "--uplift"])
     assert refused.exit_code == 2 and "--uplift" in refused.output, refused.output
+
+
+# -- the report's metrics -------------------------------------------------------------------
+
+
+def _assert_same_metrics(local, partitioned) -> None:
+    """Counts exactly; sums of money up to the order they were added in."""
+    for name in ("inactivity_churn", "subscription_churn", "mrr", "repeat_purchase",
+                 "order_status", "cohorts"):
+        expected, got = getattr(local, name), getattr(partitioned, name)
+        assert not expected.empty or name in ("subscription_churn", "mrr"), name
+        pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-12,
+                                      obj=f"the report's {name}")
+    assert partitioned.repeat_customer_share == local.repeat_customer_share
+    assert partitioned.returning_aov_trend.direction == local.returning_aov_trend.direction
+    assert partitioned.returning_aov_trend.slope_per_month == pytest.approx(
+        local.returning_aov_trend.slope_per_month, rel=1e-9)
+
+
+def test_report_metrics_per_partition_equal_the_local_engine(data_dir, parts_dir, client,
+                                                             monkeypatch):
+    """Workers return tallies (no rows); the driver adds them up and reads no table."""
+    import features.partitioned
+    import features.partitioned_metrics
+    from features.partitioned_metrics import partitioned_retention_metrics
+    from features.retention import RetentionTallies, retention_metrics
+
+    local = retention_metrics(read_source(str(data_dir)).dataset, as_of=AS_OF)
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the driver read a partition")
+
+    monkeypatch.setattr(features.partitioned, "read_partition", forbidden)
+    monkeypatch.setattr(features.partitioned_metrics, "read_partition", forbidden)
+    original = features.partitioned_metrics.run_partitions
+    returned: list[object] = []
+
+    def spy(*args, **kwargs):
+        results, failures = original(*args, **kwargs)
+        returned.extend(results.values())
+        return results, failures
+
+    monkeypatch.setattr(features.partitioned_metrics, "run_partitions", spy)
+    partitioned = partitioned_retention_metrics(str(parts_dir), read_manifest(str(parts_dir)),
+                                                client=client, as_of=AS_OF)
+    assert len(returned) == PARTITIONS
+    for tallies in returned:
+        assert isinstance(tallies, RetentionTallies), type(tallies)
+        assert len(pickle.dumps(tallies)) < 40_000, "a worker sent back more than tallies"
+    _assert_same_metrics(local, partitioned)
+
+
+def test_report_metrics_with_empty_partitions_equal_the_local_engine(tmp_path, tiny_tables,
+                                                                    tiny_as_of):
+    from features.partitioned_metrics import partitioned_retention_metrics
+    from features.retention import retention_metrics
+
+    tiny = validate_tables(tiny_tables())
+    write_partitioned(tiny, str(tmp_path / "parts"), partitions=16)
+    manifest = read_manifest(str(tmp_path / "parts"))
+    partitioned = partitioned_retention_metrics(str(tmp_path / "parts"), manifest, client=None,
+                                                as_of=tiny_as_of, horizon_days=30)
+    local = retention_metrics(tiny.dataset, as_of=tiny_as_of, horizon_days=30)
+    for name in ("inactivity_churn", "repeat_purchase", "order_status", "cohorts"):
+        pd.testing.assert_frame_equal(getattr(partitioned, name), getattr(local, name),
+                                      check_exact=False, rtol=1e-12, obj=name)
+
+
+def test_report_command_on_a_partitioned_dataset_shows_the_local_figures(data_dir, parts_dir,
+                                                                         cluster, tmp_path):
+    """The rendered report (every figure of it) is the local engine's."""
+    from churnlens import build_app
+    from serving.report import gather_partitioned_report, gather_report, render_report
+
+    stamp = pd.Timestamp("2026-03-02 09:00")
+    local = gather_report(read_source(str(data_dir)).dataset, as_of=AS_OF,
+                          dataset_name="shop", generated_at=stamp)
+    partitioned = gather_partitioned_report(str(parts_dir), client=None, as_of=AS_OF,
+                                            dataset_name="shop", generated_at=stamp)
+    assert partitioned.table_rows == local.table_rows
+    html_local, html_parts = render_report(local), render_report(partitioned)
+    start = html_local.index('id="business-metrics"')
+    end = html_local.index('id="model-view"')
+    assert html_parts[start:end] == html_local[start:end]
+
+    out = tmp_path / "report.html"
+    result = CliRunner().invoke(build_app(), [
+        "report", "--data", str(parts_dir), "--out", str(out), "--as-of", "2026-03-01",
+        "--no-model", "--engine", "dask", "--scheduler", cluster.scheduler_address])
+    assert result.exit_code == 0, result.output
+    assert 'id="business-metrics"' in out.read_text()
+
+
+def test_report_on_dask_needs_a_partitioned_dataset(data_dir, tmp_path):
+    from churnlens import build_app
+
+    result = CliRunner().invoke(build_app(), [
+        "report", "--data", str(data_dir), "--out", str(tmp_path / "r.html"), "--no-model",
+        "--engine", "dask"])
+    assert result.exit_code == 2
+    assert "churnlens partition" in result.output

@@ -54,6 +54,25 @@ def test_the_merge_is_the_full_sort_in_bounded_ranges(tmp_path, statistics):
     assert len(tables) >= 5_000 // (BUFFER + PARTS * part_row_group(PARTS, BUFFER))
 
 
+def test_every_row_group_is_read_once(tmp_path, monkeypatch):
+    """A range ends inside most parts' row groups; their rest waits for the next range
+    instead of the row group being read (decoded) again."""
+    paths, expected = _parts(tmp_path, rows=5_000)
+    read: list[int] = []
+    original = pq.ParquetFile.read_row_groups
+
+    def counted(self, row_groups, *args, **kwargs):
+        table = original(self, row_groups, *args, **kwargs)
+        read.append(table.num_rows)
+        return table
+
+    monkeypatch.setattr(pq.ParquetFile, "read_row_groups", counted)
+    tables = list(merged_batches(paths, key="customer_id", buffer_rows=BUFFER))
+    assert sum(read) == len(expected), "a row group was read more than once"
+    merged = pd.concat([t.to_pandas() for t in tables], ignore_index=True)
+    pd.testing.assert_frame_equal(merged, expected)
+
+
 def test_write_merged_to_csv_and_parquet(tmp_path):
     paths, expected = _parts(tmp_path, rows=700)
     assert write_merged(paths, str(tmp_path / "out.parquet"), key="customer_id") == 700

@@ -15,7 +15,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -23,6 +23,9 @@ import pandas as pd
 from features.dataset import Dataset
 from features.retention import RetentionMetrics, retention_metrics
 from serving.monitoring.report_view import LoopView, gather_loop
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 logger = logging.getLogger(__name__)
 
@@ -190,32 +193,9 @@ def gather_report(
     as_of = pd.Timestamp(as_of)
     dataset = dataset.known_at(as_of)  # orders with the statuses known then (a database's log)
     metrics = retention_metrics(dataset, as_of=as_of, horizon_days=horizon_days)
-    view = ModelView()
-    loaded = None
-    if model_uri:
-        loaded, reason = load_model_or_reason(model_uri)
-        if loaded is None:
-            view.notes.append(reason)
-        else:
-            view.model = {
-                "uri": model_uri,
-                "name": getattr(loaded, "name", ""),
-                "version": getattr(loaded, "version", ""),
-                "alias": getattr(loaded, "alias", None),
-                "run_id": getattr(loaded, "run_id", None),
-                "trained_at": getattr(loaded, "trained_at", None),
-                "metrics": dict(getattr(loaded, "metrics", None) or {}),
-                "definition": _definition_text(getattr(loaded, "bundle", None)),
-            }
-            if view.model["run_id"]:
-                view.plots, plot_notes = fetch_run_plots(str(view.model["run_id"]))
-                view.notes.extend(plot_notes)
-            else:
-                view.notes.append("This model was loaded from a directory, not from an MLflow "
-                                  "run, so its calibration and lift charts are not available.")
+    view, loaded = _model_view(model_uri)
     if scores_path is not None:
-        view.scores = load_scores(scores_path)
-        view.scores_source = f"scores read from {Path(scores_path).name}"
+        _read_scores(view, scores_path)
     elif loaded is not None:
         try:
             view.scores = score_for_report(dataset, loaded, as_of=as_of)
@@ -226,8 +206,6 @@ def gather_report(
             logger.warning("scoring for the report failed", exc_info=True)
             view.notes.append(f"scoring with {model_uri} failed: {type(error).__name__}: "
                               f"{error}")
-    outreach = (read_outbox(outbox_url) if outbox_url
-                else OutreachView(note="No outbox was given (--outbox), so outreach is not shown."))
     loop = LoopView(notes=["No outbox or no model registry was given, so stored scores are "
                            "not checked."])
     if outbox_url and model_uri:
@@ -243,12 +221,100 @@ def gather_report(
         table_rows=dataset.count_rows(),
         metrics=metrics,
         model=view,
-        outreach=outreach,
+        outreach=_outreach(outbox_url),
         generated_at=generated_at,
         has_events=dataset.events is not None and not dataset.events.empty,
         has_orders=dataset.orders is not None and not dataset.orders.empty,
         has_subscriptions=dataset.subscriptions is not None and not dataset.subscriptions.empty,
     )
+
+
+def gather_partitioned_report(
+    data: str,
+    *,
+    client: Client | None,
+    as_of: pd.Timestamp | None = None,
+    horizon_days: int = 90,
+    model_uri: str | None = None,
+    scores_path: Path | str | None = None,
+    outbox_url: str | None = None,
+    dataset_name: str = "dataset",
+    generated_at: pd.Timestamp | None = None,
+    partitions: int | None = None,
+) -> ReportData:
+    """`gather_report` of a partitioned dataset (`churnlens partition`): the metrics run one
+    task per partition and the driver adds up their tallies
+    (`features.partitioned_metrics`), so it never holds a table.
+
+    The model view reads ``scores_path`` (a score file from ``churnlens score --engine
+    dask``); the report does not score a partitioned dataset itself, and does not check
+    stored scores against what happened (that needs every customer's history at once).
+    """
+    from features.partitioned import read_manifest
+    from features.partitioned_metrics import partitioned_retention_metrics
+
+    manifest = read_manifest(data, partitions=partitions)
+    as_of = pd.Timestamp(as_of) if as_of is not None else manifest.default_as_of()
+    metrics = partitioned_retention_metrics(data, manifest, client=client, as_of=as_of,
+                                            horizon_days=horizon_days)
+    view, loaded = _model_view(model_uri)
+    if scores_path is not None:
+        _read_scores(view, scores_path)
+    elif loaded is not None:
+        view.notes.append("A partitioned dataset is not scored by the report: score it with "
+                          "`churnlens score --engine dask` and pass the file with --scores.")
+    rows = {name: sum(part.get(name, 0) for part in manifest.rows) for name in manifest.tables}
+    return ReportData(
+        loop=LoopView(notes=["Stored scores are not checked against what happened on a "
+                             "partitioned dataset."]),
+        dataset_name=dataset_name,
+        table_rows=rows,
+        metrics=metrics,
+        model=view,
+        outreach=_outreach(outbox_url),
+        generated_at=generated_at,
+        has_events=rows.get("events", 0) > 0,
+        has_orders=rows.get("orders", 0) > 0,
+        has_subscriptions=rows.get("subscriptions", 0) > 0,
+    )
+
+
+def _model_view(model_uri: str | None) -> tuple[ModelView, Any]:
+    """The champion's description for the report, and the loaded model (None: see notes)."""
+    view = ModelView()
+    if not model_uri:
+        return view, None
+    loaded, reason = load_model_or_reason(model_uri)
+    if loaded is None:
+        view.notes.append(reason)
+        return view, None
+    view.model = {
+        "uri": model_uri,
+        "name": getattr(loaded, "name", ""),
+        "version": getattr(loaded, "version", ""),
+        "alias": getattr(loaded, "alias", None),
+        "run_id": getattr(loaded, "run_id", None),
+        "trained_at": getattr(loaded, "trained_at", None),
+        "metrics": dict(getattr(loaded, "metrics", None) or {}),
+        "definition": _definition_text(getattr(loaded, "bundle", None)),
+    }
+    if view.model["run_id"]:
+        view.plots, plot_notes = fetch_run_plots(str(view.model["run_id"]))
+        view.notes.extend(plot_notes)
+    else:
+        view.notes.append("This model was loaded from a directory, not from an MLflow "
+                          "run, so its calibration and lift charts are not available.")
+    return view, loaded
+
+
+def _read_scores(view: ModelView, scores_path: Path | str) -> None:
+    view.scores = load_scores(scores_path)
+    view.scores_source = f"scores read from {Path(scores_path).name}"
+
+
+def _outreach(outbox_url: str | None) -> OutreachView:
+    return (read_outbox(outbox_url) if outbox_url
+            else OutreachView(note="No outbox was given (--outbox), so outreach is not shown."))
 
 
 
