@@ -7,11 +7,12 @@ import sys
 from datetime import datetime
 
 import pytest
-from test_outreach_delivery import SECRET, fast_settings
 
 from serving.outreach.outbox import ActionStateError, Outbox
 from serving.outreach.relay import Relay
 from serving.outreach.rules import RulesError, control_draw, held_out, load_rules, parse_rules
+from serving.outreach.webhooks import new_secret
+from serving.settings import OutreachSettings
 
 RULE = """
 rules:
@@ -84,7 +85,8 @@ def test_built_in_rules_hold_out_ten_percent_and_have_costs():
 
 def test_control_actions_never_reach_the_webhook(tmp_path, relay_clock, settle, score_record,
                                                  make_receiver):
-    receiver = make_receiver(secret=SECRET).start()
+    secret = new_secret()
+    receiver = make_receiver(secret=secret).start()
     outbox = Outbox(f"sqlite:///{tmp_path / 'outbox.db'}")
     try:
         rules = parse_rules(RULE.format(channel=receiver.url("/ok"), share=0.5))
@@ -95,7 +97,8 @@ def test_control_actions_never_reach_the_webhook(tmp_path, relay_clock, settle, 
         control = {a.customer_id for a in actions if a.control}
         treated = {a.customer_id for a in actions if not a.control}
         assert 15 < len(control) < 45, "about half held out"
-        with Relay(outbox, settings=fast_settings(outbox.url), clock=relay_clock) as relay:
+        settings = OutreachSettings(outbox_url=outbox.url, webhook_secret=secret)
+        with Relay(outbox, settings=settings, clock=relay_clock) as relay:
             settle(relay, outbox)
             assert relay.drain().claimed == 0, "nothing left to claim"
         sent = {r.body for r in receiver.received}
