@@ -30,6 +30,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import (
     BigInteger,
@@ -242,32 +243,53 @@ def upsert(bind: Engine | Connection, table: Table) -> postgresql.Insert | sqlit
     raise ValueError(f"{dialect}: churnlens databases are SQLite or PostgreSQL")
 
 
+#: the two hex digits of each byte value, for `_hex_keys`
+_HEX_PAIRS = np.array([f"{byte:02x}".encode() for byte in range(256)], dtype="S2")
+
+
+def _hex_keys(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """``f"{first:016x}{second:016x}"`` for each pair of unsigned 64-bit hashes, without a
+    Python call per row: each hash's big-endian bytes looked up as hex digit pairs."""
+    pairs = np.column_stack([first, second]).astype(">u8").view(np.uint8)
+    digits = np.ascontiguousarray(_HEX_PAIRS[pairs])  # (n, 16) two-digit pairs
+    return digits.view("S32").ravel().astype(str).astype(object)
+
+
 def _hash_keys(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     """128-bit hex keys of the given columns, the n-th repeat of a row suffixed ``#n``.
 
     Two 64-bit hashes (pandas' SipHash, fixed keys) side by side; repeats of
     identical rows (two page views in the same second) stay distinct rows, and
-    a replay of the same rows gets the same keys.
+    a replay of the same rows gets the same keys. Stored keys and idempotent
+    replays depend on these exact bytes (tests/test_database_source.py pins some).
     """
     if frame.empty:
         return pd.Series([], dtype=object, index=frame.index)
     values = frame[columns]
     first = pd.util.hash_pandas_object(values, index=False, hash_key="churnlens-key-01")
     second = pd.util.hash_pandas_object(values, index=False, hash_key="churnlens-key-02")
-    keys = (first.map("{:016x}".format) + second.map("{:016x}".format)).astype(object)
+    keys = pd.Series(_hex_keys(first.to_numpy(), second.to_numpy()), index=frame.index,
+                     dtype=object)
+    if keys.is_unique:  # the common case: no repeated row, nothing to suffix
+        return keys
     repeat = keys.groupby(keys, sort=False).cumcount()
-    if (repeat > 0).any():
-        keys = keys.where(repeat == 0, keys + "#" + repeat.astype(str))
-    return keys
+    return keys.where(repeat == 0, keys + "#" + repeat.astype(str))
 
 
 def _given_or_hashed(frame: pd.DataFrame, id_column: str, columns: list[str]) -> pd.Series:
-    hashed = _hash_keys(frame, columns)
+    """The given id (stripped) where a row has one, else the row's hash key.
+
+    Repeats are counted over every row, given id or not, so a row's key does not
+    depend on which other rows carry ids; when every row has one, no hash is used.
+    """
     if id_column not in frame.columns:
-        return hashed
+        return _hash_keys(frame, columns)
     given = frame[id_column].astype(object)
-    present = given.notna() & (given.astype(str).str.strip() != "")
-    return given.astype(str).str.strip().where(present, hashed).astype(object)
+    stripped = given.astype(str).str.strip()
+    present = given.notna() & (stripped != "")
+    if present.all():
+        return stripped.astype(object)
+    return stripped.where(present, _hash_keys(frame, columns)).astype(object)
 
 
 def event_keys(events: pd.DataFrame) -> pd.Series:

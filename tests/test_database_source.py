@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from sqlalchemy import create_engine, func, insert, select, text
 
-from features.contract import DataContractError
-from features.database import contract_schema, event_keys, reflect_schema
+from features.contract import DataContractError, validate_table
+from features.database import contract_schema, event_keys, keyed_rows, reflect_schema
 from features.db_load import load_dataset
 from features.io import read_dataset
 from features.pipeline import build_features
@@ -285,3 +285,32 @@ def test_event_keys_repeat_for_a_replay_and_keep_identical_rows_apart():
     with_ids = events.assign(event_id=["e1", None, ""])
     assert event_keys(with_ids).tolist()[0] == "e1"
     assert event_keys(with_ids).tolist()[1:] == keys.tolist()[1:]
+
+
+def test_event_and_subscription_keys_are_the_bytes_stored_before():
+    """Keys already in databases (and the idempotency of replays against them) depend on
+    these exact strings: a faster hash or hex must produce them byte for byte."""
+    raw = pd.DataFrame({
+        "customer_id": ["C000001", "C000001", "C000001", "Ünïcode-7", "C000002"],
+        "occurred_at": ["2025-01-01T10:00:00", "2025-01-01T10:00:00",
+                        "2025-03-04T05:06:07.123456", "2024-12-31T23:59:59Z",
+                        "2025-01-01T10:00:00"],
+        "event_type": ["session", "session", "page_view", "cart_add", "session"],
+        "value": [None, None, 2.5, 0.0, None],
+        "event_id": [None, None, "", " given ", "e-1"]})
+    known = pd.Index(["C000001", "C000002", "Ünïcode-7"])
+    events, rejects = validate_table("events", raw, source="events", first_row=0,
+                                     known_customers=known)
+    assert rejects.empty
+    hashed = ["317f610a9c9d0d660531a0bb862fa09d", "317f610a9c9d0d660531a0bb862fa09d#1",
+              "ead3b275c431aaeb34b3adf235f533ae"]
+    assert keyed_rows("events", events)["event_key"].tolist() == [*hashed, "given", "e-1"]
+    assert keyed_rows("events", events.drop(columns="event_id"))["event_key"].tolist() == [
+        *hashed, "01783b990cb4782c74e7c772af7ebdfa", "aa1e313f95c7dac069eef4e2cc1f90ab"]
+    subscriptions, rejects = validate_table("subscriptions", pd.DataFrame({
+        "customer_id": ["C000001", "C000002"], "started_at": ["2025-01-01", "2025-02-03T04:05:06"],
+        "ended_at": [None, "2025-06-01"], "plan": ["pro", None], "mrr": [10.0, 5.5]}),
+        source="subscriptions", first_row=0, known_customers=known)
+    assert rejects.empty
+    assert keyed_rows("subscriptions", subscriptions)["subscription_key"].tolist() == [
+        "b9aa47b8d195f251eaee9acd47d77ed9", "b44b861940b0b28ad10f323b6338769e"]
