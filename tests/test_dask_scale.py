@@ -672,6 +672,7 @@ def test_short_label_windows_are_anchored_on_partitions_as_on_one_machine(data_d
 def test_the_anchor_on_partitions_fits_on_a_bounded_sample(parts_dir, fast_params):
     """Above the cap the driver holds a stable sample, says so, and the anchor's level
     stays near the one fitted on everyone."""
+    from training.horizon import anchor_from_summary
     from training.partitioned_anchor import in_sample, partitioned_evidence
 
     manifest = read_manifest(str(parts_dir))
@@ -689,6 +690,12 @@ def test_the_anchor_on_partitions_fits_on_a_bounded_sample(parts_dir, fast_param
     pd.testing.assert_frame_equal(sampled.summary, whole.summary[expected])
     assert set(sampled.features.index) == set(whole.features.index[
         in_sample(whole.features.index, share)])
+    fitted = {name: anchor_from_summary(evidence.summary, as_of=AS_OF, horizon_days=90,
+                                        clv_horizon_days=365)
+              for name, evidence in (("whole", whole), ("sampled", sampled))}
+    assert fitted["sampled"].churn_probability.mean() == pytest.approx(
+        fitted["whole"].churn_probability.mean(), abs=0.05)
+    assert fitted["sampled"].clv.mean() == pytest.approx(fitted["whole"].clv.mean(), rel=0.25)
 
 
 def test_train_command_on_a_partitioned_dataset(parts_dir, cluster, in_tmp_cwd):
