@@ -15,6 +15,7 @@ import shutil
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from distributed.diagnostics.plugin import WorkerPlugin
@@ -31,6 +32,7 @@ from features.partitioned import (
     read_source,
     write_partitioned,
 )
+from features.pipeline import build_features
 from serving.batch import BatchError, run_batch
 from serving.partitioned_batch import ScoredPartition, run_partitioned_batch
 
@@ -638,6 +640,64 @@ def test_training_on_a_partitioned_dataset_fits_the_local_engines_model(data_dir
     assert profile["training_rows"] == len(local_set.frame)
 
 
+def test_short_label_windows_are_anchored_on_partitions_as_on_one_machine(data_dir, parts_dir,
+                                                                          client, fast_params):
+    """The 365-day CLV window does not fit this history: the partitions send every
+    customer's summary and features (fewer than the sample's cap), so the BG/NBD anchor,
+    and the CLV map equal the local engine's."""
+    from training.horizon import needs_anchor
+    from training.partitioned import fit_partitioned
+    from training.run import fit_on_dataset
+
+    dataset = read_source(str(data_dir)).dataset
+    local, local_set = fit_on_dataset(dataset, as_of=AS_OF, params=fast_params)
+    assert any(needs_anchor(local_set)), "the fixture must shorten the label windows"
+    assert "horizon_clv_scale" in local.metrics, "the local engine maps CLV to the anchor"
+    fit, _, _ = fit_partitioned(str(parts_dir), client=client, as_of=AS_OF, params=fast_params)
+    assert fit.notes == local.notes
+    assert fit.bundle.horizon_days == local.bundle.horizon_days
+    assert fit.bundle.calibration == local.bundle.calibration
+    assert fit.bundle.risk_cuts == pytest.approx(local.bundle.risk_cuts, rel=1e-6)
+    assert fit.bundle.value_cuts == pytest.approx(local.bundle.value_cuts, rel=1e-6)
+    anchored = {k: v for k, v in local.metrics.items() if k.startswith(("horizon_", "clv_recent"))}
+    assert anchored, local.metrics
+    for name, value in anchored.items():
+        assert fit.metrics[name] == pytest.approx(value, rel=1e-6), name
+    features = build_features(dataset, as_of=AS_OF)
+    mine, theirs = fit.bundle.predict(features), local.bundle.predict(features)
+    for column in ("churn_probability", "clv"):
+        np.testing.assert_allclose(mine[column], theirs[column], rtol=1e-6, err_msg=column)
+
+
+def test_the_anchor_on_partitions_fits_on_a_bounded_sample(parts_dir, fast_params):
+    """Above the cap the driver holds a stable sample, says so, and the anchor's level
+    stays near the one fitted on everyone."""
+    from training.horizon import anchor_from_summary
+    from training.partitioned_anchor import in_sample, partitioned_evidence
+
+    manifest = read_manifest(str(parts_dir))
+    whole = partitioned_evidence(str(parts_dir), client=None, manifest=manifest, as_of=AS_OF)
+    sampled = partitioned_evidence(str(parts_dir), client=None, manifest=manifest, as_of=AS_OF,
+                                   sample=600)
+    assert whole.note is None, "under the cap every customer is in"
+    share = 600 / CUSTOMERS
+    assert sampled.note is not None and f"{len(sampled.summary):,}" in sampled.note
+    expected = in_sample(whole.summary.index, share)
+    assert list(sampled.summary.index) == list(whole.summary.index[expected]), (
+        "the sample is the customers the stable hash keeps, from every partition")
+    assert 0.35 * len(whole.summary) < len(sampled.summary) < 0.65 * len(whole.summary)
+    assert list(in_sample(whole.summary.index, share)) == list(expected), "stable across calls"
+    pd.testing.assert_frame_equal(sampled.summary, whole.summary[expected])
+    assert set(sampled.features.index) == set(whole.features.index[
+        in_sample(whole.features.index, share)])
+    fitted = {name: anchor_from_summary(evidence.summary, as_of=AS_OF, horizon_days=90,
+                                        clv_horizon_days=365)
+              for name, evidence in (("whole", whole), ("sampled", sampled))}
+    assert fitted["sampled"].churn_probability.mean() == pytest.approx(
+        fitted["whole"].churn_probability.mean(), abs=0.05)
+    assert fitted["sampled"].clv.mean() == pytest.approx(fitted["whole"].clv.mean(), rel=0.25)
+
+
 def test_train_command_on_a_partitioned_dataset(parts_dir, cluster, in_tmp_cwd):
     from churnlens import build_app
 
@@ -647,8 +707,8 @@ def test_train_command_on_a_partitioned_dataset(parts_dir, cluster, in_tmp_cwd):
         "--scheduler", cluster.scheduler_address])
     assert result.exit_code == 0, result.output
     assert "registered churnlens version 1" in result.output, result.output
-    # the 365-day CLV window does not fit this history: the anchor is left out, and said so
-    assert "not applied to a partitioned dataset" in result.output, result.output
+    # the 365-day CLV window does not fit this history: mapped to it by the BG/NBD anchor
+    assert "match BG/NBD + Gamma-Gamma" in result.output, result.output
     assert (in_tmp_cwd / "mlflow.db").exists()
     refused = CliRunner().invoke(build_app(), [
         "train", "--data", str(parts_dir), "--uplift"])

@@ -42,6 +42,7 @@ label windows. Everything stored is plain numbers in the bundle.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -56,8 +57,12 @@ from training.calibrate import fit_soft_platt
 from training.fit import FitResult, rebuilt
 from training.metrics import decile_error
 from training.model_choice import scale_booster
-from training.recent_clv import apply_recent_clv, choose_recent_clv
+from training.params import TrainParams
+from training.recent_clv import apply_recent_clv, choose_recent_clv, recent_training_set
 from training.reference import WEEK_DAYS, BuyTillYouDie, purchase_summary
+
+#: BG/NBD's purchase periods for the anchor (lifetimes' ``freq="W"``)
+ANCHOR_PERIOD = "week"
 
 
 @dataclass
@@ -80,13 +85,19 @@ def needs_anchor(training_set: TrainingSet) -> tuple[bool, bool]:
 
 
 def fit_anchor(orders: pd.DataFrame, *, as_of: pd.Timestamp, horizon_days: int,
-               clv_horizon_days: int, penalizer: float = 0.0,
-               period: str = "week") -> HorizonAnchor:
+               clv_horizon_days: int, penalizer: float = 0.0) -> HorizonAnchor:
     """Fit BG/NBD + Gamma-Gamma on completed orders before ``as_of`` and predict the horizons.
 
     Raises ValueError when the history cannot support the fit (no repeat buyers).
     """
-    summary = purchase_summary(orders, as_of=as_of, period=period)
+    return anchor_from_summary(purchase_summary(orders, as_of=as_of, period=ANCHOR_PERIOD),
+                               as_of=as_of, horizon_days=horizon_days,
+                               clv_horizon_days=clv_horizon_days, penalizer=penalizer)
+
+
+def anchor_from_summary(summary: pd.DataFrame, *, as_of: pd.Timestamp, horizon_days: int,
+                        clv_horizon_days: int, penalizer: float = 0.0) -> HorizonAnchor:
+    """`fit_anchor` on a `purchase_summary` (weekly periods) of the customers to fit on."""
     model = BuyTillYouDie(penalizer=penalizer).fit(summary)
     predicted = model.predict(summary, horizon_weeks=horizon_days / WEEK_DAYS,
                               clv_horizon_weeks=clv_horizon_days / WEEK_DAYS)
@@ -192,30 +203,59 @@ def anchor_to_requested_horizon(fit: FitResult, dataset: Dataset, *, training_se
     Returns the fit unchanged (and no notes) when the windows are as requested;
     otherwise the new fit and notes of what was done (or why it could not be).
     """
+    orders = dataset.orders if dataset.orders is not None else pd.DataFrame()
+
+    def evidence() -> AnchorEvidence:
+        return AnchorEvidence(
+            purchase_summary(orders, as_of=as_of, period=ANCHOR_PERIOD),
+            features if features is not None else build_features(dataset, as_of=as_of))
+
+    return anchored(
+        fit, training_set=training_set, as_of=as_of, definition=definition,
+        has_orders=not orders.empty, evidence=evidence,
+        recent_set=lambda params: recent_training_set(dataset, as_of=as_of, params=params,
+                                                      definition=definition))
+
+
+@dataclass(frozen=True)
+class AnchorEvidence:
+    """What the anchor is fitted and mapped on: customers' purchase summaries (weekly
+    periods) and their features at ``as_of`` (every customer, or a sample of them)."""
+
+    summary: pd.DataFrame
+    features: pd.DataFrame
+    note: str | None = None
+
+
+def anchored(fit: FitResult, *, training_set: TrainingSet, as_of: pd.Timestamp,
+             definition: str, has_orders: bool, evidence: Callable[[], AnchorEvidence],
+             recent_set: Callable[[TrainParams], TrainingSet | None],
+             ) -> tuple[FitResult, list[str]]:
+    """`anchor_to_requested_horizon` on evidence from anywhere (a dataset in memory, or the
+    partitions of one); ``evidence`` and ``recent_set`` are asked for only when needed."""
     churn, clv = needs_anchor(training_set)
     if not (churn or clv):
         return fit, []
-    if definition != "inactivity" or dataset.orders is None or dataset.orders.empty:
+    if definition != "inactivity" or not has_orders:
         return fit, ["label windows are shorter than requested, but the BG/NBD horizon anchor "
                      "needs the inactivity definition and orders; probabilities describe the "
                      f"{training_set.label_horizon_days}-day window"]
+    seen = evidence()
     try:
-        anchor = fit_anchor(dataset.orders, as_of=as_of,
-                            horizon_days=int(training_set.horizon_days),
-                            clv_horizon_days=int(training_set.clv_horizon_days))
+        anchor = anchor_from_summary(seen.summary, as_of=as_of,
+                                     horizon_days=int(training_set.horizon_days),
+                                     clv_horizon_days=int(training_set.clv_horizon_days))
     except ValueError as error:
         return fit, [f"BG/NBD horizon anchor could not be fitted ({error}); probabilities "
                      f"describe the {training_set.label_horizon_days}-day window"]
-    notes: list[str] = []
+    notes = [seen.note] if seen.note else []
     if clv:
-        recent = choose_recent_clv(fit, dataset, training_set=training_set, as_of=as_of,
-                                   definition=definition)
+        recent = choose_recent_clv(fit, training_set=training_set, as_of=as_of,
+                                   recent_set=recent_set)
         if recent is not None:
             fit = apply_recent_clv(fit, recent)
             notes.append(recent.note)
-    if features is None:
-        features = build_features(dataset, as_of=as_of)
-    fit, mapped, report = apply_anchor(fit, anchor, features=features, churn=churn, clv=clv)
+    fit, mapped, report = apply_anchor(fit, anchor, features=seen.features, churn=churn, clv=clv)
     notes += mapped
     bundle = rebuilt(fit.bundle, metrics=fit.bundle.metrics | report,
                      notes=[*fit.bundle.notes, *notes])

@@ -13,7 +13,6 @@ its probabilities describe the shorter window.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -23,9 +22,9 @@ from features.partitioned import Manifest, read_manifest
 from features.partitioned_snapshots import partitioned_snapshots
 from features.snapshots import TrainingSet
 from training.data import profile_counts
-from training.fit import FitResult, fit_bundle, rebuilt
-from training.horizon import needs_anchor
+from training.fit import FitResult, fit_bundle
 from training.params import TrainingDataError, TrainParams
+from training.partitioned_anchor import anchor_partitioned
 from training.run import TrainResult, register_fit
 
 if TYPE_CHECKING:
@@ -72,13 +71,9 @@ def fit_partitioned(data: str, *, client: Client | None, as_of: pd.Timestamp | N
     fit = fit_bundle(training_set, params=params, event_types=training_set.event_types,
                      definition=chosen.name, learn_clv=built.has_revenue,
                      churn_definition=chosen)
-    if any(needs_anchor(training_set)):
-        note = (f"label windows are shorter than requested; the BG/NBD horizon anchor needs "
-                "every customer's orders on one machine and is not applied to a partitioned "
-                f"dataset: probabilities describe the {training_set.label_horizon_days}-day "
-                "window")
-        fit = replace(fit, bundle=rebuilt(fit.bundle, notes=[*fit.bundle.notes, note]),
-                      notes=[*fit.notes, note])
+    # label windows shorter than asked (short history): calibrate to the asked horizons
+    fit, _ = anchor_partitioned(fit, data, client=client, manifest=manifest,
+                                training_set=training_set, as_of=as_of, definition=chosen.name)
     profile = profile_counts(
         customers=manifest.customers,
         rows={t: _rows(manifest, t) for t in manifest.tables},

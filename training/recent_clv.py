@@ -20,6 +20,7 @@ refitted on them with the latest one held out, exactly as `fit_bundle` does.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import lightgbm as lgb
@@ -66,25 +67,31 @@ def recent_training_set(dataset: Dataset, *, as_of: pd.Timestamp, params: TrainP
             step_days=params.step_days, max_snapshots=params.max_snapshots)
     except ValueError:
         return None
-    if (recent.clv_label_horizon_days != RECENT_WINDOW_DAYS
-            or _valued(recent.frame)["snapshot_at"].nunique() < MIN_RECENT_SNAPSHOTS):
-        return None
-    return recent
+    return recent if usable_recent(recent) else None
 
 
-def choose_recent_clv(fit: FitResult, dataset: Dataset, *, training_set: TrainingSet,
-                      as_of: pd.Timestamp, definition: str) -> RecentChoice | None:
+def usable_recent(recent: TrainingSet) -> bool:
+    """Whether a 13-week training set has full windows and enough snapshots to judge on."""
+    return (recent.clv_label_horizon_days == RECENT_WINDOW_DAYS
+            and _valued(recent.frame)["snapshot_at"].nunique() >= MIN_RECENT_SNAPSHOTS)
+
+
+def choose_recent_clv(fit: FitResult, *, training_set: TrainingSet, as_of: pd.Timestamp,
+                      recent_set: Callable[[TrainParams], TrainingSet | None],
+                      ) -> RecentChoice | None:
     """Compare the fitted CLV model with one from recent 13-week windows (module docstring).
 
-    None when it does not apply: the CLV windows were not shortened, they are
-    already no longer than 13 weeks, or 13-week windows give too few snapshots.
+    ``recent_set(params)`` builds the 13-week training set (`recent_training_set`, or
+    its partitioned twin), asked for only when the comparison applies. None when it
+    does not apply: the CLV windows were not shortened, they are already no longer than
+    13 weeks, or 13-week windows give too few snapshots.
     """
     params = fit.params
     window = int(training_set.clv_label_horizon_days)
     horizon = int(training_set.clv_horizon_days)
     if params is None or not params.clv_recent_windows or not RECENT_WINDOW_DAYS < window < horizon:
         return None
-    recent = recent_training_set(dataset, as_of=as_of, params=params, definition=definition)
+    recent = recent_set(params)
     if recent is None:
         return None
     valued = _valued(recent.frame)
