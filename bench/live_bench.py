@@ -63,8 +63,8 @@ VENV_BIN = Path(sys.executable).parent
 API_KEY = "clk_live_bench_0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 BATCH = 100
-#: the server's CHURNLENS_SWITCH_INTERVAL_MS when --switch-interval-ms is given
-SWITCH_INTERVAL_MS: list[float] = []
+#: settings given to the servers (--switch-interval-ms, --ingest-processes), else their defaults
+SERVER_ENV: dict[str, str] = {}
 
 RULES = """version: 1
 rules:
@@ -326,8 +326,7 @@ def start_server(url: str, *, workdir: Path, env: dict[str, str], outbox_url: st
         "CHURNLENS_MODEL_POLL_SECONDS": "0",
         "CHURNLENS_LIVE_POLL_SECONDS": "1",
         "CHURNLENS_OUTREACH_ENABLED": "true" if outreach else "false",
-        **({"CHURNLENS_SWITCH_INTERVAL_MS": str(SWITCH_INTERVAL_MS[0])}
-           if SWITCH_INTERVAL_MS else {}),
+        **SERVER_ENV,
     }
     with open(log, "w") as sink:
         server = subprocess.Popen(
@@ -404,6 +403,9 @@ def main() -> None:
     parser.add_argument("--switch-interval-ms", type=float, default=None,
                         help="the server's CHURNLENS_SWITCH_INTERVAL_MS (default: its own, "
                              "5, Python's)")
+    parser.add_argument("--ingest-processes", type=int, default=None,
+                        help="the server's CHURNLENS_INGEST_PROCESSES (default: its own, 1; 0 "
+                             "writes ingests in the API process)")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--probes", type=int, default=100)
@@ -417,7 +419,9 @@ def main() -> None:
                         "score by id also writes the outbox, as the rule fires for everyone)")
     args = parser.parse_args()
     if args.switch_interval_ms is not None:
-        SWITCH_INTERVAL_MS.append(args.switch_interval_ms)
+        SERVER_ENV["CHURNLENS_SWITCH_INTERVAL_MS"] = str(args.switch_interval_ms)
+    if args.ingest_processes is not None:
+        SERVER_ENV["CHURNLENS_INGEST_PROCESSES"] = str(args.ingest_processes)
 
     workdir = args.workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)

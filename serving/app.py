@@ -21,6 +21,7 @@ from fastapi_offline import FastAPIOffline
 from features.database import is_database_url
 from features.dataset import Dataset
 from features.io import read_dataset
+from serving.ingest.processes import IngestProcesses, in_memory
 from serving.ingest.store import LiveStore
 from serving.live.fresh import LiveScores
 from serving.live.rescore import LiveLoop, Rescorer
@@ -99,6 +100,17 @@ def _start_live(app: FastAPI, holder: ModelHolder, settings: Settings) -> LiveLo
     return loop
 
 
+def _start_ingest_processes(app: FastAPI, settings: Settings) -> IngestProcesses | None:
+    """On a database source: the processes ingests are written by (none: in this process)."""
+    store: LiveStore | None = app.state.live_store
+    if store is None or settings.ingest_processes == 0 or in_memory(store.url):
+        return None
+    processes = IngestProcesses(store.url, processes=settings.ingest_processes)
+    processes.start()
+    app.state.ingest_processes = processes
+    return processes
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: Settings = app.dependency_overrides.get(get_settings, get_settings)()
@@ -111,6 +123,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     sys.setswitchinterval(settings.switch_interval_ms / 1000)
     task = asyncio.create_task(_load_and_follow(holder, settings), name="churnlens-model")
     relay = _start_relay(settings)
+    processes = _start_ingest_processes(app, settings)
     live = _start_live(app, holder, settings)
     try:
         yield
@@ -123,6 +136,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await task
         if relay is not None:
             await asyncio.to_thread(relay.stop)
+        if processes is not None:
+            app.state.ingest_processes = None
+            await asyncio.to_thread(processes.close)
         if app.state.live_store is not None:
             app.state.live_store.close()
 
@@ -155,6 +171,7 @@ def create_app(settings: Settings | None = None, *, pause: Pause = asyncio.sleep
     app.state.live_store = LiveStore(str(resolved.data)) if is_live else None
     app.state.live_scores = LiveScores(app.state.live_store) if is_live else None
     app.state.rescorer = None
+    app.state.ingest_processes = None  # started by the lifespan on a database source
     app.state.holder = ModelHolder(model_uri=resolved.model_uri, top_k=resolved.top_k,
                                    metrics=metrics, pause=pause)
     for router in (scores.router, ingest.router, model.router, actions.router, health.router):

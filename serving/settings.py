@@ -237,6 +237,12 @@ class Settings(OutreachSettings):
     ingest_max_rows: int = Field(
         default=10_000, ge=1, le=1_000_000, description="Most rows in one ingestion request"
     )
+    ingest_processes: int = Field(
+        default=1, ge=0, le=32,
+        description="On a database source: processes that validate and write ingests, so "
+        "their CPU work does not hold the interpreter that scores by id use (0: in the API "
+        "process)",
+    )
     switch_interval_ms: float = Field(
         default=5.0, gt=0, le=100,
         description="How long a busy thread (an ingest's validation) may hold the interpreter "

@@ -8,11 +8,14 @@ injected so "in the future" does not depend on when the test runs.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 import httpx
 import pytest
+from fastapi import FastAPI
 
 from serving.settings import Settings
 
@@ -20,25 +23,39 @@ NOW = datetime(2024, 6, 1, 12, 0, 0)
 
 
 @pytest.fixture
-def served(backend, tmp_path, running_server, scratch_database, scoped_keys, live_tables):
-    """(client, database URL) of a server whose data source is an empty live database."""
+def serve_live(backend, tmp_path, running_server, scratch_database, scoped_keys, live_tables):
+    """``with serve_live(ingest_processes=N) as (client, url, app)``: a server whose data
+    source is an empty live database of its own (two customers in it)."""
     from serving.app import create_app
 
     empty_model = tmp_path / "no-model"
-    empty_model.mkdir()
-    with scratch_database(backend, tmp_path, prefix="live") as url:
-        live_tables.create(url, attributes={"country": "text", "age": "number"})
-        app = create_app(Settings(data=url, api_keys=scoped_keys.entries,
-                                  model_uri=str(empty_model), model_poll_seconds=0,
-                                  outreach_enabled=False))
-        app.state.live_store.clock = lambda: NOW
-        with running_server(app) as base, httpx.Client(base_url=base, timeout=30) as client:
-            answer = client.post("/v1/customers", headers=scoped_keys.write, json=[
-                {"customer_id": "c-1", "signup_at": "2023-01-05", "attributes": {"country": "DE"}},
-                {"customer_id": "c-2"}])
-            assert answer.status_code == 200, answer.text
-            yield client, url
-        app.state.live_store.close()
+    empty_model.mkdir(exist_ok=True)
+
+    @contextlib.contextmanager
+    def serve(ingest_processes: int = 1) -> Iterator[tuple[httpx.Client, str, FastAPI]]:
+        with scratch_database(backend, tmp_path, prefix="live") as url:
+            live_tables.create(url, attributes={"country": "text", "age": "number"})
+            app = create_app(Settings(data=url, api_keys=scoped_keys.entries,
+                                      model_uri=str(empty_model), model_poll_seconds=0,
+                                      outreach_enabled=False, ingest_processes=ingest_processes))
+            app.state.live_store.clock = lambda: NOW
+            with running_server(app) as base, httpx.Client(base_url=base, timeout=30) as client:
+                answer = client.post("/v1/customers", headers=scoped_keys.write, json=[
+                    {"customer_id": "c-1", "signup_at": "2023-01-05",
+                     "attributes": {"country": "DE"}},
+                    {"customer_id": "c-2"}])
+                assert answer.status_code == 200, answer.text
+                yield client, url, app
+            app.state.live_store.close()
+
+    return serve
+
+
+@pytest.fixture
+def served(serve_live):
+    """(client, database URL) of a server whose data source is an empty live database."""
+    with serve_live() as (client, url, _):
+        yield client, url
 
 
 def order(order_id: str = "o-1", *, status: str = "completed", customer: str = "c-1",
@@ -145,8 +162,15 @@ def test_scopes_keep_readers_and_writers_apart(served, scoped_keys):
     assert client.post("/v1/orders", json=[order()]).status_code == 401
 
 
-def test_concurrent_ingests_of_one_order_leave_one_row_and_no_5xx(served, scoped_keys, live_tables):
-    client, url = served
+@pytest.mark.parametrize("ingest_processes", [0, 2])
+def test_concurrent_ingests_of_one_order_leave_one_row_and_no_5xx(serve_live, scoped_keys,
+                                                                 live_tables, ingest_processes):
+    """In the API process's threads and in two ingest processes: writers that race."""
+    with serve_live(ingest_processes) as (client, url, _):
+        _race_one_order(client, url, scoped_keys, live_tables)
+
+
+def _race_one_order(client, url, scoped_keys, live_tables) -> None:
     statuses = ["completed", "returned", "cancelled", "unclaimed"] * 4
 
     def send(status: str) -> int:
@@ -171,3 +195,43 @@ def test_a_directory_source_has_no_ingestion(tmp_path, running_server, scoped_ke
     with running_server(app) as base, httpx.Client(base_url=base) as client:
         answer = client.post("/v1/orders", headers=scoped_keys.write, json=[order()])
     assert answer.status_code == 404 and "database URL" in answer.text
+
+
+def test_ingest_processes_write_and_answer_as_the_api_process_does(serve_live, scoped_keys,
+                                                                   live_tables):
+    """Ingests handed to an ingest process answer exactly as those written in the API
+    process (inserted/updated/unchanged, 422 naming row and field, nothing written on a
+    refusal), and the API process itself never opened the database to write them."""
+    requests = [
+        ("orders", [order("o-1"), order("o-2", customer="c-2")]),
+        ("orders", [order("o-1", status="returned")]),
+        ("events", [{"customer_id": "c-1", "occurred_at": "2024-05-30T08:00:00",
+                     "event_type": "login"}] * 2),
+        ("events", [{"customer_id": "c-1", "occurred_at": "2024-05-30T08:00:00",
+                     "event_type": "login"}] * 2),
+        ("events", [{"customer_id": "c-2", "occurred_at": "2024-05-31T08:00:00",
+                     "event_type": "login", "event_id": "given-1"}]),
+        ("orders", [order("o-3"), order("o-4", customer="c-nobody")]),
+        ("events", [{"customer_id": "c-1", "occurred_at": "2024-06-01T12:30:00Z",
+                     "event_type": "login"}]),
+        ("customers", [{"customer_id": "c-1", "attributes": {"age": 41}}]),
+    ]
+    answers = {}
+    for processes in (0, 1):
+        with serve_live(processes) as (client, url, app):
+            seen = []
+            for table, body in requests:
+                answer = client.post(f"/v1/{table}", headers=scoped_keys.write, json=body)
+                seen.append((answer.status_code,
+                             answer.json() | {"committed_at": None} if answer.status_code == 200
+                             else answer.json()))
+            counts = [live_tables.count(url, table) for table in ("orders", "events")]
+            if processes:
+                assert app.state.live_store._engine is None, \
+                    "the API process wrote itself instead of its ingest process"
+            answers[processes] = (seen, counts)
+    assert answers[1] == answers[0]
+    seen, counts = answers[0]
+    assert [code for code, _ in seen] == [200] * 5 + [422, 422, 200]
+    assert seen[5][1]["detail"][0]["loc"] == ["body", 1, "customer_id"]
+    assert counts == [2, 3]

@@ -81,6 +81,9 @@ class IngestRejectedError(ValueError):
         super().__init__(f"{len(errors)} problem(s), first: {errors[0]['msg']}")
         self.errors = errors
 
+    def __reduce__(self) -> tuple[type[IngestRejectedError], tuple[list[dict[str, Any]]]]:
+        return type(self), (self.errors,)  # from an ingest process, errors and all
+
 
 @dataclass(frozen=True)
 class IngestResult:
@@ -226,9 +229,12 @@ class LiveStore:
     # -- writing -----------------------------------------------------------------------
 
     def ingest(self, table: str, raw: pd.DataFrame, *,
-               future_tolerance: timedelta = timedelta(minutes=5)) -> IngestResult:
+               future_tolerance: timedelta = timedelta(minutes=5),
+               now: datetime | None = None) -> IngestResult:
         """Validate ``raw`` (one table's request rows) and write it in one transaction.
 
+        ``now`` is the server's clock for this request (default: ``clock()`` when the
+        transaction begins); an ingest process is given the API process's.
         Raises `IngestRejectedError` (nothing written) or `DatabaseUnavailableError`.
         A transaction that loses a deadlock to a concurrent ingest is tried again.
         """
@@ -236,7 +242,8 @@ class LiveStore:
             try:
                 schema = self.schema()
                 with self.engine.begin() as connection:
-                    return self._ingest(connection, schema, table, raw, future_tolerance)
+                    return self._ingest(connection, schema, table, raw, future_tolerance,
+                                        now or self.clock())
             except DBAPIError as error:
                 if _retryable(error) and attempt < _ATTEMPTS:
                     continue
@@ -248,8 +255,7 @@ class LiveStore:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _ingest(self, connection: Connection, schema: ContractSchema, table: str,
-                raw: pd.DataFrame, future_tolerance: timedelta) -> IngestResult:
-        now = self.clock()
+                raw: pd.DataFrame, future_tolerance: timedelta, now: datetime) -> IngestResult:
         known = None
         if table != "customers":
             referenced = sorted({str(c).strip() for c in raw["customer_id"].dropna()})

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Body, Depends, HTTPException, Request, status
 from pydantic import BaseModel, Field
 
 from serving.api_models import ErrorDetail
+from serving.ingest.processes import IngestProcesses
 from serving.ingest.rows import (
     CustomerRows,
     EventRows,
@@ -78,9 +79,14 @@ def _ingest(request: Request, table: str, rows: list[BaseModel], store: LiveStor
             "loc": ["body"], "type": "too_long", "input": len(rows),
             "msg": f"too many rows in one request: {len(rows):,} > {settings.ingest_max_rows:,} "
                    "(CHURNLENS_INGEST_MAX_ROWS); split the batch"}])
+    tolerance = timedelta(seconds=settings.ingest_future_tolerance_seconds)
+    processes: IngestProcesses | None = getattr(request.app.state, "ingest_processes", None)
     try:
-        result = store.ingest(table, raw_table(table, rows), future_tolerance=timedelta(
-            seconds=settings.ingest_future_tolerance_seconds))
+        if processes is not None:  # validated and written by an ingest process
+            result = processes.ingest(table, raw_table(table, rows), now=store.clock(),
+                                      future_tolerance=tolerance)
+        else:
+            result = store.ingest(table, raw_table(table, rows), future_tolerance=tolerance)
     except IngestRejectedError as error:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, error.errors) from None
     except DatabaseUnavailableError as error:
