@@ -36,6 +36,7 @@ from sqlalchemy import (
     Connection,
     DateTime,
     Engine,
+    Select,
     Table,
     and_,
     any_,
@@ -184,6 +185,8 @@ class LiveStore:
         self._lookup_engine: Engine | None = None
         self._schema: ContractSchema | None = None
         self._lock = threading.Lock()
+        #: the one-customer stamp lookup of a score by id, built once
+        self._stamp_query: Select[Any] | None = None
 
     def __repr__(self) -> str:
         return f"LiveStore({masked_url(self.url)!r})"
@@ -404,15 +407,18 @@ class LiveStore:
         found: dict[str, datetime] = {}
         try:
             table = self.schema().customer_changes
-            if len(ids) == 1:  # a score by id: one statement, compiled once and cached
-                query = select(table.c.customer_id, table.c.changed_at).where(
-                    table.c.customer_id == bindparam("customer_id"))
+            if len(ids) == 1:  # a score by id: one statement, built and compiled once
+                query = self._stamp_query
+                if query is None:
+                    query = self._stamp_query = select(
+                        table.c.customer_id, table.c.changed_at).where(
+                        table.c.customer_id == bindparam("customer_id"))
                 with self.lookup_engine.connect() as connection:
                     return {c: t for c, t in connection.execute(query, {"customer_id": ids[0]})}
             with self.engine.connect() as connection:
                 for condition in _where_in(connection, table.c.customer_id, ids):
-                    query = select(table.c.customer_id, table.c.changed_at).where(condition)
-                    found.update({c: t for c, t in connection.execute(query)})
+                    several = select(table.c.customer_id, table.c.changed_at).where(condition)
+                    found.update({c: t for c, t in connection.execute(several)})
         except SQLAlchemyError as error:
             raise DatabaseUnavailableError(database_problem(error)) from error
         return found

@@ -58,8 +58,9 @@ class IngestResponse(BaseModel):
     committed_at: UtcDateTime
 
 
-def live_store(request: Request) -> LiveStore:
-    """The database of record, or 404 when the server reads a directory."""
+async def live_store(request: Request) -> LiveStore:
+    """The database of record, or 404 when the server reads a directory (async: a sync
+    dependency would cost each request a hop through the thread pool)."""
     store = getattr(request.app.state, "live_store", None)
     if store is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND,
