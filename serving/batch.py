@@ -202,12 +202,13 @@ def _fingerprint(
 ) -> dict[str, Any]:
     """What must not change between a run and its resumption (only the table files count;
     for a database, its URL without password and the rows read from each table)."""
-    from features.database import is_database_url
     from features.io import find_tables
-    from serving.redact import masked_url
+    from features.sources import is_database_url
 
     files: dict[str, Any]
     if is_database_url(data_dir):
+        from serving.redact import masked_url  # SQLAlchemy: only for a database
+
         source, files = masked_url(str(data_dir)), {"rows_read": rows_read}
     else:
         source = str(Path(data_dir).resolve())
