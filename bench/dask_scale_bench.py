@@ -165,7 +165,12 @@ def step_dask(parts: Path, out: Path, bundle: Path, chunk_size: int) -> dict:
     def measured_merge(*args, client, **kwargs):
         phases["partitions"] = client.run(_peak_mb)
         client.run(_reset_peak)
-        return merge(*args, client=client, **kwargs)
+        began = time.perf_counter()
+        try:
+            return merge(*args, client=client, **kwargs)
+        finally:
+            phases["seconds"] = {"partitions": began - ready,
+                                 "merge": time.perf_counter() - began}
 
     partitioned.run_one = measured_merge
     started = time.perf_counter()
@@ -182,6 +187,8 @@ def step_dask(parts: Path, out: Path, bundle: Path, chunk_size: int) -> dict:
     return {"engine": "dask", "seconds": round(total, 1),
             "customers_per_s": round(summary.rows_scored / total),
             "run_s": round(seconds, 1), "cluster_start_s": round(ready - started, 1),
+            "partition_tasks_s": round(phases["seconds"]["partitions"], 1),
+            "merge_s": round(phases["seconds"]["merge"], 1),
             "rows_scored": summary.rows_scored, "rows_rejected": summary.rows_rejected,
             "driver_peak_rss_mb": _peak_mb(),
             "worker_peak_rss_mb": sorted(max(phases["partitions"][w], phases["merge"][w])

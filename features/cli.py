@@ -26,7 +26,7 @@ TablesOption = Annotated[Path | None, typer.Option(
 
 def source_label(data: Path | str) -> str:
     """How messages name a dataset: a directory as given, a database URL without password."""
-    from features.database import is_database_url
+    from features.sources import is_database_url
 
     if not is_database_url(data):
         return str(data)

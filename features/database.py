@@ -26,7 +26,6 @@ contract reads them. Tables follow the connection's schema (on PostgreSQL the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -67,7 +66,6 @@ BOOKKEEPING_COLUMNS = {"orders": ("updated_at",), "events": ("event_key", "event
 MUTABLE_COLUMNS = {"orders": ("ordered_at", "amount", "status", "discount", "items"),
                    "events": (),
                    "subscriptions": ("ended_at", "mrr")}
-_DATABASE_URL = re.compile(r"^(sqlite|postgresql|postgres)(\+\w+)?://")
 
 
 def _id() -> String:
@@ -208,12 +206,6 @@ def reflect_schema(bind: Engine | Connection) -> ContractSchema:
             number = isinstance(column["type"], Float) or column["type"].python_type is float
             attributes[column["name"]] = "number" if number else "text"
     return contract_schema(attributes=attributes)
-
-
-def is_database_url(source: object) -> bool:
-    """Whether ``source`` names a database (``sqlite://…``, ``postgresql[+driver]://…``)
-    rather than a folder."""
-    return _DATABASE_URL.match(str(source)) is not None
 
 
 def database_engine(url: str, *, pre_ping: bool = True) -> Engine:

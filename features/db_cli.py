@@ -32,9 +32,9 @@ def load(
     from sqlalchemy.exc import SQLAlchemyError
 
     from features.cli import load_or_exit
-    from features.database import is_database_url
     from features.db_load import LoadError, load_dataset
     from features.io import write_table
+    from features.sources import is_database_url
 
     if not is_database_url(into):
         raise typer.BadParameter("expected a database URL (sqlite:///FILE or "

@@ -85,7 +85,7 @@ def read_dataset(directory: Path | str, *, tables: Path | str | None = None
     existing schema. Each file is read only when its table is validated and
     dropped after, so at most one raw table is in memory next to the validated ones.
     """
-    from features.database import is_database_url
+    from features.sources import is_database_url
 
     if is_database_url(directory):
         from features.db_source import read_database

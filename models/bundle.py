@@ -283,7 +283,7 @@ class ChurnBundle(BundleExplanations):
         """
         features = self._with_business_season(features)
         return PreparedMatrix(
-            customer_ids=np.array([str(c) for c in features.index], dtype=object),
+            customer_ids=features.index.astype(str).to_numpy(dtype=object),
             matrix=model_matrix(self.prepare(features)),
             population=self.in_population(features).to_numpy(dtype=bool),
             lifecycle_stage=np.asarray(self.lifecycle_stage(features), dtype=object),

@@ -18,9 +18,9 @@ from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi_offline import FastAPIOffline
 
-from features.database import is_database_url
 from features.dataset import Dataset
 from features.io import read_dataset
+from features.sources import is_database_url
 from serving.ingest.processes import IngestProcesses, in_memory
 from serving.ingest.store import LiveStore
 from serving.live.fresh import LiveScores

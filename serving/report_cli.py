@@ -57,8 +57,8 @@ def report(
     from sqlalchemy.engine import make_url
 
     from features.cli import load_or_exit, parse_as_of, source_label
-    from features.database import is_database_url
     from features.partitioned import is_partitioned
+    from features.sources import is_database_url
     from serving.report import ReportInputError, gather_report
 
     # MLflow's per-file download bars would bury the report's own messages

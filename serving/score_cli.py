@@ -75,8 +75,8 @@ def score(
 
     from features.cluster import SchedulerUnreachable
     from features.contract import DataContractError
-    from features.database import is_database_url
     from features.partitioned import is_partitioned
+    from features.sources import is_database_url
     from models.loading import load_model
     from serving.batch import BatchError, default_workers, run_batch
     from serving.outreach.rules import load_rules

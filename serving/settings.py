@@ -24,7 +24,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from features.database import is_database_url
+from features.sources import is_database_url
 from models import DEFAULT_MODEL_URI
 from serving.auth import parse_key_entry
 from serving.schemas import DEFAULT_TOP_K, MAX_TOP_K

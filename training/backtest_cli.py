@@ -32,7 +32,7 @@ def _load(data: str, data_dir: Path | None, tables: Path | None = None):
     """A dataset directory or database URL, or a real dataset by name (``cdnow``, ``online-retail``,
     ``cdnow-sample``, or ``NAME:PATH``); returns (dataset, name or None, notes)."""
     from features.cli import load_or_exit
-    from features.database import is_database_url
+    from features.sources import is_database_url
     from training.realdata import SOURCE_FILES, load_source
 
     if is_database_url(data):

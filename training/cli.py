@@ -129,8 +129,8 @@ def train(
     ``--engine dask``) and the bundle is fitted here, on the gathered training set.
     """
     from features.cli import load_or_exit, parse_as_of, source_label
-    from features.database import is_database_url
     from features.definition import parse_event_list
+    from features.sources import is_database_url
     from training.outcomes import OutboxReadError, read_actions
     from training.params import TrainingDataError
     from training.run import train_and_register
