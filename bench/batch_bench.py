@@ -89,8 +89,11 @@ def run_reference(bundle: Path, sample: int) -> dict:
     explainer.shap_values(X)
     churn.churn_booster.predict(X)
     seconds = time.perf_counter() - started
+    # the CLV trees set the cost of --explain none: 287 at Nov 30, 1,499 since the CLV booster
+    # averages 5 seeds (clv_seeds), so figures of bundles with other counts do not compare
     return {"rows": len(X), "seconds": round(seconds, 1), "rows_per_s": round(len(X) / seconds),
-            "trees": churn.churn_booster.num_trees()}
+            "trees": churn.churn_booster.num_trees(),
+            "clv_trees": churn.clv_booster.num_trees() if churn.clv_booster else 0}
 
 
 def _tree(root: int) -> list[int]:
