@@ -143,7 +143,7 @@ def reference_rate(url: str, customers: list[str], *, duration: float) -> dict:
     while time.perf_counter() < stop_at:
         rows = event_batch(customers, rng)
         frame = pd.DataFrame(rows)
-        frame["occurred_at"] = pd.to_datetime(frame["occurred_at"])
+        frame["occurred_at"] = pd.to_datetime(frame["occurred_at"], format="ISO8601")
         frame["value"] = float("nan")
         keys = event_keys(frame)
         values = [{"event_key": key, "event_id": row["event_id"],

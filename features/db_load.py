@@ -40,6 +40,7 @@ from sqlalchemy import (
     literal,
     or_,
     select,
+    text,
     true,
 )
 
@@ -297,6 +298,11 @@ def load_dataset(validation: ValidationResult, url: str, *, now: datetime,
                         connection, schema, name, rows, now=now)
             if first:
                 _mark_rescored(connection, schema)
+        with engine.begin() as connection:
+            # fresh planner statistics: after a bulk load the tables' are empty or stale,
+            # and the by-id reads would be planned for tables of a few rows
+            for table in schema.metadata.sorted_tables:
+                connection.execute(text(f'ANALYZE "{table.name}"'))
     finally:
         engine.dispose()
     return report
